@@ -1,0 +1,311 @@
+"""The sans-I/O core of one subscriber: a queue, its policy and the actions they imply.
+
+Theory of operation
+-------------------
+The outbox never awaits and never reads a clock: every input carries ``now`` and the
+transport's write-buffer size, and every output is an action for the I/O shell (the
+relay, or ``Hub.publish`` on the fast path) to perform at once. The testing toolkit
+drives the same object with a fake transport and a virtual clock.
+
+Two inputs:
+
+* :meth:`Outbox.offer` at publish. **Fast path**: with an empty queue, a write buffer
+  at or under the low-water mark and a policy that says "send now" (an ``eager``
+  policy says so without being asked), the answer is ``WRITE``: the caller writes the
+  message immediately, no task wakes. Otherwise the message enters the queue under the
+  policy's rules, and the answer tells the caller whether the relay must run (``KICK``)
+  or the subscriber must be closed (``CLOSE``).
+* :meth:`Outbox.next_action` from the relay: write these frames, wait (for the buffer
+  to drain and/or until a time), close, or stop (``IDLE``: the queue is empty and the
+  relay task can end, so only subscribers that fell behind have a task).
+
+A message leaves the queue only in the action that writes it, so order holds when the
+fast path and the relay alternate: the fast path is taken only when the queue is empty.
+Writes stop once the buffer passes the high-water mark, and nothing is written while it
+is over, so a stalled client holds at most its queue bound plus one write limit.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import sys
+from collections.abc import Callable
+
+import attrs
+
+from ._decision import NEUTRAL, Close, Decision
+from ._message import Message
+from ._policy import Policy, resolve_rules
+from ._queue import MessageQueue, Push
+from ._snapshot import Snapshot
+from ._stats import SubscriberStats
+
+__all__ = ["BLOCKED", "IDLE", "CloseAction", "Offer", "Outbox", "Wait", "Write"]
+
+BLOCKED = sys.maxsize
+"""A write-buffer size meaning "cannot write now" (the connection is closing or busy)."""
+
+
+class Offer(enum.Enum):
+    NONE = 0
+    """Queued or refused; nothing for the caller to do."""
+    WRITE = 1
+    """Write the message now (fast path); it is already counted as sent."""
+    KICK = 2
+    """The relay must run now: start it if absent, wake it if waiting."""
+    CLOSE = 3
+    """The subscriber is closing; the relay performs the close."""
+
+
+@attrs.frozen
+class Write:
+    """Write these frames now, in order, in one transport write."""
+
+    frames: tuple[Message, ...]
+
+
+@attrs.frozen
+class Wait:
+    """Wait until ``until`` (same clock), a kick, or, with ``drain``, the buffer draining."""
+
+    until: float
+    drain: bool
+
+
+@attrs.frozen
+class CloseAction:
+    """Close the connection with this code and reason, then stop."""
+
+    close: Close
+
+
+@attrs.frozen
+class _Idle:
+    """Nothing queued: the relay may stop."""
+
+
+IDLE = _Idle()
+
+Action = Write | Wait | CloseAction | _Idle
+
+QUEUE_FULL = "queue full"
+
+
+class Outbox:
+    """One subscriber's queue, policy and counters; see the module docstring for the protocol."""
+
+    def __init__(self, policy: Policy, *, high: int, low: int) -> None:
+        if not 0 <= low <= high:
+            raise ValueError(f"write limits (high={high}, low={low}) need 0 <= low <= high")
+        self.policy = policy
+        rules = resolve_rules(policy)
+        self.rules = rules
+        self.queue = MessageQueue(rules)
+        self.high = high
+        self.low = low
+        self._batch = rules.batch
+        self._eager = policy.eager
+        self._decide: Callable[[Snapshot], Decision] | None = (
+            policy.decide if type(policy).decide is not Policy.decide else None
+        )
+        self._decision: Decision | None = None
+        self._memo: object = None
+        self.last_send: float | None = None
+        self.offered = 0
+        self.sent = 0
+        self.frames = 0
+        self.batched = 0
+        self.disconnected = 0
+        self.closing: Close | None = None
+        self._close_emitted = False
+
+    # -- inputs ---------------------------------------------------------------------
+
+    def offer(self, message: Message, now: float, write_buffer: int) -> Offer:
+        """A message for this subscriber; see :class:`Offer` for what the caller must do."""
+        self.offered += 1
+        if self.closing is not None:
+            self.disconnected += 1
+            return Offer.NONE
+        queue = self.queue
+        asked = False
+        if not queue and write_buffer <= self.low:
+            if self._eager:
+                self.sent += 1
+                self.frames += 1
+                self.last_send = now
+                return Offer.WRITE
+            decision = self._ask(now, write_buffer)
+            if decision.close is not None:
+                self.disconnected += 1
+                return self._begin_close(decision.close)
+            if decision.send_at <= now:
+                self.sent += 1
+                self.frames += 1
+                self.last_send = now
+                self._decision = None  # last_send changed: ask again next time
+                return Offer.WRITE
+            asked = True
+        was_empty = not queue
+        pushed = queue.push(message)
+        if pushed is Push.OVERFLOW:
+            self.disconnected += 1
+            return self._begin_close(Close(1013, QUEUE_FULL, cause=self._overflow_cause(message)))
+        if not queue:
+            return Offer.NONE
+        if self._decide is not None:
+            standing = self._decision
+            if not asked and (
+                was_empty
+                or standing is None
+                or len(queue) >= standing.recheck_messages
+                or queue.bytes >= standing.recheck_bytes
+            ):
+                decision = self._ask(now, write_buffer)
+                if decision.close is not None:
+                    return self._begin_close(decision.close)
+                return Offer.KICK
+        return Offer.KICK if was_empty else Offer.NONE
+
+    def next_action(self, now: float, write_buffer: int) -> Action:
+        """What the relay must do now. Call again after performing it."""
+        if self.closing is not None:
+            if self._close_emitted:
+                return IDLE
+            self._close_emitted = True
+            return CloseAction(self.closing)
+        queue = self.queue
+        if not queue:
+            return IDLE
+        decision = self._ask(now, write_buffer) if self._decide is not None else NEUTRAL
+        if decision.close is not None:
+            self._begin_close(decision.close)
+            self._close_emitted = True
+            return CloseAction(decision.close)
+        if write_buffer > self.high:
+            return Wait(decision.recheck_at, drain=True)
+        if decision.send_at > now:
+            return Wait(min(decision.send_at, decision.recheck_at), drain=False)
+        frames = []
+        buffered = write_buffer
+        while True:
+            frame = self._take_frame()
+            frames.append(frame)
+            buffered += len(frame.payload)
+            self.last_send = now
+            if not queue or buffered > self.high:
+                break
+            if self._decide is not None:
+                decision = self._ask(now, buffered)
+                if decision.close is not None or decision.send_at > now:
+                    break
+        if self._decide is not None:
+            self._decision = None
+        return Write(tuple(frames))
+
+    def close(self, close: Close) -> bool:
+        """Begin closing for a reason outside the policy; False if already closing."""
+        if self.closing is not None:
+            return False
+        self._begin_close(close)
+        return True
+
+    def discard(self) -> None:
+        """The connection is gone: whatever is still queued is lost."""
+        self.disconnected += self.queue.clear()
+        if self.closing is None:
+            self._close_emitted = True
+            self.closing = _GONE
+
+    # -- views ----------------------------------------------------------------------
+
+    def snapshot(self, now: float, write_buffer: int) -> Snapshot:
+        queue = self.queue
+        oldest = queue.oldest_time
+        return Snapshot(
+            now=now,
+            queued_messages=len(queue),
+            queued_bytes=queue.bytes,
+            lag=0.0 if oldest is None else max(0.0, now - oldest),
+            write_buffer=write_buffer,
+            last_send=self.last_send,
+            sent=self.sent,
+            dropped=self.dropped,
+            memo=self._memo,
+        )
+
+    @property
+    def dropped(self) -> int:
+        q = self.queue
+        return q.dropped_oldest + q.dropped_newest + q.skipped + q.conflated + self.disconnected
+
+    def stats(self, now: float) -> SubscriberStats:
+        queue = self.queue
+        oldest = queue.oldest_time
+        return SubscriberStats(
+            offered=self.offered,
+            sent=self.sent,
+            frames=self.frames,
+            batched=self.batched,
+            dropped_oldest=queue.dropped_oldest,
+            dropped_newest=queue.dropped_newest,
+            skipped=queue.skipped,
+            conflated=queue.conflated,
+            disconnected=self.disconnected,
+            queued_messages=len(queue),
+            queued_bytes=queue.bytes,
+            peak_messages=queue.peak_messages,
+            peak_bytes=queue.peak_bytes,
+            lag=0.0 if oldest is None else max(0.0, now - oldest),
+            close=None if self.closing is _GONE else self.closing,
+        )
+
+    # -- internals ------------------------------------------------------------------
+
+    def _ask(self, now: float, write_buffer: int) -> Decision:
+        assert self._decide is not None
+        decision = self._decide(self.snapshot(now, write_buffer))
+        self._decision = decision
+        self._memo = decision.memo
+        return decision
+
+    def _begin_close(self, close: Close) -> Offer:
+        self.closing = close
+        self.disconnected += self.queue.clear()
+        return Offer.CLOSE
+
+    def _overflow_cause(self, message: Message) -> str:
+        q = self.queue
+        return (
+            f"a {len(message.payload)}-byte message did not fit: {len(q)} messages, "
+            f"{q.bytes} bytes queued (max_messages={q.max_messages}, max_bytes={q.max_bytes})"
+        )
+
+    def _take_frame(self) -> Message:
+        queue = self.queue
+        first = queue.pop()
+        batch = self._batch
+        if batch is None or not queue or queue.peek().opcode != first.opcode:
+            self.sent += 1
+            self.frames += 1
+            return first
+        parts = [first]
+        size = len(first.payload)
+        limit = batch.max_bytes if batch.max_bytes is not None else math.inf
+        while queue and len(parts) < batch.max_messages:
+            following = queue.peek()
+            if following.opcode != first.opcode or size + len(following.payload) > limit:
+                break
+            parts.append(queue.pop())
+            size += len(following.payload)
+        self.sent += len(parts)
+        self.frames += 1
+        if len(parts) == 1:
+            return first
+        self.batched += len(parts)
+        payload = batch.combine([part.payload for part in parts])
+        return Message(first.opcode, payload, seq=first.seq, time=first.time)
+
+
+_GONE = Close(1001, "", cause="connection lost")

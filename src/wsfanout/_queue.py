@@ -1,0 +1,152 @@
+"""A subscriber's bounded queue: arrival rules, bounds in messages and bytes, eviction.
+
+The queue is ordered by publish order. Conflation removes the older message of a key
+and appends the newer one at the tail, so delivery stays a subsequence of publish
+order. Messages marked not droppable are never evicted.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import OrderedDict
+from collections.abc import Iterator
+
+from ._message import Message
+from ._policy import Arrival, Overflow, Rules
+
+__all__ = ["MessageQueue", "Push"]
+
+
+class Push(enum.Enum):
+    ACCEPTED = "accepted"
+    REFUSED = "refused"
+    OVERFLOW = "overflow"
+    """The message cannot fit without evicting what may not be evicted: close the subscriber."""
+
+
+class MessageQueue:
+    """Messages waiting for one subscriber, with eviction counted by reason."""
+
+    __slots__ = (
+        "_entries",
+        "_keys",
+        "arrival",
+        "bytes",
+        "conflated",
+        "dropped_newest",
+        "dropped_oldest",
+        "max_bytes",
+        "max_messages",
+        "overflow",
+        "peak_bytes",
+        "peak_messages",
+        "skipped",
+    )
+
+    def __init__(self, rules: Rules) -> None:
+        assert rules.max_messages is not None
+        assert rules.max_bytes is not None
+        assert rules.overflow is not None
+        self.max_messages: int = rules.max_messages
+        self.max_bytes: int = rules.max_bytes
+        self.overflow: Overflow = rules.overflow
+        self.arrival: Arrival | None = rules.arrival
+        # Keyed by Message.seq: O(1) removal from the middle (conflation) and from the head.
+        self._entries: OrderedDict[int, Message] = OrderedDict()
+        self._keys: dict[str, int] = {}
+        self.bytes = 0
+        self.peak_messages = 0
+        self.peak_bytes = 0
+        self.dropped_oldest = 0
+        self.dropped_newest = 0
+        self.skipped = 0
+        self.conflated = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __bool__(self) -> bool:
+        return bool(self._entries)
+
+    def __iter__(self) -> Iterator[Message]:
+        return iter(self._entries.values())
+
+    @property
+    def oldest_time(self) -> float | None:
+        for message in self._entries.values():
+            return message.time
+        return None
+
+    def peek(self) -> Message:
+        return next(iter(self._entries.values()))
+
+    def pop(self) -> Message:
+        """Remove and return the oldest message (it is being written)."""
+        _, message = self._entries.popitem(last=False)
+        self._forget(message)
+        return message
+
+    def clear(self) -> int:
+        """Empty the queue; return how many messages it held."""
+        count = len(self._entries)
+        self._entries.clear()
+        self._keys.clear()
+        self.bytes = 0
+        return count
+
+    def push(self, message: Message) -> Push:
+        """Queue ``message`` under the arrival rule, then make it fit the bounds."""
+        entries = self._entries
+        if entries and self.arrival is not None:
+            if self.arrival is Arrival.SKIP_TO_LATEST:
+                self.skipped += self._evict_all_droppable()
+            elif message.key is not None:
+                seq = self._keys.get(message.key)
+                if seq is not None and entries[seq].droppable:
+                    self._remove(seq)
+                    self.conflated += 1
+        size = len(message.payload)
+        if len(entries) >= self.max_messages or self.bytes + size > self.max_bytes:
+            result = self._make_room(message, size)
+            if result is not Push.ACCEPTED:
+                return result
+        entries[message.seq] = message
+        if message.key is not None:
+            self._keys[message.key] = message.seq
+        self.bytes += size
+        if len(entries) > self.peak_messages:
+            self.peak_messages = len(entries)
+        if self.bytes > self.peak_bytes:
+            self.peak_bytes = self.bytes
+        return Push.ACCEPTED
+
+    def _make_room(self, message: Message, size: int) -> Push:
+        overflow = self.overflow
+        if overflow is Overflow.CLOSE:
+            return Push.OVERFLOW
+        if message.droppable and (overflow is Overflow.DROP_NEWEST or size > self.max_bytes):
+            self.dropped_newest += 1
+            return Push.REFUSED
+        # DROP_OLDEST, or a message that may not be dropped: evict droppable ones, oldest first.
+        while len(self._entries) >= self.max_messages or self.bytes + size > self.max_bytes:
+            victim = next((seq for seq, m in self._entries.items() if m.droppable), None)
+            if victim is None:
+                return Push.OVERFLOW
+            self._remove(victim)
+            self.dropped_oldest += 1
+        return Push.ACCEPTED
+
+    def _evict_all_droppable(self) -> int:
+        victims = [seq for seq, m in self._entries.items() if m.droppable]
+        for seq in victims:
+            self._remove(seq)
+        return len(victims)
+
+    def _remove(self, seq: int) -> None:
+        self._forget(self._entries.pop(seq))
+
+    def _forget(self, message: Message) -> None:
+        self.bytes -= len(message.payload)
+        key = message.key
+        if key is not None and self._keys.get(key) == message.seq:
+            del self._keys[key]

@@ -1,0 +1,39 @@
+"""What a policy can see: an immutable view of one subscriber at one instant."""
+
+from __future__ import annotations
+
+import attrs
+
+__all__ = ["Snapshot"]
+
+
+@attrs.frozen(kw_only=True)
+class Snapshot:
+    """A subscriber's state as its policy sees it; time is data (``now``), never a clock read."""
+
+    now: float
+    """The clock, in seconds; monotonic, its origin arbitrary."""
+
+    queued_messages: int = 0
+    """Messages waiting in the subscriber's queue."""
+
+    queued_bytes: int = 0
+    """Payload bytes the queue references."""
+
+    lag: float = 0.0
+    """Age in seconds of the oldest queued message; 0.0 when the queue is empty."""
+
+    write_buffer: int = 0
+    """Bytes waiting in the transport's write buffer (``transport.get_write_buffer_size()``)."""
+
+    last_send: float | None = None
+    """When a frame was last written to this subscriber; None before the first."""
+
+    sent: int = 0
+    """Messages written so far."""
+
+    dropped: int = 0
+    """Messages lost so far, for any reason (evicted, refused, skipped or conflated)."""
+
+    memo: object = None
+    """This policy's own state, as its previous :class:`Decision` left it (None at first)."""
