@@ -121,7 +121,6 @@ class Hub:
                 logger.exception("delivery to %s failed; aborting its connection", sub)
                 sub._transport.abort()
         for sub in closing:
-            self._closed_by_policy += 1
             sub._closing()
         return len(targets)
 
@@ -229,6 +228,7 @@ class Hub:
         if sub in self._live:
             self._live.discard(sub)
             add_stats(self._retired, sub.stats())
+            self._closed_by_policy += sub._outbox.closed_by_policy
 
     # -- lifecycle and statistics ---------------------------------------------------
 
@@ -250,7 +250,8 @@ class Hub:
             max_lag = max(max_lag, stats.lag)
         return HubStats(
             subscribers=len(self._members),
-            closed_by_policy=self._closed_by_policy,
+            closed_by_policy=self._closed_by_policy
+            + sum(sub._outbox.closed_by_policy for sub in self._live),
             max_lag=max_lag,
             **{name: int(value) for name, value in total.items()},
         )

@@ -118,6 +118,8 @@ class Outbox:
         self.batched = 0
         self.disconnected = 0
         self.closing: Close | None = None
+        self.closed_by_policy = False
+        """True when the policy or an overflowing queue closed the subscriber."""
         self._close_emitted = False
 
     # -- inputs ---------------------------------------------------------------------
@@ -209,6 +211,7 @@ class Outbox:
         if self.closing is not None:
             return False
         self._begin_close(close)
+        self.closed_by_policy = False
         return True
 
     def discard(self) -> None:
@@ -272,6 +275,7 @@ class Outbox:
 
     def _begin_close(self, close: Close) -> Offer:
         self.closing = close
+        self.closed_by_policy = True
         self.disconnected += self.queue.clear()
         return Offer.CLOSE
 

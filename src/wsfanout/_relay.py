@@ -37,6 +37,7 @@ __all__ = ["close_connection", "run_relay"]
 logger = logging.getLogger("wsfanout")
 
 OPEN = State.OPEN
+_DRAIN_POLL = 0.05
 
 
 def _wake(future: asyncio.Future[None]) -> None:
@@ -64,6 +65,7 @@ async def run_relay(subscriber: Subscriber) -> None:
             elif type(action) is Wait:
                 await _wait(subscriber, loop, action.until, action.drain and writable)
             elif type(action) is CloseAction:
+                subscriber._hub._detach(subscriber)
                 close = action.close
                 await close_connection(ws, close.code, close.reason, subscriber._close_timeout)
                 return
@@ -87,13 +89,17 @@ async def _wait(
 ) -> None:
     wake: asyncio.Future[None] = loop.create_future()
     subscriber._wake = wake
-    timer = loop.call_at(until, _wake, wake) if until < math.inf else None
     ws = subscriber.websocket
     # websockets resolves its drain_waiters when the transport resumes writing or the
     # connection is lost; joining them wakes us without a task per wait.
     waiters = ws.drain_waiters if drain and ws.paused else None
     if waiters is not None:
         waiters.append(wake)
+    elif drain:
+        # Over the high-water mark but not paused: no resume_writing will come (a
+        # transport that counts its buffer differently). Look again shortly instead.
+        until = min(until, loop.time() + _DRAIN_POLL)
+    timer = loop.call_at(until, _wake, wake) if until < math.inf else None
     try:
         await wake
     except Exception:  # the connection was lost while paused; the next turn sees it
