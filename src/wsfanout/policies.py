@@ -226,7 +226,10 @@ class Disconnect(Policy):
             return f"{s.queued_messages} messages queued > max_messages={self.max_messages}"
         if self.max_bytes is not None and s.queued_bytes > self.max_bytes:
             return f"{s.queued_bytes} bytes queued > max_bytes={self.max_bytes}"
-        if self.max_lag is not None and s.queued_messages and s.lag >= self.max_lag:
+        # Compare deadlines computed as recheck_at is (now - lag + max_lag), not durations:
+        # at a large clock value the two round differently, and a recheck that finds no
+        # breach at its own deadline would ask to be woken at that same instant forever.
+        if self.max_lag is not None and s.queued_messages and s.now - s.lag + self.max_lag <= s.now:
             return f"lag {s.lag:.3f}s >= max_lag={self.max_lag}"
         if self.max_buffer is not None and s.write_buffer > self.max_buffer:
             return f"{s.write_buffer} bytes in write buffer > max_buffer={self.max_buffer}"
@@ -244,7 +247,7 @@ class Disconnect(Policy):
                 recheck_bytes=math.inf if self.max_bytes is None else self.max_bytes + 1,
             )
         since = snapshot.memo if isinstance(snapshot.memo, float) else snapshot.now
-        if snapshot.now - since >= self.grace:
+        if since + self.grace <= snapshot.now:  # as recheck_at below, for the same reason
             held = f" for {snapshot.now - since:.3f}s" if self.grace else ""
             return Decision(close=Close(self.code, self.reason, cause=breach + held))
         return Decision(recheck_at=since + self.grace, memo=since)
