@@ -155,6 +155,13 @@ class Outbox:
             self.disconnected += 1
             return self._begin_close(Close(1013, QUEUE_FULL, cause=self._overflow_cause(message)))
         if not queue:
+            if pushed is Push.REFUSED and self._decide is not None:
+                # A message too big for the byte bound, refused at an empty queue: no
+                # recheck condition can announce this drop, so tell the policy now (it
+                # may be counting drops). Rare: only oversize messages come here.
+                decision = self._ask(now, write_buffer)
+                if decision.close is not None:
+                    return self._begin_close(decision.close)
             return Offer.NONE
         if self._decide is not None:
             standing = self._decision
