@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ._frames import OP_BINARY, OP_TEXT, encode_frame
 
-__all__ = ["Message", "make_message"]
+__all__ = ["Batched", "Message", "make_message"]
 
 
 class Message:
@@ -69,6 +69,27 @@ class Message:
 
     def __repr__(self) -> str:
         return f"<Message seq={self.seq} {'text' if self.text else 'binary'} {self.size}B>"
+
+
+class Batched(Message):
+    """A frame that carries several queued messages, joined by a batch's ``combine``.
+
+    ``parts`` are the messages it carries, in queue order, so a simulator or a test can
+    tell which messages a client received; only batched frames pay for it.
+    """
+
+    __slots__ = ("parts",)
+
+    parts: tuple[Message, ...]
+
+    def __init__(self, opcode: int, payload: bytes, *, parts: tuple[Message, ...]) -> None:
+        first = parts[0]
+        super().__init__(opcode, payload, seq=first.seq, time=first.time)
+        self.parts = parts
+
+    def __repr__(self) -> str:
+        seqs = ",".join(str(part.seq) for part in self.parts)
+        return f"<Batched seqs={seqs} {'text' if self.text else 'binary'} {self.size}B>"
 
 
 def make_message(

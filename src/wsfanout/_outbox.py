@@ -35,7 +35,7 @@ from collections.abc import Callable
 import attrs
 
 from ._decision import NEUTRAL, Close, Decision
-from ._message import Message
+from ._message import Batched, Message
 from ._policy import Policy, resolve_rules
 from ._queue import MessageQueue, Push
 from ._snapshot import Snapshot
@@ -316,7 +316,7 @@ class Outbox:
             return first
         self.batched += len(parts)
         payload = batch.combine([part.payload for part in parts])
-        return Message(first.opcode, payload, seq=first.seq, time=first.time)
+        return Batched(first.opcode, payload, parts=tuple(parts))
 
 
 _GONE = Close(1001, "", cause="connection lost")

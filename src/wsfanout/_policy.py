@@ -26,13 +26,16 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
 
 from ._decision import NEUTRAL, Decision, join
 from ._snapshot import Snapshot
 from .exceptions import PolicyConflictError, PolicyError
+
+if TYPE_CHECKING:
+    from ._guarantees import Guarantee
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -121,6 +124,14 @@ class Policy:
         """Return the standing decision for this subscriber; the default decides nothing."""
         return NEUTRAL
 
+    def guarantees(self) -> tuple[Guarantee, ...]:
+        """What this policy promises about delivery, checked by ``wsfanout.testing``.
+
+        Declare only what always holds; the test toolkit checks ordering, no duplicates
+        and the resolved queue bound of every policy whether declared or not.
+        """
+        return ()
+
     @property
     def stages(self) -> tuple[Policy, ...]:
         """The flat sequence of stages; a single policy is its own only stage."""
@@ -142,6 +153,10 @@ class Policy:
             if default is attrs.NOTHING or value != default:
                 args.append(f"{field.alias or field.name}={value!r}")
         return f"{cls.__name__}({', '.join(args)})"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """hypothesis prints falsifying examples with this: the construction code."""
+        printer.text(repr(self))
 
     def __or__(self, other: Policy | Callable[[Snapshot], Decision]) -> Composite:
         return Composite(self.stages + as_policy(other).stages)
@@ -211,6 +226,16 @@ class Composite(Policy):
 
     def rules(self) -> Rules:
         return merge_rules(self._stages)
+
+    def guarantees(self) -> tuple[Guarantee, ...]:
+        """The stages' promises that survive the merged rules (:meth:`Guarantee.survives`)."""
+        merged = self.rules()
+        kept: list[Guarantee] = []
+        for stage in self._stages:
+            for guarantee in stage.guarantees():
+                if guarantee not in kept and guarantee.survives(merged):
+                    kept.append(guarantee)
+        return tuple(kept)
 
     def decide(self, snapshot: Snapshot) -> Decision:
         dynamic = self._dynamic

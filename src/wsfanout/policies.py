@@ -14,6 +14,15 @@ from typing import Any
 import attrs
 
 from ._decision import NEUTRAL, Close, Decision
+from ._guarantees import (
+    BatchIntegrity,
+    Bounded,
+    DisconnectsWithin,
+    Guarantee,
+    Lossless,
+    MaxSendRate,
+    NewestDelivered,
+)
 from ._policy import (
     Arrival,
     BatchRule,
@@ -58,6 +67,9 @@ class DropOldest(Policy):
             max_messages=self.max_messages, max_bytes=self.max_bytes, overflow=Overflow.DROP_OLDEST
         )
 
+    def guarantees(self) -> tuple[Guarantee, ...]:
+        return _bounded(self.max_messages, self.max_bytes)
+
 
 @attrs.frozen(repr=False)
 class DropNewest(Policy):
@@ -72,6 +84,9 @@ class DropNewest(Policy):
             max_messages=self.max_messages, max_bytes=self.max_bytes, overflow=Overflow.DROP_NEWEST
         )
 
+    def guarantees(self) -> tuple[Guarantee, ...]:
+        return _bounded(self.max_messages, self.max_bytes)
+
 
 @attrs.frozen(repr=False)
 class SkipToLatest(Policy):
@@ -81,6 +96,9 @@ class SkipToLatest(Policy):
 
     def rules(self) -> Rules:
         return Rules(arrival=Arrival.SKIP_TO_LATEST)
+
+    def guarantees(self) -> tuple[Guarantee, ...]:
+        return (NewestDelivered(),)
 
 
 @attrs.frozen(repr=False)
@@ -102,6 +120,9 @@ class ConflateByKey(Policy):
             max_bytes=self.max_bytes,
             arrival=Arrival.CONFLATE_BY_KEY,
         )
+
+    def guarantees(self) -> tuple[Guarantee, ...]:
+        return (*_bounded(self.max_messages, self.max_bytes), NewestDelivered(per_key=True))
 
 
 def _lines(payloads: Sequence[bytes]) -> bytes:
@@ -155,6 +176,9 @@ class Batch(Policy):
         combine = COMBINERS[self.combine] if isinstance(self.combine, str) else self.combine
         return Rules(batch=BatchRule(self.max_messages, self.max_bytes, combine))
 
+    def guarantees(self) -> tuple[Guarantee, ...]:
+        return (BatchIntegrity(self.max_messages, self.max_bytes, self.combine), Lossless())
+
     def decide(self, snapshot: Snapshot) -> Decision:
         if self.max_delay == 0 or snapshot.queued_messages == 0:
             return NEUTRAL
@@ -184,6 +208,9 @@ class Throttle(Policy):
         if snapshot.last_send is None:
             return NEUTRAL
         return Decision(send_at=snapshot.last_send + 1.0 / self.rate)
+
+    def guarantees(self) -> tuple[Guarantee, ...]:
+        return (MaxSendRate(self.rate), Lossless())
 
 
 def _check_reason(instance: Disconnect, attribute: attrs.Attribute[str], value: str) -> None:
@@ -251,6 +278,22 @@ class Disconnect(Policy):
             held = f" for {snapshot.now - since:.3f}s" if self.grace else ""
             return Decision(close=Close(self.code, self.reason, cause=breach + held))
         return Decision(recheck_at=since + self.grace, memo=since)
+
+    def guarantees(self) -> tuple[Guarantee, ...]:
+        within = DisconnectsWithin(
+            max_messages=self.max_messages,
+            max_bytes=self.max_bytes,
+            max_lag=self.max_lag,
+            max_buffer=self.max_buffer,
+            grace=self.grace,
+        )
+        return (within, Lossless())
+
+
+def _bounded(max_messages: int | None, max_bytes: int | None) -> tuple[Guarantee, ...]:
+    if max_messages is None and max_bytes is None:
+        return ()  # the default bound applies, and every policy is checked against it
+    return (Bounded(max_messages=max_messages, max_bytes=max_bytes),)
 
 
 DEFAULT_POLICY: Policy = Disconnect(max_lag=30.0)

@@ -1,0 +1,135 @@
+"""Property-test the delivery guarantees of any policy, built-in or your own.
+
+```python
+from hypothesis import given
+from wsfanout.testing import schedules, check_guarantees
+
+@given(schedules())
+def test_my_policy_keeps_its_promises(schedule):
+    check_guarantees(MyPolicy(), schedule)
+```
+
+The simulator, the schedules and the checkers need nothing beyond wsfanout; the
+hypothesis strategies (``schedules``, ``policies``, ``steps``) need the ``testing``
+extra: ``pip install wsfanout[testing]``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .._guarantees import (
+    BatchIntegrity,
+    Bounded,
+    CountsAddUp,
+    DisconnectsWithin,
+    Drains,
+    Guarantee,
+    Lossless,
+    MaxDrops,
+    MaxSendRate,
+    NewestDelivered,
+    NoDuplicates,
+    OrderedSubsequence,
+    WithinWriteLimit,
+)
+from ._check import (
+    CHECKERS,
+    GuaranteeViolation,
+    Violation,
+    baseline,
+    check_guarantees,
+    check_trace,
+    guarantees_of,
+    reproduction,
+)
+from ._clock import VirtualClock
+from ._schedule import Advance, Client, Drain, Hangup, Publish, Read, Schedule, Send, Stall, Step
+from ._simulator import (
+    SETTLING,
+    ClientTrace,
+    Delivery,
+    Frame,
+    Sample,
+    SimulationError,
+    Simulator,
+    Trace,
+    WriteEvent,
+    simulate,
+)
+from ._transport import FakeTransport
+
+if TYPE_CHECKING:
+    from ._strategies import policies, schedules, steps
+
+__all__ = [
+    # the one call most tests make
+    "check_guarantees",
+    # hypothesis strategies (need the `testing` extra)
+    "schedules",
+    "steps",
+    "policies",
+    # schedules
+    "Schedule",
+    "Client",
+    "Step",
+    "Publish",
+    "Send",
+    "Advance",
+    "Read",
+    "Stall",
+    "Drain",
+    "Hangup",
+    # guarantees
+    "Guarantee",
+    "OrderedSubsequence",
+    "NoDuplicates",
+    "Bounded",
+    "WithinWriteLimit",
+    "Drains",
+    "CountsAddUp",
+    "Lossless",
+    "NewestDelivered",
+    "BatchIntegrity",
+    "MaxSendRate",
+    "DisconnectsWithin",
+    "MaxDrops",
+    # checking
+    "baseline",
+    "guarantees_of",
+    "check_trace",
+    "reproduction",
+    "Violation",
+    "GuaranteeViolation",
+    "CHECKERS",
+    # the simulator
+    "simulate",
+    "Simulator",
+    "VirtualClock",
+    "FakeTransport",
+    "Trace",
+    "ClientTrace",
+    "WriteEvent",
+    "Delivery",
+    "Frame",
+    "Sample",
+    "SimulationError",
+    "SETTLING",
+]
+
+_STRATEGIES = frozenset({"schedules", "steps", "policies"})
+
+
+def __getattr__(name: str) -> Any:
+    # The strategies import hypothesis, which only the `testing` extra installs.
+    if name in _STRATEGIES:
+        try:
+            from . import _strategies
+        except ModuleNotFoundError as error:
+            if error.name is None or error.name.partition(".")[0] != "hypothesis":
+                raise
+            raise ImportError(
+                f"wsfanout.testing.{name} needs hypothesis: pip install 'wsfanout[testing]'"
+            ) from error
+        return getattr(_strategies, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

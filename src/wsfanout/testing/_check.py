@@ -1,0 +1,572 @@
+"""Guarantee checkers: judge a simulation's trace against what a policy promises.
+
+Every policy is checked for the guarantees the core owes any policy (:func:`baseline`):
+ordering, no duplicates, its resolved queue bound, writes within the watermarks,
+liveness, and statistics that add up. On top come the guarantees it declares
+(:meth:`Policy.guarantees`) and any a test adds. Each checker is a function from a
+guarantee and one client's trace to the first violation, in a table keyed by the
+guarantee's type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import attrs
+
+from .._decision import Decision
+from .._guarantees import (
+    BatchIntegrity,
+    Bounded,
+    CountsAddUp,
+    DisconnectsWithin,
+    Drains,
+    Guarantee,
+    Lossless,
+    MaxDrops,
+    MaxSendRate,
+    NewestDelivered,
+    NoDuplicates,
+    OrderedSubsequence,
+    WithinWriteLimit,
+)
+from .._outbox import Outbox
+from .._policy import FunctionPolicy, Policy, as_policy, resolve_rules
+from .._snapshot import Snapshot
+from .._stats import SubscriberStats
+from ..policies import COMBINERS
+from ._schedule import Schedule
+from ._simulator import SETTLING, ClientTrace, OutboxFactory, Trace, simulate
+
+__all__ = [
+    "CHECKERS",
+    "GuaranteeViolation",
+    "Violation",
+    "baseline",
+    "check_guarantees",
+    "check_trace",
+    "guarantees_of",
+    "reproduction",
+]
+
+# Float tolerance for comparing times computed along different paths.
+_EPS = 1e-9
+
+
+@attrs.frozen
+class Violation:
+    """One broken guarantee: which, for which client, at which step and time, and how."""
+
+    guarantee: Guarantee
+    client: int
+    step: int | None
+    """The index of the schedule step during which it broke; :data:`SETTLING` after the
+    last step, while the clients read everything; None if no step was being run."""
+    time: float
+    detail: str
+
+    def describe(self, steps: Sequence[object] = ()) -> str:
+        """One line: the guarantee, where and when it broke, and what happened."""
+        if self.step == SETTLING:
+            where = "after the last step, while the clients read everything"
+        elif self.step is None:
+            where = "outside any step"
+        elif self.step < len(steps):
+            where = f"at step {self.step} ({steps[self.step]!r})"
+        else:
+            where = f"at step {self.step}"
+        return (
+            f"{self.guarantee!r} broke {where}, t={self.time!r}, client {self.client}: "
+            f"{self.detail}"
+        )
+
+
+class GuaranteeViolation(AssertionError):
+    """A policy broke guarantees; the message lists each and the schedule as code."""
+
+    __module__ = "wsfanout.testing"
+
+    def __init__(
+        self,
+        policy: Policy,
+        schedule: Schedule,
+        violations: Sequence[Violation],
+        trace: Trace,
+    ) -> None:
+        self.policy = policy
+        self.schedule = schedule
+        self.violations = tuple(violations)
+        self.trace = trace
+        count = len(self.violations)
+        lines = [f"{policy!r} broke {count} guarantee{'s' if count > 1 else ''}:"]
+        lines += [f"- {violation.describe(schedule.steps)}" for violation in self.violations]
+        lines += ["", "To reproduce:", "", reproduction(policy, schedule)]
+        super().__init__("\n".join(lines))
+
+
+def baseline(policy: Policy) -> tuple[Guarantee, ...]:
+    """What the core owes every policy, declared or not: ordering, no duplicates, the
+    resolved queue bound, writes within the watermarks, liveness, counts that add up."""
+    rules = resolve_rules(policy)
+    return (
+        OrderedSubsequence(),
+        NoDuplicates(),
+        Bounded(max_messages=rules.max_messages, max_bytes=rules.max_bytes),
+        WithinWriteLimit(),
+        Drains(),
+        CountsAddUp(),
+    )
+
+
+def guarantees_of(policy: Policy, also: Iterable[Guarantee] = ()) -> tuple[Guarantee, ...]:
+    """Everything :func:`check_guarantees` checks for ``policy``: the baseline, what the
+    policy declares, and ``also``."""
+    result: list[Guarantee] = []
+    for guarantee in (*baseline(policy), *policy.guarantees(), *also):
+        if not isinstance(guarantee, Guarantee):
+            raise TypeError(f"{guarantee!r} is not a Guarantee")
+        if guarantee not in result:
+            result.append(guarantee)
+    return tuple(result)
+
+
+def check_trace(trace: Trace, also: Iterable[Guarantee] = ()) -> list[Violation]:
+    """Every violation in ``trace``, per client, of its policy's guarantees and ``also``."""
+    extra = tuple(also)
+    violations: list[Violation] = []
+    for client in trace.clients:
+        for guarantee in guarantees_of(client.policy, extra):
+            checker = _checker(guarantee)
+            found = checker(guarantee, client, trace)
+            if found is not None:
+                step, time, detail = found
+                violations.append(Violation(guarantee, client.index, step, time, detail))
+    return violations
+
+
+def check_guarantees(
+    policy: Policy | Callable[[Snapshot], Decision],
+    schedule: Schedule,
+    *,
+    also: Iterable[Guarantee] = (),
+    close_timeout: float = 5.0,
+    outbox_factory: OutboxFactory = Outbox,
+) -> Trace:
+    """Run ``policy`` through ``schedule`` on the simulator and check its guarantees.
+
+    Checks the baseline every policy owes (:func:`baseline`), what the policy declares
+    (:meth:`Policy.guarantees`) and ``also``; raises :class:`GuaranteeViolation` listing
+    each broken one, with the schedule as code. Returns the trace for further checks.
+    """
+    chosen = as_policy(policy)
+    trace = simulate(chosen, schedule, close_timeout=close_timeout, outbox_factory=outbox_factory)
+    violations = check_trace(trace, also)
+    if violations:
+        raise GuaranteeViolation(chosen, schedule, violations, trace)
+    return trace
+
+
+def reproduction(policy: Policy, schedule: Schedule) -> str:
+    """Python that reruns ``schedule`` against ``policy``."""
+    body = f"schedule = {schedule.as_code()}\ncheck_guarantees({policy!r}, schedule)\n"
+    names = {"Schedule", "check_guarantees"}
+    names.update(type(step).__name__ for step in schedule.steps)
+    if "clients=" in body:
+        names.add("Client")
+    imports: dict[str, set[str]] = {}
+    for stage in policy.stages:
+        if isinstance(stage, FunctionPolicy):
+            module = getattr(stage.function, "__module__", "__main__")
+            name = getattr(stage.function, "__qualname__", "").split(".")[0]
+            imports.setdefault(module, set()).add(name)
+            imports.setdefault("wsfanout", set()).add("as_policy")
+        else:
+            imports.setdefault(type(stage).__module__, set()).add(type(stage).__name__)
+    head = ["import math", ""] if "math." in body else []
+    head.append(f"from wsfanout.testing import {', '.join(sorted(names))}")
+    for module in sorted(imports):
+        if module not in ("__main__", "builtins"):
+            head.append(f"from {module} import {', '.join(sorted(imports[module]))}")
+    return "\n".join(head) + "\n\n" + body
+
+
+# -- the checkers -------------------------------------------------------------------------
+
+Found = tuple[int | None, float, str] | None
+Checker = Callable[[Any, ClientTrace, Trace], Found]
+
+
+def _check_ordered(guarantee: OrderedSubsequence, client: ClientTrace, trace: Trace) -> Found:
+    position = {seq: index for index, seq in enumerate(client.offered_seqs)}
+    last = -1
+    last_seq = None
+    for delivery in client.deliveries:
+        frame = delivery.frame
+        single = frame.seqs[0] if len(frame.seqs) == 1 else None
+        if single in trace.messages and frame.payload != trace.messages[single].payload:
+            return (
+                delivery.step,
+                delivery.at,
+                f"received message #{single} with a payload other than the one published",
+            )
+        for seq in frame.seqs:
+            index = position.get(seq)
+            if index is None:
+                return (
+                    delivery.step,
+                    delivery.at,
+                    f"received message #{seq}, which was never published to this client",
+                )
+            if index < last:
+                return (
+                    delivery.step,
+                    delivery.at,
+                    f"received message #{seq} after #{last_seq}, which was published later",
+                )
+            if index > last:
+                last, last_seq = index, seq
+    return None
+
+
+def _check_no_duplicates(guarantee: NoDuplicates, client: ClientTrace, trace: Trace) -> Found:
+    seen: dict[int, float] = {}
+    for delivery in client.deliveries:
+        for seq in delivery.frame.seqs:
+            if seq in seen:
+                return (
+                    delivery.step,
+                    delivery.at,
+                    f"received message #{seq} twice (first at t={seen[seq]!r})",
+                )
+            seen[seq] = delivery.at
+    return None
+
+
+def _check_write_limit(guarantee: WithinWriteLimit, client: ClientTrace, trace: Trace) -> Found:
+    high, low = client.client.high, client.client.low
+    for write in client.writes:
+        if write.fast and write.buffered > low:
+            return (
+                write.step,
+                write.at,
+                f"publish wrote at once with {write.buffered} bytes buffered, over low={low}",
+            )
+        if write.buffered > high:
+            return (
+                write.step,
+                write.at,
+                f"wrote with {write.buffered} bytes buffered, over high={high}",
+            )
+    return None
+
+
+def _check_bounded(guarantee: Bounded, client: ClientTrace, trace: Trace) -> Found:
+    max_messages = guarantee.max_messages
+    max_bytes = guarantee.max_bytes
+    for sample in client.samples:
+        stats = sample.stats
+        messages = max(sample.queued_messages, stats.peak_messages)
+        if max_messages is not None and messages > max_messages:
+            return (
+                sample.step,
+                sample.at,
+                f"the queue held {messages} messages, more than max_messages={max_messages}",
+            )
+        size = max(sample.queued_bytes, stats.peak_bytes)
+        if max_bytes is not None and size > max_bytes:
+            return (
+                sample.step,
+                sample.at,
+                f"the queue held {size} bytes, more than max_bytes={max_bytes}",
+            )
+    return None
+
+
+def _check_drains(guarantee: Drains, client: ClientTrace, trace: Trace) -> Found:
+    error = trace.error
+    if error is not None and error.client in (None, client.index):
+        return error.step, error.time, str(error)
+    if not trace.settled or not client.samples:
+        return None
+    last = client.samples[-1]
+    if client.open and last.queued_messages:
+        return (
+            SETTLING,
+            last.at,
+            f"{last.queued_messages} messages still queued after the client read everything "
+            f"until t={last.at!r} (oldest {last.lag!r}s old)",
+        )
+    if client.open and last.write_buffer:
+        return (
+            SETTLING,
+            last.at,
+            f"{last.write_buffer} bytes still in the write buffer of a client reading everything",
+        )
+    return None
+
+
+def _written(client: ClientTrace) -> tuple[int, int, int]:
+    sent = frames = batched = 0
+    for write in client.writes:
+        for frame in write.frames:
+            frames += 1
+            sent += len(frame.seqs)
+            if len(frame.seqs) > 1:
+                batched += len(frame.seqs)
+    return sent, frames, batched
+
+
+def _check_counts(guarantee: CountsAddUp, client: ClientTrace, trace: Trace) -> Found:
+    for sample in client.samples:
+        stats = sample.stats
+        total = stats.sent + stats.dropped + stats.queued_messages
+        if stats.offered != total:
+            return (
+                sample.step,
+                sample.at,
+                f"offered={stats.offered} but sent + dropped + queued = {stats.sent} + "
+                f"{stats.dropped} + {stats.queued_messages} = {total}",
+            )
+        if stats.queued_messages != sample.queued_messages:
+            return (
+                sample.step,
+                sample.at,
+                f"stats say {stats.queued_messages} queued, "
+                f"the queue holds {sample.queued_messages}",
+            )
+    if not client.samples:
+        return None
+    last = client.samples[-1]
+    final = last.stats
+    sent, frames, batched = _written(client)
+    actual = {"offered": len(client.offered), "sent": sent, "frames": frames, "batched": batched}
+    for name, value in actual.items():
+        if getattr(final, name) != value:
+            return (
+                last.step,
+                last.at,
+                f"stats say {name}={getattr(final, name)}, but {value} "
+                f"{'were offered' if name == 'offered' else 'were written'}",
+            )
+    return None
+
+
+def _lost(stats: SubscriberStats) -> int:
+    return stats.dropped_oldest + stats.dropped_newest + stats.skipped + stats.conflated
+
+
+def _check_lossless(guarantee: Lossless, client: ClientTrace, trace: Trace) -> Found:
+    for sample in client.samples:
+        if _lost(sample.stats):
+            stats = sample.stats
+            counts = ", ".join(
+                f"{name}={getattr(stats, name)}"
+                for name in ("dropped_oldest", "dropped_newest", "skipped", "conflated")
+                if getattr(stats, name)
+            )
+            return (
+                sample.step,
+                sample.at,
+                f"messages were dropped while the subscriber was open ({counts})",
+            )
+    received = client.received
+    offered = client.offered
+    for index, seq in enumerate(received):
+        if index >= len(offered) or offered[index].seq != seq:
+            expected = offered[index] if index < len(offered) else None
+            if expected is None:
+                break  # not this checker's business: ordering reports it
+            return (
+                expected.step,
+                expected.at,
+                f"message #{expected.seq} was published and never arrived; "
+                f"message #{seq} came in its place",
+            )
+    if trace.settled and client.open and len(received) < len(offered):
+        missing = offered[len(received)]
+        return (
+            missing.step,
+            missing.at,
+            f"message #{missing.seq} was published and never arrived, though the client read "
+            "everything",
+        )
+    return None
+
+
+def _check_newest(guarantee: NewestDelivered, client: ClientTrace, trace: Trace) -> Found:
+    if not trace.settled or not client.open or not client.offered:
+        return None
+    received = set(client.received)
+    if guarantee.per_key:
+        newest: dict[object, Any] = {}
+        for offer in client.offered:
+            key = trace.messages[offer.seq].key
+            newest[offer.seq if key is None else key] = offer
+        wanted = sorted(newest.values(), key=lambda offer: offer.seq)
+    else:
+        wanted = [client.offered[-1]]
+    for offer in wanted:
+        if offer.seq not in received:
+            key = trace.messages[offer.seq].key
+            what = (
+                "the newest message"
+                if not guarantee.per_key
+                else (
+                    f"the newest message of key {key!r}"
+                    if key is not None
+                    else "an unkeyed message"
+                )
+            )
+            last = client.received[-1] if client.received else None
+            return (
+                offer.step,
+                offer.at,
+                f"{what}, #{offer.seq}, was published and never arrived "
+                f"(the client's last message is #{last})",
+            )
+    return None
+
+
+def _combine(guarantee: BatchIntegrity) -> Callable[[Sequence[bytes]], bytes]:
+    combine = guarantee.combine
+    return COMBINERS[combine] if isinstance(combine, str) else combine
+
+
+def _check_batch(guarantee: BatchIntegrity, client: ClientTrace, trace: Trace) -> Found:
+    combine = _combine(guarantee)
+    for write in client.writes:
+        for frame in write.frames:
+            seqs = frame.seqs
+            where = write.step, write.at
+            if len(seqs) > guarantee.max_messages:
+                return (
+                    *where,
+                    f"a frame carried {len(seqs)} messages, more than "
+                    f"max_messages={guarantee.max_messages}",
+                )
+            if len(seqs) < 2:
+                continue
+            parts = [trace.messages[seq] for seq in seqs]
+            size = sum(part.size for part in parts)
+            if guarantee.max_bytes is not None and size > guarantee.max_bytes:
+                return (
+                    *where,
+                    f"a frame carried {size} bytes in {len(seqs)} messages, more than "
+                    f"max_bytes={guarantee.max_bytes}",
+                )
+            if any(part.opcode != frame.opcode for part in parts):
+                return *where, f"a frame mixed text and binary messages {list(seqs)}"
+            if frame.payload != combine([part.payload for part in parts]):
+                return *where, f"a frame's payload is not the combined payloads of {list(seqs)}"
+    return None
+
+
+def _check_rate(guarantee: MaxSendRate, client: ClientTrace, trace: Trace) -> Found:
+    interval = 1.0 / guarantee.rate
+    previous: float | None = None
+    for write in client.writes:
+        for _ in write.frames:
+            if previous is not None and write.at - previous < interval * (1 - _EPS) - _EPS:
+                return (
+                    write.step,
+                    write.at,
+                    f"frames at t={previous!r} and t={write.at!r} are {write.at - previous!r}s "
+                    f"apart; rate={guarantee.rate!r} allows one every {interval!r}s",
+                )
+            previous = write.at
+    return None
+
+
+def _check_disconnects(guarantee: DisconnectsWithin, client: ClientTrace, trace: Trace) -> Found:
+    grace = guarantee.grace
+    max_lag = guarantee.max_lag
+    since: float | None = None
+    for sample in client.samples:
+        if not sample.open:
+            since = None
+            continue
+        where = sample.step, sample.at
+        if (
+            max_lag is not None
+            and sample.queued_messages
+            and sample.lag > (max_lag + grace) * (1 + _EPS) + _EPS
+        ):
+            return (
+                *where,
+                f"still open {sample.lag!r}s behind, past max_lag={max_lag!r} + grace={grace!r}",
+            )
+        breach = _breach(
+            guarantee, sample.queued_messages, sample.queued_bytes, sample.write_buffer
+        )
+        if breach is None:
+            since = None
+            continue
+        if since is None:
+            since = sample.at
+        elif sample.at - since > grace * (1 + _EPS) + _EPS:
+            return (
+                *where,
+                f"still open with {breach} for {sample.at - since!r}s, past grace={grace!r}",
+            )
+    return None
+
+
+def _breach(guarantee: DisconnectsWithin, messages: int, size: int, buffered: int) -> str | None:
+    if guarantee.max_messages is not None and messages > guarantee.max_messages:
+        return f"{messages} messages queued > max_messages={guarantee.max_messages}"
+    if guarantee.max_bytes is not None and size > guarantee.max_bytes:
+        return f"{size} bytes queued > max_bytes={guarantee.max_bytes}"
+    if guarantee.max_buffer is not None and messages and buffered > guarantee.max_buffer:
+        return f"{buffered} bytes buffered > max_buffer={guarantee.max_buffer}"
+    return None
+
+
+def _check_max_drops(guarantee: MaxDrops, client: ClientTrace, trace: Trace) -> Found:
+    drops: list[tuple[float, int]] = []
+    previous = 0
+    for sample in client.samples:
+        lost = _lost(sample.stats)
+        if lost > previous:
+            drops.append((sample.at, lost - previous))
+        previous = lost
+        if not sample.open:
+            continue
+        recent = sum(count for at, count in drops if sample.at - at < guarantee.window)
+        if recent > guarantee.count:
+            return (
+                sample.step,
+                sample.at,
+                f"still open after losing {recent} messages within {guarantee.window!r}s "
+                f"(count={guarantee.count})",
+            )
+    return None
+
+
+CHECKERS: dict[type[Guarantee], Checker] = {
+    OrderedSubsequence: _check_ordered,
+    NoDuplicates: _check_no_duplicates,
+    WithinWriteLimit: _check_write_limit,
+    Bounded: _check_bounded,
+    Drains: _check_drains,
+    CountsAddUp: _check_counts,
+    Lossless: _check_lossless,
+    NewestDelivered: _check_newest,
+    BatchIntegrity: _check_batch,
+    MaxSendRate: _check_rate,
+    DisconnectsWithin: _check_disconnects,
+    MaxDrops: _check_max_drops,
+}
+"""How each kind of guarantee is checked: ``(guarantee, client_trace, trace)`` to the first
+``(step, time, detail)`` that breaks it, or None."""
+
+
+def _checker(guarantee: Guarantee) -> Checker:
+    for kind in type(guarantee).__mro__:
+        checker = CHECKERS.get(kind)
+        if checker is not None:
+            return checker
+    raise TypeError(
+        f"no checker for {guarantee!r}: add one to wsfanout.testing.CHECKERS "
+        "(guarantee, client_trace, trace) -> (step, time, detail) | None"
+    )

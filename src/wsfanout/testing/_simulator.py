@@ -1,0 +1,794 @@
+"""A deterministic simulator of subscribers, driving the production core on fake transports.
+
+Theory of operation
+-------------------
+Each simulated subscriber is a real :class:`~wsfanout.Outbox` (the same sans-I/O object
+``Hub.publish`` and the relay drive, fast path included) on a :class:`FakeTransport`,
+under a :class:`VirtualClock`. The simulator plays the I/O shell's part exactly as the
+hub and the relay do, and nothing more:
+
+* ``publish`` offers the message to every attached subscriber whose topics match and
+  performs the answer: ``WRITE`` writes at once (fast path), ``KICK`` starts or wakes the
+  relay, ``CLOSE`` detaches the subscriber and lets its relay close it.
+* a relay runs turns of :meth:`Outbox.next_action` until it must wait, as ``run_relay``
+  does: it wakes on a kick, at the time it asked for, when a paused transport resumes
+  (the buffer back at the low-water mark), or when the connection is lost.
+* closing writes a close frame and waits ``close_timeout`` for the client to read it,
+  then aborts, as ``close_connection`` does.
+
+Time moves only in :meth:`Simulator.advance`, from one event to the next (a timer, a
+transport resuming, a close frame read or timing out), so minutes of virtual time cost
+only the events in them. Clients read at a scripted rate in between.
+
+Everything observable is recorded in a :class:`Trace`: what was offered to each client,
+every write with the buffer size it was made at, every frame the client finished
+reading (with the messages it carried), closes, and a :class:`Sample` of the
+subscriber's state after every change. The checkers in ``wsfanout.testing`` judge the
+trace; the simulator itself asserts nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Any, Literal
+
+import attrs
+
+from .._decision import Close, Decision
+from .._message import Batched, Message, make_message
+from .._outbox import BLOCKED, CloseAction, Offer, Outbox, Wait, Write
+from .._policy import Policy, as_policy
+from .._snapshot import Snapshot
+from .._stats import SubscriberStats
+from ._clock import VirtualClock
+from ._schedule import Advance, Client, Drain, Hangup, Publish, Read, Schedule, Send, Stall, Step
+from ._transport import FakeTransport
+
+__all__ = [
+    "ClientTrace",
+    "Closing",
+    "Delivery",
+    "Ended",
+    "Frame",
+    "OutboxFactory",
+    "Sample",
+    "SETTLING",
+    "SimulationError",
+    "Simulator",
+    "Trace",
+    "WriteEvent",
+    "simulate",
+]
+
+OutboxFactory = Callable[..., Outbox]
+"""``(policy, *, high, low) -> Outbox``: the core under test (a broken one, in the toolkit's
+own tests)."""
+
+DRAIN_POLL = 0.05
+"""How long the relay waits before looking again when over the high-water mark but not
+paused (mirrors the relay's own constant)."""
+
+MAX_TURNS_PER_INSTANT = 1000
+"""Relay turns at one virtual instant before the simulator calls it a spin."""
+
+SETTLING = -1
+"""The step recorded for what happens in :meth:`Simulator.settle`, after the last step."""
+
+MAX_EVENTS = 200_000
+"""Events one :meth:`Simulator.advance` or :meth:`Simulator.settle` may process."""
+
+
+class SimulationError(Exception):
+    """The simulated core did not settle: a relay spun at one instant, or events never ended."""
+
+    def __init__(self, message: str, *, step: int | None, time: float, client: int | None):
+        super().__init__(message)
+        self.step = step
+        self.time = time
+        self.client = client
+
+
+# -- the trace ---------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Frame:
+    """A frame as written to a client: the messages it carries (``seqs``), its payload and
+    complete bytes, and when it was written."""
+
+    seqs: tuple[int, ...]
+    opcode: int
+    payload: bytes
+    data: bytes
+    written_at: float
+    step: int | None
+
+
+@attrs.frozen
+class CloseFrame:
+    code: int
+    reason: str
+    data: bytes
+
+
+@attrs.frozen
+class WriteEvent:
+    """One transport write: the frames, the buffer size it was made at, and whether it
+    was the fast path (``publish`` writing at once)."""
+
+    frames: tuple[Frame, ...]
+    at: float
+    step: int | None
+    buffered: int
+    fast: bool
+
+
+@attrs.frozen
+class Delivery:
+    """A frame the client finished reading, and when."""
+
+    frame: Frame
+    at: float
+    step: int | None
+
+
+@attrs.frozen
+class Sample:
+    """A subscriber's state right after something changed it."""
+
+    at: float
+    step: int | None
+    queued_messages: int
+    queued_bytes: int
+    lag: float
+    write_buffer: int
+    open: bool
+    """Attached and not closing: the hub still offers it messages."""
+    stats: SubscriberStats
+
+
+@attrs.frozen
+class Offered:
+    """A message offered to a subscriber, and the outbox's answer."""
+
+    seq: int
+    at: float
+    step: int | None
+    outcome: Offer
+
+
+@attrs.frozen
+class Closing:
+    """The outbox began closing the subscriber."""
+
+    close: Close
+    at: float
+    step: int | None
+    by_policy: bool
+
+
+@attrs.frozen
+class Ended:
+    """The connection ended: ``how`` it ended and the close code the client saw."""
+
+    how: Literal["closed", "aborted", "lost"]
+    code: int
+    at: float
+    step: int | None
+
+
+@attrs.define(eq=False)
+class ClientTrace:
+    """Everything that happened to one client."""
+
+    index: int
+    policy: Policy
+    client: Client
+    offered: list[Offered] = attrs.Factory(list)
+    writes: list[WriteEvent] = attrs.Factory(list)
+    deliveries: list[Delivery] = attrs.Factory(list)
+    samples: list[Sample] = attrs.Factory(list)
+    closing: Closing | None = None
+    ended: Ended | None = None
+    joined_at: float = 0.0
+    left_at: float | None = None
+    """When the handler returned (:meth:`Simulator.leave`), if it did."""
+
+    @property
+    def received(self) -> list[int]:
+        """The seqs of the messages the client read, in order, batches unpacked."""
+        return [seq for delivery in self.deliveries for seq in delivery.frame.seqs]
+
+    @property
+    def offered_seqs(self) -> list[int]:
+        return [offer.seq for offer in self.offered]
+
+    @property
+    def open(self) -> bool:
+        """Never closed, never gone, never left: the hub still offers it messages."""
+        return self.closing is None and self.ended is None and self.left_at is None
+
+
+@attrs.define(eq=False)
+class Trace:
+    """What a simulation recorded: one :class:`ClientTrace` per client, every message by
+    seq, and the error that stopped it, if any."""
+
+    clients: list[ClientTrace] = attrs.Factory(list)
+    messages: dict[int, Message] = attrs.Factory(dict)
+    error: SimulationError | None = None
+    settled: bool = False
+    """True if the run ended with a settle phase (clients reading everything)."""
+
+
+# -- the simulator ------------------------------------------------------------------------
+
+_READY, _WAITING, _CLOSING = "ready", "waiting", "closing"
+
+
+class _Relay:
+    __slots__ = ("drain", "state", "turns", "turns_at", "until")
+
+    def __init__(self) -> None:
+        self.state = _READY
+        self.until = math.inf
+        self.drain = False
+        self.turns = 0
+        self.turns_at = -math.inf
+
+
+class _Subscriber:
+    __slots__ = (
+        "attached",
+        "close_deadline",
+        "close_frame",
+        "connected",
+        "index",
+        "outbox",
+        "relay",
+        "topics",
+        "trace",
+        "transport",
+    )
+
+    def __init__(
+        self,
+        index: int,
+        outbox: Outbox,
+        transport: FakeTransport[Frame | CloseFrame],
+        trace: ClientTrace,
+    ) -> None:
+        self.index = index
+        self.outbox = outbox
+        self.transport = transport
+        self.trace = trace
+        self.topics = trace.client.topics
+        self.attached = True
+        """The hub offers it messages."""
+        self.connected = True
+        """The connection is open for writing (no close frame sent, not lost)."""
+        self.relay: _Relay | None = None
+        self.close_frame: CloseFrame | None = None
+        self.close_deadline = math.inf
+
+
+class Simulator:
+    """A hub of simulated subscribers on a virtual clock; see the module docstring.
+
+    Every public method is one thing happening, after which the event loop gets its turn
+    (relays that were kicked run), as after a synchronous call in an asyncio program.
+    """
+
+    def __init__(
+        self,
+        *,
+        start: float = 0.0,
+        close_timeout: float = 5.0,
+        outbox_factory: OutboxFactory = Outbox,
+    ) -> None:
+        self.clock = VirtualClock(start)
+        self.close_timeout = close_timeout
+        self.outbox_factory = outbox_factory
+        self.trace = Trace()
+        self.step: int | None = None
+        """The schedule step being run, recorded with every event."""
+        self._subscribers: list[_Subscriber] = []
+        self._seq = 0
+
+    # -- subscribers ----------------------------------------------------------------
+
+    def join(
+        self, policy: Policy | Callable[[Snapshot], Decision], client: Client | None = None
+    ) -> int:
+        """Subscribe a new client (by default ``Client()``) under ``policy``; return its index."""
+        chosen = as_policy(policy)
+        client = Client() if client is None else client
+        index = len(self._subscribers)
+        outbox = self.outbox_factory(chosen, high=client.high, low=client.low)
+        transport: FakeTransport[Frame | CloseFrame] = FakeTransport(
+            high=client.high, low=client.low, rate=client.rate
+        )
+        trace = ClientTrace(index, chosen, client, joined_at=self.clock.now)
+        self.trace.clients.append(trace)
+        self._subscribers.append(_Subscriber(index, outbox, transport, trace))
+        self._sample(self._subscribers[-1])
+        return index
+
+    def outbox(self, client: int) -> Outbox:
+        """The core object of a client, for tests that look inside."""
+        return self._subscriber(client).outbox
+
+    def transport(self, client: int) -> FakeTransport[Frame | CloseFrame]:
+        return self._subscriber(client).transport
+
+    def attached(self, client: int) -> bool:
+        """True while the hub offers this client messages."""
+        return self._subscriber(client).attached
+
+    def has_relay(self, client: int) -> bool:
+        """True while the client has a relay (a task, in production)."""
+        return self._subscriber(client).relay is not None
+
+    @property
+    def now(self) -> float:
+        return self.clock.now
+
+    # -- things that happen -----------------------------------------------------------
+
+    def publish(
+        self,
+        data: str | bytes,
+        *,
+        topic: str | None = None,
+        key: str | None = None,
+    ) -> int:
+        """Publish one message; return its seq."""
+        seq = self._publish(data, topic=topic, key=key)
+        self._run_ready()
+        return seq
+
+    def publish_many(self, messages: Iterable[tuple[str | bytes, str | None, str | None]]) -> None:
+        """Publish ``(data, topic, key)`` messages back to back, no relay running between."""
+        for data, topic, key in messages:
+            self._publish(data, topic=topic, key=key)
+        self._run_ready()
+
+    def send(self, client: int, data: str | bytes) -> int:
+        """``subscriber.send(data)``: to one client, never dropped by its policy."""
+        sub = self._subscriber(client)
+        now = self.clock.now
+        message = make_message(data, seq=self._next_seq(), time=now, droppable=False)
+        self.trace.messages[message.seq] = message
+        if sub.outbox.closing is None:
+            self._offer(sub, message, now)
+        self._run_ready()
+        return message.seq
+
+    def read(self, client: int, rate: float = math.inf) -> None:
+        """The client reads ``rate`` bytes per second from now on."""
+        sub = self._subscriber(client)
+        self._delivered(sub, sub.transport.set_rate(rate))
+        self._after_read(sub)
+        self._run_ready()
+
+    def stall(self, client: int) -> None:
+        """The client stops reading."""
+        self.read(client, 0.0)
+
+    def drain(self, client: int, nbytes: int) -> None:
+        """The client reads ``nbytes`` at once."""
+        sub = self._subscriber(client)
+        self._delivered(sub, sub.transport.drain(nbytes))
+        self._after_read(sub)
+        self._run_ready()
+
+    def hangup(self, client: int) -> None:
+        """The client's connection is lost (``connection_lost``)."""
+        sub = self._subscriber(client)
+        if sub.trace.ended is None:
+            self._lost(sub)
+        self._run_ready()
+
+    def leave(self, client: int) -> None:
+        """The handler returns: the hub releases the subscriber (``Hub._release``), then
+        the connection closes normally (1000) once the client reads what is buffered."""
+        sub = self._subscriber(client)
+        sub.attached = False
+        relay = sub.relay
+        if relay is not None and relay.state != _CLOSING:
+            sub.relay = None  # cancelled
+        sub.outbox.discard()
+        if sub.trace.left_at is None:
+            sub.trace.left_at = self.clock.now
+        self._begin_close(sub, 1000, "")
+        self._sample(sub)
+        self._run_ready()
+
+    def advance(self, seconds: float) -> None:
+        """Let ``seconds`` pass: clients read at their rates and timers fire, in order."""
+        if not seconds >= 0 or not math.isfinite(seconds):
+            raise ValueError(f"seconds={seconds!r} must be a finite number >= 0")
+        self._run_ready()
+        target = self.clock.now + seconds
+        for _ in range(MAX_EVENTS):
+            when = min(self._next_event(), target)
+            self._move_to(when)
+            if when >= target:
+                for sub in self._subscribers:
+                    self._sample(sub)
+                return
+        self._fail("events never ended while advancing", None)
+
+    def settle(self) -> bool:
+        """Publishing has stopped; every connected client reads everything. Run until
+        nothing is left to happen; return True if every open subscriber's queue emptied.
+        What happens meanwhile is recorded at step :data:`SETTLING`."""
+        self.step = SETTLING
+        for sub in self._subscribers:
+            if sub.trace.ended is None:
+                self._delivered(sub, sub.transport.set_rate(math.inf))
+                self._after_read(sub)
+        self._run_ready()
+        for _ in range(MAX_EVENTS):
+            when = self._next_event()
+            if when == math.inf:
+                break
+            self._move_to(when)
+        else:
+            self._fail("events never ended while settling", None)
+        for sub in self._subscribers:
+            self._sample(sub)
+        return all(not sub.outbox.queue for sub in self._subscribers if sub.outbox.closing is None)
+
+    def run(self, step: Step) -> None:
+        """Perform one schedule step."""
+        run = _RUNNERS.get(type(step))
+        if run is None:
+            raise TypeError(f"{step!r} is not a step the simulator knows")
+        run(self, step)
+
+    # -- the hub's part ---------------------------------------------------------------
+
+    def _next_seq(self) -> int:
+        seq = self._seq
+        self._seq += 1
+        return seq
+
+    def _publish(self, data: str | bytes, *, topic: str | None, key: str | None) -> int:
+        now = self.clock.now
+        message = make_message(data, seq=self._next_seq(), time=now, topic=topic, key=key)
+        self.trace.messages[message.seq] = message
+        for sub in self._subscribers:
+            if not sub.attached:
+                continue
+            if topic is not None and sub.topics is not None and topic not in sub.topics:
+                continue
+            self._offer(sub, message, now)
+        return message.seq
+
+    def _offer(self, sub: _Subscriber, message: Message, now: float) -> None:
+        buffered = sub.transport.buffered if sub.connected else BLOCKED
+        outcome = sub.outbox.offer(message, now, buffered)
+        sub.trace.offered.append(Offered(message.seq, now, self.step, outcome))
+        if outcome is Offer.WRITE:
+            self._write(sub, (message,), buffered, fast=True)
+        elif outcome is Offer.KICK:
+            self._kick(sub)
+        elif outcome is Offer.CLOSE:
+            sub.attached = False
+            self._kick(sub)
+        self._note_closing(sub)
+        self._sample(sub)
+
+    def _kick(self, sub: _Subscriber) -> None:
+        relay = sub.relay
+        if relay is None:
+            sub.relay = _Relay()
+        elif relay.state == _WAITING:
+            relay.state = _READY
+
+    def _write(
+        self, sub: _Subscriber, messages: tuple[Message, ...], buffered: int, *, fast: bool
+    ) -> None:
+        now = self.clock.now
+        frames = tuple(
+            Frame(
+                tuple(p.seq for p in m.parts) if isinstance(m, Batched) else (m.seq,),
+                m.opcode,
+                m.payload,
+                m.frame,
+                now,
+                self.step,
+            )
+            for m in messages
+        )
+        sub.trace.writes.append(WriteEvent(frames, now, self.step, buffered, fast))
+        for frame in frames:
+            self._delivered(sub, sub.transport.write(frame, len(frame.data)))
+
+    def _delivered(
+        self, sub: _Subscriber, items: Iterable[Frame | CloseFrame], at: float | None = None
+    ) -> None:
+        when = self.clock.now if at is None else at
+        for item in items:
+            if isinstance(item, Frame):
+                sub.trace.deliveries.append(Delivery(item, when, self.step))
+            elif sub.trace.ended is None:
+                self._end(sub, "closed", item.code, when)  # the client read it and answered
+
+    def _after_read(self, sub: _Subscriber) -> None:
+        relay = sub.relay
+        if (
+            relay is not None
+            and relay.state == _WAITING
+            and relay.drain
+            and not sub.transport.paused
+        ):
+            relay.state = _READY  # resume_writing resolved the drain waiters
+        self._sample(sub)
+
+    def _lost(self, sub: _Subscriber) -> None:
+        sub.transport.abort()
+        self._end(sub, "lost", 1006, self.clock.now)
+        relay = sub.relay
+        if relay is not None:
+            relay.state = _READY  # the relay wakes, sees the outbox gone and stops
+
+    def _end(
+        self, sub: _Subscriber, how: Literal["closed", "aborted", "lost"], code: int, at: float
+    ) -> None:
+        """The connection is over (``connection_lost``): the hub detaches and discards."""
+        sub.attached = False
+        sub.connected = False
+        sub.outbox.discard()
+        sub.trace.ended = Ended(how, code, at, self.step)
+        relay = sub.relay
+        if relay is not None and relay.state == _CLOSING:
+            sub.relay = None  # wait_closed() returns
+        self._sample(sub)
+
+    def _note_closing(self, sub: _Subscriber) -> None:
+        closing = sub.outbox.closing
+        if closing is not None and sub.trace.closing is None and sub.trace.ended is None:
+            sub.trace.closing = Closing(
+                closing, self.clock.now, self.step, sub.outbox.closed_by_policy
+            )
+
+    # -- the relay's part -------------------------------------------------------------
+
+    def _run_ready(self) -> None:
+        for _ in range(MAX_EVENTS):
+            ran = False
+            now = self.clock.now
+            for sub in self._subscribers:
+                relay = sub.relay
+                if relay is None:
+                    continue
+                if relay.state == _WAITING and relay.until <= now:
+                    relay.state = _READY
+                if relay.state == _READY:
+                    self._turn(sub, relay)
+                    ran = True
+            if not ran:
+                return
+        self._fail("relays never went quiet", None)
+
+    def _turn(self, sub: _Subscriber, relay: _Relay) -> None:
+        now = self.clock.now
+        if relay.turns_at != now:
+            relay.turns_at, relay.turns = now, 0
+        relay.turns += 1
+        if relay.turns > MAX_TURNS_PER_INSTANT:
+            self._fail(
+                f"the relay spun: {MAX_TURNS_PER_INSTANT} turns at t={now!r} without time "
+                f"moving (next_action keeps answering a wait that is already over)",
+                sub.index,
+            )
+        outbox = sub.outbox
+        transport = sub.transport
+        while True:
+            writable = sub.connected and not transport.closed
+            buffered = transport.buffered if writable else BLOCKED
+            action = outbox.next_action(now, buffered)
+            self._note_closing(sub)
+            if type(action) is Write:
+                self._write(sub, action.frames, buffered, fast=False)
+                relay.turns = 0
+                self._sample(sub)
+                continue
+            if type(action) is Wait:
+                until = action.until
+                drain = action.drain and writable
+                if drain and not transport.paused:
+                    # No resume_writing will come: the relay looks again shortly.
+                    until = min(until, now + DRAIN_POLL)
+                    drain = False
+                relay.state, relay.until, relay.drain = _WAITING, until, drain
+            elif type(action) is CloseAction:
+                sub.attached = False
+                self._send_close(sub, relay, action.close)
+            else:
+                sub.relay = None
+            self._sample(sub)
+            return
+
+    def _send_close(self, sub: _Subscriber, relay: _Relay, close: Close) -> None:
+        """``close_connection``: a close frame, then ``close_timeout`` to finish, then abort."""
+        relay.state = _CLOSING  # before the frame goes out: a client may read it at once
+        if not self._begin_close(sub, close.code, close.reason):
+            sub.relay = None
+
+    def _begin_close(self, sub: _Subscriber, code: int, reason: str) -> bool:
+        if not sub.connected or sub.transport.closed or sub.trace.ended is not None:
+            return False
+        frame = CloseFrame(code, reason, bytes(4) + reason.encode())
+        sub.connected = False  # the protocol is CLOSING: no more data frames
+        sub.close_frame = frame
+        sub.close_deadline = self.clock.now + self.close_timeout
+        self._delivered(sub, sub.transport.write(frame, len(frame.data)))
+        return True
+
+    # -- time -----------------------------------------------------------------------
+
+    def _next_event(self) -> float:
+        now = self.clock.now
+        soonest = math.inf
+        for sub in self._subscribers:
+            relay = sub.relay
+            transport = sub.transport
+            if relay is not None and relay.state == _WAITING:
+                soonest = min(soonest, relay.until)
+            if sub.trace.ended is not None:
+                continue
+            close_frame = sub.close_frame
+            if close_frame is not None:
+                soonest = min(soonest, sub.close_deadline)
+            if transport.closed or transport.rate == 0:
+                continue
+            if transport.paused:
+                soonest = min(soonest, now + transport.seconds_until(transport.low))
+            if close_frame is not None:
+                soonest = min(soonest, now + transport.seconds_until_read(close_frame))
+        return max(soonest, now)
+
+    def _move_to(self, when: float) -> None:
+        start = self.clock.now
+        if when > start:
+            for sub in self._subscribers:
+                for item, at in sub.transport.read_for(start, when - start):
+                    self._delivered(sub, (item,), at)
+            self.clock.jump_to(when)
+        for sub in self._subscribers:
+            transport = sub.transport
+            if sub.trace.ended is None and transport.rate > 0:
+                # A due event too close to represent as a later float time: read up to it.
+                if transport.paused and when + transport.seconds_until(transport.low) <= when:
+                    self._delivered(sub, transport.drain(transport.buffered - transport.low))
+                frame = sub.close_frame
+                if frame is not None and when + transport.seconds_until_read(frame) <= when:
+                    self._delivered(sub, transport.drain(transport.buffered))
+            if sub.trace.ended is None and sub.close_deadline <= when:
+                transport.abort()
+                self._end(sub, "aborted", 1006, when)
+            self._after_read(sub)
+        self._run_ready()
+
+    # -- bookkeeping ------------------------------------------------------------------
+
+    def _subscriber(self, client: int) -> _Subscriber:
+        if not 0 <= client < len(self._subscribers):
+            raise IndexError(
+                f"client={client!r} is not one of the {len(self._subscribers)} clients"
+            )
+        return self._subscribers[client]
+
+    def _sample(self, sub: _Subscriber) -> None:
+        now = self.clock.now
+        outbox = sub.outbox
+        queue = outbox.queue
+        oldest = queue.oldest_time
+        sub.trace.samples.append(
+            Sample(
+                at=now,
+                step=self.step,
+                queued_messages=len(queue),
+                queued_bytes=queue.bytes,
+                lag=0.0 if oldest is None else max(0.0, now - oldest),
+                write_buffer=sub.transport.buffered,
+                open=sub.attached and outbox.closing is None,
+                stats=outbox.stats(now),
+            )
+        )
+
+    def _fail(self, message: str, client: int | None) -> None:
+        raise SimulationError(message, step=self.step, time=self.clock.now, client=client)
+
+
+# -- schedules -------------------------------------------------------------------------------
+
+
+def _payload(seq: int, size: int, binary: bool) -> str | bytes:
+    """A payload of exactly ``size`` bytes that names its message, for readable traces."""
+    text = (f"#{seq}" + "." * size)[:size]
+    return text.encode() if binary else text
+
+
+def _run_publish(sim: Simulator, step: Publish) -> None:
+    keys = step.keys
+    first = sim._seq
+    sim.publish_many(
+        (
+            _payload(first + i, step.size, step.binary),
+            step.topic,
+            keys[i % len(keys)] if keys else None,
+        )
+        for i in range(step.n)
+    )
+
+
+def _run_send(sim: Simulator, step: Send) -> None:
+    sim.send(step.client, _payload(sim._seq, step.size, False))
+
+
+def _run_advance(sim: Simulator, step: Advance) -> None:
+    sim.advance(step.seconds)
+
+
+def _run_read(sim: Simulator, step: Read) -> None:
+    sim.read(step.client, step.rate)
+
+
+def _run_stall(sim: Simulator, step: Stall) -> None:
+    sim.stall(step.client)
+
+
+def _run_drain(sim: Simulator, step: Drain) -> None:
+    sim.drain(step.client, step.nbytes)
+
+
+def _run_hangup(sim: Simulator, step: Hangup) -> None:
+    sim.hangup(step.client)
+
+
+_RUNNERS: dict[type[Step], Callable[[Simulator, Any], None]] = {
+    Publish: _run_publish,
+    Send: _run_send,
+    Advance: _run_advance,
+    Read: _run_read,
+    Stall: _run_stall,
+    Drain: _run_drain,
+    Hangup: _run_hangup,
+}
+"""What each step does, as a table."""
+
+
+def simulate(
+    policy: Policy | Callable[[Snapshot], Decision],
+    schedule: Schedule,
+    *,
+    settle: bool = True,
+    close_timeout: float = 5.0,
+    outbox_factory: OutboxFactory = Outbox,
+) -> Trace:
+    """Run ``schedule`` with every client under ``policy`` and return the trace.
+
+    With ``settle`` (the default) the run ends as a liveness check does: publishing
+    stops, every client still connected reads everything, and time runs until nothing
+    is left to happen. A :class:`SimulationError` is recorded in ``trace.error``.
+    """
+    sim = Simulator(
+        start=schedule.start, close_timeout=close_timeout, outbox_factory=outbox_factory
+    )
+    for client in schedule.clients:
+        sim.join(policy, client)
+    try:
+        for index, step in enumerate(schedule.steps):
+            sim.step = index
+            sim.run(step)
+        if settle:
+            sim.settle()
+            sim.trace.settled = True
+    except SimulationError as error:
+        sim.trace.error = error
+    return sim.trace

@@ -1,0 +1,148 @@
+"""A fake transport: a write buffer with watermarks, emptied by a scripted reader."""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from typing import Generic, TypeVar
+
+__all__ = ["FakeTransport"]
+
+T = TypeVar("T")
+
+# Bytes are whole; a reader at a fractional rate accumulates credit, and the epsilon keeps
+# a float product such as 0.1 * 30 from landing one byte short.
+_EPSILON = 1e-6
+
+
+class _Pending(Generic[T]):
+    __slots__ = ("item", "remaining")
+
+    def __init__(self, item: T, remaining: int) -> None:
+        self.item = item
+        self.remaining = remaining
+
+
+class FakeTransport(Generic[T]):
+    """A write buffer that pauses over ``high`` bytes and resumes at or under ``low``, as
+    asyncio transports do, read by a client at ``rate`` bytes per second (``math.inf``:
+    as fast as written; ``0``: stalled).
+
+    Items written are opaque (the simulator writes its frame records); each has a size
+    in bytes and comes out of :meth:`drain` or :meth:`read_for` once fully read.
+    """
+
+    def __init__(self, *, high: int, low: int, rate: float = math.inf) -> None:
+        if not 0 <= low <= high:
+            raise ValueError(f"write limits (high={high}, low={low}) need 0 <= low <= high")
+        self.high = high
+        self.low = low
+        self.rate = _check_rate(rate)
+        self.buffered = 0
+        """Bytes written and not yet read: ``transport.get_write_buffer_size()``."""
+        self.paused = False
+        """True from a write that took the buffer over ``high`` until it is back at ``low``."""
+        self.closed = False
+        self._pending: deque[_Pending[T]] = deque()
+        self._credit = 0.0
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return self.low, self.high
+
+    def set_rate(self, rate: float) -> list[T]:
+        """Read at ``rate`` bytes per second from now on; at ``math.inf``, read everything now."""
+        self.rate = _check_rate(rate)
+        self._credit = 0.0
+        return self.drain(self.buffered) if self.rate == math.inf else []
+
+    def write(self, item: T, nbytes: int) -> list[T]:
+        """Buffer ``item``; return what a client reading as fast as written has received."""
+        if self.closed:
+            raise RuntimeError("write() on a closed transport")
+        self._pending.append(_Pending(item, nbytes))
+        self.buffered += nbytes
+        if self.rate == math.inf:
+            return self.drain(self.buffered)
+        if self.buffered > self.high:
+            self.paused = True
+        return []
+
+    def drain(self, nbytes: int) -> list[T]:
+        """The client reads ``nbytes`` now; return the items it finished reading."""
+        return [item for item, _ in self._consume(min(nbytes, self.buffered))]
+
+    def read_for(self, start: float, seconds: float) -> list[tuple[T, float]]:
+        """The client reads at its rate for ``seconds`` from ``start``; return each item it
+        finished reading with the time it finished."""
+        if seconds <= 0 or self.rate == 0:
+            return []
+        if self.rate == math.inf:
+            return [(item, start) for item, _ in self._consume(self.buffered)]
+        credit = self._credit
+        amount = credit + self.rate * seconds
+        whole = min(self.buffered, math.floor(amount + _EPSILON))
+        self._credit = 0.0 if whole == self.buffered else max(0.0, amount - whole)
+        return [
+            (item, start + min(seconds, max(0.0, (offset - credit) / self.rate)))
+            for item, offset in self._consume(whole)
+        ]
+
+    def _consume(self, nbytes: int) -> list[tuple[T, float]]:
+        """Take ``nbytes`` off the head; return finished items with the byte offset (from
+        the start of this read) at which each finished."""
+        finished: list[tuple[T, float]] = []
+        self.buffered -= nbytes
+        read = 0
+        pending = self._pending
+        while pending and (read < nbytes or pending[0].remaining == 0):
+            head = pending[0]
+            taken = min(nbytes - read, head.remaining)
+            head.remaining -= taken
+            read += taken
+            if head.remaining:
+                break
+            finished.append((head.item, float(read)))
+            pending.popleft()
+        if self.paused and self.buffered <= self.low:
+            self.paused = False
+        return finished
+
+    def seconds_until(self, level: int) -> float:
+        """How long until the buffer is down to ``level`` bytes at the current rate."""
+        if self.buffered <= level:
+            return 0.0
+        return self._seconds_for(self.buffered - level)
+
+    def seconds_until_read(self, item: T) -> float:
+        """How long until ``item`` is fully read at the current rate (inf if not buffered)."""
+        total = 0
+        for entry in self._pending:
+            total += entry.remaining
+            if entry.item is item:
+                return self._seconds_for(total)
+        return math.inf
+
+    def _seconds_for(self, nbytes: int) -> float:
+        if nbytes <= 0:
+            return 0.0
+        if self.rate == 0:
+            return math.inf
+        return max(0.0, (nbytes - self._credit) / self.rate)
+
+    def abort(self) -> list[T]:
+        """Drop the connection: whatever is still buffered never arrives."""
+        lost = [entry.item for entry in self._pending]
+        self._pending.clear()
+        self.buffered = 0
+        self.paused = False
+        self.closed = True
+        return lost
+
+
+def _check_rate(rate: float) -> float:
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate >= 0:
+        raise ValueError(f"rate={rate!r} must be a number of bytes per second >= 0")
+    return float(rate)

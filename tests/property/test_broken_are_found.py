@@ -1,0 +1,89 @@
+"""The toolkit finds every deliberately broken policy and core from random schedules,
+used exactly as a user would, and shrinks what it finds to a readable counterexample."""
+
+from collections.abc import Callable
+
+import pytest
+from hypothesis import Phase, given, settings
+
+from sim import broken
+from wsfanout import Outbox, Policy
+from wsfanout.policies import DropOldest, SkipToLatest
+from wsfanout.testing import GuaranteeViolation, Schedule, check_guarantees, schedules
+
+# Searching, not shrinking: the first failure is enough to show the checker can fail.
+SEARCH = settings(
+    max_examples=500, derandomize=True, database=None, deadline=None, phases=[Phase.generate]
+)
+
+BROKEN_POLICIES: list[tuple[Policy, str]] = [
+    (broken.LeakyBound(), "Bounded(max_messages=10)"),
+    (broken.LosesNewest(), "NewestDelivered()"),
+    (broken.ConflatesTooMuch(), "NewestDelivered(per_key=True)"),
+    (broken.EagerThrottle(rate=1.0), "MaxSendRate(rate=1.0)"),
+    (broken.HalfThrottle(rate=10.0), "MaxSendRate(rate=10.0)"),
+    (broken.DropsButClaimsLossless(), "Lossless()"),
+    (broken.NeverSends(), "Drains()"),
+    (broken.OverfullBatch(max_messages=4), "BatchIntegrity(max_messages=2)"),
+    (broken.ForgetfulDisconnect(max_lag=1.0), "DisconnectsWithin(max_lag=1.0)"),
+]
+
+BROKEN_CORES: list[tuple[Callable[..., Outbox], str]] = [
+    (broken.ReorderingOutbox, "OrderedSubsequence()"),
+    (broken.DuplicatingOutbox, "NoDuplicates()"),
+    (broken.HighBlindOutbox, "WithinWriteLimit()"),
+    (broken.MiscountingOutbox, "CountsAddUp()"),
+]
+
+
+def _found(run: Callable[[], None]) -> GuaranteeViolation:
+    with pytest.raises(GuaranteeViolation) as info:
+        run()
+    return info.value
+
+
+@pytest.mark.parametrize(("policy", "guarantee"), BROKEN_POLICIES, ids=repr)
+def test_a_broken_policy_is_found(policy: Policy, guarantee: str) -> None:
+    @SEARCH
+    @given(schedules())
+    def test_the_policy_keeps_its_promises(schedule: Schedule) -> None:
+        check_guarantees(policy, schedule)
+
+    error = _found(test_the_policy_keeps_its_promises)
+    assert guarantee in [repr(violation.guarantee) for violation in error.violations]
+
+
+@pytest.mark.parametrize(
+    ("core", "guarantee"), BROKEN_CORES, ids=lambda c: getattr(c, "__name__", c)
+)
+def test_a_broken_core_is_found(core: Callable[..., Outbox], guarantee: str) -> None:
+    @SEARCH
+    @given(schedules())
+    def test_the_core_keeps_its_promises(schedule: Schedule) -> None:
+        check_guarantees(DropOldest(max_messages=32), schedule, outbox_factory=core)
+
+    error = _found(test_the_core_keeps_its_promises)
+    assert guarantee in [repr(violation.guarantee) for violation in error.violations]
+
+
+def test_a_failure_shrinks_to_a_short_schedule_printed_as_code() -> None:
+    @settings(max_examples=200, derandomize=True, database=None, deadline=None)
+    @given(schedules())
+    def test_the_policy_keeps_its_promises(schedule: Schedule) -> None:
+        check_guarantees(broken.EagerThrottle(rate=1.0), schedule)
+
+    error = _found(test_the_policy_keeps_its_promises)
+    # Two messages published back to back are all it takes: the fast path never asked.
+    assert len(error.schedule.steps) <= 2, error.schedule
+    message = str(error)
+    assert "MaxSendRate(rate=1.0) broke at step" in message
+    assert "check_guarantees(EagerThrottle(rate=1.0), schedule)" in message
+
+
+def test_a_sound_policy_is_not_flagged_by_the_same_search() -> None:
+    @SEARCH
+    @given(schedules())
+    def test_the_policy_keeps_its_promises(schedule: Schedule) -> None:
+        check_guarantees(SkipToLatest(), schedule)
+
+    test_the_policy_keeps_its_promises()

@@ -1,0 +1,186 @@
+"""Deliberately broken policies and cores: each breaks one guarantee, and the toolkit
+must catch it (a checker that cannot fail is worse than none)."""
+
+from __future__ import annotations
+
+import math
+
+import attrs
+
+from wsfanout import Decision, Outbox, Policy, Rules, Snapshot
+from wsfanout._message import Message
+from wsfanout._outbox import Action, Write
+from wsfanout._policy import Overflow
+from wsfanout._queue import MessageQueue
+from wsfanout.policies import Batch, ConflateByKey, Disconnect, Throttle
+from wsfanout.testing import (
+    BatchIntegrity,
+    Bounded,
+    DisconnectsWithin,
+    Guarantee,
+    Lossless,
+    MaxSendRate,
+    NewestDelivered,
+)
+
+
+@attrs.frozen(repr=False)
+class LeakyBound(Policy):
+    """Promises 10 messages but its queue rule allows 20."""
+
+    eager = True
+
+    def rules(self) -> Rules:
+        return Rules(max_messages=20, overflow=Overflow.DROP_OLDEST)
+
+    def guarantees(self) -> tuple[Guarantee, ...]:
+        return (Bounded(max_messages=10),)
+
+
+@attrs.frozen(repr=False)
+class LosesNewest(Policy):
+    """Promises the newest value arrives, but refuses arrivals when one message is queued."""
+
+    eager = True
+
+    def rules(self) -> Rules:
+        return Rules(max_messages=1, overflow=Overflow.DROP_NEWEST)
+
+    def guarantees(self) -> tuple[Guarantee, ...]:
+        return (NewestDelivered(),)
+
+
+@attrs.frozen(repr=False)
+class ConflatesTooMuch(ConflateByKey):
+    """A per-key promise on a queue that also evicts the oldest key when full."""
+
+    def rules(self) -> Rules:
+        return attrs.evolve(super().rules(), max_messages=2, overflow=Overflow.DROP_OLDEST)
+
+
+@attrs.frozen(repr=False)
+class EagerThrottle(Throttle):
+    """Claims to be eager, so the fast path writes without asking it: the rate breaks
+    whenever the queue is empty."""
+
+    eager = True
+
+
+@attrs.frozen(repr=False)
+class HalfThrottle(Policy):
+    """Promises ``rate`` frames per second but spaces them for twice that."""
+
+    rate: float = 10.0
+
+    def decide(self, snapshot: Snapshot) -> Decision:
+        if snapshot.last_send is None:
+            return Decision()
+        return Decision(send_at=snapshot.last_send + 0.5 / self.rate)
+
+    def guarantees(self) -> tuple[Guarantee, ...]:
+        return (MaxSendRate(self.rate),)
+
+
+@attrs.frozen(repr=False)
+class DropsButClaimsLossless(Policy):
+    """Promises nothing is lost, with a queue that drops its oldest past 2 messages."""
+
+    eager = True
+
+    def rules(self) -> Rules:
+        return Rules(max_messages=2, overflow=Overflow.DROP_OLDEST)
+
+    def guarantees(self) -> tuple[Guarantee, ...]:
+        return (Lossless(),)
+
+
+@attrs.frozen(repr=False)
+class NeverSends(Policy):
+    """Holds every queued message forever: the queue never drains."""
+
+    def decide(self, snapshot: Snapshot) -> Decision:
+        return Decision(send_at=math.inf if snapshot.queued_messages else -math.inf)
+
+
+@attrs.frozen(repr=False)
+class OverfullBatch(Batch):
+    """Promises batches of 2 while its rule packs up to ``max_messages``."""
+
+    def guarantees(self) -> tuple[Guarantee, ...]:
+        return (BatchIntegrity(max_messages=2),)
+
+
+@attrs.frozen(repr=False)
+class ForgetfulDisconnect(Disconnect):
+    """Decides like Disconnect but never asks to be woken: a lagging subscriber that
+    receives nothing new is never closed."""
+
+    def decide(self, snapshot: Snapshot) -> Decision:
+        decision = super().decide(snapshot)
+        return attrs.evolve(decision, recheck_at=math.inf)
+
+    def guarantees(self) -> tuple[Guarantee, ...]:
+        return (
+            DisconnectsWithin(
+                max_messages=self.max_messages, max_lag=self.max_lag, grace=self.grace
+            ),
+        )
+
+
+# -- broken cores --------------------------------------------------------------------------
+
+
+class ReorderingQueue(MessageQueue):
+    """Hands out the newest queued message first."""
+
+    def pop(self) -> Message:
+        _, message = self._entries.popitem(last=True)
+        self._forget(message)
+        return message
+
+    def peek(self) -> Message:
+        return next(reversed(self._entries.values()))
+
+
+class ReorderingOutbox(Outbox):
+    """An outbox on a queue that reorders."""
+
+    def __init__(self, policy: Policy, *, high: int, low: int) -> None:
+        super().__init__(policy, high=high, low=low)
+        self.queue = ReorderingQueue(self.rules)
+
+
+class DuplicatingOutbox(Outbox):
+    """A relay step that writes the first frame of every write twice."""
+
+    def next_action(self, now: float, write_buffer: int) -> Action:
+        action = super().next_action(now, write_buffer)
+        if isinstance(action, Write):
+            return Write(action.frames[:1] + action.frames)
+        return action
+
+
+class HighBlindOutbox(Outbox):
+    """A relay that ignores the high-water mark: writes into a full buffer."""
+
+    def next_action(self, now: float, write_buffer: int) -> Action:
+        return super().next_action(now, min(write_buffer, self.low))
+
+
+class MiscountingOutbox(Outbox):
+    """Counts one message too many as sent on every relay write."""
+
+    def next_action(self, now: float, write_buffer: int) -> Action:
+        action = super().next_action(now, write_buffer)
+        if isinstance(action, Write):
+            self.sent += 1
+        return action
+
+
+@attrs.frozen(repr=False)
+class AsksAgainNow(Policy):
+    """Asks to be rechecked at the very instant it decides, without deciding anything:
+    on a stalled client the relay would wake, ask and wait again forever."""
+
+    def decide(self, snapshot: Snapshot) -> Decision:
+        return Decision(recheck_at=snapshot.now)
