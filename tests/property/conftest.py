@@ -2,9 +2,9 @@
 
 ``HYPOTHESIS_PROFILE=ci`` (or ``dev``) picks one explicitly. Examples per test:
 ``ci`` runs 1000 (the stateful hub test: 250 runs of up to 40 steps), ``dev`` 50 (12).
-Both are deterministic per hypothesis version only in CI (``derandomize``), so CI
-failures reproduce; locally each run explores new examples and keeps failures in the
-example database.
+Neither is derandomized: every run explores new schedules. ``ci`` keeps no example
+database and prints a ``@reproduce_failure`` blob with any failure, so a CI failure can
+be replayed locally; ``dev`` saves failures in ``.hypothesis/`` and retries them first.
 """
 
 import os
