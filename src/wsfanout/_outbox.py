@@ -95,6 +95,28 @@ QUEUE_FULL = "queue full"
 class Outbox:
     """One subscriber's queue, policy and counters; see the module docstring for the protocol."""
 
+    __slots__ = (
+        "_batch",
+        "_close_emitted",
+        "_decide",
+        "_decision",
+        "_eager",
+        "_memo",
+        "batched",
+        "closed_by_policy",
+        "closing",
+        "disconnected",
+        "frames",
+        "high",
+        "last_send",
+        "low",
+        "offered",
+        "policy",
+        "queue",
+        "rules",
+        "sent",
+    )
+
     def __init__(self, policy: Policy, *, high: int, low: int) -> None:
         if not 0 <= low <= high:
             raise ValueError(f"write limits (high={high}, low={low}) need 0 <= low <= high")
@@ -118,8 +140,8 @@ class Outbox:
         self.batched = 0
         self.disconnected = 0
         self.closing: Close | None = None
+        # True when the policy or an overflowing queue closed the subscriber.
         self.closed_by_policy = False
-        """True when the policy or an overflowing queue closed the subscriber."""
         self._close_emitted = False
 
     # -- inputs ---------------------------------------------------------------------
