@@ -243,7 +243,8 @@ class Disconnect(Policy):
                 recheck_messages=math.inf if self.max_messages is None else self.max_messages + 1,
                 recheck_bytes=math.inf if self.max_bytes is None else self.max_bytes + 1,
             )
-        since = snapshot.memo if isinstance(snapshot.memo, float) else snapshot.now
+        # The memo is when the breach began: an int on a virtual clock counting whole seconds.
+        since = snapshot.memo if isinstance(snapshot.memo, (int, float)) else snapshot.now
         if snapshot.now - since >= self.grace:
             held = f" for {snapshot.now - since:.3f}s" if self.grace else ""
             return Decision(close=Close(self.code, self.reason, cause=breach + held))

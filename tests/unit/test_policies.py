@@ -609,6 +609,15 @@ def test_disconnect_forgives_a_hiccup_shorter_than_grace() -> None:
     assert again == Decision(recheck_at=15.0, memo=13.0)
 
 
+def test_disconnect_grace_elapses_on_an_integer_clock() -> None:
+    # A virtual clock may count in whole seconds; the breach's start must survive as memo.
+    policy = Disconnect(max_messages=1, grace=2)
+    first = policy.decide(Snapshot(now=10, queued_messages=2))
+    assert first.memo == 10
+    closed = policy.decide(Snapshot(now=12, queued_messages=2, memo=first.memo))
+    assert closed.close == Close(1013, "subscriber too slow")
+
+
 def test_a_composite_keeps_one_memo_per_deciding_stage() -> None:
     policy = (
         DropOldest(max_messages=100)
