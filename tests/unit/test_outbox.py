@@ -476,6 +476,19 @@ def test_batch_with_a_delay_sends_a_partial_batch_after_max_delay() -> None:
     assert [frame.payload for frame in action.frames] == [b"a\nb"]
 
 
+def test_batch_with_a_delay_lingers_for_an_idle_subscriber_too() -> None:
+    shell = Shell(Batch(max_messages=3, max_delay=0.5) | DropOldest())
+    assert shell.publish("a") is Offer.KICK
+    assert shell.transport.written == []
+    assert shell.step() == Wait(0.5, drain=False)
+    shell.clock.jump(0.25)
+    shell.publish("b")
+    shell.clock.jump(0.5)
+    action = shell.step()
+    assert isinstance(action, Write)
+    assert [frame.payload for frame in action.frames] == [b"a\nb"]
+
+
 # -- closing ------------------------------------------------------------------------------
 
 

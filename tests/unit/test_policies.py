@@ -498,6 +498,13 @@ def test_batch_lingers_from_the_oldest_message_until_max_delay() -> None:
     )
 
 
+def test_batch_with_a_delay_holds_the_first_message_of_an_idle_subscriber() -> None:
+    policy = Batch(max_messages=4, max_delay=0.5)
+    assert policy.decide(Snapshot(now=10.0)) == Decision(
+        send_at=10.5, recheck_messages=4, recheck_bytes=math.inf
+    )
+
+
 @pytest.mark.parametrize(
     "snapshot",
     [
