@@ -241,15 +241,32 @@ def test_undroppable_messages_are_never_evicted() -> None:
     assert queue.dropped_oldest == 2
 
 
-def test_a_full_queue_of_undroppable_messages_overflows() -> None:
+def test_a_full_queue_of_undroppable_messages_refuses_droppable_and_overflows_on_undroppable() -> (
+    None
+):
     new = Messages()
     queue = queue_for(DropOldest(max_messages=2))
     queue.push(new(droppable=False))
     queue.push(new(droppable=False))
-    assert queue.push(new()) is Push.OVERFLOW
+    assert queue.push(new()) is Push.REFUSED
     assert queue.push(new(droppable=False)) is Push.OVERFLOW
     assert seqs(queue) == [1, 2]
-    assert counters(queue) == NOTHING_LOST
+    assert counters(queue) == {**NOTHING_LOST, "dropped_newest": 1}
+
+
+def test_drop_oldest_evicts_nothing_when_undroppable_messages_leave_no_room() -> None:
+    new = Messages()
+    queue = queue_for(DropOldest(max_messages=3))
+    queue.push(new(droppable=False))
+    queue.push(new())
+    queue.push(new(droppable=False))
+    queue.push(new(droppable=False))  # evicts the droppable 2: room for one more pinned
+    assert seqs(queue) == [1, 3, 4]
+    assert queue.push(new()) is Push.REFUSED
+    assert seqs(queue) == [1, 3, 4]
+    assert queue.pinned_messages == 3
+    queue.pop()
+    assert queue.pinned_messages == 2
 
 
 def test_an_undroppable_arrival_evicts_droppable_ones_even_under_drop_newest() -> None:
