@@ -97,6 +97,7 @@ class Outbox:
 
     __slots__ = (
         "_batch",
+        "_behind_since",
         "_close_emitted",
         "_decide",
         "_decision",
@@ -134,6 +135,9 @@ class Outbox:
         self._decision: Decision | None = None
         self._memo: object = None
         self.last_send: float | None = None
+        # Publish time of the oldest message offered since the last write that the
+        # subscriber has not received, queued or dropped since; None when caught up.
+        self._behind_since: float | None = None
         self.offered = 0
         self.sent = 0
         self.frames = 0
@@ -178,6 +182,8 @@ class Outbox:
             return self._begin_close(Close(1013, QUEUE_FULL, cause=self._overflow_cause(message)))
         if not queue:
             return Offer.NONE
+        if was_empty:
+            self._behind_since = queue.oldest_time
         if self._decide is not None:
             standing = self._decision
             if not asked and (
@@ -226,6 +232,8 @@ class Outbox:
                     break
         if self._decide is not None:
             self._decision = None
+        # Messages evicted later were queued now, so none is older than this.
+        self._behind_since = queue.oldest_time
         return Write(tuple(frames))
 
     def close(self, close: Close) -> bool:
@@ -245,14 +253,27 @@ class Outbox:
 
     # -- views ----------------------------------------------------------------------
 
+    def lag(self, now: float) -> float:
+        """Seconds this subscriber has been missing messages; 0.0 when caught up.
+
+        The age of the oldest message offered since the last write that it has not
+        received, whether still queued or dropped since. With nothing dropped, that is
+        the age of the oldest queued message; with drops it keeps growing while the
+        client makes no progress, so a stalled client under ``DropOldest`` or
+        ``SkipToLatest`` still reaches ``Disconnect(max_lag=...)``.
+        """
+        since = self._behind_since
+        if since is None or not self.queue:
+            return 0.0
+        return max(0.0, now - since)
+
     def snapshot(self, now: float, write_buffer: int) -> Snapshot:
         queue = self.queue
-        oldest = queue.oldest_time
         return Snapshot(
             now=now,
             queued_messages=len(queue),
             queued_bytes=queue.bytes,
-            lag=0.0 if oldest is None else max(0.0, now - oldest),
+            lag=self.lag(now),
             write_buffer=write_buffer,
             last_send=self.last_send,
             sent=self.sent,
@@ -267,7 +288,6 @@ class Outbox:
 
     def stats(self, now: float) -> SubscriberStats:
         queue = self.queue
-        oldest = queue.oldest_time
         return SubscriberStats(
             offered=self.offered,
             sent=self.sent,
@@ -282,7 +302,7 @@ class Outbox:
             queued_bytes=queue.bytes,
             peak_messages=queue.peak_messages,
             peak_bytes=queue.peak_bytes,
-            lag=0.0 if oldest is None else max(0.0, now - oldest),
+            lag=self.lag(now),
             close=None if self.closing is _GONE else self.closing,
         )
 

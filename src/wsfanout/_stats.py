@@ -64,7 +64,7 @@ class SubscriberStats(Counts):
     peak_bytes: int = 0
     """High-water mark of the queue in payload bytes."""
     lag: float = 0.0
-    """Age in seconds of the oldest queued message now."""
+    """Seconds the subscriber has been missing messages now (see :attr:`Snapshot.lag`)."""
     close: Close | None = None
     """Why wsfanout closed this subscriber (its policy, an overflow or the hub), if it did."""
 

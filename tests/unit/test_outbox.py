@@ -722,3 +722,44 @@ def test_a_policy_that_decides_nothing_keeps_the_neutral_decision() -> None:
     shell.stall()
     shell.publish()
     assert shell.step() == Wait(math.inf, drain=True)
+
+
+def test_lag_of_a_stalled_subscriber_keeps_growing_while_drop_oldest_evicts() -> None:
+    shell = Shell(DropOldest(max_messages=2) | Disconnect(max_lag=5.0))
+    shell.stall()
+    for _ in range(10):
+        shell.publish()
+        shell.clock.advance(1.0)
+    # The two queued messages are 1 s and 2 s old, but the client has missed data for 10 s.
+    assert shell.stats().queued_messages == 2
+    assert shell.stats().lag == 10.0
+    action = shell.step()
+    assert isinstance(action, CloseAction)
+    assert action.close.cause == "lag 10.000s >= max_lag=5.0"
+
+
+def test_lag_restarts_from_the_oldest_queued_message_after_a_write() -> None:
+    shell = Shell(DropOldest(max_messages=3))
+    shell.stall()
+    for _ in range(6):
+        shell.publish(b"y" * 60)
+        shell.clock.advance(1.0)
+    assert shell.stats().lag == 6.0
+    shell.transport.drain()
+    shell.step()  # writes two 60-byte frames, passing the high-water mark
+    assert shell.stats().queued_messages == 1
+    assert shell.stats().lag == 1.0
+    shell.transport.drain()
+    shell.step()
+    assert shell.stats().lag == 0.0
+
+
+def test_lag_of_a_slow_subscriber_without_drops_is_the_age_of_its_oldest_message() -> None:
+    shell = Shell(DropNewest(max_messages=10))
+    shell.stall()
+    shell.publish()
+    shell.clock.advance(2.0)
+    shell.publish()
+    shell.clock.advance(1.5)
+    assert shell.stats().lag == 3.5
+    assert shell.outbox.snapshot(shell.clock.now, shell.transport.buffered).lag == 3.5
