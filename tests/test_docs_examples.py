@@ -346,3 +346,12 @@ def test_send_closes_the_subscriber_when_only_sent_messages_are_queued() -> None
     fill(outbox, 2, droppable=False)
     mine = make_message("reply", seq=9, time=0.0, droppable=False)
     assert outbox.offer(mine, 0.0, STALLED) is Offer.CLOSE
+
+
+def test_drop_oldest_refuses_a_message_with_no_room_next_to_sent_messages() -> None:
+    outbox = Outbox(DropOldest(max_messages=2), high=HIGH, low=LOW)
+    fill(outbox, 2, droppable=False)
+    published = make_message("news", seq=9, time=0.0)
+    assert outbox.offer(published, 0.0, STALLED) is Offer.NONE
+    stats = outbox.stats(0.0)
+    assert (stats.dropped_newest, stats.dropped_oldest, stats.queued_messages) == (1, 0, 2)
