@@ -96,9 +96,10 @@ class Subscriber:
     def send(self, message: str | bytes) -> None:
         """Send to this subscriber alone, through its queue, in order with published messages.
 
-        The message is never dropped by the policy; if the queue cannot hold it beside
-        other undroppable messages, the subscriber is closed instead. Raises
-        :class:`SubscriberClosedError` if the subscriber is closed.
+        The message is never dropped by the policy. When the queue is full, a policy that
+        drops (``DropOldest``, ``DropNewest``) evicts published messages to make room;
+        otherwise, or when only undroppable messages are queued, the subscriber is closed
+        instead. Raises :class:`SubscriberClosedError` if the subscriber is closed.
         """
         if self.closed:
             raise SubscriberClosedError(f"{self!r} is closed")
