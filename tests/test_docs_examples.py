@@ -262,16 +262,18 @@ def test_close_when_stuck_closes_a_stalled_subscriber_that_keeps_dropping() -> N
     assert outbox.stats(30.0).dropped_oldest == 0  # 29 queued of 256: nothing evicted yet
 
 
-def test_max_lag_never_fires_next_to_drop_oldest_as_the_policies_page_warns() -> None:
+def test_max_lag_closes_a_stuck_client_next_to_drop_oldest_as_the_policies_page_says() -> None:
     outbox = Outbox(DropOldest(max_messages=256) | Disconnect(max_lag=5.0), high=HIGH, low=LOW)
-    lags = []
+    closed_at = None
     for seq in range(60 * 100):  # one minute at 100 messages a second, never read
         now = seq / 100
         outbox.offer(make_message("m", seq=seq, time=now), now, STALLED)
-        assert isinstance(outbox.next_action(now, STALLED), Wait)
-        lags.append(outbox.stats(now).lag)
-    assert outbox.closing is None
-    assert 2.5 < max(lags) < 2.6
+        if isinstance(outbox.next_action(now, STALLED), CloseAction):
+            closed_at = now
+            break
+        assert outbox.stats(now).queued_messages <= 256
+    assert closed_at == 5.0
+    assert outbox.stats(closed_at).dropped_oldest == 501 - 256  # offered 0 to 500, kept 256
 
 
 # -- README and links --------------------------------------------------------------------
