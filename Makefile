@@ -11,7 +11,7 @@ LINTED := $(wildcard src tests benchmarks examples)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,cli]'
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -29,7 +29,7 @@ unit: $(STAMP)
 test: lint typecheck unit
 
 demo: $(STAMP)
-	$(BIN)/python examples/demo.py
+	$(BIN)/wsfanout demo
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis dist build

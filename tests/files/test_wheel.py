@@ -61,3 +61,6 @@ def test_the_installed_wheel_finds_every_preset_by_name(tmp_path: Path) -> None:
     assert Path(where).is_relative_to(venv), "imported the checkout, not the wheel"
     assert tuple(names.split()) == preset_names()
     assert market_data == repr(load_policy("market-data"))
+    listing = run(venv / "bin" / "wsfanout", "check", "--list", cwd=tmp_path)
+    for name in preset_names():
+        assert f"  {name}\n" in listing
