@@ -112,7 +112,7 @@ class Member:
             return "up" if self.connections <= 1 else f"up (#{self.connections})"
         close = self.totals()["close"]
         if close is not None and close.code != 1001:
-            return f"closed {close.code}"
+            return f"cut {close.code}"  # by its policy
         return "away" if self.speed == "flapping" else "closed"
 
 
@@ -209,7 +209,7 @@ def rows(members: list[Member]) -> Iterator[tuple[str, ...]]:
             str(t["dropped"]),
             str(t["conflated"]),
             str(t["queued"]),
-            f"{t['lag']:.2f}s",
+            f"{t['lag']:.1f}s",
         )
 
 
