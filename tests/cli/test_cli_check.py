@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import WSFANOUT
+from cli_process import WSFANOUT
 from websockets.datastructures import Headers
 from websockets.http11 import Request
 

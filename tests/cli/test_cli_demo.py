@@ -3,16 +3,23 @@
 import os
 import re
 import subprocess
+import sys
 
 import pytest
-from conftest import WSFANOUT
+from cli_process import WSFANOUT
+
+# Runs the command as ``wsfanout`` does, with rich made impossible to import.
+WITHOUT_RICH = (
+    "import sys; sys.modules['rich'] = None; from wsfanout._cli import main; "
+    "sys.exit(main(sys.argv[1:]))"
+)
 
 
-@pytest.mark.parametrize("display", ["rich", "plain"])
+@pytest.mark.parametrize("display", ["rich", "without rich"])
 def test_a_short_demo_shows_the_crowd_and_a_summary(display: str) -> None:
-    plain = ["--plain"] if display == "plain" else []
+    command = [str(WSFANOUT)] if display == "rich" else [sys.executable, "-c", WITHOUT_RICH]
     result = subprocess.run(
-        [WSFANOUT, "demo", "--duration", "2", "--clients", "6", *plain],
+        [*command, "demo", "--duration", "2", "--clients", "6"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -21,6 +28,7 @@ def test_a_short_demo_shows_the_crowd_and_a_summary(display: str) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "Traceback" not in out + result.stderr
+    assert ("(install wsfanout[cli] for a live table)" in out) == (display == "without rich")
     assert re.search(r"after 2 s: 400 published", out)
     for name, policy in [
         ("fast-1", "chat"),
