@@ -280,8 +280,13 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         token = os.environ.get(args.token_env)
         if token is None:
             parser.error(f"--token-env {args.token_env}: that environment variable is not set")
-        if not token.strip():
+        token = token.strip()  # a newline left by `cat token.txt` is never part of it
+        if not token:
             parser.error(f"--token-env {args.token_env}: that environment variable is empty")
+    if not args.host:
+        parser.error(
+            "--host: expected an address, not an empty string (0.0.0.0 means every interface)"
+        )
     if args.key_field is not None and not args.key_field:
         parser.error("--key-field: expected a field name, not an empty string")
     if args.routes is not None:

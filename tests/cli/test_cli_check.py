@@ -190,6 +190,12 @@ SERVE = ["serve", "--policy", "chat"]
             '(expected e.g. "250ms", "5s" or 5)',
         ),
         (["check"], {}, "check: error: expected FILE... or --list"),
+        (
+            [*SERVE, "--host", ""],
+            {},
+            "serve: error: --host: expected an address, not an empty string "
+            "(0.0.0.0 means every interface)",
+        ),
     ],
 )
 def test_a_flag_given_wrong_is_a_usage_error_never_silently_off(
