@@ -280,7 +280,8 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         token = os.environ.get(args.token_env)
         if token is None:
             parser.error(f"--token-env {args.token_env}: that environment variable is not set")
-        token = token.strip()  # a newline left by `cat token.txt` is never part of it
+        # Whitespace around it (a token file's newline) is never part of a token.
+        token = token.strip()
         if not token:
             parser.error(f"--token-env {args.token_env}: that environment variable is empty")
     if not args.host:

@@ -121,7 +121,7 @@ def test_strangers_are_refused_while_admitted_clients_keep_receiving(
             "--max-clients",
             "2",
         ],
-        env={"FANOUT_TOKEN": "s3cret\n"},  # as `$(cat token)` would not, but a file may
+        env={"FANOUT_TOKEN": "s3cret\n"},  # a token file's trailing newline
     )
     url = server.listening()
     bearer = {"Authorization": "Bearer s3cret"}
