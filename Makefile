@@ -16,8 +16,6 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-LINTED := $(wildcard src tests benchmarks examples)
-
 lint: $(STAMP)
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
