@@ -1,0 +1,168 @@
+"""Topics route messages; a subscriber's own messages share its queue and are never dropped."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from wsfanout import Hub, SubscriberStats
+from wsfanout.policies import DropNewest
+
+from .wsnet import Body, Client, Net, Route
+
+GUARD = 20.0
+ENDS = itertools.count()
+SIZE = 512
+
+
+async def round_trip(
+    net: Net, clients: dict[str, Client], messages: list[tuple[str, str | None]]
+) -> dict[str, list[str]]:
+    """Publish ``(text, topic)`` pairs then an untopiced end marker; return what each got."""
+    before = {name: len(client.messages) for name, client in clients.items()}
+    end = f"end {next(ENDS)}"
+    for text, topic in messages:
+        net.hub.publish(text, topic=topic)
+    net.hub.publish(end)
+    for client in clients.values():
+        await client.latest(lambda m: m == end, end)
+    return {
+        name: [m for m in client.texts()[before[name] :] if m != end]
+        for name, client in clients.items()
+    }
+
+
+async def test_a_topic_reaches_only_its_subscribers_and_wildcard_subscribers(net: Net) -> None:
+    async with asyncio.timeout(GUARD):
+        clients = {
+            "prices": await net.connect("prices", topics={"prices"}),
+            "news": await net.connect("news", topics={"news"}),
+            "both": await net.connect("both", topics={"prices", "news"}),
+            "nothing": await net.connect("nothing", topics=set()),
+            "all": await net.connect("all", topics=None),
+        }
+        assert net.hub.publish("p0", topic="prices") == 3
+        assert net.hub.publish("nobody listens", topic="weather") == 1
+        got = await round_trip(
+            net, clients, [("p1", "prices"), ("n1", "news"), ("w1", "weather"), ("x1", None)]
+        )
+        assert got == {
+            "prices": ["p0", "p1", "x1"],
+            "news": ["n1", "x1"],
+            "both": ["p0", "p1", "n1", "x1"],
+            "nothing": ["x1"],
+            "all": ["p0", "nobody listens", "p1", "n1", "w1", "x1"],
+        }
+
+
+async def test_topics_change_while_the_subscriber_runs(net: Net) -> None:
+    async with asyncio.timeout(GUARD):
+        clients = {
+            "a": await net.connect("a", topics={"prices"}),
+            "b": await net.connect("b", topics={"news"}),
+            "c": await net.connect("c", topics={"prices", "news"}),
+            "d": await net.connect("d", topics=None),
+        }
+        round_ = [("p", "prices"), ("n", "news"), ("w", "weather"), ("x", None)]
+        got = await round_trip(net, clients, round_)
+        assert got == {
+            "a": ["p", "x"],
+            "b": ["n", "x"],
+            "c": ["p", "n", "x"],
+            "d": ["p", "n", "w", "x"],
+        }
+
+        clients["a"].sub.subscribe("news", "weather")
+        clients["b"].sub.set_topics({"prices"})
+        clients["c"].sub.unsubscribe("prices", "never subscribed")
+        clients["d"].sub.set_topics({"weather"})
+        assert clients["a"].sub.topics == frozenset({"prices", "news", "weather"})
+        assert clients["d"].sub.topics == frozenset({"weather"})
+        got = await round_trip(net, clients, round_)
+        assert got == {
+            "a": ["p", "n", "w", "x"],
+            "b": ["p", "x"],
+            "c": ["n", "x"],
+            "d": ["w", "x"],
+        }
+
+        clients["c"].sub.unsubscribe("news")
+        clients["d"].sub.set_topics(None)
+        clients["d"].sub.subscribe("ignored: already receives everything")
+        assert clients["d"].sub.topics is None
+        got = await round_trip(net, clients, round_)
+        assert got == {
+            "a": ["p", "n", "w", "x"],
+            "b": ["p", "x"],
+            "c": ["x"],
+            "d": ["p", "n", "w", "x"],
+        }
+
+
+async def test_a_subscriber_that_left_keeps_no_topic_entry(net: Net) -> None:
+    async with asyncio.timeout(GUARD):
+        stayer = await net.connect("stayer", topics={"prices"})
+        leaver = await net.connect("leaver", topics={"prices", "news"})
+        assert net.hub.publish("p", topic="prices") == 2
+        await leaver.ws.close()
+        await leaver.route.finished()
+        assert net.hub.publish("p", topic="prices") == 1
+        assert net.hub.publish("n", topic="news") == 0
+        await stayer.received(2)
+
+
+def subscribe_body(policy: DropNewest) -> Body:
+    """A handler in the context-manager form: it reads the client itself."""
+
+    async def body(hub: Hub, route: Route, ws: ServerConnection) -> SubscriberStats:
+        async with hub.subscribe(ws, policy=policy) as sub:
+            route.joined.set_result(sub)
+            with contextlib.suppress(ConnectionClosed):
+                async for _ in ws:
+                    pass
+        return sub.stats()
+
+    return body
+
+
+async def test_send_is_ordered_with_publishes_and_never_dropped_when_the_queue_is_full(
+    net: Net,
+) -> None:
+    async with asyncio.timeout(GUARD):
+        policy = DropNewest(max_messages=8)
+        reader = await net.connect("reader", policy=policy, body=subscribe_body(policy))
+        stalled = await net.connect(
+            "stalled", policy=policy, stalled=True, body=subscribe_body(policy)
+        )
+        timeline: list[str] = []
+        for i in range(400):
+            if i % 100 == 50:
+                # The stalled client's queue is full of published messages by now.
+                for client in (reader, stalled):
+                    client.sub.send(f"private {client.name} {i}".ljust(SIZE))
+                timeline.append(f"private * {i}")
+            net.hub.publish(f"public {i}".ljust(SIZE))
+            timeline.append(f"public {i}")
+        assert stalled.sub.stats().queued_messages == 8
+        stalled.read()
+        for client in (reader, stalled):
+            await client.drained()
+            ours = [m.rstrip().replace(f" {client.name} ", " * ") for m in client.texts()]
+            assert [m for m in timeline if m in set(ours)] == ours, (
+                "order differs from the timeline"
+            )
+            privates = [m for m in ours if m.startswith("private")]
+            assert privates == [m for m in timeline if m.startswith("private")]
+        assert [m.rstrip() for m in reader.texts()] == [
+            m.replace(" * ", " reader ") for m in timeline
+        ]
+        stats = stalled.sub.stats()
+        assert stats.dropped_newest > 0
+        assert stats.dropped_oldest > 0, "no private message arrived in a full queue"
+        assert stats.peak_messages == 8
+        assert stats.offered == 404
+        assert stats.offered == stats.sent + stats.dropped
