@@ -145,6 +145,45 @@ async def test_throttle_caps_the_frame_rate_and_skip_to_latest_still_ends_on_the
         assert accounted(throttled)
 
 
+async def test_disconnect_closes_a_stalled_client_and_records_why(net: Net) -> None:
+    async with asyncio.timeout(GUARD):
+        policy = DropOldest(max_messages=64) | Disconnect(max_lag=0.2)
+        fast = await net.connect("fast", policy=policy)
+        stalled = await net.connect("stalled", policy=policy, stalled=True, topics={"all"})
+        assert len(net.hub) == 2
+        # More than the stalled client's socket buffers and write buffer can hold, so
+        # messages stay queued, and age once the relay has filled the write buffer.
+        published = 0
+        for _ in range(300):
+            net.hub.publish(numbered(published, SIZE), topic="all")
+            published += 1
+        assert stalled.sub.stats().queued_messages > 0
+
+        # Until hub.serve returns for the stalled client, keep publishing to the fast one
+        # only (so the stalled queue ages), and check at each step that from the moment
+        # the policy closes the stalled subscriber, the hub no longer offers it anything.
+        while not stalled.route.served.done() and published < 100_000:
+            net.hub.publish(numbered(published, SIZE), topic="fast only")
+            published += 1
+            await fast.received(published)
+            closed = stalled.sub.closed
+            assert closed == (stalled.sub not in net.hub.subscribers), "closed yet subscribed"
+            assert len(net.hub) == (1 if closed else 2)
+
+        stats = await stalled.route.finished()
+        assert stats.close is not None
+        assert (stats.close.code, stats.close.reason) == (1013, "subscriber too slow")
+        assert stats.close.cause.startswith("lag "), stats.close.cause
+        assert stats.close.cause.endswith(" >= max_lag=0.2"), stats.close.cause
+        assert stats.offered == 300
+        assert stats.queued_messages == 0
+        assert stats.offered == stats.sent + stats.dropped
+        assert stats.disconnected > 0
+        assert net.hub.subscribers == (fast.sub,)
+        assert net.hub.stats().closed_by_policy == 1
+        assert fast.indices() == list(range(published))
+
+
 async def test_disconnect_sends_a_reading_client_its_close_code_and_reason(net: Net) -> None:
     async with asyncio.timeout(GUARD):
         # The throttle holds the second message back, so it ages past max_lag while the
@@ -162,6 +201,7 @@ async def test_disconnect_sends_a_reading_client_its_close_code_and_reason(net: 
         assert stats.close.cause.startswith("lag ")
         assert (stats.sent, stats.disconnected) == (1, 1)
         assert len(net.hub) == 0
+        assert net.hub.stats().closed_by_policy == 1
 
 
 @pytest.mark.parametrize(

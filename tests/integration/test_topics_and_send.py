@@ -6,10 +6,11 @@ import asyncio
 import contextlib
 import itertools
 
+import pytest
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from wsfanout import Hub, SubscriberStats
+from wsfanout import DEFAULT_MAX_BYTES, Hub, SubscriberClosedError, SubscriberStats
 from wsfanout.policies import DropNewest
 
 from .wsnet import Body, Client, Net, Route
@@ -166,3 +167,34 @@ async def test_send_is_ordered_with_publishes_and_never_dropped_when_the_queue_i
         assert stats.peak_messages == 8
         assert stats.offered == 404
         assert stats.offered == stats.sent + stats.dropped
+
+
+async def test_sending_more_than_the_queue_can_hold_closes_the_subscriber_instead(
+    net: Net,
+) -> None:
+    async with asyncio.timeout(GUARD):
+        policy = DropNewest(max_messages=8)
+        stalled = await net.connect(
+            "stalled", policy=policy, stalled=True, body=subscribe_body(policy)
+        )
+        sub = stalled.sub
+        sent = 0
+        while sub.stats().queued_messages < 8 and sent < 1000:
+            sub.send("private".ljust(SIZE))
+            sent += 1
+        assert sub.stats().queued_messages == 8, "the stalled client's queue never filled"
+        sub.send("one too many".ljust(SIZE))
+        assert sub.closed
+        with pytest.raises(SubscriberClosedError, match=r" is closed$"):
+            sub.send("after the close")
+        stats = await stalled.route.finished()
+        assert stats.close is not None
+        assert (stats.close.code, stats.close.reason) == (1013, "queue full")
+        assert stats.close.cause == (
+            f"a {SIZE}-byte message did not fit: 8 messages, {8 * SIZE} bytes queued "
+            f"(max_messages=8, max_bytes={DEFAULT_MAX_BYTES})"
+        )
+        assert stats.disconnected == 9
+        assert stats.offered == sent + 1 == stats.sent + stats.dropped
+        assert net.hub.stats().closed_by_policy == 1
+        assert len(net.hub) == 0
