@@ -128,10 +128,11 @@ class Outbox:
         self.high = high
         self.low = low
         self._batch = rules.batch
-        self._eager = policy.eager
         self._decide: Callable[[Snapshot], Decision] | None = (
             policy.decide if type(policy).decide is not Policy.decide else None
         )
+        # A policy that never decides always means "send now", whatever it declares.
+        self._eager = policy.eager or self._decide is None
         self._decision: Decision | None = None
         self._memo: object = None
         self.last_send: float | None = None

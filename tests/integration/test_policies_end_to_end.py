@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 
+import attrs
 import pytest
 
-from wsfanout import Policy
+from wsfanout import Overflow, Policy, Rules
 from wsfanout.policies import (
     Batch,
     ConflateByKey,
@@ -220,3 +221,29 @@ async def test_a_client_that_keeps_up_loses_nothing_under_any_dropping_policy(
         assert client.indices() == list(range(300))
         stats = client.sub.stats()
         assert (stats.sent, stats.dropped) == (300, 0)
+
+
+@attrs.frozen
+class KeepTen(Policy):
+    """A user's policy that only declares queue rules: it never overrides decide()."""
+
+    def rules(self) -> Rules:
+        return Rules(max_messages=10, overflow=Overflow.DROP_OLDEST)
+
+
+async def test_a_users_policy_that_only_declares_rules_delivers_and_bounds_the_queue(
+    net: Net,
+) -> None:
+    async with asyncio.timeout(GUARD):
+        assert not KeepTen().eager
+        fast = await net.connect("fast", policy=KeepTen())
+        stalled = await net.connect("stalled", policy=KeepTen(), stalled=True)
+        for i in range(BURST):
+            net.hub.publish(numbered(i, SIZE))
+        await fast.received(BURST)
+        assert fast.indices() == list(range(BURST))
+        assert stalled.sub.stats().peak_messages == 10
+        stalled.read()
+        await stalled.drained()
+        received = stalled.indices()
+        assert received == list(range(len(received) - 10)) + list(range(BURST - 10, BURST))
