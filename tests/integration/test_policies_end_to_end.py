@@ -8,6 +8,7 @@ buffers filled, then whatever its queue held. That makes the expected stream exa
 from __future__ import annotations
 
 import asyncio
+import json
 
 import attrs
 import pytest
@@ -114,6 +115,24 @@ async def test_batch_frames_unpack_to_consecutive_messages_and_lose_none(net: Ne
         assert stats.frames == len(client.messages) < BURST
         assert stats.batched > 0
         assert accounted(client)
+
+
+async def test_batch_with_max_delay_sends_full_batches_at_once_and_lingers_for_the_rest(
+    net: Net,
+) -> None:
+    async with asyncio.timeout(GUARD):
+        policy = Batch(max_messages=8, max_delay=0.05, combine="json-array")
+        client = await net.connect("lingering", policy=policy)
+        for i in range(20):
+            net.hub.publish(json.dumps(i))
+        await client.until(lambda: len(client.messages) == 3, "three frames")
+        assert [json.loads(frame) for frame in client.texts()] == [
+            list(range(8)),
+            list(range(8, 16)),
+            list(range(16, 20)),
+        ]
+        stats = client.sub.stats()
+        assert (stats.sent, stats.frames, stats.batched) == (20, 3, 20)
 
 
 async def test_throttle_caps_the_frame_rate_and_skip_to_latest_still_ends_on_the_newest(
