@@ -174,3 +174,16 @@ async def test_the_readme_example_runs_as_written(net: Net) -> None:
                 await client.received(n + 1)
         for client in clients:
             assert [json.loads(m)["tick"] for m in client.texts()] == list(range(100))
+
+
+async def test_messages_larger_than_the_write_limit_arrive_intact_and_in_order(net: Net) -> None:
+    async with asyncio.timeout(GUARD):
+        fast = await net.connect("fast", policy=DropOldest(max_bytes=4 * 2**20))
+        _, high = fast.route.write_limits()
+        big = [(f"{i:03d}" * 70_000) if i % 2 else bytes([i]) * (high * 3 + i) for i in range(20)]
+        for message in big:
+            net.hub.publish(message)
+        await fast.received(len(big))
+        assert fast.messages == big
+        stats = fast.sub.stats()
+        assert (stats.sent, stats.dropped) == (20, 0)

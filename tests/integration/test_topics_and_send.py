@@ -1,4 +1,4 @@
-"""Topics route messages; a subscriber's own messages share its queue and are never dropped."""
+"""Topics, the subscribe() form and what a client sends: a subscriber's own lane."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ import itertools
 import pytest
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
+from websockets.typing import Data
 
-from wsfanout import DEFAULT_MAX_BYTES, Hub, SubscriberClosedError, SubscriberStats
-from wsfanout.policies import DropNewest
+from wsfanout import DEFAULT_MAX_BYTES, Hub, Subscriber, SubscriberClosedError, SubscriberStats
+from wsfanout.policies import DropNewest, DropOldest
 
-from .wsnet import Body, Client, Net, Route
+from .wsnet import Body, Client, Net, Route, relay_tasks
 
 GUARD = 20.0
 ENDS = itertools.count()
@@ -198,3 +199,73 @@ async def test_sending_more_than_the_queue_can_hold_closes_the_subscriber_instea
         assert stats.offered == sent + 1 == stats.sent + stats.dropped
         assert net.hub.stats().closed_by_policy == 1
         assert len(net.hub) == 0
+
+
+async def test_serve_hands_what_the_client_sends_to_on_message(net: Net) -> None:
+    async def on_message(sub: Subscriber, data: Data) -> None:
+        # A tiny protocol: "+topic" subscribes, "-topic" unsubscribes, and is acknowledged.
+        assert isinstance(data, str)
+        if data.startswith("+"):
+            sub.subscribe(data[1:])
+        elif data.startswith("-"):
+            sub.unsubscribe(data[1:])
+        sub.send(f"ok {data}")
+
+    async with asyncio.timeout(GUARD):
+        client = await net.connect("chat", topics=set(), on_message=on_message)
+        assert net.hub.publish("p0", topic="prices") == 0
+        await client.ws.send("+prices")
+        await client.latest(lambda m: m == "ok +prices", "the acknowledgement")
+        assert net.hub.publish("p1", topic="prices") == 1
+        await client.ws.send("-prices")
+        await client.latest(lambda m: m == "ok -prices", "the acknowledgement")
+        assert net.hub.publish("p2", topic="prices") == 0
+        net.hub.publish("everyone")
+        await client.latest(lambda m: m == "everyone", "the untopiced message")
+        assert client.messages == ["ok +prices", "p1", "ok -prices", "everyone"]
+
+
+async def test_serve_keeps_reading_so_pings_are_answered_after_many_client_messages(
+    net: Net,
+) -> None:
+    async with asyncio.timeout(GUARD):
+        client = await net.connect("talkative")
+        # Unread, more than websockets' default max_queue (16) would pause the server's reads.
+        for i in range(100):
+            await client.ws.send(f"chatter {i}")
+        pong = await client.ws.ping()
+        latency = await pong
+        assert latency >= 0
+        net.hub.publish("still subscribed")
+        await client.received(1)
+
+
+async def test_leaving_the_subscribe_block_cancels_the_relay_and_forgets_the_subscriber(
+    net: Net,
+) -> None:
+    leave = asyncio.Event()
+
+    async def body(hub: Hub, route: Route, ws: ServerConnection) -> SubscriberStats:
+        async with hub.subscribe(ws, policy=DropOldest(max_messages=16)) as sub:
+            route.joined.set_result(sub)
+            await leave.wait()
+        return sub.stats()
+
+    async with asyncio.timeout(GUARD):
+        stalled = await net.connect("stalled", stalled=True, body=body)
+        # 16 queued messages of 4 KiB are more than the write buffer takes past its
+        # high-water mark, so some are still queued when the block exits.
+        for i in range(300):
+            net.hub.publish(f"{i}".ljust(4096))
+        assert stalled.sub.stats().queued_messages == 16
+        assert len(relay_tasks()) == 1
+        leave.set()
+        stats = await stalled.route.finished()
+        assert relay_tasks() == []
+        assert len(net.hub) == 0
+        assert stats.disconnected > 0
+        assert stats.queued_messages == 0
+        assert stats.offered == 300 == stats.sent + stats.dropped
+        with pytest.raises(SubscriberClosedError):
+            stalled.sub.send("after leaving")
+        assert net.hub.publish("nobody") == 0

@@ -26,6 +26,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.typing import Data
 
 from wsfanout import Hub, Policy, Subscriber, SubscriberStats
+from wsfanout._hub import OnMessage
 from wsfanout._relay import run_relay
 
 __all__ = [
@@ -79,6 +80,7 @@ class Route:
         topics: Iterable[str] | None,
         sndbuf: int | None,
         body: Body | None,
+        on_message: OnMessage | None = None,
     ) -> None:
         loop = asyncio.get_running_loop()
         self.path = path
@@ -86,6 +88,7 @@ class Route:
         self.topics = None if topics is None else frozenset(topics)
         self.sndbuf = sndbuf
         self.body = body
+        self.on_message = on_message
         self.joined: asyncio.Future[Subscriber] = loop.create_future()
         """The subscriber, once the hub has attached it."""
         self.served: asyncio.Future[SubscriberStats] = loop.create_future()
@@ -271,7 +274,9 @@ class Net:
                 # serve() attaches the subscriber before it first awaits, so a callback
                 # scheduled now runs once it is attached.
                 asyncio.get_running_loop().call_soon(self._joined, route, ws)
-                stats = await self.hub.serve(ws, policy=route.policy, topics=route.topics)
+                stats = await self.hub.serve(
+                    ws, policy=route.policy, topics=route.topics, on_message=route.on_message
+                )
         except BaseException as exc:
             if not route.joined.done():
                 route.joined.set_exception(AssertionError(f"{route} failed before joining"))
@@ -301,6 +306,7 @@ class Net:
         read: bool | None = None,
         compression: str | None = None,
         body: Body | None = None,
+        on_message: OnMessage | None = None,
     ) -> Client:
         """Connect a client, wait until the hub has attached it, and return it.
 
@@ -314,6 +320,7 @@ class Net:
             topics=topics,
             sndbuf=STALLED_SNDBUF if stalled else None,
             body=body,
+            on_message=on_message,
         )
         self.routes[path] = route
         if stalled:
