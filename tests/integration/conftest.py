@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-import gc
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 from websockets.asyncio.server import serve
 
 from wsfanout import Hub
 
-from .wsnet import Net
+from .wsnet import LoopGuard, Net
 
 CLOSE_TIMEOUT = 0.5
 """The hub's close timeout in these tests: a stalled client is aborted after it."""
@@ -21,36 +18,11 @@ CLOSE_TIMEOUT = 0.5
 
 @pytest.fixture
 async def loop_guard(caplog: pytest.LogCaptureFixture) -> AsyncIterator[None]:
-    """Fail the test if it leaves a task running or an error reached the event loop or logs.
-
-    Errors that reach the loop include "Task exception was never retrieved", which the
-    loop reports when the task is collected; a collection at teardown brings it out.
-    """
-    loop = asyncio.get_running_loop()
-    reported: list[dict[str, Any]] = []
-    previous = loop.get_exception_handler()
-    loop.set_exception_handler(lambda _, context: reported.append(context))
+    """Fail the test if it leaves a task running or an error reached the event loop or logs."""
     caplog.set_level(logging.WARNING)
-    try:
-        yield
-        current = asyncio.current_task()
-        others = [task for task in asyncio.all_tasks() if task is not current]
-        pending: set[asyncio.Task[Any]] = set()
-        if others:
-            # Tasks that were cancelled or are finishing their last step get the chance.
-            _, pending = await asyncio.wait(others, timeout=2.0)
-        gc.collect()
-    finally:
-        loop.set_exception_handler(previous)
-    assert not pending, f"tasks left running after the test: {pending}"
-    assert not reported, f"errors reached the event loop: {reported}"
-    logged = [
-        f"{record.name}: {record.getMessage()}"
-        for record in caplog.records
-        if record.levelno >= logging.ERROR
-        and record.name.split(".")[0] in {"websockets", "wsfanout"}
-    ]
-    assert not logged, f"errors were logged: {logged}"
+    guard = LoopGuard()
+    yield
+    await guard.verify(caplog.records)
 
 
 @pytest.fixture

@@ -15,7 +15,9 @@ kernel and hide the stall. Calling :meth:`Client.read` later resumes it.
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
+import logging
 import socket
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -34,6 +36,7 @@ __all__ = [
     "Body",
     "STALLED_SNDBUF",
     "Client",
+    "LoopGuard",
     "Net",
     "Route",
     "index_of",
@@ -67,6 +70,42 @@ def relay_tasks() -> list[asyncio.Task[Any]]:
         for task in asyncio.all_tasks()
         if getattr(task.get_coro(), "cr_code", None) is run_relay.__code__
     ]
+
+
+class LoopGuard:
+    """Catches what a test must not leave behind: running tasks, errors sent to the loop's
+    exception handler (such as "Task exception was never retrieved"), and error logs from
+    websockets or wsfanout (such as "connection handler failed").
+    """
+
+    def __init__(self) -> None:
+        self.reported: list[dict[str, Any]] = []
+        self._loop = asyncio.get_running_loop()
+        self._previous = self._loop.get_exception_handler()
+        self._loop.set_exception_handler(lambda _, context: self.reported.append(context))
+
+    async def verify(self, records: Iterable[logging.LogRecord], *, grace: float = 2.0) -> None:
+        """Raise AssertionError naming what was left behind; restores the loop's handler."""
+        try:
+            current = asyncio.current_task()
+            others = [task for task in asyncio.all_tasks() if task is not current]
+            pending: set[asyncio.Task[Any]] = set()
+            if others:
+                # Tasks that were cancelled or are finishing their last step get the chance.
+                _, pending = await asyncio.wait(others, timeout=grace)
+            # A task whose exception nobody retrieved reports it when it is collected.
+            gc.collect()
+        finally:
+            self._loop.set_exception_handler(self._previous)
+        assert not pending, f"tasks left running after the test: {pending}"
+        assert not self.reported, f"errors reached the event loop: {self.reported}"
+        logged = [
+            f"{record.name}: {record.getMessage()}"
+            for record in records
+            if record.levelno >= logging.ERROR
+            and record.name.split(".")[0] in {"websockets", "wsfanout"}
+        ]
+        assert not logged, f"errors were logged: {logged}"
 
 
 class Route:
