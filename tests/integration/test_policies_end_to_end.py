@@ -266,3 +266,28 @@ async def test_a_users_policy_that_only_declares_rules_delivers_and_bounds_the_q
         await stalled.drained()
         received = stalled.indices()
         assert received == list(range(len(received) - 10)) + list(range(BURST - 10, BURST))
+
+
+async def test_drop_oldest_with_disconnect_max_lag_closes_a_client_stalled_under_steady_publishing(
+    net: Net,
+) -> None:
+    async with asyncio.timeout(GUARD):
+        # The README's composition, scaled down: 16 messages, 0.2 s.
+        policy = DropOldest(max_messages=16) | Disconnect(max_lag=0.2)
+        fast = await net.connect("fast", policy=policy)
+        stalled = await net.connect("stalled", policy=policy, stalled=True)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        published = 0
+        # Publishing paced by the fast client for 1 s, five times max_lag.
+        while not stalled.sub.closed and loop.time() - start < 1.0 and published < 100_000:
+            net.hub.publish(numbered(published, SIZE))
+            published += 1
+            await fast.received(published)
+        assert stalled.sub.stats().sent < published // 2, "the client was not stalled"
+        assert stalled.sub.closed, f"still open after {loop.time() - start:.2f}s of stall"
+        stats = await stalled.route.finished()
+        assert stats.close is not None
+        assert stats.close.code == 1013
+        assert stats.close.cause.startswith("lag "), stats.close.cause
+        assert net.hub.stats().closed_by_policy == 1
