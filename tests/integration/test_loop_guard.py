@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -56,3 +59,50 @@ async def test_the_loop_guard_catches_an_error_logged_by_websockets_or_wsfanout(
         AssertionError, match=r"^errors were logged: \['websockets.server: connection handler"
     ):
         await guard.verify([record, ignored], grace=0.05)
+
+
+SAMPLE = """
+import asyncio
+import logging
+from pathlib import Path
+
+
+async def test_clean(net):
+    client = await net.connect("reader")
+    net.hub.publish("hello")
+    await client.received(1)
+
+
+async def test_logs_an_error(net):
+    logging.getLogger("wsfanout").error("a failure nobody raised")
+
+
+async def test_leaks_a_task(net):
+    asyncio.get_running_loop().create_task(asyncio.Event().wait())
+"""
+
+
+def test_the_net_fixture_fails_a_test_that_logs_an_error_or_leaks_a_task(tmp_path: Path) -> None:
+    here = Path(__file__).parent
+    package = tmp_path / "sample"
+    package.mkdir()
+    for name in ("__init__.py", "conftest.py", "wsnet.py"):
+        (package / name).write_text((here / name).read_text())
+    (package / "test_sample.py").write_text(SAMPLE)
+    (tmp_path / "pytest.ini").write_text(
+        "[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n"
+    )
+    session = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rE"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    report = session.stdout
+    assert "3 passed, 2 errors" in report, report
+    assert "ERROR at teardown of test_logs_an_error" in report, report
+    assert "errors were logged: ['wsfanout: a failure nobody raised']" in report, report
+    assert "ERROR at teardown of test_leaks_a_task" in report, report
+    assert "tasks left running after the test" in report, report
