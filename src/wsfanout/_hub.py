@@ -119,7 +119,7 @@ class Hub:
                     closing.append(sub)
             except Exception:
                 logger.exception("delivery to %s failed; aborting its connection", sub)
-                sub._transport.abort()
+                sub._fail()
         for sub in closing:
             sub._closing()
         return len(targets)

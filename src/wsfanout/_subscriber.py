@@ -157,6 +157,11 @@ class Subscriber:
         if self._outbox.close(close):
             self._closing()
 
+    def _fail(self) -> None:
+        """Delivery raised: abort the connection and refuse further messages at once."""
+        self._outbox.discard()
+        self._transport.abort()
+
     def _connection_lost(self) -> None:
         self._hub._detach(self)
         self._outbox.discard()

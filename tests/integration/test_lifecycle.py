@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from wsfanout import HubClosedError, SubscriberStats
+from wsfanout import Decision, HubClosedError, Snapshot, SubscriberStats, as_policy
 from wsfanout.policies import Disconnect, DropOldest
 
 from .wsnet import Client, Net, index_of, numbered, relay_tasks
@@ -187,3 +187,33 @@ async def test_messages_larger_than_the_write_limit_arrive_intact_and_in_order(n
         assert fast.messages == big
         stats = fast.sub.stats()
         assert (stats.sent, stats.dropped) == (20, 0)
+
+
+def broken_policy(snapshot: Snapshot) -> Decision:
+    raise RuntimeError("a bug in a user's policy")
+
+
+async def test_a_policy_that_raises_costs_its_subscriber_alone_and_is_logged_once(
+    net: Net, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with asyncio.timeout(GUARD):
+        good = await net.connect("good")
+        broken = await net.connect("broken", policy=as_policy(broken_policy))
+        for i in range(100):
+            assert net.hub.publish(numbered(i)) in {1, 2}
+        await good.received(100)
+        assert good.indices() == list(range(100))
+        await broken.ended()
+        assert broken.messages == []
+        assert broken.close_code == 1006
+        stats = await broken.route.finished()
+        # Refused from the failure on; the message whose delivery raised is not accounted.
+        assert (stats.offered, stats.sent, stats.disconnected) == (100, 0, 99)
+        assert len(net.hub) == 1
+        failures = [r for r in caplog.records if r.name == "wsfanout"]
+        assert [r.getMessage() for r in failures] == [
+            f"delivery to {broken.sub!r} failed; aborting its connection"
+        ]
+        assert failures[0].exc_info is not None
+        assert isinstance(failures[0].exc_info[1], RuntimeError)
+        caplog.clear()  # expected: the loop guard must not count it
