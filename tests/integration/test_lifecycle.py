@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from wsfanout import Decision, HubClosedError, Snapshot, SubscriberStats, as_policy
+from wsfanout import NEUTRAL, Decision, HubClosedError, Snapshot, SubscriberStats, as_policy
 from wsfanout.policies import Disconnect, DropOldest
 
 from .wsnet import Client, Net, index_of, numbered, relay_tasks
@@ -216,4 +216,33 @@ async def test_a_policy_that_raises_costs_its_subscriber_alone_and_is_logged_onc
         ]
         assert failures[0].exc_info is not None
         assert isinstance(failures[0].exc_info[1], RuntimeError)
+        caplog.clear()  # expected: the loop guard must not count it
+
+
+def fails_when_behind(snapshot: Snapshot) -> Decision:
+    if snapshot.queued_messages >= 2:
+        raise RuntimeError("a bug on the slow path of a user's policy")
+    return NEUTRAL
+
+
+async def test_a_policy_that_raises_in_the_relay_costs_its_subscriber_alone(
+    net: Net, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with asyncio.timeout(GUARD):
+        good = await net.connect("good")
+        broken = await net.connect("broken", policy=as_policy(fails_when_behind), stalled=True)
+        for i in range(300):
+            net.hub.publish(numbered(i, 512))
+        await good.received(300)
+        stats = await broken.route.finished()
+        assert stats.queued_messages == 0
+        assert accounted(stats)
+        assert relay_tasks() == []
+        assert len(net.hub) == 1
+        net.hub.publish(numbered(300, 512))
+        await good.received(301)
+        assert good.indices() == list(range(301))
+        assert [r.getMessage() for r in caplog.records if r.name == "wsfanout"] == [
+            f"relay failed for {broken.sub!r}; aborting the connection"
+        ]
         caplog.clear()  # expected: the loop guard must not count it
