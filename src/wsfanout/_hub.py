@@ -75,7 +75,11 @@ class Hub:
     # -- publishing -----------------------------------------------------------------
 
     def publish(
-        self, message: str | bytes, *, topic: str | None = None, key: str | None = None
+        self,
+        message: str | bytes | bytearray | memoryview,
+        *,
+        topic: str | None = None,
+        key: str | None = None,
     ) -> int:
         """Offer ``message`` to every subscriber of ``topic`` (all subscribers if None).
 

@@ -93,7 +93,7 @@ class Subscriber:
         if self._topics is not None:
             self.set_topics(self._topics - frozenset(topics))
 
-    def send(self, message: str | bytes) -> None:
+    def send(self, message: str | bytes | bytearray | memoryview) -> None:
         """Send to this subscriber alone, through its queue, in order with published messages.
 
         The message is never dropped by the policy. When the queue is full, a policy that

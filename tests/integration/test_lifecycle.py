@@ -246,3 +246,20 @@ async def test_a_policy_that_raises_in_the_relay_costs_its_subscriber_alone(
             f"relay failed for {broken.sub!r}; aborting the connection"
         ]
         caplog.clear()  # expected: the loop guard must not count it
+
+
+async def test_bytes_like_messages_are_sent_as_binary_and_copied_once(net: Net) -> None:
+    async with asyncio.timeout(GUARD):
+        fast = await net.connect("fast")
+        stalled = await net.connect("stalled", policy=DropOldest(max_messages=4), stalled=True)
+        buffer = bytearray(b"a" * 512)
+        for i in range(300):
+            buffer[:3] = f"{i:03d}".encode()
+            net.hub.publish(buffer if i % 2 else memoryview(buffer))
+        buffer[:] = b"z" * 512  # a caller reusing its buffer changes nothing queued
+        stalled.read()
+        await stalled.drained()
+        await fast.received(300)
+        expected = [f"{i:03d}".encode() + b"a" * 509 for i in range(300)]
+        assert fast.messages == expected
+        assert stalled.messages[-4:] == expected[-4:]
