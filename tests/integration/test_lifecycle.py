@@ -263,3 +263,20 @@ async def test_bytes_like_messages_are_sent_as_binary_and_copied_once(net: Net) 
         expected = [f"{i:03d}".encode() + b"a" * 509 for i in range(300)]
         assert fast.messages == expected
         assert stalled.messages[-4:] == expected[-4:]
+
+
+async def test_a_hundred_clients_each_receive_every_message_in_order(net: Net) -> None:
+    async with asyncio.timeout(GUARD):
+        clients = await asyncio.gather(
+            *(net.connect(f"c{i}", policy=DropOldest(max_messages=64)) for i in range(100))
+        )
+        assert len(net.hub) == 100
+        for round_ in range(10):
+            for i in range(20):
+                assert net.hub.publish(numbered(round_ * 20 + i)) == 100
+            for client in clients:
+                await client.received((round_ + 1) * 20)
+        for client in clients:
+            assert client.indices() == list(range(200))
+        stats = net.hub.stats()
+        assert (stats.sent, stats.dropped, stats.subscribers) == (20_000, 0, 100)
