@@ -88,6 +88,8 @@ def test_the_net_fixture_fails_a_test_that_logs_an_error_or_leaks_a_task(tmp_pat
     package.mkdir()
     for name in ("__init__.py", "conftest.py", "wsnet.py"):
         (package / name).write_text((here / name).read_text())
+    with (package / "conftest.py").open("a") as conftest:
+        conftest.write("\nLoopGuard.grace = 0.1  # the leaked task is never going to finish\n")
     (package / "test_sample.py").write_text(SAMPLE)
     (tmp_path / "pytest.ini").write_text(
         "[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n"

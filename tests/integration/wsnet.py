@@ -33,8 +33,8 @@ from wsfanout._relay import run_relay
 
 __all__ = [
     "STALLED_RCVBUF",
-    "Body",
     "STALLED_SNDBUF",
+    "Body",
     "Client",
     "LoopGuard",
     "Net",
@@ -78,13 +78,18 @@ class LoopGuard:
     websockets or wsfanout (such as "connection handler failed").
     """
 
+    grace = 2.0
+    """Seconds that tasks still running at the end get to finish (cancelled ones, say)."""
+
     def __init__(self) -> None:
         self.reported: list[dict[str, Any]] = []
         self._loop = asyncio.get_running_loop()
         self._previous = self._loop.get_exception_handler()
         self._loop.set_exception_handler(lambda _, context: self.reported.append(context))
 
-    async def verify(self, records: Iterable[logging.LogRecord], *, grace: float = 2.0) -> None:
+    async def verify(
+        self, records: Iterable[logging.LogRecord], *, grace: float | None = None
+    ) -> None:
         """Raise AssertionError naming what was left behind; restores the loop's handler."""
         try:
             current = asyncio.current_task()
@@ -92,7 +97,8 @@ class LoopGuard:
             pending: set[asyncio.Task[Any]] = set()
             if others:
                 # Tasks that were cancelled or are finishing their last step get the chance.
-                _, pending = await asyncio.wait(others, timeout=grace)
+                timeout = self.grace if grace is None else grace
+                _, pending = await asyncio.wait(others, timeout=timeout)
             # A task whose exception nobody retrieved reports it when it is collected.
             gc.collect()
         finally:
@@ -169,7 +175,6 @@ class Client:
         self._reader: asyncio.Task[None] | None = None
         self._ended = False
         self._waiters: list[tuple[Callable[[], bool], str, asyncio.Future[None]]] = []
-        self._on_message: Callable[[Client, Data], None] | None = None
 
     def __repr__(self) -> str:
         return f"<Client {self.name} received={len(self.messages)}>"
@@ -187,19 +192,13 @@ class Client:
 
     # -- reading ------------------------------------------------------------------------
 
-    def read(
-        self,
-        *,
-        leave_after: int | None = None,
-        on_message: Callable[[Client, Data], None] | None = None,
-    ) -> None:
+    def read(self, *, leave_after: int | None = None) -> None:
         """Start reading everything (resumes a stalled client).
 
         With ``leave_after``, close the connection cleanly after that many messages
         (still consuming, unrecorded, what arrives during the closing handshake).
         """
         assert self._reader is None, f"{self} is already reading"
-        self._on_message = on_message
         self._reader = asyncio.get_running_loop().create_task(self._read(leave_after))
 
     async def _read(self, leave_after: int | None) -> None:
@@ -211,8 +210,6 @@ class Client:
                 if closing is not None:
                     continue
                 self.messages.append(message)
-                if self._on_message is not None:
-                    self._on_message(self, message)
                 self._check()
                 if leave_after is not None and len(self.messages) >= leave_after:
                     closing = asyncio.get_running_loop().create_task(self.ws.close())
@@ -376,7 +373,9 @@ class Net:
         client = Client(name, ws, route)
         self.clients.append(client)
         await route.joined
-        if read if read is not None else not stalled:
+        if read is None:
+            read = not stalled
+        if read:
             client.read()
         return client
 
