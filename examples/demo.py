@@ -1,9 +1,10 @@
 """A small crowd on one machine: three fast clients and one that stops reading.
 
 Run with ``make demo``. The server publishes a tick every millisecond for three
-seconds. Every client has the same policy, which keeps at most 64 queued messages and
-drops the oldest past that: the stalled client loses ticks and holds a bounded queue,
-while the fast clients receive every tick, in order.
+seconds. Every client has the same policy, which keeps at most 64 queued messages,
+drops the oldest past that, and closes a client that has missed messages for a second:
+the stalled client holds a bounded queue and is closed, while the fast clients receive
+every tick, in order.
 """
 
 from __future__ import annotations
@@ -60,7 +61,10 @@ async def main() -> None:
         async with hub.subscribe(ws, policy=policy):
             if len(hub) == 4:
                 everyone_joined.set()
-            async for _ in ws:  # keep reading so close frames are processed
+            try:
+                async for _ in ws:  # keep reading so close frames are processed
+                    pass
+            except ConnectionClosed:  # the stalled client is aborted: no close frame
                 pass
 
     received: dict[str, list[int]] = {}
@@ -87,7 +91,8 @@ async def main() -> None:
             print(f"{name:<12}{stats.sent:>8}{stats.dropped:>9}{stats.peak_messages:>12}  {why}")
         await hub.aclose(code=1001)
         await asyncio.gather(*readers)
-        await stalled.close()
+        stalled.transport.abort()  # it never reads, so it cannot see the server is gone
+        await stalled.wait_closed()
     print()
     for name, ticks in sorted(received.items()):
         in_order = ticks == list(range(len(ticks)))

@@ -8,6 +8,16 @@ hub.publish(json.dumps(event))
 """
 
 from ._decision import NEUTRAL, Close, Decision, join
+from ._files import (
+    STAGE_KINDS,
+    PolicyFile,
+    dump_policy,
+    load_policy,
+    load_policy_file,
+    parse_policy,
+    preset_names,
+    presets,
+)
 from ._hub import Hub
 from ._outbox import Outbox
 from ._policy import (
@@ -20,6 +30,7 @@ from ._policy import (
     as_policy,
     resolve_rules,
 )
+from ._routes import Route, Routes, load_routes, parse_routes
 from ._snapshot import Snapshot
 from ._stats import HubStats, SubscriberStats
 from ._subscriber import Subscriber
@@ -27,6 +38,7 @@ from .exceptions import (
     HubClosedError,
     PolicyConflictError,
     PolicyError,
+    PolicyFileError,
     SubscriberClosedError,
     WsfanoutError,
 )
@@ -60,6 +72,20 @@ __all__ = [
     "PolicyConflictError",
     "HubClosedError",
     "SubscriberClosedError",
+    # policies declared in files, presets and routing (wsfanout check --list shows them)
+    "load_policy",
+    "load_policy_file",
+    "parse_policy",
+    "dump_policy",
+    "PolicyFile",
+    "preset_names",
+    "presets",
+    "STAGE_KINDS",
+    "load_routes",
+    "parse_routes",
+    "Routes",
+    "Route",
+    "PolicyFileError",
 ]
 
 __version__ = "0.1.0.dev0"

@@ -75,7 +75,11 @@ class Hub:
     # -- publishing -----------------------------------------------------------------
 
     def publish(
-        self, message: str | bytes, *, topic: str | None = None, key: str | None = None
+        self,
+        message: str | bytes | bytearray | memoryview,
+        *,
+        topic: str | None = None,
+        key: str | None = None,
     ) -> int:
         """Offer ``message`` to every subscriber of ``topic`` (all subscribers if None).
 
@@ -119,7 +123,7 @@ class Hub:
                     closing.append(sub)
             except Exception:
                 logger.exception("delivery to %s failed; aborting its connection", sub)
-                sub._transport.abort()
+                sub._fail()
         for sub in closing:
             sub._closing()
         return len(targets)

@@ -95,6 +95,29 @@ QUEUE_FULL = "queue full"
 class Outbox:
     """One subscriber's queue, policy and counters; see the module docstring for the protocol."""
 
+    __slots__ = (
+        "_batch",
+        "_behind_since",
+        "_close_emitted",
+        "_decide",
+        "_decision",
+        "_eager",
+        "_memo",
+        "batched",
+        "closed_by_policy",
+        "closing",
+        "disconnected",
+        "frames",
+        "high",
+        "last_send",
+        "low",
+        "offered",
+        "policy",
+        "queue",
+        "rules",
+        "sent",
+    )
+
     def __init__(self, policy: Policy, *, high: int, low: int) -> None:
         if not 0 <= low <= high:
             raise ValueError(f"write limits (high={high}, low={low}) need 0 <= low <= high")
@@ -105,21 +128,25 @@ class Outbox:
         self.high = high
         self.low = low
         self._batch = rules.batch
-        self._eager = policy.eager
         self._decide: Callable[[Snapshot], Decision] | None = (
             policy.decide if type(policy).decide is not Policy.decide else None
         )
+        # A policy that never decides always means "send now", whatever it declares.
+        self._eager = policy.eager or self._decide is None
         self._decision: Decision | None = None
         self._memo: object = None
         self.last_send: float | None = None
+        # Publish time of the oldest message offered since the last write that the
+        # subscriber has not received, queued or dropped since; None when caught up.
+        self._behind_since: float | None = None
         self.offered = 0
         self.sent = 0
         self.frames = 0
         self.batched = 0
         self.disconnected = 0
         self.closing: Close | None = None
+        # True when the policy or an overflowing queue closed the subscriber.
         self.closed_by_policy = False
-        """True when the policy or an overflowing queue closed the subscriber."""
         self._close_emitted = False
 
     # -- inputs ---------------------------------------------------------------------
@@ -163,6 +190,8 @@ class Outbox:
                 if decision.close is not None:
                     return self._begin_close(decision.close)
             return Offer.NONE
+        if was_empty:
+            self._behind_since = queue.oldest_time
         if self._decide is not None:
             standing = self._decision
             if not asked and (
@@ -211,6 +240,8 @@ class Outbox:
                     break
         if self._decide is not None:
             self._decision = None
+        # Messages evicted later were queued now, so none is older than this.
+        self._behind_since = queue.oldest_time
         return Write(tuple(frames))
 
     def close(self, close: Close) -> bool:
@@ -230,14 +261,27 @@ class Outbox:
 
     # -- views ----------------------------------------------------------------------
 
+    def lag(self, now: float) -> float:
+        """Seconds this subscriber has been missing messages; 0.0 when caught up.
+
+        The age of the oldest message offered since the last write that it has not
+        received, whether still queued or dropped since. With nothing dropped, that is
+        the age of the oldest queued message; with drops it keeps growing while the
+        client makes no progress, so a stalled client under ``DropOldest`` or
+        ``SkipToLatest`` still reaches ``Disconnect(max_lag=...)``.
+        """
+        since = self._behind_since
+        if since is None or not self.queue:
+            return 0.0
+        return max(0.0, now - since)
+
     def snapshot(self, now: float, write_buffer: int) -> Snapshot:
         queue = self.queue
-        oldest = queue.oldest_time
         return Snapshot(
             now=now,
             queued_messages=len(queue),
             queued_bytes=queue.bytes,
-            lag=0.0 if oldest is None else max(0.0, now - oldest),
+            lag=self.lag(now),
             write_buffer=write_buffer,
             last_send=self.last_send,
             sent=self.sent,
@@ -252,7 +296,6 @@ class Outbox:
 
     def stats(self, now: float) -> SubscriberStats:
         queue = self.queue
-        oldest = queue.oldest_time
         return SubscriberStats(
             offered=self.offered,
             sent=self.sent,
@@ -267,7 +310,7 @@ class Outbox:
             queued_bytes=queue.bytes,
             peak_messages=queue.peak_messages,
             peak_bytes=queue.peak_bytes,
-            lag=0.0 if oldest is None else max(0.0, now - oldest),
+            lag=self.lag(now),
             close=None if self.closing is _GONE else self.closing,
         )
 

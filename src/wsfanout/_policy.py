@@ -25,6 +25,7 @@ associative, so ``(a | b) | c == a | (b | c)``.
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -301,6 +302,18 @@ def resolve_rules(policy: Policy) -> Rules:
     stage chooses an overflow rule the subscriber is closed rather than losing messages
     silently.
     """
+    try:
+        return _resolve_cached(policy)
+    except TypeError:  # an unhashable user policy: resolve it every time
+        return _resolve(policy)
+
+
+@functools.lru_cache(maxsize=256)
+def _resolve_cached(policy: Policy) -> Rules:
+    return _resolve(policy)
+
+
+def _resolve(policy: Policy) -> Rules:
     rules = policy.rules()
     return attrs.evolve(
         rules,

@@ -40,6 +40,8 @@ class MessageQueue:
         "overflow",
         "peak_bytes",
         "peak_messages",
+        "pinned_bytes",
+        "pinned_messages",
         "skipped",
     )
 
@@ -55,6 +57,9 @@ class MessageQueue:
         self._entries: OrderedDict[int, Message] = OrderedDict()
         self._keys: dict[str, int] = {}
         self.bytes = 0
+        # Messages that may not be evicted, and their bytes: what no eviction can free.
+        self.pinned_messages = 0
+        self.pinned_bytes = 0
         self.peak_messages = 0
         self.peak_bytes = 0
         self.dropped_oldest = 0
@@ -92,6 +97,8 @@ class MessageQueue:
         self._entries.clear()
         self._keys.clear()
         self.bytes = 0
+        self.pinned_messages = 0
+        self.pinned_bytes = 0
         return count
 
     def push(self, message: Message) -> Push:
@@ -113,6 +120,9 @@ class MessageQueue:
         entries[message.seq] = message
         if message.key is not None:
             self._keys[message.key] = message.seq
+        if not message.droppable:
+            self.pinned_messages += 1
+            self.pinned_bytes += size
         self.bytes += size
         if len(entries) > self.peak_messages:
             self.peak_messages = len(entries)
@@ -127,11 +137,15 @@ class MessageQueue:
         if message.droppable and (overflow is Overflow.DROP_NEWEST or size > self.max_bytes):
             self.dropped_newest += 1
             return Push.REFUSED
-        # DROP_OLDEST, or a message that may not be dropped: evict droppable ones, oldest first.
+        # DROP_OLDEST, or a message that may not be dropped: evict droppable ones, oldest
+        # first, unless even evicting all of them would not make room.
+        if self.pinned_messages >= self.max_messages or self.pinned_bytes + size > self.max_bytes:
+            if message.droppable:
+                self.dropped_newest += 1
+                return Push.REFUSED
+            return Push.OVERFLOW
         while len(self._entries) >= self.max_messages or self.bytes + size > self.max_bytes:
-            victim = next((seq for seq, m in self._entries.items() if m.droppable), None)
-            if victim is None:
-                return Push.OVERFLOW
+            victim = next(seq for seq, m in self._entries.items() if m.droppable)
             self._remove(victim)
             self.dropped_oldest += 1
         return Push.ACCEPTED
@@ -147,6 +161,9 @@ class MessageQueue:
 
     def _forget(self, message: Message) -> None:
         self.bytes -= len(message.payload)
+        if not message.droppable:
+            self.pinned_messages -= 1
+            self.pinned_bytes -= len(message.payload)
         key = message.key
         if key is not None and self._keys.get(key) == message.seq:
             del self._keys[key]

@@ -21,7 +21,9 @@ class Snapshot:
     """Payload bytes the queue references."""
 
     lag: float = 0.0
-    """Age in seconds of the oldest queued message; 0.0 when the queue is empty."""
+    """Seconds the subscriber has been missing messages: the age of the oldest message
+    offered since its last write that it has not received, still queued or dropped
+    since (with no drops, the age of the oldest queued message); 0.0 when caught up."""
 
     write_buffer: int = 0
     """Bytes waiting in the transport's write buffer (``transport.get_write_buffer_size()``)."""

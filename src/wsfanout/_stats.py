@@ -6,19 +6,19 @@ import attrs
 
 from ._decision import Close
 
-__all__ = ["HubStats", "SubscriberStats"]
+__all__ = ["Counts", "HubStats", "SubscriberStats"]
 
 
 @attrs.frozen(kw_only=True)
-class SubscriberStats:
-    """What happened to one subscriber's messages, counted in messages (frames apart).
+class Counts:
+    """Message counters shared by one subscriber's and the hub's statistics.
 
-    Every message offered to a subscriber is accounted for exactly once:
+    Every message offered is accounted for exactly once:
     ``offered == sent + dropped + queued_messages``.
     """
 
     offered: int = 0
-    """Messages published to this subscriber (matching its topics) or sent to it."""
+    """Messages published to the subscriber (matching its topics) or sent to it."""
     sent: int = 0
     """Messages written to the transport."""
     frames: int = 0
@@ -36,15 +36,9 @@ class SubscriberStats:
     disconnected: int = 0
     """Messages lost because the subscriber was closed or went away with them queued."""
     queued_messages: int = 0
+    """Messages waiting in the queue now."""
     queued_bytes: int = 0
-    peak_messages: int = 0
-    """High-water mark of the queue in messages."""
-    peak_bytes: int = 0
-    """High-water mark of the queue in payload bytes."""
-    lag: float = 0.0
-    """Age in seconds of the oldest queued message now."""
-    close: Close | None = None
-    """Why the policy closed this subscriber, if it did."""
+    """Payload bytes waiting in the queue now."""
 
     @property
     def dropped(self) -> int:
@@ -58,55 +52,36 @@ class SubscriberStats:
         )
 
 
-_SUMMED = (
-    "offered",
-    "sent",
-    "frames",
-    "batched",
-    "dropped_oldest",
-    "dropped_newest",
-    "skipped",
-    "conflated",
-    "disconnected",
-    "queued_messages",
-    "queued_bytes",
-)
+_SUMMED = tuple(field.name for field in attrs.fields(Counts))
 
 
 @attrs.frozen(kw_only=True)
-class HubStats:
+class SubscriberStats(Counts):
+    """What happened to one subscriber's messages, counted in messages (frames apart)."""
+
+    peak_messages: int = 0
+    """High-water mark of the queue in messages."""
+    peak_bytes: int = 0
+    """High-water mark of the queue in payload bytes."""
+    lag: float = 0.0
+    """Seconds the subscriber has been missing messages now (see :attr:`Snapshot.lag`)."""
+    close: Close | None = None
+    """Why wsfanout closed this subscriber (its policy, an overflow or the hub), if it did."""
+
+
+@attrs.frozen(kw_only=True)
+class HubStats(Counts):
     """Counters summed over every subscriber the hub has had, present and past."""
 
     subscribers: int = 0
     """Subscribers connected now."""
     closed_by_policy: int = 0
     """Subscribers a policy (or an overflowing queue) has closed."""
-    offered: int = 0
-    sent: int = 0
-    frames: int = 0
-    batched: int = 0
-    dropped_oldest: int = 0
-    dropped_newest: int = 0
-    skipped: int = 0
-    conflated: int = 0
-    disconnected: int = 0
-    queued_messages: int = 0
-    queued_bytes: int = 0
     max_lag: float = 0.0
     """The largest lag among connected subscribers."""
 
-    @property
-    def dropped(self) -> int:
-        return (
-            self.dropped_oldest
-            + self.dropped_newest
-            + self.skipped
-            + self.conflated
-            + self.disconnected
-        )
 
-
-def add_stats(total: dict[str, float], stats: SubscriberStats) -> None:
+def add_stats(total: dict[str, float], stats: Counts) -> None:
     """Accumulate one subscriber's counters into ``total``."""
     for name in _SUMMED:
         total[name] = total.get(name, 0) + getattr(stats, name)

@@ -93,12 +93,13 @@ class Subscriber:
         if self._topics is not None:
             self.set_topics(self._topics - frozenset(topics))
 
-    def send(self, message: str | bytes) -> None:
+    def send(self, message: str | bytes | bytearray | memoryview) -> None:
         """Send to this subscriber alone, through its queue, in order with published messages.
 
-        The message is never dropped by the policy; if the queue cannot hold it beside
-        other undroppable messages, the subscriber is closed instead. Raises
-        :class:`SubscriberClosedError` if the subscriber is closed.
+        The message is never dropped by the policy. When the queue is full, a policy that
+        drops (``DropOldest``, ``DropNewest``) evicts published messages to make room;
+        otherwise, or when only undroppable messages are queued, the subscriber is closed
+        instead. Raises :class:`SubscriberClosedError` if the subscriber is closed.
         """
         if self.closed:
             raise SubscriberClosedError(f"{self!r} is closed")
@@ -155,6 +156,11 @@ class Subscriber:
     def _close(self, close: Close) -> None:
         if self._outbox.close(close):
             self._closing()
+
+    def _fail(self) -> None:
+        """Delivery raised: abort the connection and refuse further messages at once."""
+        self._outbox.discard()
+        self._transport.abort()
 
     def _connection_lost(self) -> None:
         self._hub._detach(self)

@@ -11,6 +11,7 @@ __all__ = [
     "HubClosedError",
     "PolicyConflictError",
     "PolicyError",
+    "PolicyFileError",
     "SubscriberClosedError",
     "WsfanoutError",
 ]
@@ -34,3 +35,26 @@ class HubClosedError(WsfanoutError, RuntimeError):
 
 class SubscriberClosedError(WsfanoutError, RuntimeError):
     """The subscriber was closed (by its policy, the hub or the client); it accepts no messages."""
+
+
+class PolicyFileError(PolicyError):
+    """A policy or routing file is invalid: the message names the file, the key and the value.
+
+    ``filename`` is the file, ``key`` the path of the offending key (``stage[2].max_lag``)
+    or ``None``, and ``line``/``column`` locate a TOML syntax error (1-based) when known.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        filename: str,
+        key: str | None = None,
+        line: int | None = None,
+        column: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.filename = filename
+        self.key = key
+        self.line = line
+        self.column = column

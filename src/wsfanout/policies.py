@@ -157,8 +157,8 @@ class Batch(Policy):
     ``combine`` joins the payloads: ``"lines"`` (default) puts a newline between them,
     ``"json-array"`` makes a JSON array of JSON messages, or pass a function of a list
     of payload bytes. Only messages of one kind (text or binary) share a frame. With
-    ``max_delay`` the first queued message waits up to that long for the batch to
-    fill; a full batch leaves at once.
+    ``max_delay`` the first message waits up to that long for the batch to fill, also
+    for a subscriber that keeps up; a full batch leaves at once.
     """
 
     max_messages: int = attrs.field(default=16, validator=size)
@@ -180,7 +180,9 @@ class Batch(Policy):
         return (BatchIntegrity(self.max_messages, self.max_bytes, self.combine), Lossless())
 
     def decide(self, snapshot: Snapshot) -> Decision:
-        if self.max_delay == 0 or snapshot.queued_messages == 0:
+        # An empty queue is the fast path asking about a message that is about to be queued:
+        # it lingers too, or a subscriber that keeps up would never see a batch.
+        if self.max_delay == 0:
             return NEUTRAL
         full = snapshot.queued_messages >= self.max_messages or (
             self.max_bytes is not None and snapshot.queued_bytes >= self.max_bytes
@@ -273,7 +275,8 @@ class Disconnect(Policy):
                 recheck_messages=math.inf if self.max_messages is None else self.max_messages + 1,
                 recheck_bytes=math.inf if self.max_bytes is None else self.max_bytes + 1,
             )
-        since = snapshot.memo if isinstance(snapshot.memo, float) else snapshot.now
+        # The memo is when the breach began: an int on a virtual clock counting whole seconds.
+        since = snapshot.memo if isinstance(snapshot.memo, (int, float)) else snapshot.now
         if since + self.grace <= snapshot.now:  # as recheck_at below, for the same reason
             held = f" for {snapshot.now - since:.3f}s" if self.grace else ""
             return Decision(close=Close(self.code, self.reason, cause=breach + held))

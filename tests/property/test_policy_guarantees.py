@@ -3,7 +3,7 @@
 import pytest
 from hypothesis import given
 
-from wsfanout import Policy
+from wsfanout import Policy, load_policy, preset_names
 from wsfanout.policies import (
     DEFAULT_POLICY,
     Batch,
@@ -46,6 +46,12 @@ COMPOSITIONS: list[Policy] = [
 @given(schedule=schedules(clients=2, topics=("news",)))
 def test_the_policy_keeps_its_promises(policy: Policy, schedule: Schedule) -> None:
     check_guarantees(policy, schedule)
+
+
+@pytest.mark.parametrize("name", preset_names())
+@given(schedule=schedules(clients=2, topics=("news",)))
+def test_every_preset_keeps_its_promises(name: str, schedule: Schedule) -> None:
+    check_guarantees(load_policy(name), schedule)
 
 
 @given(policy=policies(), schedule=schedules(clients=3, topics=("news", "prices")))

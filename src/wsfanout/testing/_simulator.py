@@ -687,14 +687,13 @@ class Simulator:
         now = self.clock.now
         outbox = sub.outbox
         queue = outbox.queue
-        oldest = queue.oldest_time
         sub.trace.samples.append(
             Sample(
                 at=now,
                 step=self.step,
                 queued_messages=len(queue),
                 queued_bytes=queue.bytes,
-                lag=0.0 if oldest is None else max(0.0, now - oldest),
+                lag=outbox.lag(now),
                 write_buffer=sub.transport.buffered,
                 open=sub.attached and outbox.closing is None,
                 stats=outbox.stats(now),

@@ -1,0 +1,433 @@
+"""The ``wsfanout`` command: ``serve``, ``demo`` and ``check``.
+
+Exit codes are a shell user's: 0 success, 1 an error (a bad file, a port in use, a
+check that failed), 2 a usage error (argparse's), 130 interrupted by Ctrl-C. Errors
+are one line on standard error, ``wsfanout <command>: error: ...``, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import sys
+import textwrap
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from . import __version__
+from ._files import (
+    STAGE_KINDS,
+    PolicyFile,
+    format_size,
+    load_policy_file,
+    looks_like_path,
+    parameters,
+    parse_duration,
+    parse_policy_file,
+    parse_size,
+    presets,
+    read_toml,
+)
+from ._policy import Overflow, Policy, resolve_rules
+from ._routes import Route, Routes, is_routing_document, load_routes
+from .exceptions import PolicyError, PolicyFileError
+
+__all__ = ["main"]
+
+
+class CommandError(Exception):
+    """An error to report in one line and exit 1."""
+
+
+# -- argument types: each refuses a wrong value rather than switching a limit off -----
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0-65535; 0 picks one)")
+    return value
+
+
+def _seconds(*, allow_zero: bool) -> Callable[[str], float]:
+    def read(text: str) -> float:
+        try:
+            value = parse_duration(text if text[-1:].isalpha() else float(text))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f'{text!r} is not a duration (expected e.g. "250ms", "5s" or 5)'
+            ) from None
+        if not (value >= 0 if allow_zero else value > 0) or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"{text!r} must be {'>= 0' if allow_zero else '> 0'}")
+        return value
+
+    return read
+
+
+def _bytes(text: str) -> int:
+    try:
+        value = parse_size(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f'{text!r} is not a size (expected e.g. 4096, "4KiB", "1MiB")'
+        ) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1 byte")
+    return value
+
+
+_ORIGIN = re.compile(r"^[a-z][a-z0-9+.-]*://[^/\s?#]+$")
+
+
+def _origin(text: str) -> str | None:
+    if text == "none":
+        return None
+    if text == "null" or _ORIGIN.match(text):
+        return text
+    raise argparse.ArgumentTypeError(
+        f"{text!r} is not an origin (expected scheme://host[:port], e.g. https://example.com, "
+        'or "none" to admit clients that send no Origin)'
+    )
+
+
+# -- the parser ----------------------------------------------------------------------
+
+SERVE_EPILOG = """\
+examples:
+  tail -F app.log | wsfanout serve --policy log-tail
+  printf 'a\\nb\\n' | wsfanout serve --policy chat --wait-clients 1 --exit-on-eof
+  WSFANOUT_TOKEN="$(cat token.txt)" wsfanout serve --policy market-data \\
+      --key-field symbol --host 0.0.0.0 --token-env WSFANOUT_TOKEN \\
+      --origin https://app.example.com
+
+It prints one line on standard output once it listens ("wsfanout: listening on
+ws://127.0.0.1:8765 (...)") and a line per client on standard error. SIGINT or
+SIGTERM closes every client with 1001 (exit 130 and 0); --exit-on-eof closes with 1000
+after delivering what is queued (exit 0).
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wsfanout",
+        description="WebSocket broadcasting with per-client queues and slow-client policies.",
+    )
+    parser.add_argument("--version", action="version", version=f"wsfanout {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve",
+        help="relay standard input, one message per line, to WebSocket clients",
+        description="Relay standard input, one message per line, to every WebSocket client,\n"
+        "each under its policy.",
+        epilog=SERVE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    which = serve.add_mutually_exclusive_group(required=True)
+    which.add_argument(
+        "--policy", metavar="NAME|FILE", help="a preset name (see check --list) or a policy file"
+    )
+    which.add_argument(
+        "--routes", metavar="FILE", help="a routing file: a policy per kind of subscriber"
+    )
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1)"
+    )
+    serve.add_argument(
+        "--port", type=_port, default=8765, help="port to listen on, 0 for any (default: 8765)"
+    )
+    serve.add_argument(
+        "--origin",
+        dest="origins",
+        action="append",
+        type=_origin,
+        metavar="ORIGIN",
+        help="admit only browsers from this origin (repeatable); "
+        '"none" also admits clients that send no Origin header',
+    )
+    serve.add_argument(
+        "--token-env",
+        metavar="VAR",
+        help="require the token held in this environment variable, as "
+        '"Authorization: Bearer TOKEN" or "?token=TOKEN"',
+    )
+    serve.add_argument(
+        "--max-clients", type=_positive_int, metavar="N", help="refuse clients past N with 503"
+    )
+    serve.add_argument(
+        "--max-size",
+        type=_bytes,
+        default=4096,
+        metavar="BYTES",
+        help="largest message a client may send (default: 4KiB)",
+    )
+    serve.add_argument(
+        "--key-field",
+        metavar="NAME",
+        help="for JSON object lines, use this field as the key for conflate-by-key",
+    )
+    serve.add_argument(
+        "--wait-clients",
+        type=_positive_int,
+        default=0,
+        metavar="N",
+        help="read standard input only once N clients are connected",
+    )
+    serve.add_argument(
+        "--exit-on-eof",
+        action="store_true",
+        help="at the end of input, deliver what is queued, close with 1000 and exit",
+    )
+    serve.add_argument(
+        "--drain-timeout",
+        type=_seconds(allow_zero=True),
+        default=5.0,
+        metavar="DURATION",
+        help="with --exit-on-eof, how long to wait for queues to empty (default: 5s)",
+    )
+    serve.add_argument(
+        "--close-timeout",
+        type=_seconds(allow_zero=False),
+        default=2.0,
+        metavar="DURATION",
+        help="how long a client gets to finish closing before it is cut (default: 2s)",
+    )
+    serve.add_argument(
+        "-q", "--quiet", action="store_true", help="no line per client on standard error"
+    )
+    serve.set_defaults(run=_serve, parser=serve)
+
+    demo = commands.add_parser(
+        "demo",
+        help="watch a crowd of fast, slow, stalled and flapping clients, each under a preset",
+        description="Run an embedded server, a publisher and a crowd of simulated clients "
+        "of several speeds, each under a preset; show a live table and a summary.",
+    )
+    demo.add_argument(
+        "--duration",
+        type=_seconds(allow_zero=False),
+        default=20.0,
+        metavar="DURATION",
+        help="how long to publish (default: 20s)",
+    )
+    demo.add_argument(
+        "--clients", type=_positive_int, default=12, metavar="N", help="crowd size (default: 12)"
+    )
+    demo.add_argument(
+        "--rate",
+        type=_positive_int,
+        default=200,
+        metavar="N",
+        help="messages published per second (default: 200)",
+    )
+    demo.add_argument("--plain", action="store_true", help="plain text, even if rich is installed")
+    demo.set_defaults(run=_demo, parser=demo)
+
+    check = commands.add_parser(
+        "check",
+        help="validate policy and routing files and show what they resolve to",
+        description="Validate policy files, routing files and preset names; print each "
+        "resolved policy, its queue bound and the guarantees it declares.",
+    )
+    check.add_argument("files", nargs="*", metavar="FILE", help="policy or routing files")
+    check.add_argument("--list", action="store_true", help="list the presets and the stage kinds")
+    check.set_defaults(run=_check, parser=check)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    run: Callable[[argparse.Namespace, argparse.ArgumentParser], int] = args.run
+    subparser: argparse.ArgumentParser = args.parser
+    try:
+        return run(args, subparser)
+    except (CommandError, PolicyError) as exc:
+        print(f"{subparser.prog}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+# -- serve ---------------------------------------------------------------------------
+
+
+def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from ._serve import ServeOptions, run_server
+
+    token = None
+    if args.token_env is not None:
+        token = os.environ.get(args.token_env)
+        if token is None:
+            parser.error(f"--token-env {args.token_env}: that environment variable is not set")
+        # Whitespace around it (a token file's newline) is never part of a token.
+        token = token.strip()
+        if not token:
+            parser.error(f"--token-env {args.token_env}: that environment variable is empty")
+    if not args.host:
+        parser.error(
+            "--host: expected an address, not an empty string (0.0.0.0 means every interface)"
+        )
+    if args.key_field is not None and not args.key_field:
+        parser.error("--key-field: expected a field name, not an empty string")
+    if args.routes is not None:
+        routes = load_routes(args.routes)
+        describe = f"routes {args.routes}"
+    else:
+        loaded = load_policy_file(args.policy)
+        routes = Routes((), Route(policy=loaded.policy, policy_name=args.policy))
+        describe = f"policy {args.policy}"
+    options = ServeOptions(
+        routes=routes,
+        describe=describe,
+        host=args.host,
+        port=args.port,
+        origins=None if args.origins is None else tuple(args.origins),
+        token=token,
+        max_clients=args.max_clients,
+        max_size=args.max_size,
+        exit_on_eof=args.exit_on_eof,
+        wait_clients=args.wait_clients,
+        key_field=args.key_field,
+        close_timeout=args.close_timeout,
+        drain_timeout=args.drain_timeout,
+        quiet=args.quiet,
+    )
+    try:
+        stdin = sys.stdin.fileno() if sys.stdin is not None else -1
+        return asyncio.run(run_server(options, stdin, sys.stdout, sys.stderr))
+    except OSError as exc:
+        raise CommandError(
+            f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"
+        ) from None
+
+
+# -- demo ----------------------------------------------------------------------------
+
+
+def _demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from ._demo import run_demo
+
+    return run_demo(duration=args.duration, clients=args.clients, rate=args.rate, plain=args.plain)
+
+
+# -- check ---------------------------------------------------------------------------
+
+_OVERFLOW = {
+    Overflow.DROP_OLDEST: "drop the oldest",
+    Overflow.DROP_NEWEST: "drop the newest",
+    Overflow.CLOSE: "close the subscriber (1013)",
+}
+
+
+def _size_text(size: int) -> str:
+    written = format_size(size)
+    return written if isinstance(written, str) else f"{size} bytes"
+
+
+def describe_policy(policy: Policy) -> list[str]:
+    """What ``check`` prints about a policy: its code, its queue bound and its guarantees."""
+    rules = resolve_rules(policy)
+    lines = [
+        f"policy:     {policy!r}",
+        f"bound:      {rules.max_messages} messages or {_size_text(rules.max_bytes or 0)} "
+        f"queued; when full: {_OVERFLOW[rules.overflow or Overflow.CLOSE]}",
+    ]
+    if rules.arrival is not None:
+        lines.append(f"arrival:    {rules.arrival.value}")
+    if rules.batch is not None:
+        limit = "" if rules.batch.max_bytes is None else f" or {_size_text(rules.batch.max_bytes)}"
+        lines.append(f"batch:      up to {rules.batch.max_messages} messages{limit} per frame")
+    guarantees: Any = getattr(policy, "guarantees", None)
+    if callable(guarantees):
+        guarantees = guarantees()
+    if guarantees is not None:
+        items = [guarantees] if isinstance(guarantees, str) else list(guarantees)
+        for n, item in enumerate(items):
+            lines.append(f"{'guarantees:' if n == 0 else '':<12}{item}")
+    return lines
+
+
+def _check_one(argument: str, out: IO[str]) -> None:
+    path = Path(argument)
+    if not path.is_file() and not looks_like_path(argument):
+        preset = load_policy_file(argument)
+        _print_policy_file(f"{argument} (preset)", preset, out)
+        return
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PolicyFileError(f"{argument}: no such file", filename=argument) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolicyFileError(f"{argument}: cannot read: {exc}", filename=argument) from None
+    if is_routing_document(read_toml(text, argument)):
+        routes = load_routes(path)
+        print(f"{argument}: ok (routing file)", file=out)
+        for n, route in enumerate((*routes.routes, routes.default)):
+            where = f"route[{n}]" if route is not routes.default else "default"
+            print(f"  {where}: {route.describe()} -> {route.policy_name}", file=out)
+            for line in describe_policy(route.policy):
+                print(f"    {line}", file=out)
+        return
+    _print_policy_file(argument, parse_policy_file(text, filename=argument), out)
+
+
+def _print_policy_file(title: str, loaded: PolicyFile, out: IO[str]) -> None:
+    print(f"{title}: ok", file=out)
+    if loaded.description:
+        for line in textwrap.wrap(loaded.description, 76):
+            print(f"  {line}", file=out)
+    for line in describe_policy(loaded.policy):
+        print(f"  {line}", file=out)
+
+
+def _list(out: IO[str]) -> None:
+    print("Presets (--policy NAME, load_policy(NAME)):", file=out)
+    for name, preset in presets().items():
+        print(f"  {name}", file=out)
+        print(f"      {preset.policy!r}", file=out)
+        for line in textwrap.wrap(preset.description, 72):
+            print(f"      {line}", file=out)
+    print("\nStage kinds ([[stage]] kind = ...):", file=out)
+    for kind, cls in STAGE_KINDS.items():
+        keys = ", ".join(parameters(kind)) or "no parameters"
+        summary = (cls.__doc__ or "").strip().splitlines()[0].replace("``", "")
+        print(f"  {kind:<16}{cls.__name__}: {keys}", file=out)
+        print(f"  {'':<16}{summary}", file=out)
+
+
+def _check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if not args.files and not args.list:
+        parser.error("expected FILE... or --list")
+    out = sys.stdout
+    if args.list:
+        _list(out)
+    failed = 0
+    for argument in args.files:
+        try:
+            _check_one(argument, out)
+        except PolicyError as exc:
+            failed += 1
+            print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+    out.flush()
+    return 1 if failed else 0

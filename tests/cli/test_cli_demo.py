@@ -1,0 +1,51 @@
+"""``wsfanout demo`` runs to completion by itself and shows the fast clients unaffected."""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+from cli_process import WSFANOUT
+
+# Runs the command as ``wsfanout`` does, with rich made impossible to import.
+WITHOUT_RICH = (
+    "import sys; sys.modules['rich'] = None; from wsfanout._cli import main; "
+    "sys.exit(main(sys.argv[1:]))"
+)
+
+
+@pytest.mark.parametrize("display", ["rich", "without rich"])
+def test_a_short_demo_shows_the_crowd_and_a_summary(display: str) -> None:
+    command = [str(WSFANOUT)] if display == "rich" else [sys.executable, "-c", WITHOUT_RICH]
+    result = subprocess.run(
+        [*command, "demo", "--duration", "2", "--clients", "6"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "100"},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "Traceback" not in out + result.stderr
+    assert ("(install wsfanout[cli] for a live table)" in out) == (display == "without rich")
+    assert re.search(r"after 2 s: 400 published", out)
+    for name, policy in [
+        ("fast-1", "chat"),
+        ("slow-2", "market-data"),
+        ("stalled-3", "notifications"),
+        ("flapping-4", "dashboard"),
+        ("fast-5", "log-tail"),
+        ("slow-6", "dashboard"),
+    ]:
+        assert re.search(rf"^{name} +{policy} +\S", out, re.MULTILINE), f"{name} not in the table"
+    assert "  fast-1 (chat): received 400 of 400, all of them, in order" in out
+    assert "  fast-5 (log-tail): received 400 of 400, all of them, in order" in out
+    conflated = re.search(
+        r"slow-2 \(market-data\): received \d+; its policy dropped \d+ and replaced (\d+)", out
+    )
+    assert conflated is not None
+    assert int(conflated[1]) > 0, "a slow market-data client should have had updates conflated"
+    assert out.rstrip().endswith(
+        "Fast clients were unaffected by the 4 others: every message, in order."
+    )

@@ -1,0 +1,234 @@
+"""``wsfanout serve`` end to end: a subprocess, real clients on 127.0.0.1, no sleeps."""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import socket
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cli_process import GUARD, Process
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import ClientConnection, connect
+from websockets.typing import Origin, Subprotocol
+
+
+def client(url: str, path: str = "/", **kwargs: Any) -> ClientConnection:
+    ws: ClientConnection = connect(url + path, open_timeout=GUARD, close_timeout=GUARD, **kwargs)
+    return ws
+
+
+def close_code(ws: ClientConnection) -> int | None:
+    """Read until the server closes; the code it sent."""
+    try:
+        while True:
+            ws.recv(timeout=GUARD)
+    except ConnectionClosed as closed:
+        return None if closed.rcvd is None else closed.rcvd.code
+
+
+def stalled_client(url: str, path: str = "/stalled") -> socket.socket:
+    """Open a WebSocket by hand, then never read nor answer again."""
+    address = urllib.parse.urlsplit(url)
+    assert address.hostname is not None
+    assert address.port is not None
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(GUARD)
+    sock.connect((address.hostname, address.port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        f"GET {path} HTTP/1.1\r\nHost: {address.netloc}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    response = b""
+    while not response.endswith(b"\r\n\r\n"):  # byte by byte: leave any frame unread
+        response += sock.recv(1)
+    assert response.startswith(b"HTTP/1.1 101"), response
+    return sock
+
+
+def test_lines_from_stdin_reach_a_connected_client(wsfanout: type[Process]) -> None:
+    server = wsfanout(["serve", "--policy", "chat", "--port", "0"])
+    url = server.listening()
+    with client(url, "/room?token=s3cret") as ws:
+        server.wait_for(r"client connected: 127\.0\.0\.1:\d+ /room\?token=\*\*\* policy chat$")
+        server.feed("a\nb\n")
+        assert [ws.recv(timeout=GUARD), ws.recv(timeout=GUARD)] == ["a", "b"]
+        server.feed("caf\xe9 \r\n")
+        assert ws.recv(timeout=GUARD) == "caf\xe9 "
+        server.end_input()
+        server.wait_for(r"end of input after 3 messages$")
+        # Without --exit-on-eof the server keeps serving: a new client is still admitted.
+        with client(url, "/late") as late:
+            server.wait_for(r"client connected: .* /late policy chat$")
+            server.signal(signal.SIGTERM)
+            assert close_code(late) == 1001
+        assert close_code(ws) == 1001
+    assert server.exit_code() == 0
+    assert not [line for line in server.rest() if "Traceback" in line]
+
+
+def test_printf_into_serve_reaches_a_client_then_closes_with_1000(
+    wsfanout: type[Process],
+) -> None:
+    server = wsfanout(
+        ["serve", "--policy", "chat", "--port", "0", "--wait-clients", "1", "--exit-on-eof"],
+        shell="printf 'a\\nb\\n'",
+    )
+    url = server.listening()
+    with client(url) as ws:
+        assert [ws.recv(timeout=GUARD), ws.recv(timeout=GUARD)] == ["a", "b"]
+        assert close_code(ws) == 1000
+    assert server.exit_code() == 0
+
+
+def test_a_client_sending_more_than_max_size_is_closed_with_1009(
+    wsfanout: type[Process],
+) -> None:
+    server = wsfanout(["serve", "--policy", "dashboard", "--port", "0", "--max-size", "1KiB"])
+    url = server.listening()
+    with client(url) as ws:
+        server.wait_for("client connected")
+        ws.send("x" * 1024)  # at the limit: accepted
+        ws.send("x" * 1025)
+        assert close_code(ws) == 1009
+    server.signal(signal.SIGTERM)
+    assert server.exit_code() == 0
+
+
+def test_strangers_are_refused_while_admitted_clients_keep_receiving(
+    wsfanout: type[Process],
+) -> None:
+    good = Origin("https://app.example.com")
+    server = wsfanout(
+        [
+            "serve",
+            "--policy",
+            "notifications",
+            "--port",
+            "0",
+            "--token-env",
+            "FANOUT_TOKEN",
+            "--origin",
+            good,
+            "--max-clients",
+            "2",
+        ],
+        env={"FANOUT_TOKEN": "s3cret\n"},  # a token file's trailing newline
+    )
+    url = server.listening()
+    bearer = {"Authorization": "Bearer s3cret"}
+    with (
+        client(url, "/a", origin=good, additional_headers=bearer) as first,
+        client(url, "/b?token=s3cret", origin=good) as second,
+    ):
+        server.wait_for(r"client connected: .* /a policy")
+        server.wait_for(r"client connected: .* /b\?token=\*\*\* policy")
+        refusals: list[tuple[dict[str, Any], str]] = [
+            ({"origin": good}, "401 missing token"),
+            (
+                {"origin": good, "additional_headers": {"Authorization": "Bearer nope"}},
+                "403 wrong token",
+            ),
+            ({"origin": good, "path": "/?token=nope"}, "403 wrong token"),
+            (
+                {"origin": Origin("https://evil.example"), "additional_headers": bearer},
+                "403 origin https://evil.example not allowed",
+            ),
+            ({"additional_headers": bearer}, "403 origin none not allowed"),
+            ({"origin": good, "additional_headers": bearer}, "503 too many clients (max 2)"),
+        ]
+        for kwargs, why in refusals:
+            path = str(kwargs.pop("path", "/"))
+            with pytest.raises(InvalidStatus) as refused:
+                client(url, path, **kwargs).close()
+            assert refused.value.response.status_code == int(why[:3]), why
+            line = server.wait_for(r"refused 127\.0\.0\.1:\d+ /\S*: (.*)$")
+            assert line[1] == why
+        server.feed("still here\n")
+        assert first.recv(timeout=GUARD) == "still here"
+        assert second.recv(timeout=GUARD) == "still here"
+    server.signal(signal.SIGTERM)
+    assert server.exit_code() == 0
+    assert not [line for line in server.seen + server.rest() if "s3cret" in line or "nope" in line]
+
+
+def test_a_place_freed_by_a_client_that_left_is_given_to_the_next(
+    wsfanout: type[Process],
+) -> None:
+    server = wsfanout(["serve", "--policy", "chat", "--port", "0", "--max-clients", "1"])
+    url = server.listening()
+    with client(url, "/first"):
+        server.wait_for("client connected: .* /first")
+    server.wait_for("client disconnected: .* /first")
+    with client(url, "/second") as ws:
+        server.wait_for("client connected: .* /second")
+        server.feed("hello\n")
+        assert ws.recv(timeout=GUARD) == "hello"
+    server.signal(signal.SIGINT)
+    assert server.exit_code() == 130
+
+
+def test_sigterm_exits_promptly_with_a_stalled_client_connected(
+    wsfanout: type[Process], tmp_path: Path
+) -> None:
+    (tmp_path / "roomy.toml").write_text(
+        '[[stage]]\nkind = "drop-newest"\nmax_messages = 100000\nmax_bytes = "256MiB"\n'
+    )
+    server = wsfanout(
+        [
+            "serve",
+            "--policy",
+            str(tmp_path / "roomy.toml"),
+            "--port",
+            "0",
+            "--close-timeout",
+            "500ms",
+        ]
+    )
+    url = server.listening()
+    stalled = stalled_client(url)
+    with stalled, client(url, "/fast") as fast:
+        server.wait_for("client connected: .* /stalled")
+        server.wait_for("client connected: .* /fast")
+        line = "x" * 4000
+        server.feed(f"{line}\n" * 500 + "last\n")  # 2 MB the stalled client never reads
+        while fast.recv(timeout=GUARD) != "last":
+            pass
+        started = time.monotonic()
+        server.signal(signal.SIGTERM)
+        assert close_code(fast) == 1001
+        assert server.exit_code() == 0
+        assert time.monotonic() - started < 5.0, "the stalled client held the exit up"
+
+
+def test_a_routing_file_gives_each_client_its_policy(
+    wsfanout: type[Process], tmp_path: Path
+) -> None:
+    (tmp_path / "routes.toml").write_text(
+        'default = "dashboard"\n'
+        '[[route]]\npath = "/prices/*"\npolicy = "market-data"\n'
+        '[[route]]\nsubprotocol = "chat.v1"\npolicy = "chat"\n'
+    )
+    server = wsfanout(["serve", "--routes", str(tmp_path / "routes.toml"), "--port", "0"])
+    url = server.listening()
+    with (
+        client(url, "/prices/EURUSD") as prices,
+        client(url, "/room", subprotocols=[Subprotocol("x.v9"), Subprotocol("chat.v1")]) as chat,
+        client(url, "/other", subprotocols=[Subprotocol("x.v9")]) as other,
+    ):
+        server.wait_for(r"client connected: .* /prices/EURUSD policy market-data$")
+        server.wait_for(r"client connected: .* /room policy chat$")
+        server.wait_for(r"client connected: .* /other policy dashboard$")
+        assert (chat.subprotocol, other.subprotocol) == ("chat.v1", None)
+        server.feed("tick\n")
+        assert [ws.recv(timeout=GUARD) for ws in (prices, chat, other)] == ["tick"] * 3
+    server.signal(signal.SIGTERM)
+    assert server.exit_code() == 0

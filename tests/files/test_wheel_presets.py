@@ -1,0 +1,66 @@
+"""The presets are found by name after a plain install of the built wheel.
+
+Builds the wheel with the build backend already in the dev environment (no download),
+installs it in a new virtual environment, and runs it from outside the checkout.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from wsfanout import load_policy, preset_names
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(*command: str | Path, cwd: Path) -> str:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    result = subprocess.run(
+        [str(part) for part in command],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, f"{command} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+@pytest.mark.wheel
+def test_the_installed_wheel_finds_every_preset_by_name(tmp_path: Path) -> None:
+    pip = (sys.executable, "-m", "pip")
+    run(
+        *pip,
+        "wheel",
+        "--quiet",
+        "--no-deps",
+        "--no-build-isolation",
+        "-w",
+        tmp_path,
+        ROOT,
+        cwd=ROOT,
+    )
+    (wheel,) = tmp_path.glob("wsfanout-*.whl")
+    venv = tmp_path / "venv"
+    run(sys.executable, "-m", "venv", "--without-pip", venv, cwd=tmp_path)
+    python = venv / "bin" / "python"
+    run(*pip, "--python", python, "install", "--quiet", wheel, cwd=tmp_path)
+
+    script = (
+        "import wsfanout\n"
+        "print(wsfanout.__file__)\n"
+        "print(' '.join(wsfanout.preset_names()))\n"
+        "print(repr(wsfanout.load_policy('market-data')))\n"
+    )
+    where, names, market_data = run(python, "-c", script, cwd=tmp_path).splitlines()
+    assert Path(where).is_relative_to(venv), "imported the checkout, not the wheel"
+    assert tuple(names.split()) == preset_names()
+    assert market_data == repr(load_policy("market-data"))
+    listing = run(venv / "bin" / "wsfanout", "check", "--list", cwd=tmp_path)
+    for name in preset_names():
+        assert f"  {name}\n" in listing
