@@ -38,7 +38,7 @@ import re
 import secrets
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -313,18 +313,13 @@ class RedisBackplane:
         if self._closing:
             return
         self._closing = True
-        if self._receiver is not None:
-            self._receiver.cancel()
         sender = self._sender
-        if sender is not None:
+        if sender is not None and self._publishing:
             wake = self._wake
             if wake is not None and not wake.done():
                 wake.set_result(None)
-            if self._publishing:
-                await asyncio.wait([sender], timeout=timeout)
-            sender.cancel()
-        tasks = [task for task in (self._sender, self._receiver) if task is not None]
-        await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.wait([sender], timeout=timeout)
+        await _finish(task for task in (self._sender, self._receiver) if task is not None)
         left = self._buffer.clear()
         if left:
             self._discarded += left
@@ -436,7 +431,7 @@ class RedisBackplane:
     async def _send_loop(self, client: Redis) -> None:
         delay = self.min_retry_delay
         failures = 0
-        while True:
+        while not self._closing:
             try:
                 await client.ping()
             except Exception as exc:
@@ -513,7 +508,7 @@ class RedisBackplane:
     async def _receive_loop(self, client: Redis) -> None:
         delay = self.min_retry_delay
         failures = 0
-        while True:
+        while not self._closing:
             pubsub = client.pubsub()
             try:
                 await pubsub.psubscribe(self._pattern)
@@ -608,6 +603,25 @@ class RedisBackplane:
         hub._deliver(delivered, now)
         if self._waiters:
             self._changed()
+
+
+async def _finish(tasks: Iterable[asyncio.Task[None]]) -> None:
+    """Cancel ``tasks`` and wait until they end.
+
+    One ``cancel()`` is not enough on Python 3.11: redis-py writes through
+    ``asyncio.wait_for``, which swallows a cancellation arriving just as the write
+    completes (CPython gh-86296, fixed in 3.12), and the task reads on. So cancel
+    again until it ends.
+    """
+    pending = {task for task in tasks if not task.done()}
+    for _ in range(200):
+        if not pending:
+            break
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.05)
+    if pending:  # pragma: no cover - would need a task that ignores 200 cancellations
+        logger.error("backplane tasks did not stop: %s", pending)
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

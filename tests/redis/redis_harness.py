@@ -23,6 +23,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from wsfanout import Hub
+from wsfanout.backplane import RedisBackplane
 
 GUARD = 30.0
 """Seconds after which a wait is a hang: generous, never the expected duration."""
@@ -123,8 +124,10 @@ async def running_redis(*, started: bool = True) -> AsyncIterator[RedisServer]:
 class Collector:
     """A real websockets client that records every message it receives, in order."""
 
-    def __init__(self, websocket: ClientConnection) -> None:
+    def __init__(self, websocket: ClientConnection, pid: int) -> None:
         self.websocket = websocket
+        self.pid = pid
+        """The server process that subscribed us."""
         self.messages: list[str | bytes] = []
         self._target = 0
         self._reached = asyncio.Event()
@@ -132,12 +135,13 @@ class Collector:
 
     @classmethod
     async def connect(cls, uri: str) -> Collector:
-        """Connect and return once the server has subscribed us (it says "hello")."""
+        """Connect and return once the server has subscribed us (it says "hello <pid>")."""
         websocket = await connect(uri, compression=None)
         async with asyncio.timeout(GUARD):
             hello = await websocket.recv()
-        assert hello == "hello", hello
-        return cls(websocket)
+        assert isinstance(hello, str), hello
+        assert hello.startswith("hello "), hello
+        return cls(websocket, int(hello.split()[1]))
 
     async def _run(self) -> None:
         try:
@@ -204,7 +208,7 @@ class Node:
         node = cls(process, int(line.split()[1]), hub_id)
         node._control = await connect(f"{node.uri}/control", compression=None)
         async with asyncio.timeout(GUARD):
-            assert await node._control.recv() == "hello"
+            assert await node._control.recv() == "ready"
         return node
 
     async def command(self, **command: Any) -> dict[str, Any]:
@@ -269,3 +273,21 @@ async def serving(hub: Hub) -> AsyncIterator[str]:
 
     async with serve(handler, "127.0.0.1", 0, compression=None) as server:
         yield f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+
+@contextlib.asynccontextmanager
+async def hub_on(url: str, hub_id: str, **options: Any) -> AsyncIterator[Hub]:
+    """A started hub with a Redis backplane (quick heartbeats and retries), closed after."""
+    backplane = RedisBackplane(url, hub_id=hub_id, heartbeat=0.1, max_retry_delay=0.2, **options)
+    hub = Hub(backplane=backplane, close_timeout=2.0)
+    await backplane.start()
+    try:
+        yield hub
+    finally:
+        await hub.aclose()
+
+
+def backplane_of(hub: Hub) -> RedisBackplane:
+    backplane = hub._backplane
+    assert isinstance(backplane, RedisBackplane)
+    return backplane

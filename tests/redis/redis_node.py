@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import sys
 from typing import Any
 
@@ -35,12 +36,15 @@ from wsfanout.policies import DropNewest, DropOldest
 
 
 async def subscribe_by_path(hub: Hub, websocket: ServerConnection) -> None:
-    """Subscribe to every topic at ``/``, to one at ``/topic/NAME``; say "hello" first."""
+    """Subscribe to every topic at ``/``, to one at ``/topic/NAME``; say "hello <pid>" first.
+
+    Also the handler of the worker pool tests (a module-level function, so it pickles).
+    """
     assert websocket.request is not None
     path = websocket.request.path
     topics = frozenset({path.removeprefix("/topic/")}) if path.startswith("/topic/") else None
     async with hub.subscribe(websocket, topics=topics) as subscriber:
-        subscriber.send("hello")
+        subscriber.send(f"hello {os.getpid()}")
         with contextlib.suppress(ConnectionClosed):
             async for _ in websocket:
                 pass
@@ -94,7 +98,7 @@ class Node:
         return {"op": op, "health": attrs.asdict(self.backplane.health()), "n": self.published}
 
     async def control(self, websocket: ServerConnection) -> None:
-        await websocket.send("hello")
+        await websocket.send("ready")
         async for data in websocket:
             try:
                 reply = await self.handle(json.loads(data))

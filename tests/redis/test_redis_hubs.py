@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import json
-from collections.abc import AsyncIterator
 
 import attrs
 import pytest
 import redis.asyncio as aredis
-from redis_harness import Collector, running_redis, serving
+from redis_harness import Collector, backplane_of, hub_on, running_redis, serving
 
 from wsfanout import Hub, Policy, Rules
 from wsfanout._envelope import MAGIC
+from wsfanout._redis import _finish
 from wsfanout.backplane import BackplaneHealth, RedisBackplane
 from wsfanout.exceptions import HubClosedError, PolicyError
 from wsfanout.policies import (
@@ -31,30 +31,6 @@ def connected(health: BackplaneHealth) -> bool:
     return health.connected
 
 
-@contextlib.asynccontextmanager
-async def hub_on(url: str, hub_id: str, **options: object) -> AsyncIterator[Hub]:
-    """A started hub with a Redis backplane, closed afterwards."""
-    backplane = RedisBackplane(
-        url,
-        hub_id=hub_id,
-        heartbeat=0.1,
-        max_retry_delay=0.2,
-        **options,  # type: ignore[arg-type]
-    )
-    hub = Hub(backplane=backplane, close_timeout=2.0)
-    await backplane.start()
-    try:
-        yield hub
-    finally:
-        await hub.aclose()
-
-
-def backplane(hub: Hub) -> RedisBackplane:
-    bp = hub._backplane
-    assert isinstance(bp, RedisBackplane)
-    return bp
-
-
 async def test_a_hub_delivers_its_own_message_once_and_ignores_the_echo() -> None:
     async with (
         running_redis() as redis,
@@ -63,15 +39,15 @@ async def test_a_hub_delivers_its_own_message_once_and_ignores_the_echo() -> Non
         serving(a) as uri,
     ):
         for hub in (a, b):
-            await backplane(hub).wait_for(connected, timeout=GUARD)
+            await backplane_of(hub).wait_for(connected, timeout=GUARD)
         client = await Collector.connect(uri)
         for n in range(10):
             a.publish(json.dumps({"from": "A", "n": n}))
-        await backplane(b).wait_for(lambda h: h.received >= 10, timeout=GUARD)
+        await backplane_of(b).wait_for(lambda h: h.received >= 10, timeout=GUARD)
         # Redis executed A's ten publishes before this one, and writes to A's subscription
         # in that order: once A has B's message, it has seen all ten echoes.
         b.publish(json.dumps({"from": "B", "n": 0}))
-        health = await backplane(a).wait_for(lambda h: h.received >= 1, timeout=GUARD)
+        health = await backplane_of(a).wait_for(lambda h: h.received >= 1, timeout=GUARD)
         await client.wait_count(11)
         await a.aclose()
         await client.close()
@@ -92,7 +68,7 @@ async def test_text_binary_and_topics_cross_and_namespaces_stay_apart() -> None:
         serving(c) as c_uri,
     ):
         for hub in (a, b, c, d):
-            await backplane(hub).wait_for(connected, timeout=GUARD)
+            await backplane_of(hub).wait_for(connected, timeout=GUARD)
         b_all, b_x = await Collector.connect(b_uri), await Collector.connect(f"{b_uri}/topic/x")
         c_all = await Collector.connect(c_uri)
         a.publish("text")
@@ -123,9 +99,9 @@ async def test_publish_goes_on_without_redis_and_the_buffer_keeps_the_newest() -
         for n in range(20):
             assert a.publish(json.dumps({"from": "A", "n": n})) == 1
         await client.wait_count(20)  # local delivery does not wait for Redis
-        down = backplane(a).health()
+        down = backplane_of(a).health()
         await redis.start()
-        health = await backplane(a).wait_for(
+        health = await backplane_of(a).wait_for(
             lambda h: h.connected and h.published == 5, timeout=GUARD
         )
         await a.aclose()
@@ -139,12 +115,12 @@ async def test_publish_goes_on_without_redis_and_the_buffer_keeps_the_newest() -
 async def test_closing_the_hub_flushes_what_waits_for_redis() -> None:
     async with running_redis() as redis, hub_on(redis.url, "A") as a, hub_on(redis.url, "B") as b:
         for hub in (a, b):
-            await backplane(hub).wait_for(connected, timeout=GUARD)
+            await backplane_of(hub).wait_for(connected, timeout=GUARD)
         for n in range(300):
             a.publish(str(n))
         await a.aclose()
-        closed = backplane(a).health()
-        received = await backplane(b).wait_for(lambda h: h.received >= 300, timeout=GUARD)
+        closed = backplane_of(a).health()
+        received = await backplane_of(b).wait_for(lambda h: h.received >= 300, timeout=GUARD)
     assert (closed.published, closed.dropped, closed.buffered) == (300, 0, 0)
     assert closed.connected is False
     assert (received.received, received.lost) == (300, 0)
@@ -155,7 +131,7 @@ async def test_closing_without_redis_counts_the_unsent_messages_as_dropped() -> 
         for n in range(10):
             a.publish(str(n))
         await a.aclose()
-        health = backplane(a).health()
+        health = backplane_of(a).health()
         with pytest.raises(HubClosedError):
             a.publish("late")
     assert (health.forwarded, health.published, health.dropped, health.buffered) == (10, 0, 10, 0)
@@ -167,7 +143,7 @@ async def test_messages_from_other_redis_clients_reach_subscribers_as_they_are()
         hub_on(redis.url, "A") as a,
         serving(a) as uri,
     ):
-        await backplane(a).wait_for(connected, timeout=GUARD)
+        await backplane_of(a).wait_for(connected, timeout=GUARD)
         every, only_y = await Collector.connect(uri), await Collector.connect(f"{uri}/topic/y")
         client = aredis.Redis.from_url(redis.url)
         for channel, payload in [
@@ -180,7 +156,7 @@ async def test_messages_from_other_redis_clients_reach_subscribers_as_they_are()
         ]:
             await client.publish(channel, payload)
         await client.aclose()
-        health = await backplane(a).wait_for(lambda h: h.received >= 4, timeout=GUARD)
+        health = await backplane_of(a).wait_for(lambda h: h.received >= 4, timeout=GUARD)
         await every.wait_count(4)
         await only_y.wait_count(3)
         await a.aclose()
@@ -191,10 +167,40 @@ async def test_messages_from_other_redis_clients_reach_subscribers_as_they_are()
     assert (health.received, health.malformed, health.lost, health.peers) == (4, 1, 0, 0)
 
 
+async def test_closing_ends_a_task_that_swallowed_its_first_cancellation() -> None:
+    reached = asyncio.Event()
+
+    async def stubborn() -> None:
+        try:
+            reached.set()
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            pass  # what asyncio.wait_for does on 3.11 when its write completes meanwhile
+        await asyncio.Event().wait()
+
+    task = asyncio.create_task(stubborn())
+    await reached.wait()
+    async with asyncio.timeout(GUARD):
+        await _finish([task])
+    assert task.cancelled()
+
+
+async def test_a_backplane_closes_promptly_at_any_point_of_connecting() -> None:
+    async with running_redis() as redis:
+        for turns in range(0, 60, 2):
+            hub = Hub(backplane=RedisBackplane(redis.url, hub_id=f"A{turns}"))
+            await backplane_of(hub).start()
+            for _ in range(turns):  # let connecting and subscribing get this far
+                await asyncio.sleep(0)
+            async with asyncio.timeout(GUARD):
+                await hub.aclose()
+            assert backplane_of(hub).health().connected is False
+
+
 async def test_wait_for_gives_up_after_its_timeout() -> None:
     async with running_redis(started=False) as redis, hub_on(redis.url, "A") as a:
         with pytest.raises(TimeoutError):
-            await backplane(a).wait_for(connected, timeout=0.05)
+            await backplane_of(a).wait_for(connected, timeout=0.05)
 
 
 # -- configuration errors ---------------------------------------------------------------
