@@ -11,10 +11,16 @@ importing this module does not. See docs/how-to/redis.md.
 
 from ._backplane import Backplane
 from ._redis import DEFAULT_BUFFER, BackplaneHealth, RedisBackplane
+from ._workers import Handler, WorkerPool, run_workers, subscribe_all
 
 __all__ = [
     "Backplane",
     "RedisBackplane",
     "BackplaneHealth",
     "DEFAULT_BUFFER",
+    # several processes on one port
+    "run_workers",
+    "WorkerPool",
+    "Handler",
+    "subscribe_all",
 ]
