@@ -2,12 +2,12 @@
 
 Theory of operation
 -------------------
-The sender :meth:`~PublishBuffer.take`\\ s a batch, writes it, and then either
-:meth:`~PublishBuffer.settle`\\ s it (Redis answered) or
-:meth:`~PublishBuffer.requeue`\\ s it at the head (the connection failed, and the batch
-may or may not have reached Redis). Retrying is safe because every receiver drops a
-sequence number it has already seen, so a batch is never delivered twice, and it
-saves the messages written into a connection that had died unnoticed.
+The sender takes a batch (:meth:`~PublishBuffer.take`), writes it, then settles it
+when Redis answered (:meth:`~PublishBuffer.settle`) or puts it back at the head when
+the connection failed (:meth:`~PublishBuffer.requeue`): the batch may or may not
+have reached Redis. Retrying is safe because every receiver drops a sequence number
+it has already seen, so a batch is never delivered twice, and it saves the messages
+written into a connection that had died unnoticed.
 
 The bound applies to the messages waiting; the batch in flight (at most one) is not
 counted against it until it comes back. When a message does not fit, the overflow
