@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # Folders that exist on this branch (benchmarks/ may not yet).
 LINTED := $(wildcard src tests benchmarks examples)
 
-.PHONY: setup test lint typecheck unit demo bench clean
+.PHONY: setup test lint typecheck unit demo bench clean redis-server bench-redis
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,13 +23,24 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+# The Redis backplane's tests start their own redis-server (Debian's package) on a
+# free port of 127.0.0.1; install it when it is missing.
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || { \
+		echo "redis-server is missing: installing Debian's redis-server"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; \
+	}
+
+unit: $(STAMP) redis-server
 	$(BIN)/pytest
 
 test: lint typecheck unit
 
 demo: $(STAMP)
 	$(BIN)/wsfanout demo
+
+bench-redis: $(STAMP) redis-server
+	$(BIN)/python benchmarks/redis_scaling.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis dist build

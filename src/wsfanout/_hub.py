@@ -25,6 +25,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 from websockets.typing import Data
 
+from ._backplane import Backplane
 from ._decision import Close
 from ._message import Message, make_message
 from ._outbox import BLOCKED, Offer
@@ -52,10 +53,18 @@ class Hub:
 
     ``policy`` is the policy of subscribers that do not name one (by default
     :data:`~wsfanout.policies.DEFAULT_POLICY`). ``close_timeout`` bounds every close
-    the hub performs, after which the transport is aborted.
+    the hub performs, after which the transport is aborted. With a ``backplane``
+    (see :mod:`wsfanout.backplane`), messages published on any hub sharing it reach
+    the subscribers of every one of them.
     """
 
-    def __init__(self, *, policy: Policy | None = None, close_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        *,
+        policy: Policy | None = None,
+        close_timeout: float = 5.0,
+        backplane: Backplane | None = None,
+    ) -> None:
         if not isinstance(close_timeout, (int, float)) or not close_timeout > 0:
             raise PolicyError(f"close_timeout={close_timeout!r} must be a number of seconds > 0")
         self.policy = DEFAULT_POLICY if policy is None else as_policy(policy)
@@ -71,6 +80,9 @@ class Hub:
         self._retired: dict[str, float] = {}
         self._closed_by_policy = 0
         self._live: set[Subscriber] = set()
+        self._backplane = backplane
+        if backplane is not None:
+            backplane.bind(self)
 
     # -- publishing -----------------------------------------------------------------
 
@@ -93,11 +105,19 @@ class Hub:
             raise TypeError(f"topic={topic!r} must be a str or None")
         if key is not None and not isinstance(key, str):
             raise TypeError(f"key={key!r} must be a str or None")
-        if not self._members:
+        backplane = self._backplane
+        if not self._members and backplane is None:
             make_message(message, seq=0, time=0.0)  # still reject a wrong type
             return 0
         now = self._now()
         msg = make_message(message, seq=next(self._seq), time=now, topic=topic, key=key)
+        if backplane is not None:
+            backplane.forward(msg)
+        return self._deliver(msg, now)
+
+    def _deliver(self, msg: Message, now: float) -> int:
+        """Offer ``msg`` to local subscribers of its topic: publish's and the backplane's way in."""
+        topic = msg.topic
         if topic is None:
             return self._fan_out(msg, now, self._members)
         count = self._fan_out(msg, now, self._wildcard)
@@ -268,10 +288,12 @@ class Hub:
         Each connection gets a close frame and at most ``timeout`` seconds (default:
         ``close_timeout``) to finish the closing handshake; then its transport is
         aborted, so a stalled client cannot hold this up. Messages still queued are
-        counted as ``disconnected``.
+        counted as ``disconnected``. A backplane is closed first, so nothing more arrives.
         """
         check_close(code, reason)
         self._closed = True
+        if self._backplane is not None:
+            await self._backplane.aclose()
         deadline = self.close_timeout if timeout is None else timeout
         subscribers = list(self._live)
         for sub in subscribers:

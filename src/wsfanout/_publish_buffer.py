@@ -1,0 +1,120 @@
+"""The publish buffer: a hub's messages waiting for Redis, bounded, in order.
+
+Theory of operation
+-------------------
+The sender takes a batch (:meth:`~PublishBuffer.take`), writes it, then settles it
+when Redis answered (:meth:`~PublishBuffer.settle`) or puts it back at the head when
+the connection failed (:meth:`~PublishBuffer.requeue`): the batch may or may not
+have reached Redis. Retrying is safe because every receiver drops a sequence number
+it has already seen, so a batch is never delivered twice, and it saves the messages
+written into a connection that had died unnoticed.
+
+The bound applies to the messages waiting; the batch in flight (at most one) is not
+counted against it until it comes back. When a message does not fit, the overflow
+rule decides: ``DROP_OLDEST`` evicts from the head, ``DROP_NEWEST`` refuses the
+newest. Either way the count goes to :attr:`~PublishBuffer.dropped`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from ._policy import Overflow
+
+__all__ = ["PublishBuffer"]
+
+Item = tuple[int, bytes, bytes]
+"""(sequence number, Redis channel, payload)."""
+
+
+class PublishBuffer:
+    """Messages waiting for Redis, oldest first, with one batch possibly in flight."""
+
+    __slots__ = (
+        "_flight",
+        "_items",
+        "bytes",
+        "drop_oldest",
+        "dropped",
+        "max_bytes",
+        "max_messages",
+    )
+
+    def __init__(self, max_messages: int, max_bytes: int, overflow: Overflow) -> None:
+        if overflow is Overflow.CLOSE:
+            raise ValueError("a publish buffer cannot close: it drops the oldest or the newest")
+        self.max_messages = max_messages
+        self.max_bytes = max_bytes
+        self.drop_oldest = overflow is Overflow.DROP_OLDEST
+        self._items: deque[Item] = deque()
+        self._flight: list[Item] = []
+        self.bytes = 0
+        """Payload bytes waiting (not counting the batch in flight)."""
+        self.dropped = 0
+        """Messages evicted or refused because the buffer was full."""
+
+    def __len__(self) -> int:
+        """Messages not yet acknowledged by Redis: waiting or in flight."""
+        return len(self._items) + len(self._flight)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._items)
+
+    def push(self, seq: int, channel: bytes, payload: bytes) -> bool:
+        """Append a message; False if it was refused (the buffer is full, DROP_NEWEST)."""
+        size = len(payload)
+        if len(self._items) >= self.max_messages or self.bytes + size > self.max_bytes:
+            if not self.drop_oldest or size > self.max_bytes:
+                self.dropped += 1
+                return False
+            self._make_room(1, size)
+        self._items.append((seq, channel, payload))
+        self.bytes += size
+        return True
+
+    def take(self, limit: int) -> list[Item]:
+        """Remove up to ``limit`` messages from the head; they are in flight until
+        :meth:`settle` or :meth:`requeue` is called."""
+        assert not self._flight, "the previous batch was neither settled nor requeued"
+        items = self._items
+        batch = [items.popleft() for _ in range(min(limit, len(items)))]
+        self.bytes -= sum(len(item[2]) for item in batch)
+        self._flight = batch
+        return batch
+
+    def settle(self) -> int:
+        """Redis acknowledged the batch in flight; return its size."""
+        count = len(self._flight)
+        self._flight = []
+        return count
+
+    def requeue(self) -> None:
+        """The batch in flight failed: put it back at the head, then apply the bound."""
+        batch, self._flight = self._flight, []
+        self._items.extendleft(reversed(batch))
+        self.bytes += sum(len(item[2]) for item in batch)
+        self._make_room(0, 0)
+
+    def settled(self, last: int) -> int:
+        """The highest sequence number up to which nothing is waiting, given the last one
+        assigned: what a heartbeat sent after the batch in flight may claim."""
+        return self._items[0][0] - 1 if self._items else last
+
+    def clear(self) -> int:
+        """Forget everything, in flight included; return how many messages that was."""
+        count = len(self)
+        self._items.clear()
+        self._flight = []
+        self.bytes = 0
+        return count
+
+    def _make_room(self, messages: int, size: int) -> None:
+        """Drop until ``messages`` more messages of ``size`` bytes in all fit."""
+        items = self._items
+        while items and (
+            len(items) + messages > self.max_messages or self.bytes + size > self.max_bytes
+        ):
+            _, _, payload = items.popleft() if self.drop_oldest else items.pop()
+            self.bytes -= len(payload)
+            self.dropped += 1

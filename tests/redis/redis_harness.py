@@ -1,0 +1,293 @@
+"""What the Redis tests run on: a real redis-server, hub processes and real clients.
+
+Everything here waits on events (a line printed by a process, a count reached, a
+reply to a command), each under a timeout that only guards against a hang.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+import socket
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis_node import subscribe_by_path
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+from wsfanout import Hub
+from wsfanout.backplane import RedisBackplane
+
+GUARD = 30.0
+"""Seconds after which a wait is a hang: generous, never the expected duration."""
+
+NODE = Path(__file__).with_name("redis_node.py")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class RedisServer:
+    """A redis-server child process on 127.0.0.1, which a test may kill and restart."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = free_port() if port is None else port
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._process: asyncio.subprocess.Process | None = None
+        self._drain: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Start redis-server and return once it accepts connections."""
+        executable = shutil.which("redis-server")
+        if executable is None:
+            pytest.fail(
+                "redis-server is not installed: `make test` installs Debian's redis-server, "
+                "or run `apt-get install -y redis-server`"
+            )
+        process = await asyncio.create_subprocess_exec(
+            executable,
+            *("--port", str(self.port), "--bind", "127.0.0.1", "--save", ""),
+            *("--appendonly", "no", "--protected-mode", "no", "--loglevel", "notice"),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        assert process.stdout is not None
+        self._process = process
+        output: list[bytes] = []
+        async with asyncio.timeout(GUARD):
+            while True:
+                line = await process.stdout.readline()
+                if not line:
+                    raise RuntimeError(f"redis-server exited: {b''.join(output).decode()}")
+                output.append(line)
+                if b"Ready to accept connections" in line:
+                    break
+        # Keep reading its log so that a full pipe never blocks the server.
+        self._drain = asyncio.create_task(_drain(process.stdout))
+
+    async def kill(self) -> None:
+        """SIGKILL: the server vanishes without closing anything cleanly."""
+        process = self._process
+        if process is not None and process.returncode is None:
+            process.kill()
+            await process.wait()
+        await self._forget()
+
+    async def stop(self) -> None:
+        process = self._process
+        if process is not None and process.returncode is None:
+            process.terminate()
+            try:
+                async with asyncio.timeout(GUARD):
+                    await process.wait()
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        await self._forget()
+
+    async def _forget(self) -> None:
+        if self._drain is not None:
+            self._drain.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._drain
+        self._process = self._drain = None
+
+
+async def _drain(stream: asyncio.StreamReader) -> None:
+    while await stream.read(65536):
+        pass
+
+
+@contextlib.asynccontextmanager
+async def running_redis(*, started: bool = True) -> AsyncIterator[RedisServer]:
+    """A redis-server on a free port, stopped afterwards (``started=False``: not yet)."""
+    server = RedisServer()
+    if started:
+        await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+class Collector:
+    """A real websockets client that records every message it receives, in order."""
+
+    def __init__(self, websocket: ClientConnection, pid: int) -> None:
+        self.websocket = websocket
+        self.pid = pid
+        """The server process that subscribed us."""
+        self.messages: list[str | bytes] = []
+        self._target = 0
+        self._reached = asyncio.Event()
+        self._task = asyncio.create_task(self._run())
+
+    @classmethod
+    async def connect(cls, uri: str) -> Collector:
+        """Connect and return once the server has subscribed us (it says "hello <pid>")."""
+        websocket = await connect(uri, compression=None)
+        async with asyncio.timeout(GUARD):
+            hello = await websocket.recv()
+        assert isinstance(hello, str), hello
+        assert hello.startswith("hello "), hello
+        return cls(websocket, int(hello.split()[1]))
+
+    async def _run(self) -> None:
+        try:
+            async for message in self.websocket:
+                self.messages.append(message)
+                if len(self.messages) >= self._target:
+                    self._reached.set()
+        except ConnectionClosed:
+            pass
+        self._reached.set()  # the connection ended: waiting longer cannot help
+
+    async def wait_count(self, count: int) -> list[str | bytes]:
+        """Wait until ``count`` messages arrived; fails if the connection ends first."""
+        async with asyncio.timeout(GUARD):
+            while len(self.messages) < count:
+                self._target = count
+                self._reached.clear()
+                if self._task.done():
+                    break
+                await self._reached.wait()
+        assert len(self.messages) >= count, f"{len(self.messages)} < {count} messages"
+        return self.messages
+
+    def numbers(self, sender: str) -> list[int]:
+        """The sequence numbers of the messages ``sender`` published, as received."""
+        decoded = [json.loads(message) for message in self.messages]
+        return [message["n"] for message in decoded if message["from"] == sender]
+
+    async def close(self) -> None:
+        await self.websocket.close()
+        await self._task
+
+
+class Node:
+    """A hub with a Redis backplane and a websockets server, in its own process.
+
+    Driven through a control connection (see redis_node.py); it exits when its
+    standard input closes, so it never outlives the test.
+    """
+
+    def __init__(self, process: asyncio.subprocess.Process, port: int, hub_id: str) -> None:
+        self.process = process
+        self.port = port
+        self.hub_id = hub_id
+        self.uri = f"ws://127.0.0.1:{port}"
+        self._control: ClientConnection | None = None
+
+    @classmethod
+    async def start(cls, redis_url: str, hub_id: str, *options: str) -> Node:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(NODE),
+            *("--redis", redis_url, "--hub-id", hub_id, *options),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert process.stdout is not None
+        async with asyncio.timeout(GUARD):
+            line = await process.stdout.readline()
+        if not line.startswith(b"listening "):
+            process.kill()
+            await process.wait()
+            raise RuntimeError(f"node {hub_id} did not start: {line!r}")
+        node = cls(process, int(line.split()[1]), hub_id)
+        node._control = await connect(f"{node.uri}/control", compression=None)
+        async with asyncio.timeout(GUARD):
+            assert await node._control.recv() == "ready"
+        return node
+
+    async def command(self, **command: Any) -> dict[str, Any]:
+        assert self._control is not None
+        await self._control.send(json.dumps(command))
+        async with asyncio.timeout(GUARD + 5):
+            reply: dict[str, Any] = json.loads(await self._control.recv())
+        if reply["op"] == "error":
+            raise AssertionError(f"{self.hub_id}: {reply['error']}")
+        return reply
+
+    async def health(self) -> dict[str, Any]:
+        return (await self.command(op="health"))["health"]  # type: ignore[no-any-return]
+
+    async def wait(self, **condition: Any) -> dict[str, Any]:
+        """Wait until the node's backplane health meets ``condition`` (see redis_node.py)."""
+        reply = await self.command(op="wait", timeout=GUARD, **condition)
+        return reply["health"]  # type: ignore[no-any-return]
+
+    async def publish(self, count: int, topic: str | None = None) -> dict[str, Any]:
+        return await self.command(op="publish", count=count, topic=topic)
+
+    async def client(self, path: str = "/") -> Collector:
+        return await Collector.connect(f"{self.uri}{path}")
+
+    async def stop(self, *, check: bool = True) -> None:
+        """Close standard input: the node closes its hub (clients get 1001) and exits."""
+        if self._control is not None:
+            await self._control.close()
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        try:
+            async with asyncio.timeout(GUARD):
+                await self.process.wait()
+        except TimeoutError:
+            self.process.kill()
+            await self.process.wait()
+        if check:
+            assert self.process.returncode == 0, f"{self.hub_id} exited {self.process.returncode}"
+
+
+@contextlib.asynccontextmanager
+async def nodes(redis_url: str, *specs: tuple[str, tuple[str, ...]]) -> AsyncIterator[list[Node]]:
+    """Start one node per ``(hub_id, options)`` and stop them all afterwards."""
+    started: list[Node] = []
+    try:
+        for hub_id, options in specs:
+            started.append(await Node.start(redis_url, hub_id, *options))
+        yield started
+    finally:
+        for node in started:
+            if node.process.returncode is None:
+                await node.stop(check=False)
+
+
+@contextlib.asynccontextmanager
+async def serving(hub: Hub) -> AsyncIterator[str]:
+    """Serve ``hub`` on a free port of 127.0.0.1; yields its ws:// URI."""
+
+    async def handler(websocket: ServerConnection) -> None:
+        await subscribe_by_path(hub, websocket)
+
+    async with serve(handler, "127.0.0.1", 0, compression=None) as server:
+        yield f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+
+@contextlib.asynccontextmanager
+async def hub_on(url: str, hub_id: str, **options: Any) -> AsyncIterator[Hub]:
+    """A started hub with a Redis backplane (quick heartbeats and retries), closed after."""
+    backplane = RedisBackplane(url, hub_id=hub_id, heartbeat=0.1, max_retry_delay=0.2, **options)
+    hub = Hub(backplane=backplane, close_timeout=2.0)
+    await backplane.start()
+    try:
+        yield hub
+    finally:
+        await hub.aclose()
+
+
+def backplane_of(hub: Hub) -> RedisBackplane:
+    backplane = hub._backplane
+    assert isinstance(backplane, RedisBackplane)
+    return backplane
