@@ -313,13 +313,23 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         drain_timeout=args.drain_timeout,
         quiet=args.quiet,
     )
+    stdin = _stdin_fd()
     try:
-        stdin = sys.stdin.fileno() if sys.stdin is not None else -1
         return asyncio.run(run_server(options, stdin, sys.stdout, sys.stderr))
     except OSError as exc:
-        raise CommandError(
-            f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"
-        ) from None
+        # asyncio rewords a failed bind ("error while attempting to bind on address
+        # ('127.0.0.1', 8765): address already in use"); the errno says it plainly.
+        why = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise CommandError(f"cannot listen on {args.host}:{args.port}: {why}") from None
+
+
+def _stdin_fd() -> int:
+    """Standard input's file descriptor, or -1 if it has none (serve then logs that it
+    cannot read standard input, and takes it as the end of input)."""
+    try:
+        return sys.stdin.fileno() if sys.stdin is not None else -1
+    except (OSError, ValueError):  # replaced by an object without one (io), or closed
+        return -1
 
 
 # -- demo ----------------------------------------------------------------------------
