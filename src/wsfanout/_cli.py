@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import os
 import re
 import sys
@@ -92,6 +93,23 @@ def _bytes(text: str) -> int:
     return value
 
 
+def _redis_url(text: str) -> str:
+    if not text.startswith(("redis://", "rediss://", "unix://")):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a Redis URL (expected redis://HOST[:PORT][/DB], "
+            "rediss://... for TLS, or unix://PATH)"
+        )
+    try:
+        from redis.connection import parse_url
+    except ImportError:  # pragma: no cover - reported as an error once parsing is done
+        return text
+    try:
+        parse_url(text)  # type: ignore[no-untyped-call]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a Redis URL: {exc}") from None
+    return text
+
+
 _ORIGIN = re.compile(r"^[a-z][a-z0-9+.-]*://[^/\s?#]+$")
 
 
@@ -115,11 +133,17 @@ examples:
   WSFANOUT_TOKEN="$(cat token.txt)" wsfanout serve --policy market-data \\
       --key-field symbol --host 0.0.0.0 --token-env WSFANOUT_TOKEN \\
       --origin https://app.example.com
+  app-events | wsfanout serve --policy chat --redis redis://127.0.0.1:6379/0 \\
+      --workers 4 --input-channel alerts
 
 It prints one line on standard output once it listens ("wsfanout: listening on
 ws://127.0.0.1:8765 (...)") and a line per client on standard error. SIGINT or
 SIGTERM closes every client with 1001 (exit 130 and 0); --exit-on-eof closes with 1000
 after delivering what is queued (exit 0).
+
+With --redis, the server shares a Redis backplane: what it publishes reaches every
+server on that Redis, and theirs reach its clients. With --workers N (N >= 2), N
+processes serve the port and this one publishes standard input to them through Redis.
 """
 
 
@@ -211,6 +235,26 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "-q", "--quiet", action="store_true", help="no line per client on standard error"
     )
+    scale = serve.add_argument_group("scaling out with Redis")
+    scale.add_argument(
+        "--redis",
+        type=_redis_url,
+        metavar="URL",
+        help="share a Redis backplane (redis://HOST[:PORT][/DB]) with every server on it",
+    )
+    scale.add_argument(
+        "--workers",
+        type=_positive_int,
+        metavar="N",
+        help="serve the port with N processes (needs --redis; default: 1, this process)",
+    )
+    scale.add_argument(
+        "--input-channel",
+        dest="input_channels",
+        action="append",
+        metavar="NAME",
+        help="also publish every message of this Redis channel (repeatable; needs --redis)",
+    )
     serve.set_defaults(run=_serve, parser=serve)
 
     demo = commands.add_parser(
@@ -273,7 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from ._serve import ServeOptions, run_server
+    from ._serve import ServeError, ServeOptions, run_server
 
     token = None
     if args.token_env is not None:
@@ -290,6 +334,7 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         )
     if args.key_field is not None and not args.key_field:
         parser.error("--key-field: expected a field name, not an empty string")
+    workers, channels = _check_scaling(args, parser)
     if args.routes is not None:
         routes = load_routes(args.routes)
         describe = f"routes {args.routes}"
@@ -312,14 +357,66 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         close_timeout=args.close_timeout,
         drain_timeout=args.drain_timeout,
         quiet=args.quiet,
+        redis=args.redis,
+        workers=workers,
+        input_channels=channels,
     )
+    stdin = _stdin_fd()
     try:
-        stdin = sys.stdin.fileno() if sys.stdin is not None else -1
         return asyncio.run(run_server(options, stdin, sys.stdout, sys.stderr))
+    except ServeError as exc:
+        raise CommandError(str(exc)) from None
     except OSError as exc:
-        raise CommandError(
-            f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"
-        ) from None
+        # asyncio rewords a failed bind ("error while attempting to bind on address
+        # ('127.0.0.1', 8765): address already in use"); the errno says it plainly.
+        why = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise CommandError(f"cannot listen on {args.host}:{args.port}: {why}") from None
+
+
+def _stdin_fd() -> int:
+    """Standard input's file descriptor, or -1 if it has none (serve then logs that it
+    cannot read standard input, and takes it as the end of input)."""
+    try:
+        return sys.stdin.fileno() if sys.stdin is not None else -1
+    except (OSError, ValueError):  # replaced by an object without one (io), or closed
+        return -1
+
+
+def _check_scaling(
+    args: argparse.Namespace, parser: argparse.ArgumentParser
+) -> tuple[int, tuple[str, ...]]:
+    """The worker count and input channels, once the flags agree with each other."""
+    from ._serve import NAMESPACE
+
+    channels = tuple(dict.fromkeys(args.input_channels or ()))
+    if args.redis is None:
+        if args.workers is not None:
+            parser.error("--workers needs --redis URL: worker processes share messages through it")
+        if channels:
+            parser.error("--input-channel needs --redis URL")
+        return 1, ()
+    if importlib.util.find_spec("redis") is None:
+        raise CommandError("--redis needs redis-py: pip install 'wsfanout[redis]'")
+    workers = args.workers or 1
+    if workers > 1:
+        for flag, given in (
+            ("--exit-on-eof", args.exit_on_eof),
+            ("--wait-clients", args.wait_clients),
+        ):
+            if given:
+                parser.error(
+                    f"{flag} needs a single process, not --workers {workers}: the process "
+                    "reading standard input has no clients of its own"
+                )
+    for name in channels:
+        if not name:
+            parser.error("--input-channel: expected a channel name, not an empty string")
+        if name.startswith(f"{NAMESPACE}:"):
+            parser.error(
+                f"--input-channel {name}: the backplane's own channels ({NAMESPACE}:*) "
+                "already reach every client; name another channel"
+            )
+    return workers, channels
 
 
 # -- demo ----------------------------------------------------------------------------

@@ -10,7 +10,9 @@ inherited event loop, threads or sockets). Each runs a :class:`Hub` with its own
 ``reuse_port=True``: the kernel spreads new connections across the workers, and the
 backplane carries every publish to all of them. Each worker reports through a pipe
 when it listens and when its backplane is connected. SIGTERM or SIGINT makes a worker
-close its hub (clients get 1001) and exit 0.
+stop accepting connections, close its hub (clients get 1001, and one that does not
+finish closing within ``close_timeout`` is cut) and exit 0. A worker also stops when
+its parent dies, so a killed parent never leaves workers holding the port.
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from types import FrameType, TracebackType
+from typing import Any
 
 import attrs
 from websockets.asyncio.server import ServerConnection, serve
@@ -46,6 +49,8 @@ Handler = Callable[[Hub, ServerConnection], Awaitable[None]]
 LISTENING = "listening"
 CONNECTED = "connected"
 
+_SET_BY_POOL = frozenset({"handler", "host", "port", "reuse_port", "sock"})
+
 
 async def subscribe_all(hub: Hub, websocket: ServerConnection) -> None:
     """The default handler: subscribe to every topic under the hub's policy."""
@@ -64,6 +69,8 @@ class WorkerOptions:
     heartbeat: float
     policy: Policy | None
     handler: Handler
+    close_timeout: float = 5.0
+    serve_options: Mapping[str, Any] = attrs.field(factory=dict)
 
 
 class WorkerPool:
@@ -72,8 +79,12 @@ class WorkerPool:
     ``with WorkerPool(4, "redis://127.0.0.1:6379/0", port=8765) as pool:`` returns once
     every worker listens and is connected to Redis; leaving the block stops them.
     ``port=0`` picks a free port, then found in :attr:`port`. Workers' hubs are named
-    ``<hub_id>-<index>``; ``policy`` is their subscribers' default policy and
-    ``handler(hub, websocket)`` serves each connection (default: every topic).
+    ``<hub_id>-<index>``; ``policy`` is their subscribers' default policy,
+    ``handler(hub, websocket)`` serves each connection (default: every topic) and
+    ``close_timeout`` bounds each client's close when a worker stops.
+    ``serve_options`` are more keyword arguments of websockets' ``serve()``
+    (``origins``, ``max_size``, ``process_request``, ...); like ``handler``, they are
+    pickled to each worker.
     """
 
     def __init__(
@@ -88,6 +99,8 @@ class WorkerPool:
         heartbeat: float = 1.0,
         policy: Policy | None = None,
         handler: Handler = subscribe_all,
+        close_timeout: float = 5.0,
+        serve_options: Mapping[str, Any] | None = None,
     ) -> None:
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise PolicyError(f"workers={workers!r} must be an int >= 1")
@@ -95,6 +108,19 @@ class WorkerPool:
             raise PolicyError(f"workers={workers!r} needs SO_REUSEPORT, which this platform lacks")
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise PolicyError(f"port={port!r} must be an int from 0 to 65535")
+        if (
+            isinstance(close_timeout, bool)
+            or not isinstance(close_timeout, (int, float))
+            or not 0 < close_timeout < float("inf")
+        ):
+            raise PolicyError(f"close_timeout={close_timeout!r} must be a number of seconds > 0")
+        extra = dict(serve_options or {})
+        taken = sorted(_SET_BY_POOL.intersection(extra))
+        if taken:
+            raise PolicyError(
+                f"serve_options={extra!r} may not set {', '.join(taken)}: "
+                f"the pool sets {'it' if len(taken) == 1 else 'them'}"
+            )
         # Construct one backplane here so that bad options fail in the parent, not N times.
         probe = RedisBackplane(url, namespace=namespace, hub_id=hub_id, heartbeat=heartbeat)
         self.workers = workers
@@ -109,6 +135,8 @@ class WorkerPool:
             heartbeat=probe.heartbeat,
             policy=policy,
             handler=handler,
+            close_timeout=float(close_timeout),
+            serve_options=extra,
         )
         self._reservation: socket.socket | None = None
         self._processes: list[BaseProcess] = []
@@ -152,6 +180,13 @@ class WorkerPool:
         family, kind, proto, _, address = socket.getaddrinfo(
             self.host, self._requested_port, type=socket.SOCK_STREAM
         )[0]
+        if self._requested_port != 0:
+            # SO_REUSEPORT would let us share a port another program of this user already
+            # holds with SO_REUSEPORT (another pool): bind it plainly first, so a port in
+            # use fails with EADDRINUSE as it does for a single server.
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind(address)
         reservation = socket.socket(family, kind, proto)
         reservation.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         reservation.bind(address)
@@ -228,6 +263,8 @@ def run_workers(
     namespace: str = "wsfanout",
     policy: Policy | None = None,
     handler: Handler = subscribe_all,
+    close_timeout: float = 5.0,
+    serve_options: Mapping[str, Any] | None = None,
 ) -> int:
     """Serve ``host:port`` with ``workers`` processes until SIGINT or SIGTERM.
 
@@ -239,7 +276,15 @@ def run_workers(
     module again.
     """
     pool = WorkerPool(
-        workers, url, host=host, port=port, namespace=namespace, policy=policy, handler=handler
+        workers,
+        url,
+        host=host,
+        port=port,
+        namespace=namespace,
+        policy=policy,
+        handler=handler,
+        close_timeout=close_timeout,
+        serve_options=serve_options,
     )
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
@@ -255,7 +300,7 @@ def run_workers(
     except KeyboardInterrupt:
         requested = True
     finally:
-        pool.stop()
+        pool.stop(close_timeout + 5.0)
         signal.signal(signal.SIGTERM, previous)
     return 0 if requested else 1
 
@@ -269,13 +314,16 @@ async def _serve(index: int, options: WorkerOptions, pipe: Connection) -> None:
     stop: asyncio.Future[None] = loop.create_future()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, _resolve, stop)
+    parent = multiprocessing.parent_process()
+    if parent is not None:  # readable once the parent is gone, however it died
+        loop.add_reader(parent.sentinel, _resolve, stop)
     backplane = RedisBackplane(
         options.url,
         namespace=options.namespace,
         hub_id=f"{options.hub_id}-{index}",
         heartbeat=options.heartbeat,
     )
-    hub = Hub(policy=options.policy, backplane=backplane)
+    hub = Hub(policy=options.policy, backplane=backplane, close_timeout=options.close_timeout)
     await backplane.start()
 
     async def handler(websocket: ServerConnection) -> None:
@@ -285,12 +333,20 @@ async def _serve(index: int, options: WorkerOptions, pipe: Connection) -> None:
         await backplane.wait_for(lambda health: health.connected)
         _report(pipe, CONNECTED, index)
 
-    async with serve(handler, options.host, options.port, reuse_port=True, compression=None):
-        _report(pipe, LISTENING, index)
-        reporter = loop.create_task(report_connected())
-        await stop  # connected to Redis or not: a worker serves its clients either way
-        reporter.cancel()
-        await hub.aclose()
+    settings: dict[str, Any] = {"compression": None, **options.serve_options}
+    server = await serve(handler, options.host, options.port, reuse_port=True, **settings)
+    _report(pipe, LISTENING, index)
+    reporter = loop.create_task(report_connected())
+    await stop  # connected to Redis or not: a worker serves its clients either way
+    reporter.cancel()
+    server.close(close_connections=False)  # accept no one new; the hub closes the rest
+    await hub.aclose()
+    try:
+        async with asyncio.timeout(options.close_timeout + 1.0):
+            await server.wait_closed()
+    except TimeoutError:  # a connection that never became a subscriber
+        for connection in server.all_connections:
+            connection.transport.abort()
     pipe.close()
 
 

@@ -1,19 +1,29 @@
 """Run ``wsfanout`` as a subprocess and follow what it prints, without sleeping.
 
+Also the clients the tests connect to it, and a redis-server for ``serve --redis``.
 A module of its own (not conftest.py) so that tests import it by a name no other
 test folder's conftest can shadow.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import queue
 import re
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
+import urllib.parse
 from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
 
 WSFANOUT = Path(sys.executable).parent / "wsfanout"
 GUARD = 15.0
@@ -88,3 +98,113 @@ class Process:
         while (line := self.lines.get(timeout=GUARD)) is not None:
             lines.append(line)
         return lines
+
+
+def client(url: str, path: str = "/", **kwargs: Any) -> ClientConnection:
+    ws: ClientConnection = connect(url + path, open_timeout=GUARD, close_timeout=GUARD, **kwargs)
+    return ws
+
+
+def close_code(ws: ClientConnection) -> int | None:
+    """Read until the server closes; the code it sent."""
+    try:
+        while True:
+            ws.recv(timeout=GUARD)
+    except ConnectionClosed as closed:
+        return None if closed.rcvd is None else closed.rcvd.code
+
+
+def stalled_client(url: str, path: str = "/stalled") -> socket.socket:
+    """Open a WebSocket by hand, then never read nor answer again."""
+    address = urllib.parse.urlsplit(url)
+    assert address.hostname is not None
+    assert address.port is not None
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(GUARD)
+    sock.connect((address.hostname, address.port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        f"GET {path} HTTP/1.1\r\nHost: {address.netloc}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    response = b""
+    while not response.endswith(b"\r\n\r\n"):  # byte by byte: leave any frame unread
+        response += sock.recv(1)
+    assert response.startswith(b"HTTP/1.1 101"), response
+    return sock
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class RedisServer:
+    """A redis-server child process on a free port of 127.0.0.1, for synchronous tests.
+
+    Started as tests/redis/redis_harness.py starts one (no persistence, loopback only);
+    a test may kill it and start it again on the same port.
+    """
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start redis-server and return once it accepts connections."""
+        executable = shutil.which("redis-server")
+        if executable is None:
+            pytest.fail(
+                "redis-server is not installed: `make test` installs Debian's redis-server, "
+                "or run `apt-get install -y redis-server`"
+            )
+        options = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        popen = subprocess.Popen(
+            [executable, "--port", str(self.port), *options, "--protected-mode", "no"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        self.popen = popen
+        ready: queue.Queue[bytes | None] = queue.Queue()
+
+        def read() -> None:  # and keep reading, so a full pipe never blocks the server
+            assert popen.stdout is not None
+            for line in popen.stdout:
+                ready.put(line)
+            ready.put(None)
+
+        threading.Thread(target=read, daemon=True).start()
+        output: list[bytes] = []
+        while True:
+            line = ready.get(timeout=GUARD)
+            if line is None:
+                raise RuntimeError(f"redis-server exited: {b''.join(output).decode()}")
+            output.append(line)
+            if b"Ready to accept connections" in line:
+                return
+
+    def kill(self) -> None:
+        """SIGKILL: the server vanishes without closing anything cleanly."""
+        self._end(signal.SIGKILL)
+
+    def stop(self) -> None:
+        self._end(signal.SIGTERM)
+
+    def _end(self, signum: int) -> None:
+        popen, self.popen = self.popen, None
+        if popen is None:
+            return
+        if popen.poll() is None:
+            popen.send_signal(signum)
+        try:
+            popen.wait(timeout=GUARD)
+        except subprocess.TimeoutExpired:
+            popen.kill()
+            popen.wait()
+        assert popen.stdout is not None
+        popen.stdout.close()

@@ -3,7 +3,7 @@
 from collections.abc import Iterator
 
 import pytest
-from cli_process import GUARD, Process
+from cli_process import GUARD, Process, RedisServer
 
 
 @pytest.fixture
@@ -23,3 +23,12 @@ def wsfanout() -> Iterator[type[Process]]:
         for stream in (process.popen.stdin, process.popen.stdout):
             if stream is not None:
                 stream.close()
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A redis-server of this test's own on a free port, stopped afterwards."""
+    server = RedisServer()
+    server.start()
+    yield server
+    server.stop()

@@ -232,8 +232,8 @@ def test_a_port_in_use_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         assert main(["serve", "--policy", "chat", "--port", str(port)]) == 1
-    assert capsys.readouterr().err.startswith(
-        f"wsfanout serve: error: cannot listen on 127.0.0.1:{port}: "
+    assert capsys.readouterr().err == (
+        f"wsfanout serve: error: cannot listen on 127.0.0.1:{port}: Address already in use\n"
     )
 
 

@@ -2,56 +2,15 @@
 
 from __future__ import annotations
 
-import base64
-import os
 import signal
-import socket
 import time
-import urllib.parse
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_process import GUARD, Process
-from websockets.exceptions import ConnectionClosed, InvalidStatus
-from websockets.sync.client import ClientConnection, connect
+from cli_process import GUARD, Process, client, close_code, stalled_client
+from websockets.exceptions import InvalidStatus
 from websockets.typing import Origin, Subprotocol
-
-
-def client(url: str, path: str = "/", **kwargs: Any) -> ClientConnection:
-    ws: ClientConnection = connect(url + path, open_timeout=GUARD, close_timeout=GUARD, **kwargs)
-    return ws
-
-
-def close_code(ws: ClientConnection) -> int | None:
-    """Read until the server closes; the code it sent."""
-    try:
-        while True:
-            ws.recv(timeout=GUARD)
-    except ConnectionClosed as closed:
-        return None if closed.rcvd is None else closed.rcvd.code
-
-
-def stalled_client(url: str, path: str = "/stalled") -> socket.socket:
-    """Open a WebSocket by hand, then never read nor answer again."""
-    address = urllib.parse.urlsplit(url)
-    assert address.hostname is not None
-    assert address.port is not None
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.settimeout(GUARD)
-    sock.connect((address.hostname, address.port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(
-        f"GET {path} HTTP/1.1\r\nHost: {address.netloc}\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-        "Sec-WebSocket-Version: 13\r\n\r\n".encode()
-    )
-    response = b""
-    while not response.endswith(b"\r\n\r\n"):  # byte by byte: leave any frame unread
-        response += sock.recv(1)
-    assert response.startswith(b"HTTP/1.1 101"), response
-    return sock
 
 
 def test_lines_from_stdin_reach_a_connected_client(wsfanout: type[Process]) -> None:

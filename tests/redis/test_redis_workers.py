@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import signal
+import socket
 import sys
 
 import pytest
@@ -84,6 +86,19 @@ async def test_run_workers_serves_until_sigterm_then_exits_cleanly() -> None:
         (True, {}, r"^workers=True must be an int >= 1$"),
         (2, {"port": 70000}, r"^port=70000 must be an int from 0 to 65535$"),
         (2, {"namespace": "a b"}, r"^namespace='a b' must be letters"),
+        (2, {"close_timeout": 0}, r"^close_timeout=0 must be a number of seconds > 0$"),
+        (2, {"close_timeout": True}, r"^close_timeout=True must be a number of seconds > 0$"),
+        (
+            2,
+            {"serve_options": {"sock": None}},
+            r"^serve_options=\{'sock': None\} may not set sock: the pool sets it$",
+        ),
+        (
+            2,
+            {"serve_options": {"max_size": 1024, "port": 1, "reuse_port": False}},
+            r"^serve_options=\{'max_size': 1024, 'port': 1, 'reuse_port': False\} may not set "
+            r"port, reuse_port: the pool sets them$",
+        ),
     ],
 )
 def test_a_bad_worker_option_is_refused_before_any_process_starts(
@@ -91,3 +106,19 @@ def test_a_bad_worker_option_is_refused_before_any_process_starts(
 ) -> None:
     with pytest.raises(PolicyError, match=message):
         WorkerPool(workers, "redis://127.0.0.1:1/0", **options)  # type: ignore[arg-type]
+
+
+def test_a_port_another_pool_holds_is_in_use_although_both_reuse_it() -> None:
+    with socket.socket() as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        pool = WorkerPool(2, "redis://127.0.0.1:1/0", port=port)
+        try:
+            with pytest.raises(OSError, match="Address already in use") as refused:
+                pool.start(connected=False, timeout=GUARD)
+        finally:
+            pool.stop()
+    assert refused.value.errno == errno.EADDRINUSE
+    assert pool.processes == ()
