@@ -1,0 +1,519 @@
+"""Run the benchmark matrix: ``python -m benchmarks.run [--quick | --full] [--loop uvloop]``.
+
+Each case of each cell runs in two fresh processes, a server (``benchmarks.server``)
+and a load generator (``benchmarks.loadgen``), on 127.0.0.1. Every step has a time
+limit and both processes are killed at the end, whatever happened. The results go
+to the terminal as tables, to ``benchmarks/results/<time>.json``, and (with
+matplotlib installed) to a plot beside it; see docs/performance.md for how to read
+them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import json
+import os
+import platform
+import select
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from websockets.version import version as websockets_version
+
+import wsfanout
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+
+ALL_OFF = [
+    "wsfanout",
+    "wsfanout-skip",
+    "wsfanout-batch",
+    "broadcast",
+    "naive",
+    "task",
+    "wait",
+    "queue",
+    "pubsub",
+    "aiohttp",
+    "picows",
+    "floor",
+]
+STALLED = [
+    "wsfanout",
+    "wsfanout-skip",
+    "wsfanout-dropoldest",
+    "broadcast",
+    "naive",
+    "task",
+    "wait",
+    "queue",
+    "pubsub",
+    "aiohttp",
+    "picows",
+    "floor",
+]
+DEFLATE = [
+    "broadcast[default]",
+    "wsfanout[default]",
+    "aiohttp[default]",
+    "broadcast[recommended]",
+    "wsfanout[recommended]",
+    "floor[recommended]",
+]
+
+
+@dataclass
+class Cell:
+    """One workload: who connects, what is published, and which cases serve it."""
+
+    name: str
+    clients: int
+    size: int
+    rate: float
+    duration: float
+    cases: list[str]
+    stalled: int = 0
+    burst: int = 1
+    deflate: bool = False
+    churn: float = 0.0
+    repeat: int = 1
+    repeat_cases: list[str] = field(default_factory=list)
+
+    @property
+    def healthy(self) -> int:
+        return self.clients - self.stalled
+
+
+def matrix(mode: str, duration: float) -> list[Cell]:
+    """The cells of a run. The default covers every cell a target names."""
+    d = duration
+    if mode == "quick":
+        return [
+            Cell("healthy-200", 200, 1024, 40, d, ["wsfanout", "broadcast", "picows", "floor"]),
+        ]
+    key = ["wsfanout", "broadcast", "queue", "picows", "floor"]
+    cells = [
+        Cell("healthy-100", 100, 1024, 40, d, ALL_OFF),
+        Cell("healthy-1000", 1000, 1024, 40, d, ALL_OFF, repeat=3, repeat_cases=key),
+        Cell("stalled-5pct", 1000, 1024, 40, d, STALLED, stalled=50),
+        Cell(
+            "stalled-5pct-2x",
+            1000,
+            1024,
+            40,
+            2 * d,
+            ["wsfanout", "wsfanout-skip", "wsfanout-dropoldest", "broadcast", "picows"],
+            stalled=50,
+        ),
+        Cell("deflate-1000", 1000, 1024, 40, d, DEFLATE, deflate=True),
+        Cell(
+            "burst-100",
+            100,
+            1024,
+            1000,
+            d,
+            ["wsfanout", "wsfanout-batch", "broadcast", "picows", "floor"],
+            burst=10,
+        ),
+    ]
+    if mode == "full":
+        cells += [
+            Cell("healthy-2000", 2000, 1024, 20, d, ["wsfanout", "broadcast", "picows", "floor"]),
+            Cell("healthy-1000-64B", 1000, 64, 40, d, ["wsfanout", "broadcast", "floor"]),
+            Cell("healthy-100-64KiB", 100, 65536, 20, d, ["wsfanout", "broadcast", "floor"]),
+            Cell("deflate-100", 100, 1024, 40, d, DEFLATE, deflate=True),
+            Cell("stalled-5pct-100", 100, 1024, 40, d, STALLED, stalled=5),
+            Cell(
+                "churn-1000",
+                1000,
+                1024,
+                40,
+                d,
+                ["wsfanout", "broadcast", "queue", "floor"],
+                churn=50.0,
+            ),
+        ]
+    return cells
+
+
+def parse_case(spec: str, cell: Cell) -> tuple[str, str]:
+    """``"name[compression]"`` -> (name, compression); compression defaults to the cell's."""
+    if "[" in spec:
+        name, _, rest = spec.partition("[")
+        return name, rest.rstrip("]")
+    return spec, "default" if cell.deflate else "off"
+
+
+class Child:
+    """A child process spoken to by JSON lines, killed on exit whatever happens."""
+
+    def __init__(self, argv: Sequence[str]) -> None:
+        self.argv = list(argv)
+        self.proc = subprocess.Popen(
+            self.argv,
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        self.buffer = b""
+
+    def send(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line.encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def receive(self, timeout: float) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buffer:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no answer from {self.argv[2]} within {timeout:.0f} s")
+            ready, _, _ = select.select([fd], [], [], left)
+            if ready:
+                chunk = os.read(fd, 1 << 20)
+                if not chunk:
+                    raise RuntimeError(f"{self.argv[2]} exited: {self.stderr()}")
+                self.buffer += chunk
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        message: dict[str, Any] = json.loads(line)
+        return message
+
+    def stderr(self) -> str:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        assert self.proc.stderr is not None
+        return self.proc.stderr.read().decode(errors="replace")[-2000:]
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+OPTIONAL = {"aiohttp": "aiohttp", "picows": "picows"}
+"""Cases that need a package of the bench extra."""
+
+
+def run_case(cell: Cell, spec: str, loop: str) -> dict[str, Any]:
+    name, compression = parse_case(spec, cell)
+    needed = OPTIONAL.get(name)
+    if needed is not None and importlib.util.find_spec(needed) is None:
+        return {"case": spec, "error": f"skipped: {needed} is not installed"}
+    py = sys.executable
+    server = Child(
+        [
+            py,
+            "-m",
+            "benchmarks.server",
+            "--case",
+            name,
+            "--clients",
+            str(cell.clients),
+            "--size",
+            str(cell.size),
+            "--rate",
+            str(cell.rate),
+            "--burst",
+            str(cell.burst),
+            "--duration",
+            str(cell.duration),
+            "--compression",
+            compression,
+            "--loop",
+            loop,
+        ]
+    )
+    gen: Child | None = None
+    try:
+        port = server.receive(timeout=30)["port"]
+        argv = [
+            py,
+            "-m",
+            "benchmarks.loadgen",
+            "--port",
+            str(port),
+            "--clients",
+            str(cell.healthy),
+            "--stalled",
+            str(cell.stalled),
+            "--size",
+            str(cell.size),
+            "--churn",
+            str(cell.churn),
+        ]
+        if cell.deflate:
+            argv.append("--deflate")
+        gen = Child(argv)
+        connected = gen.receive(timeout=120)
+        gen.send("go")
+        server.send("go")
+        served = server.receive(timeout=cell.duration + 45)
+        gen.send("stop")
+        loaded = gen.receive(timeout=30)
+    except (TimeoutError, RuntimeError, ValueError) as exc:
+        return {"case": spec, "error": str(exc)}
+    finally:
+        server.close()
+        if gen is not None:
+            gen.close()
+    return derive(cell, spec, compression, connected, served, loaded)
+
+
+def derive(
+    cell: Cell,
+    spec: str,
+    compression: str,
+    connected: dict[str, Any],
+    served: dict[str, Any],
+    loaded: dict[str, Any],
+) -> dict[str, Any]:
+    """The figures of one case from what its two processes reported."""
+    published = served["published"]
+    offered = published * served["connected"]
+    expected = published * cell.healthy
+    stalled = cell.stalled
+    growth = served["rss_end"] - served["rss_start"]
+    return {
+        "case": spec,
+        "compression": compression,
+        "negotiated": connected["negotiated"],
+        "published": published,
+        "published_ratio": published / served["expected_published"],
+        "publisher_blocked": served["publisher_blocked"],
+        "cpu_s": served["cpu_s"],
+        "cpu_us_per_delivery": served["cpu_s"] / offered * 1e6 if offered else None,
+        "publish_us": served["publish_us"],
+        "latency_ms": loaded["latency_ms"],
+        "delivered_ratio": loaded["records"] / expected if expected else None,
+        "delivered_min_ratio": loaded["records_min"] / published if published else None,
+        "out_of_order": loaded["out_of_order"],
+        "closed_by_server": loaded["closed"],
+        "wire_bytes_per_delivery": loaded["wire_bytes"] / loaded["records"]
+        if loaded["records"]
+        else None,
+        "frames": loaded["frames"],
+        "rss_peak_mb": served["rss_peak"] / 2**20,
+        "rss_growth_mb": growth / 2**20,
+        "held_per_stalled_kb": growth / stalled / 1024 if stalled else None,
+        "buffered_per_stalled_kb": (
+            (served["stalled_write_buffers"] + (served["stalled_queued_bytes"] or 0))
+            / stalled
+            / 1024
+            if stalled
+            else None
+        ),
+        "rss_samples": served["rss_samples"],
+        "server_stats": served["stats"],
+        "loadgen_cpu_pct": 100 * loaded["cpu_s"] / loaded["wall_s"] if loaded["wall_s"] else None,
+    }
+
+
+def fmt(value: float | None, spec: str = ".1f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+COLUMNS = [
+    ("case", 22),
+    ("µs/deliv", 8),
+    ("vs bcast", 8),
+    ("pub p50", 8),
+    ("pub p99", 8),
+    ("lat p50", 7),
+    ("lat p99", 7),
+    ("lat max", 7),
+    ("deliv", 6),
+    ("pub'd", 6),
+    ("RSS MB", 6),
+    ("KB/stall", 8),
+    ("B/deliv", 7),
+    ("gen%", 5),
+]
+
+
+def table(cell: Cell, rows: list[dict[str, Any]]) -> str:
+    """The cell's results as a Markdown table (it reads fine on a terminal too)."""
+    base = next(
+        (
+            r["cpu_us_per_delivery"]
+            for r in rows
+            if r["case"].startswith("broadcast") and r.get("cpu_us_per_delivery")
+        ),
+        None,
+    )
+    lines = [
+        f"### {cell.name}: {cell.clients} clients ({cell.stalled} stalled), "
+        f"{cell.size} B, {cell.rate:g} msg/s"
+        + (f" in bursts of {cell.burst}" if cell.burst > 1 else "")
+        + (", permessage-deflate" if cell.deflate else "")
+        + (f", {cell.churn:g} joins/s" if cell.churn else "")
+        + f", {cell.duration:g} s",
+        "",
+        "| " + " | ".join(name for name, _ in COLUMNS) + " |",
+        "|" + "|".join("-" * (width + 2) for _, width in COLUMNS) + "|",
+    ]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['case']} | error: {r['error'][:80]} |")
+            continue
+        cpu = r["cpu_us_per_delivery"]
+        cells = [
+            r["case"] + (" (blocked)" if r["publisher_blocked"] else ""),
+            fmt(cpu, ".2f"),
+            fmt(cpu / base if cpu and base else None, ".2f"),
+            fmt(r["publish_us"]["p50"], ".0f"),
+            fmt(r["publish_us"]["p99"], ".0f"),
+            fmt(r["latency_ms"]["p50"], ".1f"),
+            fmt(r["latency_ms"]["p99"], ".1f"),
+            fmt(r["latency_ms"]["max"], ".1f"),
+            fmt(r["delivered_ratio"], ".3f"),
+            fmt(r["published_ratio"], ".2f"),
+            fmt(r["rss_peak_mb"], ".0f"),
+            fmt(r["held_per_stalled_kb"], ".0f"),
+            fmt(r["wire_bytes_per_delivery"], ".0f"),
+            fmt(r["loadgen_cpu_pct"], ".0f"),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def machine() -> dict[str, Any]:
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "websockets": websockets_version,
+        "wsfanout": wsfanout.__version__,
+    }
+
+
+def plot(results: dict[str, Any], path: Path) -> bool:
+    """CPU per delivery and p99 latency against clients, healthy cells, one line per case."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    series: dict[str, list[tuple[int, float, float]]] = {}
+    for cell in results["cells"]:
+        if not cell["name"].startswith("healthy-") or cell["size"] != 1024:
+            continue
+        for row in cell["rows"]:
+            if "error" in row or row["cpu_us_per_delivery"] is None:
+                continue
+            p99 = row["latency_ms"]["p99"]
+            series.setdefault(row["case"], []).append(
+                (cell["clients"], row["cpu_us_per_delivery"], p99 if p99 is not None else 0.0)
+            )
+    if not series:
+        return False
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+    for case, points in sorted(series.items()):
+        points.sort()
+        xs = [p[0] for p in points]
+        style = "-o" if case.startswith(("wsfanout", "broadcast", "floor", "picows")) else ":."
+        left.plot(xs, [p[1] for p in points], style, label=case)
+        right.plot(xs, [p[2] for p in points], style, label=case)
+    left.set(xlabel="clients", ylabel="server CPU per delivery (µs)", xscale="log")
+    right.set(xlabel="clients", ylabel="p99 latency (ms)", xscale="log", yscale="log")
+    left.set_title("CPU per delivery (lower is better)")
+    right.set_title("latency of clients that keep up")
+    left.legend(fontsize=7, ncol=2)
+    fig.suptitle(f"1 KiB messages, compression off, {results['loop']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="one small cell, about 30 s")
+    mode.add_argument("--full", action="store_true", help="the whole matrix")
+    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
+    parser.add_argument("--duration", type=float, help="publishing seconds per case")
+    parser.add_argument("--cells", help="comma-separated cell names to run")
+    parser.add_argument("--cases", help="comma-separated cases to keep in every cell")
+    parser.add_argument("--out", type=Path, help="JSON output path")
+    args = parser.parse_args(argv)
+    if args.loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        parser.error("--loop uvloop needs uvloop (pip install -e '.[bench]')")
+    chosen = "quick" if args.quick else "full" if args.full else "default"
+    duration = args.duration or (1.5 if args.quick else 3.0)
+    cells = matrix(chosen, duration)
+    if args.cells:
+        wanted = set(args.cells.split(","))
+        cells = [c for c in cells if c.name in wanted]
+    if args.cases:
+        keep = set(args.cases.split(","))
+        for c in cells:
+            c.cases = [s for s in c.cases if s in keep or s.partition("[")[0] in keep]
+            c.repeat_cases = [s for s in c.repeat_cases if s in c.cases]
+    started = time.monotonic()
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    results: dict[str, Any] = {
+        "command": " ".join(["python -m benchmarks.run", *(argv or sys.argv[1:])]),
+        "mode": chosen,
+        "loop": args.loop,
+        "machine": machine(),
+        "started": stamp,
+        "cells": [],
+    }
+    for cell in cells:
+        rows: list[dict[str, Any]] = []
+        for spec in cell.cases:
+            print(f"  {cell.name}: {spec} ...", end="", flush=True, file=sys.stderr)
+            row = run_case(cell, spec, args.loop)
+            rows.append(row)
+            print(" " + fmt(row.get("cpu_us_per_delivery"), ".2f") + " µs", file=sys.stderr)
+        for attempt in range(2, cell.repeat + 1):
+            for spec in cell.repeat_cases:
+                print(f"  {cell.name}: {spec} #{attempt} ...", end="", flush=True, file=sys.stderr)
+                row = run_case(cell, spec, args.loop)
+                row["case"] = f"{spec} #{attempt}"
+                rows.append(row)
+                print(" " + fmt(row.get("cpu_us_per_delivery"), ".2f") + " µs", file=sys.stderr)
+        results["cells"].append({**asdict(cell), "rows": rows})
+        print(table(cell, rows) + "\n", flush=True)
+    results["elapsed_s"] = time.monotonic() - started
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = args.out or RESULTS / f"{stamp}-{chosen}-{args.loop}.json"
+    out.write_text(json.dumps(results, indent=1))
+    print(f"results: {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+    png = out.with_suffix(".png")
+    if plot(results, png):
+        print(f"plot: {png.relative_to(ROOT) if png.is_relative_to(ROOT) else png}")
+    else:
+        print("plot: skipped (install the bench extra for matplotlib)")
+    print(f"elapsed: {results['elapsed_s']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
