@@ -113,14 +113,14 @@ def matrix(mode: str, duration: float) -> list[Cell]:
             ["wsfanout", "wsfanout-skip", "wsfanout-dropoldest", "broadcast", "picows"],
             stalled=50,
         ),
-        Cell("deflate-1000", 1000, 1024, 40, d, DEFLATE, deflate=True),
+        Cell("deflate-1000", 1000, 1024, 10, d, DEFLATE, deflate=True),
         Cell(
             "burst-100",
             100,
             1024,
-            1000,
+            500,
             d,
-            ["wsfanout", "wsfanout-batch", "broadcast", "picows", "floor"],
+            ["wsfanout", "wsfanout-nocork", "wsfanout-batch", "broadcast", "picows", "floor"],
             burst=10,
         ),
     ]
@@ -129,7 +129,7 @@ def matrix(mode: str, duration: float) -> list[Cell]:
             Cell("healthy-2000", 2000, 1024, 20, d, ["wsfanout", "broadcast", "picows", "floor"]),
             Cell("healthy-1000-64B", 1000, 64, 40, d, ["wsfanout", "broadcast", "floor"]),
             Cell("healthy-100-64KiB", 100, 65536, 20, d, ["wsfanout", "broadcast", "floor"]),
-            Cell("deflate-100", 100, 1024, 40, d, DEFLATE, deflate=True),
+            Cell("deflate-100", 100, 1024, 50, d, DEFLATE, deflate=True),
             Cell("stalled-5pct-100", 100, 1024, 40, d, STALLED, stalled=5),
             Cell(
                 "churn-1000",

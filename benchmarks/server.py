@@ -278,9 +278,10 @@ class Floor(WebsocketsCase):
 class Wsfanout(Case):
     """wsfanout's Hub under one policy."""
 
-    def __init__(self, compression: str, policy: Policy | None) -> None:
+    def __init__(self, compression: str, policy: Policy | None, *, cork: bool = True) -> None:
         super().__init__(compression)
         self.hub = Hub(policy=policy)
+        self.hub._cork = cork
         self.stalled_subscribers: list[Any] = []
         self.server: Any = None
 
@@ -422,6 +423,7 @@ CASES: dict[str, Callable[[str], Case]] = {
     "wsfanout-skip": lambda c: Wsfanout(c, SkipToLatest()),
     "wsfanout-batch": lambda c: Wsfanout(c, Batch(max_messages=16, max_delay=0.01)),
     "wsfanout-dropoldest": lambda c: Wsfanout(c, DropOldest(max_messages=64)),
+    "wsfanout-nocork": lambda c: Wsfanout(c, None, cork=False),
     "broadcast": Broadcast,
     "naive": Naive,
     "task": TaskPerSend,
