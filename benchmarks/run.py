@@ -29,6 +29,8 @@ from websockets.version import version as websockets_version
 
 import wsfanout
 
+from . import micro
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -84,6 +86,7 @@ class Cell:
     burst: int = 1
     deflate: bool = False
     churn: float = 0.0
+    idle: bool = False
     repeat: int = 1
     repeat_cases: list[str] = field(default_factory=list)
 
@@ -124,6 +127,25 @@ def matrix(mode: str, duration: float) -> list[Cell]:
             burst=10,
         ),
     ]
+    cells.append(
+        Cell(
+            "idle-memory",
+            1000,
+            1024,
+            1,
+            0,
+            [
+                "websockets[off]",
+                "wsfanout[off]",
+                "websockets[recommended]",
+                "wsfanout[recommended]",
+                "websockets[default]",
+                "wsfanout[default]",
+            ],
+            deflate=True,
+            idle=True,
+        )
+    )
     if mode == "full":
         cells += [
             Cell("healthy-2000", 2000, 1024, 20, d, ["wsfanout", "broadcast", "picows", "floor"]),
@@ -236,6 +258,7 @@ def run_case(cell: Cell, spec: str, loop: str) -> dict[str, Any]:
             "--loop",
             loop,
         ]
+        + (["--idle"] if cell.idle else [])
     )
     gen: Child | None = None
     try:
@@ -262,6 +285,8 @@ def run_case(cell: Cell, spec: str, loop: str) -> dict[str, Any]:
         gen.send("go")
         server.send("go")
         served = server.receive(timeout=cell.duration + 45)
+        if cell.idle:
+            return {**served, "case": spec}
         gen.send("stop")
         loaded = gen.receive(timeout=30)
     except (TimeoutError, RuntimeError, ValueError) as exc:
@@ -339,21 +364,45 @@ COLUMNS = [
     ("pub'd", 6),
     ("RSS MB", 6),
     ("KB/stall", 8),
+    ("buf KB/stall", 12),
     ("B/deliv", 7),
     ("gen%", 5),
 ]
 
 
+def idle_table(cell: Cell, rows: list[dict[str, Any]]) -> str:
+    """Memory held per idle connection, and wsfanout's part of it."""
+    lines = [
+        f"### {cell.name}: {cell.clients} idle connections, traced Python allocations",
+        "",
+        "| case | bytes per connection | wsfanout's own |",
+        "|---|---|---|",
+    ]
+    base = {
+        r["compression"]: r["idle_bytes_per_connection"]
+        for r in rows
+        if r["case"].startswith("websockets") and "error" not in r
+    }
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['case']} | error: {r['error'][:80]} |")
+            continue
+        own = None
+        if r["case"].startswith("wsfanout") and r["compression"] in base:
+            own = r["idle_bytes_per_connection"] - base[r["compression"]]
+        lines.append(f"| {r['case']} | {r['idle_bytes_per_connection']:.0f} | {fmt(own, '.0f')} |")
+    return "\n".join(lines)
+
+
 def table(cell: Cell, rows: list[dict[str, Any]]) -> str:
     """The cell's results as a Markdown table (it reads fine on a terminal too)."""
-    base = next(
-        (
-            r["cpu_us_per_delivery"]
-            for r in rows
-            if r["case"].startswith("broadcast") and r.get("cpu_us_per_delivery")
-        ),
-        None,
-    )
+    if cell.idle:
+        return idle_table(cell, rows)
+    bases = {
+        r["attempt"]: r["cpu_us_per_delivery"]
+        for r in rows
+        if r["case"].startswith("broadcast") and r.get("cpu_us_per_delivery")
+    }
     lines = [
         f"### {cell.name}: {cell.clients} clients ({cell.stalled} stalled), "
         f"{cell.size} B, {cell.rate:g} msg/s"
@@ -366,12 +415,14 @@ def table(cell: Cell, rows: list[dict[str, Any]]) -> str:
         "|" + "|".join("-" * (width + 2) for _, width in COLUMNS) + "|",
     ]
     for r in rows:
+        label = r["case"] if r.get("attempt", 1) == 1 else f"{r['case']} #{r['attempt']}"
         if "error" in r:
-            lines.append(f"| {r['case']} | error: {r['error'][:80]} |")
+            lines.append(f"| {label} | error: {r['error'][:80]} |")
             continue
         cpu = r["cpu_us_per_delivery"]
+        base = bases.get(r["attempt"], bases.get(1))
         cells = [
-            r["case"] + (" (blocked)" if r["publisher_blocked"] else ""),
+            label + (" (blocked)" if r["publisher_blocked"] else ""),
             fmt(cpu, ".2f"),
             fmt(cpu / base if cpu and base else None, ".2f"),
             fmt(r["publish_us"]["p50"], ".0f"),
@@ -383,10 +434,210 @@ def table(cell: Cell, rows: list[dict[str, Any]]) -> str:
             fmt(r["published_ratio"], ".2f"),
             fmt(r["rss_peak_mb"], ".0f"),
             fmt(r["held_per_stalled_kb"], ".0f"),
+            fmt(r["buffered_per_stalled_kb"], ".0f"),
             fmt(r["wire_bytes_per_delivery"], ".0f"),
             fmt(r["loadgen_cpu_pct"], ".0f"),
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _rows(results: dict[str, Any], cell: str, case: str) -> dict[int, dict[str, Any]]:
+    """The rows of ``case`` in ``cell`` by attempt, leaving out failed runs."""
+    for c in results["cells"]:
+        if c["name"] == cell:
+            return {r["attempt"]: r for r in c["rows"] if r["case"] == case and "error" not in r}
+    return {}
+
+
+def _ratios(
+    results: dict[str, Any], cell: str, case: str, other: str, key: str = "cpu_us_per_delivery"
+) -> list[float]:
+    """``case``'s figure over ``other``'s, attempt by attempt."""
+    mine, theirs = _rows(results, cell, case), _rows(results, cell, other)
+    return [
+        mine[a][key] / theirs[a][key]
+        for a in sorted(mine)
+        if a in theirs and mine[a].get(key) and theirs[a].get(key)
+    ]
+
+
+def _median(values: list[float]) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 6's targets, each as measured ratios (attempt by attempt) against its goal."""
+    found: list[dict[str, Any]] = []
+
+    def add(name: str, values: list[float], goal: float | None, *, at_least: bool = False) -> None:
+        median = _median(values)
+        met = None
+        if median is not None and goal is not None:
+            met = median >= goal if at_least else median <= goal
+        found.append(
+            {
+                "target": name,
+                "goal": goal,
+                "at_least": at_least,
+                "values": values,
+                "median": median,
+                "met": met,
+            }
+        )
+
+    h = "healthy-1000"
+    add(
+        "healthy 1000: CPU/delivery wsfanout / broadcast() <= 0.9",
+        _ratios(results, h, "wsfanout", "broadcast"),
+        0.9,
+    )
+    add(
+        "healthy 1000: CPU/delivery wsfanout / floor <= 1.2",
+        _ratios(results, h, "wsfanout", "floor"),
+        1.2,
+    )
+    add(
+        "healthy 1000: CPU/delivery wsfanout / per-client queue <= 0.5",
+        _ratios(results, h, "wsfanout", "queue"),
+        0.5,
+    )
+    add(
+        "healthy 1000: CPU/delivery wsfanout / picows (match: ~1)",
+        _ratios(results, h, "wsfanout", "picows"),
+        None,
+    )
+    add(
+        "healthy 1000: CPU/delivery picows / broadcast()",
+        _ratios(results, h, "picows", "broadcast"),
+        None,
+    )
+    add(
+        "healthy 1000: CPU/delivery floor / broadcast()",
+        _ratios(results, h, "floor", "broadcast"),
+        None,
+    )
+    b = "burst-100"
+    add(
+        "bursts (stretch): CPU/delivery wsfanout / broadcast() <= 0.5",
+        _ratios(results, b, "wsfanout", "broadcast"),
+        0.5,
+    )
+    add(
+        "bursts: CPU/delivery corked / uncorked wsfanout",
+        _ratios(results, b, "wsfanout", "wsfanout-nocork"),
+        None,
+    )
+    add("bursts: CPU/delivery wsfanout / floor", _ratios(results, b, "wsfanout", "floor"), None)
+    for case in ("wsfanout", "wsfanout-skip", "wsfanout-dropoldest"):
+        rows = _rows(results, "stalled-5pct", case)
+        add(
+            f"5% stalled, {case}: fast clients receive everything (delivered, in order)",
+            [r["delivered_ratio"] if not r["out_of_order"] else 0.0 for r in rows.values()],
+            0.999,
+            at_least=True,
+        )
+        add(
+            f"5% stalled, {case}: publish keeps its rate (published / scheduled)",
+            [r["published_ratio"] for r in rows.values()],
+            0.95,
+            at_least=True,
+        )
+    healthy_p99 = _median([r["latency_ms"]["p99"] for r in _rows(results, h, "wsfanout").values()])
+    if healthy_p99:
+        stalled = _rows(results, "stalled-5pct", "wsfanout")
+        add(
+            "5% stalled: fast clients' p99 latency / healthy p99 (wsfanout) <= 1.5",
+            [r["latency_ms"]["p99"] / healthy_p99 for r in stalled.values()],
+            1.5,
+        )
+    for case in ("wsfanout", "wsfanout-skip", "wsfanout-dropoldest", "broadcast", "picows"):
+        short = _rows(results, "stalled-5pct", case)
+        long = _rows(results, "stalled-5pct-2x", case)
+        if 1 in short and 1 in long and short[1]["buffered_per_stalled_kb"]:
+            add(
+                f"5% stalled, {case}: bytes held per stalled client, 2x run length / 1x "
+                "(1 = bounded, 2 = grows)",
+                [long[1]["buffered_per_stalled_kb"] / short[1]["buffered_per_stalled_kb"]],
+                1.1 if case.startswith("wsfanout-") else None,
+            )
+    d = "deflate-1000"
+    add(
+        "compression: CPU/delivery wsfanout[recommended] / broadcast[default] <= 0.35",
+        _ratios(results, d, "wsfanout[recommended]", "broadcast[default]"),
+        0.35,
+    )
+    add(
+        "compression: bytes/delivery wsfanout[recommended] / broadcast[default]",
+        _ratios(
+            results, d, "wsfanout[recommended]", "broadcast[default]", "wire_bytes_per_delivery"
+        ),
+        None,
+    )
+    add(
+        "linear in clients: CPU/delivery wsfanout at 1000 / at 100 clients",
+        [
+            a["cpu_us_per_delivery"] / b_["cpu_us_per_delivery"]
+            for a, b_ in zip(
+                _rows(results, h, "wsfanout").values(),
+                _rows(results, "healthy-100", "wsfanout").values(),
+                strict=False,
+            )
+        ],
+        1.2,
+    )
+    if "micro" in results:
+        m = results["micro"]
+        depth = m["offer_ns_by_queue_depth"]
+        add(
+            "flat with queue depth: offer at 1000 queued / at 100 queued",
+            [depth[1000] / depth[100]],
+            1.2,
+        )
+        topic = m["topic_publish_us"]
+        add(
+            "topics: publish to 10 subscribers with 10,000 on other topics / with none",
+            [topic[10000] / topic[0]],
+            1.2,
+        )
+    for compression in ("off", "recommended"):
+        plain = _rows(results, "idle-memory", f"websockets[{compression}]")
+        ours = _rows(results, "idle-memory", f"wsfanout[{compression}]")
+        if 1 in plain and 1 in ours:
+            add(
+                f"idle subscriber, compression {compression}: bytes beyond websockets' <= 2048",
+                [ours[1]["idle_bytes_per_connection"] - plain[1]["idle_bytes_per_connection"]],
+                2048,
+            )
+    gen = [
+        r["loadgen_cpu_pct"]
+        for c in results["cells"]
+        for r in c["rows"]
+        if r.get("loadgen_cpu_pct") is not None
+    ]
+    add(
+        "load generator: highest CPU % of one core over a case",
+        [max(gen)] if gen else [],
+        100,
+    )
+    return found
+
+
+def targets_table(found: list[dict[str, Any]]) -> str:
+    lines = [
+        "### targets (ratios within this run)",
+        "",
+        "| target | median | runs | met |",
+        "|---|---|---|---|",
+    ]
+    for t in found:
+        met = "-" if t["met"] is None else "yes" if t["met"] else "NO"
+        runs = ", ".join(f"{v:.2f}" for v in t["values"])
+        lines.append(f"| {t['target']} | {fmt(t['median'], '.2f')} | {runs} | {met} |")
     return "\n".join(lines)
 
 
@@ -485,22 +736,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         "started": stamp,
         "cells": [],
     }
+    if not args.quick and not args.cells:
+        print("  micro ...", file=sys.stderr, flush=True)
+        results["micro"] = micro.run_micro()
+        print(micro.table(results["micro"]) + "\n", flush=True)
     for cell in cells:
         rows: list[dict[str, Any]] = []
-        for spec in cell.cases:
-            print(f"  {cell.name}: {spec} ...", end="", flush=True, file=sys.stderr)
-            row = run_case(cell, spec, args.loop)
-            rows.append(row)
-            print(" " + fmt(row.get("cpu_us_per_delivery"), ".2f") + " µs", file=sys.stderr)
-        for attempt in range(2, cell.repeat + 1):
-            for spec in cell.repeat_cases:
-                print(f"  {cell.name}: {spec} #{attempt} ...", end="", flush=True, file=sys.stderr)
+        for attempt in range(1, cell.repeat + 1):
+            for spec in cell.cases if attempt == 1 else cell.repeat_cases:
+                label = spec if attempt == 1 else f"{spec} #{attempt}"
+                print(f"  {cell.name}: {label} ...", end="", flush=True, file=sys.stderr)
                 row = run_case(cell, spec, args.loop)
-                row["case"] = f"{spec} #{attempt}"
+                row["attempt"] = attempt
                 rows.append(row)
                 print(" " + fmt(row.get("cpu_us_per_delivery"), ".2f") + " µs", file=sys.stderr)
         results["cells"].append({**asdict(cell), "rows": rows})
         print(table(cell, rows) + "\n", flush=True)
+    results["targets"] = targets(results)
+    print(targets_table(results["targets"]) + "\n", flush=True)
     results["elapsed_s"] = time.monotonic() - started
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = args.out or RESULTS / f"{stamp}-{chosen}-{args.loop}.json"

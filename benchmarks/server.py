@@ -16,12 +16,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import resource
 import socket
 import sys
 import time
+import tracemalloc
 import zlib
 from array import array
 from collections.abc import Callable, Sequence
@@ -140,6 +142,22 @@ class WebsocketsCase(Case):
 
     async def stop(self) -> None:
         self.server.close()
+
+
+class Plain(WebsocketsCase):
+    """websockets alone, reading each connection as ``Hub.serve`` does: the baseline of
+    the idle-memory cell."""
+
+    async def handler(self, ws: ServerConnection) -> None:
+        self.note(ws)
+        self.clients.add(ws)
+        try:
+            async for _ in ws:
+                pass
+        except ConnectionClosed:
+            pass
+        finally:
+            self.clients.discard(ws)
 
 
 class Broadcast(WebsocketsCase):
@@ -424,6 +442,7 @@ CASES: dict[str, Callable[[str], Case]] = {
     "wsfanout-batch": lambda c: Wsfanout(c, Batch(max_messages=16, max_delay=0.01)),
     "wsfanout-dropoldest": lambda c: Wsfanout(c, DropOldest(max_messages=64)),
     "wsfanout-nocork": lambda c: Wsfanout(c, None, cork=False),
+    "websockets": Plain,
     "broadcast": Broadcast,
     "naive": Naive,
     "task": TaskPerSend,
@@ -462,6 +481,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     case = CASES[args.case](args.compression)
     port = await case.start()
+    if args.idle:
+        gc.collect()
+        tracemalloc.start()
+        traced0 = tracemalloc.get_traced_memory()[0]
     print(json.dumps({"event": "listening", "port": port}), flush=True)
 
     reader = asyncio.StreamReader()
@@ -472,6 +495,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         # Each implementation counts its own connections; polling reads them all alike.
         while case.connected() < expected:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
+    if args.idle:
+        # Let every handler reach its steady state, then count what the connections hold.
+        await asyncio.sleep(0.5)
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - traced0
+        tracemalloc.stop()
+        return {
+            "event": "result",
+            "case": args.case,
+            "compression": args.compression,
+            "connected": case.connected(),
+            "idle_bytes_per_connection": held / case.connected(),
+        }
 
     payloads = Payloads(args.size)
     texts = [payloads.make(0)]  # warm the formatter
@@ -557,6 +593,7 @@ def main() -> None:
     parser.add_argument("--settle", type=float, default=0.5, help="seconds after the last")
     parser.add_argument("--compression", choices=["off", "default", "recommended"], default="off")
     parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
+    parser.add_argument("--idle", action="store_true", help="measure idle connections only")
     args = parser.parse_args()
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

@@ -50,6 +50,11 @@ def shared_deflate(extensions: Sequence[Extension]) -> DeflateParams | None:
     # Exactly websockets' class: a subclass may encode differently.
     if type(extension) is not PerMessageDeflate or not extension.local_no_context_takeover:
         return None
-    return DeflateParams(
+    params = DeflateParams(
         extension.local_max_window_bits, tuple(sorted(extension.compress_settings.items()))
     )
+    # One object per distinct value: subscribers share it, and cache lookups hit by identity.
+    return _INTERNED.setdefault(params, params)
+
+
+_INTERNED: dict[DeflateParams, DeflateParams] = {}

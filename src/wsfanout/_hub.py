@@ -203,13 +203,17 @@ class Hub:
         each message goes to ``on_message(subscriber, message)`` if given. Returns the
         subscriber's final statistics.
         """
-        async with self.subscribe(websocket, policy=policy, topics=topics) as subscriber:
-            try:
-                async for data in websocket:
-                    if on_message is not None:
-                        await on_message(subscriber, data)
-            except ConnectionClosed:
-                pass
+        # Not through subscribe(): its context manager would cost every idle
+        # subscriber about 500 bytes more (see docs/performance.md).
+        subscriber = self._open(websocket, policy, topics)
+        try:
+            async for data in websocket:
+                if on_message is not None:
+                    await on_message(subscriber, data)
+        except ConnectionClosed:
+            pass
+        finally:
+            await self._release(subscriber)
         return subscriber.stats()
 
     @contextlib.asynccontextmanager
@@ -225,15 +229,21 @@ class Hub:
         The block must keep reading from the connection (or the connection stops
         processing close frames and pings); :meth:`serve` does that for you.
         """
+        subscriber = self._open(websocket, policy, topics)
+        try:
+            yield subscriber
+        finally:
+            await self._release(subscriber)
+
+    def _open(
+        self, websocket: Connection, policy: Policy | None, topics: Iterable[str] | None
+    ) -> Subscriber:
         if self._closed:
             raise HubClosedError("subscribe() on a closed hub")
         chosen = self.policy if policy is None else as_policy(policy)
         subscriber = Subscriber(self, websocket, chosen, check_topics(topics))
         self._attach(subscriber)
-        try:
-            yield subscriber
-        finally:
-            await self._release(subscriber)
+        return subscriber
 
     def _attach(self, sub: Subscriber) -> None:
         if self._loop is None:
@@ -241,7 +251,7 @@ class Hub:
         self._live.add(sub)
         self._members[sub] = None
         self._index(sub, sub._topics)
-        sub.websocket.connection_lost_waiter.add_done_callback(lambda _: sub._connection_lost())
+        sub.websocket.connection_lost_waiter.add_done_callback(sub._connection_lost)
         if sub.websocket.protocol.state is not OPEN:
             sub._connection_lost()
 

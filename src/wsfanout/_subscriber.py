@@ -69,7 +69,7 @@ class Subscriber:
         # Corking (see Hub._fan_out): the hub iteration this connection was last written
         # in, and the frames held back since, to leave in one write when it ends.
         self._tick = -1
-        self._pending: list[bytes] = []
+        self._pending: list[bytes] | None = None  # a list only while frames are held
         self._pending_bytes = 0
         self._flush_waiting = False
 
@@ -170,6 +170,7 @@ class Subscriber:
         pending = self._pending
         if not pending:
             self._hub._corked.append(self)
+            pending = self._pending = []
         pending.append(data)
         self._pending_bytes += len(data)
         # Past the low-water mark the fast path would stop; write what is held instead,
@@ -194,7 +195,7 @@ class Subscriber:
                 return
             self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
         # Otherwise a close frame may already be out: nothing may follow it.
-        self._pending = []
+        self._pending = None
         self._pending_bytes = 0
 
     def _flush_after_send(self, _: object) -> None:
@@ -209,8 +210,9 @@ class Subscriber:
             data = self._encode(frames[0])
         else:
             data = b"".join([self._encode(frame) for frame in frames])
-        if self._pending:  # still held behind a fragmented send(): keep the order
-            self._pending.append(data)
+        pending = self._pending
+        if pending:  # still held behind a fragmented send(): keep the order
+            pending.append(data)
             self._pending_bytes += len(data)
         else:
             self._transport.write(data)
@@ -230,8 +232,8 @@ class Subscriber:
         if self._outbox.close(close):
             self._closing()
 
-    def _connection_lost(self) -> None:
-        self._pending = []
+    def _connection_lost(self, _: object = None) -> None:
+        self._pending = None
         self._pending_bytes = 0
         self._hub._detach(self)
         self._outbox.discard()
