@@ -57,7 +57,12 @@ def rss() -> int:
 
 
 def peak_rss() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """VmHWM: unlike ru_maxrss, it is not inherited from the parent across exec."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
 
 
 def shrink_sndbuf(transport: asyncio.BaseTransport) -> None:

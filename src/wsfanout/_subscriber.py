@@ -46,6 +46,27 @@ class Subscriber:
     Obtain one from :meth:`Hub.subscribe` (or implicitly through :meth:`Hub.serve`).
     """
 
+    # Slots keep the attributes the fast path reads in the object itself: one memory
+    # block per subscriber instead of two, which shows at thousands of subscribers.
+    __slots__ = (
+        "_attached",
+        "_close_timeout",
+        "_deflate",
+        "_flush_waiting",
+        "_hub",
+        "_outbox",
+        "_pending",
+        "_pending_bytes",
+        "_plain",
+        "_protocol",
+        "_relay",
+        "_tick",
+        "_topics",
+        "_transport",
+        "_wake",
+        "websocket",
+    )
+
     def __init__(
         self, hub: Hub, websocket: Connection, policy: Policy, topics: frozenset[str] | None
     ) -> None:
