@@ -518,15 +518,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     texts = [payloads.make(0)]  # warm the formatter
     del texts
     timings = array("q")
-    rss_samples: list[tuple[float, int]] = []
+    rss_samples: list[tuple[float, int, int]] = []
     published = 0
     burst = args.burst
     interval = burst / args.rate
 
+    def held_bytes() -> int:
+        """Bytes held for stalled clients: their transports' buffers and queues."""
+        buffered = sum(t.get_write_buffer_size() for t in case.stalled)  # type: ignore[attr-defined]
+        return buffered + (case.queued_bytes() or 0)
+
     async def sample_rss() -> None:
         start = loop.time()
         while True:
-            rss_samples.append((loop.time() - start, rss()))
+            rss_samples.append((loop.time() - start, rss(), held_bytes()))
             await asyncio.sleep(0.25)
 
     async def publisher() -> None:
@@ -578,7 +583,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "publish_us": percentiles(timings),
         "rss_start": rss0,
         "rss_end": rss1,
-        "rss_peak": max(peak_rss(), rss1, *(r for _, r in rss_samples)),
+        "rss_peak": max(peak_rss(), rss1, *(r for _, r, _ in rss_samples)),
         "rss_samples": rss_samples,
         "stalled_write_buffers": sum(stalled_buffers),
         "stalled_queued_bytes": case.queued_bytes(),
