@@ -719,7 +719,7 @@ def plot(results: dict[str, Any], path: Path) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    series: dict[str, list[tuple[int, float, float]]] = {}
+    samples: dict[str, dict[int, list[tuple[float, float]]]] = {}
     for cell in results["cells"]:
         if not cell["name"].startswith("healthy-") or cell["size"] != 1024:
             continue
@@ -727,18 +727,28 @@ def plot(results: dict[str, Any], path: Path) -> bool:
             if "error" in row or row["cpu_us_per_delivery"] is None:
                 continue
             p99 = row["latency_ms"]["p99"]
-            series.setdefault(row["case"], []).append(
-                (cell["clients"], row["cpu_us_per_delivery"], p99 if p99 is not None else 0.0)
+            samples.setdefault(row["case"], {}).setdefault(cell["clients"], []).append(
+                (row["cpu_us_per_delivery"], p99 if p99 is not None else 0.0)
             )
-    if not series:
+    if not samples:
         return False
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
-    for case, points in sorted(series.items()):
-        points.sort()
-        xs = [p[0] for p in points]
-        style = "-o" if case.startswith(("wsfanout", "broadcast", "floor", "picows")) else ":."
-        left.plot(xs, [p[1] for p in points], style, label=case)
-        right.plot(xs, [p[2] for p in points], style, label=case)
+    palette = plt.get_cmap("tab20")
+    for n, (case, by_clients) in enumerate(sorted(samples.items())):
+        xs = sorted(by_clients)
+        # The median of the repeated attempts, one point per number of clients.
+        cpu = [_median([c for c, _ in by_clients[x]]) for x in xs]
+        p99s = [_median([p for _, p in by_clients[x]]) for x in xs]
+        ours = case.startswith("wsfanout")
+        style = dict(
+            color=palette(n % 20),
+            linestyle="-" if ours or case in ("broadcast", "floor", "picows") else ":",
+            linewidth=2.5 if ours else 1.2,
+            marker="o",
+            label=case,
+        )
+        left.plot(xs, cpu, **style)
+        right.plot(xs, p99s, **style)
     left.set(xlabel="clients", ylabel="server CPU per delivery (µs)", xscale="log")
     right.set(xlabel="clients", ylabel="p99 latency (ms)", xscale="log", yscale="log")
     left.set_title("CPU per delivery (lower is better)")
