@@ -770,6 +770,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, help="publishing seconds per case")
     parser.add_argument("--cells", help="comma-separated cell names to run")
     parser.add_argument("--cases", help="comma-separated cases to keep in every cell")
+    parser.add_argument("--repeat", type=int, help="run every case of every cell N times")
     parser.add_argument("--out", type=Path, help="JSON output path")
     args = parser.parse_args(argv)
     if args.loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
@@ -785,6 +786,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for c in cells:
             c.cases = [s for s in c.cases if s in keep or s.partition("[")[0] in keep]
             c.repeat_cases = [s for s in c.repeat_cases if s in c.cases]
+    if args.repeat:
+        for c in cells:
+            c.repeat, c.repeat_cases = args.repeat, list(c.cases)
     started = time.monotonic()
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     results: dict[str, Any] = {
