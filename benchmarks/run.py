@@ -764,7 +764,7 @@ def plot(results: dict[str, Any], path: Path) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="one small cell, about 30 s")
+    mode.add_argument("--quick", action="store_true", help="one small cell, about 15 s")
     mode.add_argument("--full", action="store_true", help="the whole matrix")
     parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
     parser.add_argument("--duration", type=float, help="publishing seconds per case")

@@ -180,7 +180,7 @@ class Subscriber:
         ``Hub._fan_out`` inlines the same steps for speed.
         """
         hub = self._hub
-        if self._tick != hub._tick:
+        if self._tick != hub._tick or not hub._cork:
             self._tick = hub._tick
             self._transport.write(data)
             hub._schedule_tick_end()

@@ -225,6 +225,21 @@ async def test_a_burst_past_the_low_water_mark_is_written_as_it_fills(hub_server
     client.close()
 
 
+async def test_a_subscribers_own_send_follows_a_publish_of_the_same_iteration(
+    hub_server: Start,
+) -> None:
+    running = await hub_server(compression=None)
+    client = await RawClient.connect(running.port, None)
+    subscriber = await running.next_subscriber()
+    messages: list[str | bytes] = ["published 1", "just for you", "published 2"]
+    expected = websockets_bytes(reference_protocol(subscriber), messages)
+    running.hub.publish("published 1")
+    subscriber.send("just for you")  # corked behind the first, in order
+    running.hub.publish("published 2")
+    assert await client.read_exactly(len(expected)) == expected
+    client.close()
+
+
 async def test_corked_frames_wait_for_a_fragmented_send_to_finish(hub_server: Start) -> None:
     running = await hub_server(compression=None)
     client = await RawClient.connect(running.port, None)
