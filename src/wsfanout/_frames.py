@@ -3,7 +3,7 @@
 A server's frames are not masked (RFC 6455, section 5.1), so a data frame on a
 connection that negotiated no extension is the same bytes for every client: the
 header is computed once per message and the payload is never copied per client.
-Connections with extensions (permessage-deflate) go through websockets' own encoder.
+Compressed frames are shared too where the compression is stateless (see _deflate.py).
 """
 
 from __future__ import annotations
@@ -16,14 +16,18 @@ OP_TEXT = 0x1
 OP_BINARY = 0x2
 
 _FIN = 0x80
+_RSV1 = 0x40
 _LEN16 = struct.Struct("!BBH")
 _LEN64 = struct.Struct("!BBQ")
 
 
-def encode_frame(opcode: int, payload: bytes) -> bytes:
-    """Return a complete unmasked, unfragmented frame carrying ``payload``."""
+def encode_frame(opcode: int, payload: bytes, *, rsv1: bool = False) -> bytes:
+    """Return a complete unmasked, unfragmented frame carrying ``payload``.
+
+    ``rsv1`` marks a message compressed by permessage-deflate (RFC 7692).
+    """
     length = len(payload)
-    first = _FIN | opcode
+    first = _FIN | _RSV1 | opcode if rsv1 else _FIN | opcode
     if length < 126:
         header = bytes((first, length))
     elif length < 65536:

@@ -83,6 +83,12 @@ class Hub:
         self._backplane = backplane
         if backplane is not None:
             backplane.bind(self)
+        self._tick = 0
+        """Counts loop iterations in which the fast path wrote (see corking below)."""
+        self._tick_scheduled = False
+        self._corked: list[Subscriber] = []
+        self._cork = True
+        """False turns corking off; the benchmark compares both."""
 
     # -- publishing -----------------------------------------------------------------
 
@@ -127,26 +133,82 @@ class Hub:
         return count
 
     def _fan_out(self, msg: Message, now: float, targets: dict[Subscriber, None]) -> int:
-        closing: list[Subscriber] = []
+        # The loop body runs once per subscriber per message: attribute lookups that do
+        # not depend on the subscriber are hoisted, the frame is encoded on first need,
+        # and nothing is allocated per delivery. Subscriber._offer/_emit/_encode are the
+        # readable versions of the same steps.
+        closing: list[Subscriber] | None = None
+        frame: bytes | None = None
+        if not self._cork:
+            self._tick += 1  # every publish its own tick: nothing is ever held back
+        tick = self._tick
+        wrote = False
         for sub in targets:
             try:
+                transport = sub._transport
                 if sub._protocol.state is OPEN and sub.websocket.send_in_progress is None:
-                    buffered = sub._transport.get_write_buffer_size()
+                    buffered = transport.get_write_buffer_size() + sub._pending_bytes
                 else:
                     buffered = BLOCKED
                 outcome = sub._outbox.offer(msg, now, buffered)
                 if outcome is WRITE:
-                    sub._write((msg,))
+                    if sub._plain:
+                        if frame is None:
+                            frame = msg.frame
+                        data = frame
+                    else:
+                        data = sub._encode(msg)
+                    if sub._tick != tick:
+                        sub._tick = tick
+                        transport.write(data)
+                        wrote = True
+                    else:
+                        sub._cork(data)
                 elif outcome is KICK:
                     sub._kick()
                 elif outcome is CLOSE:
+                    if closing is None:
+                        closing = []
                     closing.append(sub)
             except Exception:
                 logger.exception("delivery to %s failed; aborting its connection", sub)
                 sub._fail()
-        for sub in closing:
-            sub._closing()
+        if wrote:
+            self._schedule_tick_end()
+        if closing is not None:
+            for sub in closing:
+                sub._closing()
         return len(targets)
+
+    # -- corking --------------------------------------------------------------------
+    #
+    # A connection's first fast-path frame in a loop iteration is written at once; any
+    # further frames for it in the same iteration (bursts) are held and leave together
+    # in one transport.write() when the iteration's callbacks have run, as uWebSockets
+    # corks a socket. Single messages pay nothing; a burst of n frames costs two system
+    # calls instead of n. The held bytes count as buffered for the outbox, and past the
+    # low-water mark they are written at once, so the fast path's bounds do not change.
+
+    def _schedule_tick_end(self) -> None:
+        if not self._tick_scheduled:
+            self._tick_scheduled = True
+            loop = self._loop
+            if loop is None:
+                loop = self._loop = asyncio.get_running_loop()
+            loop.call_soon(self._end_tick)
+
+    def _end_tick(self) -> None:
+        self._tick_scheduled = False
+        self._tick += 1
+        corked = self._corked
+        if corked:
+            self._corked = []
+            for sub in corked:
+                try:
+                    sub._flush()
+                except Exception:
+                    logger.exception("delivery to %s failed; aborting its connection", sub)
+                    sub._fail()
 
     # -- subscribing ----------------------------------------------------------------
 
@@ -164,13 +226,17 @@ class Hub:
         each message goes to ``on_message(subscriber, message)`` if given. Returns the
         subscriber's final statistics.
         """
-        async with self.subscribe(websocket, policy=policy, topics=topics) as subscriber:
-            try:
-                async for data in websocket:
-                    if on_message is not None:
-                        await on_message(subscriber, data)
-            except ConnectionClosed:
-                pass
+        # Not through subscribe(): its context manager would cost every idle
+        # subscriber about 500 bytes more (see docs/performance.md).
+        subscriber = self._open(websocket, policy, topics)
+        try:
+            async for data in websocket:
+                if on_message is not None:
+                    await on_message(subscriber, data)
+        except ConnectionClosed:
+            pass
+        finally:
+            await self._release(subscriber)
         return subscriber.stats()
 
     @contextlib.asynccontextmanager
@@ -186,15 +252,21 @@ class Hub:
         The block must keep reading from the connection (or the connection stops
         processing close frames and pings); :meth:`serve` does that for you.
         """
+        subscriber = self._open(websocket, policy, topics)
+        try:
+            yield subscriber
+        finally:
+            await self._release(subscriber)
+
+    def _open(
+        self, websocket: Connection, policy: Policy | None, topics: Iterable[str] | None
+    ) -> Subscriber:
         if self._closed:
             raise HubClosedError("subscribe() on a closed hub")
         chosen = self.policy if policy is None else as_policy(policy)
         subscriber = Subscriber(self, websocket, chosen, check_topics(topics))
         self._attach(subscriber)
-        try:
-            yield subscriber
-        finally:
-            await self._release(subscriber)
+        return subscriber
 
     def _attach(self, sub: Subscriber) -> None:
         if self._loop is None:
@@ -202,7 +274,7 @@ class Hub:
         self._live.add(sub)
         self._members[sub] = None
         self._index(sub, sub._topics)
-        sub.websocket.connection_lost_waiter.add_done_callback(lambda _: sub._connection_lost())
+        sub.websocket.connection_lost_waiter.add_done_callback(sub._connection_lost)
         if sub.websocket.protocol.state is not OPEN:
             sub._connection_lost()
 

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ._frames import OP_BINARY, OP_TEXT, encode_frame
+
+if TYPE_CHECKING:
+    from ._deflate import DeflateParams
 
 __all__ = ["Batched", "Message", "make_message"]
 
@@ -15,7 +20,17 @@ class Message:
     no policy may evict (a subscriber's own :meth:`Subscriber.send`).
     """
 
-    __slots__ = ("_frame", "droppable", "key", "opcode", "payload", "seq", "time", "topic")
+    __slots__ = (
+        "_deflated",
+        "_frame",
+        "droppable",
+        "key",
+        "opcode",
+        "payload",
+        "seq",
+        "time",
+        "topic",
+    )
 
     opcode: int
     payload: bytes
@@ -25,6 +40,7 @@ class Message:
     time: float
     droppable: bool
     _frame: bytes | None
+    _deflated: dict[DeflateParams, bytes] | None
 
     def __init__(
         self,
@@ -45,6 +61,7 @@ class Message:
         self.key = key
         self.droppable = droppable
         self._frame = None
+        self._deflated = None
 
     @property
     def size(self) -> int:
@@ -61,6 +78,17 @@ class Message:
         frame = self._frame
         if frame is None:
             frame = self._frame = encode_frame(self.opcode, self.payload)
+        return frame
+
+    def deflated(self, params: DeflateParams) -> bytes:
+        """The frame compressed under ``params``, compressed on first use and shared by
+        every connection that negotiated them without context takeover."""
+        cache = self._deflated
+        if cache is None:
+            cache = self._deflated = {}
+        frame = cache.get(params)
+        if frame is None:
+            frame = cache[params] = params.frame(self.opcode, self.payload)
         return frame
 
     def data(self) -> str | bytes:

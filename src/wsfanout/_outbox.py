@@ -58,6 +58,9 @@ class Offer(enum.Enum):
     """The subscriber is closing; the relay performs the close."""
 
 
+_WRITE = Offer.WRITE  # read once: an enum member lookup costs more than the whole fast path
+
+
 @attrs.frozen
 class Write:
     """Write these frames now, in order, in one transport write."""
@@ -159,12 +162,14 @@ class Outbox:
             return Offer.NONE
         queue = self.queue
         asked = False
-        if not queue and write_buffer <= self.low:
+        # Hot path (once per subscriber per publish): queue._entries, not the queue's
+        # Python-level __bool__.
+        if write_buffer <= self.low and not queue._entries:
             if self._eager:
                 self.sent += 1
                 self.frames += 1
                 self.last_send = now
-                return Offer.WRITE
+                return _WRITE
             decision = self._ask(now, write_buffer)
             if decision.close is not None:
                 self.disconnected += 1

@@ -1,0 +1,1 @@
+"""wsfanout's benchmark suite: ``make bench`` (see docs/performance.md)."""

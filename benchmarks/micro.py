@@ -1,0 +1,171 @@
+"""In-process measurements of wsfanout's own Python time, without sockets.
+
+Connections are real websockets ``ServerConnection`` objects on a transport that
+discards what it is given, so what is measured is the Python work per delivery that
+sits on top of the system call: the part wsfanout can change. Three questions:
+
+- per delivery: ``Hub.publish`` against ``broadcast()`` and a bare ``transport.write``
+  loop (the floor), one message per loop iteration;
+- topics: the cost of a publish to a topic with 10 subscribers while 0 or 10,000
+  other subscribers listen to other topics (the index makes them cost nothing);
+- queue depth: the cost of offering a message to a subscriber that fell behind, with
+  0 to 1,000 messages already queued (constant: the queue is a dict in arrival order).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from websockets.asyncio.connection import Connection
+from websockets.asyncio.server import ServerConnection, broadcast
+from websockets.protocol import State
+from websockets.server import ServerProtocol
+
+from wsfanout import Hub
+from wsfanout._message import make_message
+from wsfanout._outbox import Outbox
+from wsfanout.policies import DropOldest
+
+__all__ = ["run_micro"]
+
+
+class DiscardingTransport(asyncio.Transport):
+    """Accepts every write and keeps nothing: the buffer is always empty."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+        self.closing = False
+
+    def write(self, data: Any) -> None:
+        self.writes += 1
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return (8192, 32768)
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def abort(self) -> None:
+        self.closing = True
+
+    def close(self) -> None:
+        self.closing = True
+
+
+def connections(count: int) -> list[ServerConnection]:
+    result = []
+    for _ in range(count):
+        protocol = ServerProtocol()
+        protocol.state = State.OPEN
+        connection = ServerConnection(protocol, None)  # type: ignore[arg-type]
+        # Connection's own connection_made: the server's would start a handler.
+        Connection.connection_made(connection, DiscardingTransport())
+        result.append(connection)
+    return result
+
+
+async def per_call(fn: Callable[[], object], calls: int) -> float:
+    """Best of five: seconds per call, one call per loop iteration as in a real server."""
+    for _ in range(calls // 4):
+        fn()
+        await asyncio.sleep(0)
+    best = float("inf")
+    for _ in range(5):
+        elapsed = 0.0
+        for _ in range(calls):
+            t0 = time.perf_counter()
+            fn()
+            elapsed += time.perf_counter() - t0
+            await asyncio.sleep(0)
+        best = min(best, elapsed / calls)
+    return best
+
+
+async def per_delivery(clients: int) -> dict[str, float]:
+    conns = connections(clients)
+    hub = Hub()
+    contexts = [hub.subscribe(ws) for ws in conns]
+    for context in contexts:
+        await context.__aenter__()
+    text = "x" * 1024
+    frame = b"\x81\x7e\x04\x00" + text.encode()
+
+    def floor() -> None:
+        for ws in conns:
+            ws.transport.write(frame)
+
+    result = {
+        "wsfanout": await per_call(lambda: hub.publish(text), 200) / clients * 1e9,
+        "broadcast": await per_call(lambda: broadcast(conns, text), 200) / clients * 1e9,
+        "floor": await per_call(floor, 200) / clients * 1e9,
+    }
+    await hub.aclose(timeout=0.1)
+    return result
+
+
+async def topics(others: int) -> float:
+    """µs per publish to a topic of 10 subscribers, with ``others`` on other topics."""
+    hub = Hub()
+    for n, ws in enumerate(connections(10 + others)):
+        topic = "news" if n < 10 else f"other-{n % 100}"
+        await hub.subscribe(ws, topics=[topic]).__aenter__()
+    result = await per_call(lambda: hub.publish("x" * 64, topic="news"), 500) * 1e6
+    await hub.aclose(timeout=0.1)
+    return result
+
+
+def queue_depth(depth: int) -> float:
+    """ns per offer to a subscriber whose queue already holds ``depth`` messages."""
+    outbox = Outbox(DropOldest(max_messages=depth + 1), high=32768, low=8192)
+    seq = 0
+    for seq in range(depth):
+        outbox.offer(make_message("x", seq=seq, time=0.0), 0.0, 10**9)
+    messages = [make_message("x", seq=depth + n, time=0.0) for n in range(20000)]
+    offer = outbox.offer
+    t0 = time.perf_counter()
+    for message in messages:
+        offer(message, 0.0, 10**9)  # the buffer is full: queued, the oldest dropped
+    return (time.perf_counter() - t0) / len(messages) * 1e9
+
+
+async def _main() -> dict[str, Any]:
+    return {
+        "per_delivery_ns": {n: await per_delivery(n) for n in (100, 1000)},
+        "topic_publish_us": {n: await topics(n) for n in (0, 10000)},
+        "offer_ns_by_queue_depth": {n: queue_depth(n) for n in (0, 100, 1000)},
+    }
+
+
+def run_micro() -> dict[str, Any]:
+    return asyncio.run(_main())
+
+
+def table(result: dict[str, Any]) -> str:
+    lines = [
+        "### micro: wsfanout's Python time, on a transport that discards writes",
+        "",
+        "| measure | value |",
+        "|---|---|",
+    ]
+    for clients, figures in result["per_delivery_ns"].items():
+        for case, ns in figures.items():
+            lines.append(f"| ns per delivery, {clients} clients, {case} | {ns:.0f} |")
+    for others, us in result["topic_publish_us"].items():
+        lines.append(f"| µs per publish to 10 subscribers, {others} on other topics | {us:.1f} |")
+    for depth, ns in result["offer_ns_by_queue_depth"].items():
+        lines.append(f"| ns per offer to a lagging subscriber, {depth} queued | {ns:.0f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(table(run_micro()))
