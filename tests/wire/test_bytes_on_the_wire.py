@@ -23,7 +23,7 @@ from wire_helpers import (
     websockets_bytes,
 )
 
-from wsfanout import Hub
+from wsfanout import Hub, Subscriber
 from wsfanout._deflate import DeflateParams
 
 Start = Callable[..., Any]
@@ -177,19 +177,25 @@ async def test_one_compression_per_distinct_parameter_set(
     assert sorted(params.window_bits for params in compressions) == [10, 15]
 
 
-async def test_a_burst_leaves_in_two_writes_and_in_order(hub_server: Start) -> None:
-    running = await hub_server(compression=None)
-    client = await RawClient.connect(running.port, None)
-    subscriber = await running.next_subscriber()
+def record_writes(subscriber: Subscriber) -> list[bytes]:
+    """Every chunk the subscriber's transport is asked to write, from now on."""
     writes: list[bytes] = []
     transport = subscriber._transport
     real_write = transport.write
 
-    def counting_write(data: bytes | bytearray | memoryview) -> None:
+    def recording_write(data: bytes | bytearray | memoryview) -> None:
         writes.append(bytes(data))
         real_write(data)
 
-    transport.write = counting_write
+    transport.write = recording_write  # type: ignore[method-assign]
+    return writes
+
+
+async def test_a_burst_leaves_in_two_writes_and_in_order(hub_server: Start) -> None:
+    running = await hub_server(compression=None)
+    client = await RawClient.connect(running.port, None)
+    subscriber = await running.next_subscriber()
+    writes = record_writes(subscriber)
     burst = [f"message {n}" for n in range(10)]
     expected = websockets_bytes(reference_protocol(subscriber), burst)
     for message in burst:  # one loop iteration
@@ -205,21 +211,14 @@ async def test_a_burst_past_the_low_water_mark_is_written_as_it_fills(hub_server
     client = await RawClient.connect(running.port, None)
     subscriber = await running.next_subscriber()
     low = subscriber._outbox.low
-    writes: list[int] = []
-    transport = subscriber._transport
-    real_write = transport.write
-
-    def counting_write(data: bytes | bytearray | memoryview) -> None:
-        writes.append(len(data))
-        real_write(data)
-
-    transport.write = counting_write
+    writes = record_writes(subscriber)
     burst = [bytes([n]) * 1000 for n in range(40)]
     expected = websockets_bytes(reference_protocol(subscriber), burst)
     for message in burst:
         running.hub.publish(message)
     assert await client.read_exactly(len(expected)) == expected
-    assert max(writes) <= low + 1004  # never more held than the low-water mark allows
+    # Never more held than the low-water mark allows.
+    assert max(len(chunk) for chunk in writes) <= low + 1004
     assert len(writes) < len(burst) // 4
     assert subscriber.stats().sent == len(burst)
     client.close()
@@ -297,15 +296,7 @@ async def test_corking_can_be_turned_off(hub_server: Start) -> None:
     running = await hub_server(hub, compression=None)
     client = await RawClient.connect(running.port, None)
     subscriber = await running.next_subscriber()
-    writes: list[int] = []
-    transport = subscriber._transport
-    real_write = transport.write
-
-    def counting_write(data: bytes | bytearray | memoryview) -> None:
-        writes.append(len(data))
-        real_write(data)
-
-    transport.write = counting_write
+    writes = record_writes(subscriber)
     burst = [f"message {n}" for n in range(5)]
     expected = websockets_bytes(reference_protocol(subscriber), burst)
     for message in burst:
