@@ -25,8 +25,7 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from wsfanout import Hub
-from wsfanout._message import make_message
-from wsfanout._outbox import Outbox
+from wsfanout.lowlevel import Outbox, make_message
 from wsfanout.policies import DropOldest
 
 __all__ = ["run_micro"]

@@ -29,9 +29,14 @@ sys.path.insert(0, str(EXAMPLES))
 import tutorial_server  # noqa: E402
 import tutorial_slow_client  # noqa: E402
 
-from wsfanout import Close, Outbox, Policy  # noqa: E402
-from wsfanout._message import make_message  # noqa: E402
-from wsfanout._outbox import CloseAction, Offer, Wait  # noqa: E402
+from wsfanout import Close, Policy  # noqa: E402
+from wsfanout.lowlevel import (  # noqa: E402
+    CloseAction,
+    Offer,
+    Outbox,
+    Wait,
+    make_message,
+)
 from wsfanout.policies import ConflateByKey, Disconnect, DropNewest, DropOldest  # noqa: E402
 
 GUARD = 10.0

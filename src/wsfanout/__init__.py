@@ -5,36 +5,16 @@ async def handler(websocket):
     await hub.serve(websocket, policy=DropOldest(max_messages=256) | Disconnect(max_lag=5.0))
 ...
 hub.publish(json.dumps(event))
+
+The faces: ``wsfanout`` (this module), ``wsfanout.policies`` (the built-in policies),
+``wsfanout.files`` (policy files, presets, routing), ``wsfanout.backplane`` (Redis,
+worker processes), ``wsfanout.lowlevel`` (the sans-I/O core), ``wsfanout.testing``
+(property-test a policy) and ``wsfanout.exceptions``.
 """
 
-from ._decision import NEUTRAL, Close, Decision, join
-from ._files import (
-    STAGE_KINDS,
-    PolicyFile,
-    dump_policy,
-    load_policy,
-    load_policy_file,
-    parse_policy,
-    preset_names,
-    presets,
-)
-from ._hub import Hub
-from ._outbox import Outbox
-from ._policy import (
-    DEFAULT_MAX_BYTES,
-    DEFAULT_MAX_MESSAGES,
-    Composite,
-    Overflow,
-    Policy,
-    Rules,
-    as_policy,
-    resolve_rules,
-)
-from ._routes import Route, Routes, load_routes, parse_routes
-from ._snapshot import Snapshot
-from ._stats import HubStats, SubscriberStats
-from ._subscriber import Subscriber
-from .exceptions import (
+from ._core.decision import NEUTRAL, Close, Decision
+from ._core.errors import (
+    ConfigError,
     HubClosedError,
     PolicyConflictError,
     PolicyError,
@@ -42,6 +22,12 @@ from .exceptions import (
     SubscriberClosedError,
     WsfanoutError,
 )
+from ._core.policy import Composite, Policy, as_policy
+from ._core.snapshot import Snapshot
+from ._core.stats import HubStats, SubscriberStats
+from ._public import publish_names
+from ._shell.hub import Hub
+from ._shell.subscriber import Subscriber
 
 __all__ = [
     # publishing
@@ -55,37 +41,19 @@ __all__ = [
     "Decision",
     "Close",
     "NEUTRAL",
-    "join",
-    "Rules",
-    "Overflow",
-    "resolve_rules",
-    "DEFAULT_MAX_MESSAGES",
-    "DEFAULT_MAX_BYTES",
-    # the sans-I/O core, for simulators and custom shells
-    "Outbox",
     # statistics
     "SubscriberStats",
     "HubStats",
-    # errors
+    # errors (also in wsfanout.exceptions)
     "WsfanoutError",
+    "ConfigError",
     "PolicyError",
     "PolicyConflictError",
+    "PolicyFileError",
     "HubClosedError",
     "SubscriberClosedError",
-    # policies declared in files, presets and routing (wsfanout check --list shows them)
-    "load_policy",
-    "load_policy_file",
-    "parse_policy",
-    "dump_policy",
-    "PolicyFile",
-    "preset_names",
-    "presets",
-    "STAGE_KINDS",
-    "load_routes",
-    "parse_routes",
-    "Routes",
-    "Route",
-    "PolicyFileError",
 ]
 
 __version__ = "0.1.0.dev0"
+
+publish_names(__name__, globals(), __all__)

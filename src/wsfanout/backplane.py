@@ -9,9 +9,9 @@ async with RedisBackplane("redis://127.0.0.1:6379/0") as backplane:
 importing this module does not. See docs/how-to/redis.md.
 """
 
-from ._backplane import Backplane
-from ._redis import DEFAULT_BUFFER, BackplaneHealth, RedisBackplane
-from ._workers import Handler, WorkerPool, run_workers, subscribe_all
+from ._backplane.protocol import Backplane
+from ._backplane.redis import DEFAULT_BUFFER, BackplaneHealth, RedisBackplane
+from ._backplane.workers import Handler, WorkerPool, run_workers, subscribe_all
 
 __all__ = [
     "Backplane",

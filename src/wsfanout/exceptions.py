@@ -1,60 +1,26 @@
-"""Errors raised to the caller of wsfanout.
+"""Errors raised to the caller of wsfanout, also exported (and named) by ``wsfanout``.
 
-Misuse (a bad parameter, conflicting policy stages, publishing on a closed hub)
-raises one of these. A subscriber that a policy disconnects is an event recorded in
-its statistics, never an exception.
+Misuse raises one of these; a subscriber that a policy disconnects is an event in its
+statistics, never an exception. ``ConfigError`` and its subclasses carry the
+parameter (``name``) and the value refused (``value``).
 """
 
-from __future__ import annotations
+from ._core.errors import (
+    ConfigError,
+    HubClosedError,
+    PolicyConflictError,
+    PolicyError,
+    PolicyFileError,
+    SubscriberClosedError,
+    WsfanoutError,
+)
 
 __all__ = [
-    "HubClosedError",
-    "PolicyConflictError",
-    "PolicyError",
-    "PolicyFileError",
-    "SubscriberClosedError",
     "WsfanoutError",
+    "ConfigError",
+    "PolicyError",
+    "PolicyConflictError",
+    "PolicyFileError",
+    "HubClosedError",
+    "SubscriberClosedError",
 ]
-
-
-class WsfanoutError(Exception):
-    """Base class of every error wsfanout raises."""
-
-
-class PolicyError(WsfanoutError, ValueError):
-    """A policy parameter is invalid; the message names the parameter and the value."""
-
-
-class PolicyConflictError(PolicyError):
-    """Two stages of a composed policy claim one decision (say, both evict when full)."""
-
-
-class HubClosedError(WsfanoutError, RuntimeError):
-    """The hub was closed with :meth:`Hub.aclose`; it accepts no more messages or subscribers."""
-
-
-class SubscriberClosedError(WsfanoutError, RuntimeError):
-    """The subscriber was closed (by its policy, the hub or the client); it accepts no messages."""
-
-
-class PolicyFileError(PolicyError):
-    """A policy or routing file is invalid: the message names the file, the key and the value.
-
-    ``filename`` is the file, ``key`` the path of the offending key (``stage[2].max_lag``)
-    or ``None``, and ``line``/``column`` locate a TOML syntax error (1-based) when known.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        filename: str,
-        key: str | None = None,
-        line: int | None = None,
-        column: int | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.filename = filename
-        self.key = key
-        self.line = line
-        self.column = column

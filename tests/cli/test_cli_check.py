@@ -11,9 +11,9 @@ from cli_process import WSFANOUT
 from websockets.datastructures import Headers
 from websockets.http11 import Request
 
-from wsfanout import preset_names
-from wsfanout._cli import describe_policy, main
-from wsfanout._serve import presented_token, redacted
+from wsfanout._cli.main import describe_policy, main
+from wsfanout._cli.serve import presented_token, redacted
+from wsfanout.files import preset_names
 
 GOOD = (
     '[[stage]]\nkind = "drop-oldest"\nmax_messages = 64\n'
@@ -251,7 +251,7 @@ def test_tokens_are_taken_from_the_header_or_the_query_and_never_logged() -> Non
 
 
 def test_key_field_takes_the_key_of_json_object_lines_only() -> None:
-    from wsfanout._serve import _key_of
+    from wsfanout._cli.serve import _key_of
 
     assert _key_of('{"symbol": "EURUSD", "bid": 1.08}', "symbol") == "EURUSD"
     assert _key_of('{"symbol": 7}', "symbol") == "7"

@@ -29,8 +29,8 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection
 
 import redis
-from wsfanout._cli import main
-from wsfanout._serve import redacted_url
+from wsfanout._cli.main import main
+from wsfanout._cli.serve import redacted_url
 
 ROOMY = '[[stage]]\nkind = "drop-newest"\nmax_messages = 100000\nmax_bytes = "256MiB"\n'
 """A policy that never drops nor disconnects in these tests: what is lost is the server's."""

@@ -9,15 +9,8 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from wsfanout import (
-    Decision,
-    Policy,
-    PolicyConflictError,
-    PolicyError,
-    Snapshot,
-    dump_policy,
-    parse_policy,
-)
+from wsfanout import Decision, Policy, PolicyConflictError, PolicyError, Snapshot
+from wsfanout.files import dump_policy, parse_policy
 from wsfanout.policies import (
     Batch,
     ConflateByKey,

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from wsfanout import presets
-from wsfanout._files import STAGE_KINDS, parameters
+from wsfanout._files.policy_files import parameters
+from wsfanout.files import STAGE_KINDS, presets
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "how-to" / "policy-files.md"
 

@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from wsfanout import PolicyFileError, load_policy, load_policy_file, parse_policy
-from wsfanout._files import STAGE_KINDS, parameters
+from wsfanout import PolicyFileError
+from wsfanout._files.policy_files import parameters
+from wsfanout.files import STAGE_KINDS, load_policy, load_policy_file, parse_policy
 from wsfanout.policies import (
     Batch,
     ConflateByKey,

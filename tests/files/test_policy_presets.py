@@ -11,9 +11,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wsfanout import Close, Outbox, load_policy, load_policy_file, preset_names, resolve_rules
-from wsfanout._message import make_message
-from wsfanout._outbox import IDLE, CloseAction, Offer, Wait, Write
+from wsfanout import Close
+from wsfanout.files import load_policy, load_policy_file, preset_names
+from wsfanout.lowlevel import (
+    IDLE,
+    CloseAction,
+    Offer,
+    Outbox,
+    Wait,
+    Write,
+    make_message,
+    resolve_rules,
+)
 from wsfanout.policies import (
     Batch,
     ConflateByKey,

@@ -7,7 +7,8 @@ import pytest
 from websockets.datastructures import Headers
 from websockets.http11 import Request
 
-from wsfanout import PolicyFileError, Route, Routes, load_policy, load_routes, parse_routes
+from wsfanout import PolicyFileError
+from wsfanout.files import Route, Routes, load_policy, load_routes, parse_routes
 from wsfanout.policies import DropOldest, SkipToLatest
 
 ROUTES = """

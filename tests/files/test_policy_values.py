@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wsfanout._files import format_duration, format_size, parse_duration, parse_size
+from wsfanout._files.units import format_duration, format_size
+from wsfanout.files import parse_duration, parse_size
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from wsfanout import load_policy, preset_names
+from wsfanout.files import load_policy, preset_names
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,10 +52,10 @@ def test_the_installed_wheel_finds_every_preset_by_name(tmp_path: Path) -> None:
     run(*pip, "--python", python, "install", "--quiet", wheel, cwd=tmp_path)
 
     script = (
-        "import wsfanout\n"
+        "import wsfanout, wsfanout.files\n"
         "print(wsfanout.__file__)\n"
-        "print(' '.join(wsfanout.preset_names()))\n"
-        "print(repr(wsfanout.load_policy('market-data')))\n"
+        "print(' '.join(wsfanout.files.preset_names()))\n"
+        "print(repr(wsfanout.files.load_policy('market-data')))\n"
     )
     where, names, market_data = run(python, "-c", script, cwd=tmp_path).splitlines()
     assert Path(where).is_relative_to(venv), "imported the checkout, not the wheel"

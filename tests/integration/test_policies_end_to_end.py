@@ -13,7 +13,8 @@ import json
 import attrs
 import pytest
 
-from wsfanout import Overflow, Policy, Rules
+from wsfanout import Policy
+from wsfanout.lowlevel import Overflow, Rules
 from wsfanout.policies import (
     Batch,
     ConflateByKey,

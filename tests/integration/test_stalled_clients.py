@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 
-from wsfanout import DEFAULT_MAX_BYTES, DEFAULT_MAX_MESSAGES, Hub
+from wsfanout import Hub
+from wsfanout.lowlevel import DEFAULT_MAX_BYTES, DEFAULT_MAX_MESSAGES
 from wsfanout.policies import DEFAULT_POLICY, DropOldest
 
 from .wsnet import Net, numbered

@@ -11,7 +11,8 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Data
 
-from wsfanout import DEFAULT_MAX_BYTES, Hub, Subscriber, SubscriberClosedError, SubscriberStats
+from wsfanout import Hub, Subscriber, SubscriberClosedError, SubscriberStats
+from wsfanout.lowlevel import DEFAULT_MAX_BYTES
 from wsfanout.policies import DropNewest, DropOldest
 
 from .wsnet import Body, Client, Net, Route, relay_tasks

@@ -28,8 +28,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.typing import Data
 
 from wsfanout import Hub, Policy, Subscriber, SubscriberStats
-from wsfanout._hub import OnMessage
-from wsfanout._relay import run_relay
+from wsfanout._shell.hub import OnMessage
+from wsfanout._shell.relay import run_relay
 
 __all__ = [
     "STALLED_RCVBUF",

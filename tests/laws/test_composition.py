@@ -9,19 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wsfanout import (
-    DEFAULT_MAX_BYTES,
-    DEFAULT_MAX_MESSAGES,
-    NEUTRAL,
-    Close,
-    Decision,
-    Policy,
-    PolicyConflictError,
-    Rules,
-    Snapshot,
-    join,
-    resolve_rules,
-)
+from wsfanout import NEUTRAL, Close, Decision, Policy, PolicyConflictError, Snapshot
+from wsfanout.lowlevel import DEFAULT_MAX_BYTES, DEFAULT_MAX_MESSAGES, Rules, join, resolve_rules
 from wsfanout.policies import ConflateByKey, Disconnect, DropOldest, Throttle
 
 from .strategies import SENDABLE_CODES, closes, decisions, joined_fields, policies, snapshots

@@ -10,7 +10,8 @@ import attrs
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from wsfanout import NEUTRAL, Close, Decision, join
+from wsfanout import NEUTRAL, Close, Decision
+from wsfanout.lowlevel import join
 
 from .strategies import decisions, joined_fields
 

@@ -7,7 +7,8 @@ import pytest
 from hypothesis import Phase, given, settings
 
 from sim import broken
-from wsfanout import Outbox, Policy
+from wsfanout import Policy
+from wsfanout.lowlevel import Outbox
 from wsfanout.policies import DropOldest, SkipToLatest
 from wsfanout.testing import GuaranteeViolation, Schedule, check_guarantees, schedules
 

@@ -4,8 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wsfanout import Policy
-from wsfanout._policy import Composite
+from wsfanout import Composite, Policy
 from wsfanout.policies import (
     Batch,
     ConflateByKey,

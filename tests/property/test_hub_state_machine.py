@@ -13,7 +13,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, precondition, rule
 
-from wsfanout import Policy, resolve_rules
+from wsfanout import Policy
+from wsfanout.lowlevel import resolve_rules
 from wsfanout.testing import Client, Simulator, check_trace, policies
 
 TOPICS = ("news", "prices")

@@ -3,7 +3,8 @@
 import pytest
 from hypothesis import given
 
-from wsfanout import Policy, load_policy, preset_names
+from wsfanout import Policy
+from wsfanout.files import load_policy, preset_names
 from wsfanout.policies import (
     DEFAULT_POLICY,
     Batch,

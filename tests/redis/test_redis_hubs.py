@@ -10,11 +10,12 @@ import pytest
 import redis.asyncio as aredis
 from redis_harness import Collector, backplane_of, hub_on, running_redis, serving
 
-from wsfanout import Hub, Policy, Rules
-from wsfanout._envelope import MAGIC
-from wsfanout._redis import _finish
+from wsfanout import Hub, Policy
+from wsfanout._backplane.envelope import MAGIC
+from wsfanout._backplane.redis import _finish
 from wsfanout.backplane import BackplaneHealth, RedisBackplane
 from wsfanout.exceptions import HubClosedError, PolicyError
+from wsfanout.lowlevel import Rules
 from wsfanout.policies import (
     Batch,
     ConflateByKey,

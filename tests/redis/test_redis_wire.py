@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wsfanout._envelope import (
+from wsfanout._backplane.envelope import (
     MAGIC,
     Data,
     Foreign,
@@ -17,10 +17,9 @@ from wsfanout._envelope import (
     encode_heartbeat,
     prefixes,
 )
-from wsfanout._frames import OP_BINARY, OP_TEXT
-from wsfanout._gaps import STALE, GapCounter
-from wsfanout._policy import Overflow
-from wsfanout._publish_buffer import PublishBuffer
+from wsfanout._backplane.gaps import STALE, GapCounter
+from wsfanout._backplane.publish_buffer import PublishBuffer
+from wsfanout.lowlevel import OP_BINARY, OP_TEXT, Overflow
 
 # -- wire format ------------------------------------------------------------------------
 

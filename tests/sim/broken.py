@@ -7,11 +7,8 @@ import math
 
 import attrs
 
-from wsfanout import Decision, Outbox, Policy, Rules, Snapshot
-from wsfanout._message import Message
-from wsfanout._outbox import Action, Write
-from wsfanout._policy import Overflow
-from wsfanout._queue import MessageQueue
+from wsfanout import Decision, Policy, Snapshot
+from wsfanout.lowlevel import Action, Message, MessageQueue, Outbox, Overflow, Rules, Write
 from wsfanout.policies import Batch, ConflateByKey, Disconnect, Throttle
 from wsfanout.testing import (
     BatchIntegrity,

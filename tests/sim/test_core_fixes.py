@@ -2,9 +2,8 @@
 
 import attrs
 
-from wsfanout import Close, Decision, Outbox, Policy, Snapshot
-from wsfanout._message import make_message
-from wsfanout._outbox import IDLE, Offer
+from wsfanout import Close, Decision, Policy, Snapshot
+from wsfanout.lowlevel import IDLE, Offer, Outbox, make_message
 from wsfanout.policies import Disconnect, DropNewest, DropOldest
 
 BOOT = 1_000_000.0

@@ -4,9 +4,8 @@ import math
 
 import pytest
 
-from wsfanout import Close, Outbox
-from wsfanout._message import Batched, make_message
-from wsfanout._outbox import Write
+from wsfanout import Close
+from wsfanout.lowlevel import Batched, Outbox, Write, make_message
 from wsfanout.policies import (
     Batch,
     Disconnect,

@@ -6,8 +6,8 @@ import pytest
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-from wsfanout._frames import OP_BINARY, OP_TEXT, encode_frame
-from wsfanout._message import Message, make_message
+from wsfanout._core.frames import encode_frame
+from wsfanout.lowlevel import OP_BINARY, OP_TEXT, Message, make_message
 
 LENGTHS = [0, 1, 125, 126, 127, 65535, 65536, 70_000]
 

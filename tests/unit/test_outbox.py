@@ -15,20 +15,24 @@ from collections.abc import Sequence
 import attrs
 import pytest
 
-from wsfanout import (
+from wsfanout import NEUTRAL, Close, Decision, Policy, Snapshot, SubscriberStats
+from wsfanout._core.frames import encode_frame
+from wsfanout.lowlevel import (
+    BLOCKED,
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_MESSAGES,
-    NEUTRAL,
-    Close,
-    Decision,
+    IDLE,
+    OP_BINARY,
+    OP_TEXT,
+    Action,
+    CloseAction,
+    Message,
+    Offer,
     Outbox,
-    Policy,
-    Snapshot,
-    SubscriberStats,
+    Wait,
+    Write,
+    make_message,
 )
-from wsfanout._frames import OP_BINARY, OP_TEXT, encode_frame
-from wsfanout._message import Message, make_message
-from wsfanout._outbox import BLOCKED, IDLE, Action, CloseAction, Offer, Wait, Write
 from wsfanout.policies import (
     DEFAULT_POLICY,
     Batch,

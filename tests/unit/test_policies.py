@@ -13,22 +13,26 @@ import pytest
 import wsfanout
 import wsfanout.policies
 from wsfanout import (
-    DEFAULT_MAX_BYTES,
-    DEFAULT_MAX_MESSAGES,
     NEUTRAL,
     Close,
     Composite,
     Decision,
-    Overflow,
     Policy,
     PolicyConflictError,
     PolicyError,
-    Rules,
     Snapshot,
     as_policy,
+)
+from wsfanout.lowlevel import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_MESSAGES,
+    Arrival,
+    BatchRule,
+    FunctionPolicy,
+    Overflow,
+    Rules,
     resolve_rules,
 )
-from wsfanout._policy import Arrival, BatchRule, FunctionPolicy
 from wsfanout.policies import (
     COMBINERS,
     DEFAULT_POLICY,

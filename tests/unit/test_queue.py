@@ -6,10 +6,8 @@ import itertools
 
 import pytest
 
-from wsfanout import Policy, Rules, resolve_rules
-from wsfanout._message import Message
-from wsfanout._policy import Arrival, Overflow
-from wsfanout._queue import MessageQueue, Push
+from wsfanout import Policy
+from wsfanout.lowlevel import Arrival, Message, MessageQueue, Overflow, Push, Rules, resolve_rules
 from wsfanout.policies import ConflateByKey, DropNewest, DropOldest, SkipToLatest
 
 

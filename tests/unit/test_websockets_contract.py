@@ -25,7 +25,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import Close
 from websockets.protocol import Protocol, State
 
-from wsfanout._frames import OP_BINARY, OP_TEXT, encode_frame
+from wsfanout._core.frames import encode_frame
+from wsfanout.lowlevel import OP_BINARY, OP_TEXT
 
 GUARD = 10.0
 PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"

@@ -24,7 +24,7 @@ from wire_helpers import (
 )
 
 from wsfanout import Hub, Subscriber
-from wsfanout._deflate import DeflateParams
+from wsfanout.lowlevel import DeflateParams
 
 Start = Callable[..., Any]
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .._guarantees import (
+from .._core.guarantees import (
     BatchIntegrity,
     Bounded,
     CountsAddUp,

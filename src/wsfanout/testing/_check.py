@@ -15,8 +15,9 @@ from typing import Any
 
 import attrs
 
-from .._decision import Decision
-from .._guarantees import (
+from .._core.builtins import COMBINERS
+from .._core.decision import Decision
+from .._core.guarantees import (
     BatchIntegrity,
     Bounded,
     CountsAddUp,
@@ -31,11 +32,11 @@ from .._guarantees import (
     OrderedSubsequence,
     WithinWriteLimit,
 )
-from .._outbox import Outbox
-from .._policy import FunctionPolicy, Policy, as_policy, resolve_rules
-from .._snapshot import Snapshot
-from .._stats import SubscriberStats
-from ..policies import COMBINERS
+from .._core.outbox import Outbox
+from .._core.policy import FunctionPolicy, Policy, as_policy
+from .._core.rules import resolve_rules
+from .._core.snapshot import Snapshot
+from .._core.stats import SubscriberStats
 from ._schedule import Schedule
 from ._simulator import SETTLING, ClientTrace, OutboxFactory, Trace, simulate
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import attrs
 
-from .._guarantees import CodeRepr, code
+from .._core.guarantees import CodeRepr, code
 
 __all__ = [
     "Advance",

@@ -35,12 +35,12 @@ from typing import Any, Literal
 
 import attrs
 
-from .._decision import Close, Decision
-from .._message import Batched, Message, make_message
-from .._outbox import BLOCKED, CloseAction, Offer, Outbox, Wait, Write
-from .._policy import Policy, as_policy
-from .._snapshot import Snapshot
-from .._stats import SubscriberStats
+from .._core.decision import Close, Decision
+from .._core.message import Batched, Message, make_message
+from .._core.outbox import BLOCKED, CloseAction, Offer, Outbox, Wait, Write
+from .._core.policy import Policy, as_policy
+from .._core.snapshot import Snapshot
+from .._core.stats import SubscriberStats
 from ._clock import VirtualClock
 from ._schedule import Advance, Client, Drain, Hangup, Publish, Read, Schedule, Send, Stall, Step
 from ._transport import FakeTransport

@@ -13,8 +13,7 @@ from collections.abc import Sequence
 
 from hypothesis import strategies as st
 
-from .._policy import Policy
-from ..policies import (
+from .._core.builtins import (
     Batch,
     ConflateByKey,
     Disconnect,
@@ -23,6 +22,7 @@ from ..policies import (
     SkipToLatest,
     Throttle,
 )
+from .._core.policy import Policy
 from ._schedule import Advance, Client, Drain, Hangup, Publish, Read, Schedule, Send, Stall, Step
 
 __all__ = ["policies", "schedules", "steps"]

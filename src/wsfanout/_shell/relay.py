@@ -27,10 +27,10 @@ from typing import TYPE_CHECKING
 from websockets.asyncio.connection import Connection
 from websockets.protocol import State
 
-from ._outbox import BLOCKED, CloseAction, Wait, Write
+from .._core.outbox import BLOCKED, CloseAction, Wait, Write
 
 if TYPE_CHECKING:
-    from ._subscriber import Subscriber
+    from .subscriber import Subscriber
 
 __all__ = ["close_connection", "run_relay"]
 

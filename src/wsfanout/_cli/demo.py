@@ -28,12 +28,12 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from ._files import load_policy, preset_names
-from ._hub import Hub
-from ._routes import Route, Routes
-from ._stats import SubscriberStats
-from ._subscriber import Subscriber
-from .exceptions import HubClosedError
+from .._core.errors import HubClosedError
+from .._core.stats import SubscriberStats
+from .._files.presets import load_policy, preset_names
+from .._files.routes import Route, Routes
+from .._shell.hub import Hub
+from .._shell.subscriber import Subscriber
 
 __all__ = ["run_demo"]
 

@@ -34,10 +34,10 @@ from typing import Any
 import attrs
 from websockets.asyncio.server import ServerConnection, serve
 
-from ._hub import Hub
-from ._policy import Policy
-from ._redis import RedisBackplane
-from .exceptions import PolicyError
+from .._core.errors import PolicyError
+from .._core.policy import Policy
+from .._shell.hub import Hub
+from .redis import RedisBackplane
 
 __all__ = ["Handler", "WorkerPool", "run_workers"]
 

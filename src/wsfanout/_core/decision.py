@@ -6,7 +6,7 @@ import math
 
 import attrs
 
-from ._validate import check_close
+from .validate import check_close
 
 __all__ = ["NEUTRAL", "Close", "Decision", "join"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import attrs
 
-from ._decision import Close
+from .decision import Close
 
 __all__ = ["Counts", "HubStats", "SubscriberStats"]
 

@@ -24,82 +24,20 @@ associative, so ``(a | b) | c == a | (b | c)``.
 
 from __future__ import annotations
 
-import enum
-import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
 
-from ._decision import NEUTRAL, Decision, join
-from ._snapshot import Snapshot
-from .exceptions import PolicyConflictError, PolicyError
+from .decision import NEUTRAL, Decision, join
+from .errors import PolicyError, invalid
+from .rules import Rules, merge_rules
+from .snapshot import Snapshot
 
 if TYPE_CHECKING:
-    from ._guarantees import Guarantee
+    from .guarantees import Guarantee
 
-__all__ = [
-    "DEFAULT_MAX_BYTES",
-    "DEFAULT_MAX_MESSAGES",
-    "Arrival",
-    "BatchRule",
-    "Composite",
-    "FunctionPolicy",
-    "Overflow",
-    "Policy",
-    "Rules",
-    "as_policy",
-    "resolve_rules",
-]
-
-DEFAULT_MAX_MESSAGES = 1024
-"""Queue bound in messages when no stage of a policy declares one."""
-
-DEFAULT_MAX_BYTES = 1024 * 1024
-"""Queue bound in payload bytes when no stage of a policy declares one (1 MiB, as Centrifuge)."""
-
-
-class Overflow(enum.Enum):
-    """What the queue does with a message that does not fit its bound."""
-
-    DROP_OLDEST = "drop-oldest"
-    """Evict queued messages, oldest first, until the new one fits."""
-    DROP_NEWEST = "drop-newest"
-    """Refuse the new message."""
-    CLOSE = "close"
-    """Close the subscriber (code 1013): the default, so nothing is lost silently."""
-
-
-class Arrival(enum.Enum):
-    """What an arriving message replaces in the queue before bounds are checked."""
-
-    CONFLATE_BY_KEY = "conflate-by-key"
-    """The queued message with the same key, if any."""
-    SKIP_TO_LATEST = "skip-to-latest"
-    """Every queued message (those that may be dropped)."""
-
-
-Combine = Callable[[Sequence[bytes]], bytes]
-
-
-@attrs.frozen
-class BatchRule:
-    """How queued messages are packed into one frame."""
-
-    max_messages: int
-    max_bytes: int | None
-    combine: Combine
-
-
-@attrs.frozen(kw_only=True)
-class Rules:
-    """A policy's queue rules. ``None`` means "not declared by this stage"."""
-
-    max_messages: int | None = None
-    max_bytes: int | None = None
-    overflow: Overflow | None = None
-    arrival: Arrival | None = None
-    batch: BatchRule | None = None
+__all__ = ["Composite", "FunctionPolicy", "Policy", "as_policy"]
 
 
 class Policy:
@@ -200,10 +138,16 @@ def _check_stages(
     instance: Any, attribute: attrs.Attribute[Any], value: tuple[Policy, ...]
 ) -> None:
     if not value:
-        raise PolicyError("stages=() must not be empty: a composed policy needs at least one stage")
+        raise invalid(
+            "stages", value, "must not be empty: a composed policy needs at least one stage"
+        )
     for stage in value:
         if not isinstance(stage, Policy) or isinstance(stage, Composite):
-            raise PolicyError(f"stages contains {stage!r}, which is not a single Policy stage")
+            raise PolicyError(
+                f"stages contains {stage!r}, which is not a single Policy stage",
+                name="stages",
+                value=value,
+            )
 
 
 @attrs.frozen(repr=False)
@@ -256,68 +200,3 @@ class Composite(Policy):
 
     def __repr__(self) -> str:
         return " | ".join(repr(stage) for stage in self._stages)
-
-
-_SLOTS = {
-    "overflow": "decide what to evict when the queue is full",
-    "arrival": "decide what an arriving message replaces",
-    "batch": "decide how messages are framed",
-}
-
-
-def merge_rules(stages: Sequence[Policy]) -> Rules:
-    """Merge the stages' declared rules; two stages claiming one slot differently is an error."""
-    max_messages: int | None = None
-    max_bytes: int | None = None
-    claimed: dict[str, tuple[Policy, object]] = {}
-    for stage in stages:
-        rules = stage.rules()
-        if rules.max_messages is not None:
-            max_messages = min(max_messages or rules.max_messages, rules.max_messages)
-        if rules.max_bytes is not None:
-            max_bytes = min(max_bytes or rules.max_bytes, rules.max_bytes)
-        for slot, what in _SLOTS.items():
-            value = getattr(rules, slot)
-            if value is None:
-                continue
-            if slot in claimed and (slot == "batch" or claimed[slot][1] != value):
-                raise PolicyConflictError(
-                    f"{claimed[slot][0]!r} and {stage!r} both {what}; keep one of them"
-                )
-            claimed[slot] = (stage, value)
-    return Rules(
-        max_messages=max_messages,
-        max_bytes=max_bytes,
-        overflow=claimed["overflow"][1] if "overflow" in claimed else None,  # type: ignore[arg-type]
-        arrival=claimed["arrival"][1] if "arrival" in claimed else None,  # type: ignore[arg-type]
-        batch=claimed["batch"][1] if "batch" in claimed else None,  # type: ignore[arg-type]
-    )
-
-
-def resolve_rules(policy: Policy) -> Rules:
-    """The rules the core enforces: declared rules with the documented defaults filled in.
-
-    Every policy has a finite bound: where no stage bounds the queue in messages or in
-    bytes, :data:`DEFAULT_MAX_MESSAGES` and :data:`DEFAULT_MAX_BYTES` apply, and where no
-    stage chooses an overflow rule the subscriber is closed rather than losing messages
-    silently.
-    """
-    try:
-        return _resolve_cached(policy)
-    except TypeError:  # an unhashable user policy: resolve it every time
-        return _resolve(policy)
-
-
-@functools.lru_cache(maxsize=256)
-def _resolve_cached(policy: Policy) -> Rules:
-    return _resolve(policy)
-
-
-def _resolve(policy: Policy) -> Rules:
-    rules = policy.rules()
-    return attrs.evolve(
-        rules,
-        max_messages=rules.max_messages or DEFAULT_MAX_MESSAGES,
-        max_bytes=rules.max_bytes or DEFAULT_MAX_BYTES,
-        overflow=rules.overflow or Overflow.CLOSE,
-    )

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ._frames import OP_BINARY, OP_TEXT, encode_frame
+from .frames import OP_BINARY, OP_TEXT, encode_frame
 
 if TYPE_CHECKING:
-    from ._deflate import DeflateParams
+    from .deflate import DeflateParams
 
 __all__ = ["Batched", "Message", "make_message"]
 

@@ -25,16 +25,16 @@ from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 from websockets.typing import Data
 
-from ._backplane import Backplane
-from ._decision import Close
-from ._message import Message, make_message
-from ._outbox import BLOCKED, Offer
-from ._policy import Policy, as_policy
-from ._stats import HubStats, SubscriberStats, add_stats
-from ._subscriber import Subscriber, check_topics
-from ._validate import check_close
-from .exceptions import HubClosedError, PolicyError
-from .policies import DEFAULT_POLICY
+from .._backplane.protocol import Backplane
+from .._core.builtins import DEFAULT_POLICY
+from .._core.decision import Close
+from .._core.errors import HubClosedError, PolicyError
+from .._core.message import Message, make_message
+from .._core.outbox import BLOCKED, Offer
+from .._core.policy import Policy, as_policy
+from .._core.stats import HubStats, SubscriberStats, add_stats
+from .._core.validate import check_close
+from .subscriber import Subscriber, check_topics
 
 __all__ = ["Hub"]
 

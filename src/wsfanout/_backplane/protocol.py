@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from ._hub import Hub
-    from ._message import Message
+    from .._core.message import Message
+    from .._shell.hub import Hub
 
 __all__ = ["Backplane"]
 

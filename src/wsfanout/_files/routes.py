@@ -36,9 +36,11 @@ from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
 from websockets.http11 import Request
 
-from ._files import load_policy_file, looks_like_path, read_toml, show_toml, unknown_key
-from ._policy import Policy
-from .exceptions import PolicyFileError
+from .._core.errors import PolicyFileError
+from .._core.policy import Policy
+from .policy_files import read_text, read_toml, unknown_key
+from .presets import load_policy_file, looks_like_path
+from .units import show_toml
 
 __all__ = ["Route", "Routes", "load_routes", "parse_routes"]
 
@@ -242,13 +244,7 @@ def _route(filename: str, index: int, table: Mapping[str, Any], base: Path | Non
 def load_routes(path: str | os.PathLike[str]) -> Routes:
     """Read a routing file; the policy files it names are relative to its folder."""
     filename = os.fspath(path)
-    try:
-        text = Path(filename).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise PolicyFileError(f"{filename}: no such file", filename=filename) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PolicyFileError(f"{filename}: cannot read: {exc}", filename=filename) from None
-    return parse_routes(text, filename=filename, base=Path(filename).parent)
+    return parse_routes(read_text(filename), filename=filename, base=Path(filename).parent)
 
 
 def is_routing_document(document: Mapping[str, object]) -> bool:

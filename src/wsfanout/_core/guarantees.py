@@ -26,11 +26,11 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from ._validate import duration, optional_duration, optional_size, positive_rate, size
-from .exceptions import PolicyError
+from .errors import PolicyError, invalid
+from .validate import duration, optional_duration, optional_size, positive_rate, size
 
 if TYPE_CHECKING:
-    from ._policy import Rules
+    from .rules import Rules
 
 __all__ = [
     "BatchIntegrity",
@@ -144,7 +144,7 @@ class Bounded(Guarantee):
 
 
 def _drops_nothing(rules: Rules) -> bool:
-    from ._policy import Overflow
+    from .rules import Overflow
 
     return rules.overflow in (None, Overflow.CLOSE)
 
@@ -166,7 +166,7 @@ class NewestDelivered(Guarantee):
     per_key: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
 
     def survives(self, rules: Rules) -> bool:
-        from ._policy import Arrival
+        from .rules import Arrival
 
         if not _drops_nothing(rules):
             return False
@@ -175,7 +175,7 @@ class NewestDelivered(Guarantee):
 
 def _check_combine(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if not (isinstance(value, str) or callable(value)):
-        raise PolicyError(f"combine={value!r} must be a combiner name or a callable")
+        raise invalid("combine", value, "must be a combiner name or a callable")
 
 
 @attrs.frozen(repr=False)
@@ -217,12 +217,12 @@ class DisconnectsWithin(Guarantee):
 
 def _check_count(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise PolicyError(f"{attribute.name}={value!r} must be an int >= 0")
+        raise invalid(attribute.name, value, "must be an int >= 0")
 
 
 def _check_window(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise PolicyError(f"{attribute.name}={value!r} must be a number of seconds > 0")
+        raise invalid(attribute.name, value, "must be a number of seconds > 0")
 
 
 @attrs.frozen(repr=False)

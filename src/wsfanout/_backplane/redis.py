@@ -44,7 +44,12 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from ._envelope import (
+from .._core.builtins import DropOldest
+from .._core.errors import HubClosedError, PolicyError
+from .._core.message import Message
+from .._core.policy import Policy
+from .._core.rules import Overflow, resolve_rules
+from .envelope import (
     MAGIC,
     MAX_HUB_ID_BYTES,
     Data,
@@ -55,17 +60,13 @@ from ._envelope import (
     encode_heartbeat,
     prefixes,
 )
-from ._gaps import STALE, GapCounter
-from ._message import Message
-from ._policy import Overflow, Policy, resolve_rules
-from ._publish_buffer import PublishBuffer
-from .exceptions import HubClosedError, PolicyError
-from .policies import DropOldest
+from .gaps import STALE, GapCounter
+from .publish_buffer import PublishBuffer
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-    from ._hub import Hub
+    from .._shell.hub import Hub
 
 try:
     import redis.asyncio as aredis

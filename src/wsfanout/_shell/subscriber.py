@@ -9,18 +9,18 @@ from typing import TYPE_CHECKING
 from websockets.asyncio.connection import Connection
 from websockets.protocol import State
 
-from ._decision import Close
-from ._deflate import shared_deflate
-from ._frames import OP_TEXT
-from ._message import Message, make_message
-from ._outbox import BLOCKED, Offer, Outbox
-from ._policy import Policy
-from ._relay import run_relay
-from ._stats import SubscriberStats
-from .exceptions import SubscriberClosedError
+from .._core.decision import Close
+from .._core.errors import SubscriberClosedError
+from .._core.frames import OP_TEXT
+from .._core.message import Message, make_message
+from .._core.outbox import BLOCKED, Offer, Outbox
+from .._core.policy import Policy
+from .._core.stats import SubscriberStats
+from .extensions import shared_deflate
+from .relay import run_relay
 
 if TYPE_CHECKING:
-    from ._hub import Hub
+    from .hub import Hub
 
 __all__ = ["Subscriber", "check_topics"]
 

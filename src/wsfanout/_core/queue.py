@@ -11,8 +11,8 @@ import enum
 from collections import OrderedDict
 from collections.abc import Iterator
 
-from ._message import Message
-from ._policy import Arrival, Overflow, Rules
+from .message import Message
+from .rules import Arrival, Overflow, Rules
 
 __all__ = ["MessageQueue", "Push"]
 

@@ -7,21 +7,19 @@ an empty compressor: the compressed bytes depend only on the message and on the
 compression parameters, so one frame serves every connection that negotiated the same
 parameters. This module names those parameters and produces the frame that
 websockets' ``PerMessageDeflate.encode`` would produce for them, byte for byte.
+Which connections qualify is the shell's question (``_shell/extensions.py``).
 """
 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
 from typing import Any
 
 import attrs
-from websockets.extensions.base import Extension
-from websockets.extensions.permessage_deflate import PerMessageDeflate
 
-from ._frames import encode_frame
+from .frames import encode_frame
 
-__all__ = ["DeflateParams", "shared_deflate"]
+__all__ = ["DeflateParams"]
 
 
 @attrs.frozen
@@ -39,22 +37,3 @@ class DeflateParams:
         data = encoder.compress(payload) + encoder.flush(zlib.Z_SYNC_FLUSH)
         # A sync flush ends with an empty stored block, which RFC 7692 leaves out.
         return encode_frame(opcode, data[:-4], rsv1=True)
-
-
-def shared_deflate(extensions: Sequence[Extension]) -> DeflateParams | None:
-    """The parameters under which a connection's frames can be shared, or ``None`` if
-    its encoding is stateful (context takeover) or not permessage-deflate alone."""
-    if len(extensions) != 1:
-        return None
-    extension = extensions[0]
-    # Exactly websockets' class: a subclass may encode differently.
-    if type(extension) is not PerMessageDeflate or not extension.local_no_context_takeover:
-        return None
-    params = DeflateParams(
-        extension.local_max_window_bits, tuple(sorted(extension.compress_settings.items()))
-    )
-    # One object per distinct value: subscribers share it, and cache lookups hit by identity.
-    return _INTERNED.setdefault(params, params)
-
-
-_INTERNED: dict[DeflateParams, DeflateParams] = {}

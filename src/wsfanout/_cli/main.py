@@ -18,23 +18,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from . import __version__
-from ._files import (
-    STAGE_KINDS,
-    PolicyFile,
-    format_size,
-    load_policy_file,
-    looks_like_path,
-    parameters,
-    parse_duration,
-    parse_policy_file,
-    parse_size,
-    presets,
-    read_toml,
-)
-from ._policy import Overflow, Policy, resolve_rules
-from ._routes import Route, Routes, is_routing_document, load_routes
-from .exceptions import PolicyError, PolicyFileError
+from .. import __version__
+from .._core.errors import PolicyError, PolicyFileError
+from .._core.policy import Policy
+from .._core.rules import Overflow, resolve_rules
+from .._files.policy_files import STAGE_KINDS, PolicyFile, parameters, parse_policy_file, read_toml
+from .._files.presets import load_policy_file, looks_like_path, presets
+from .._files.routes import Route, Routes, is_routing_document, load_routes
+from .._files.units import format_size, parse_duration, parse_size
 
 __all__ = ["main"]
 
@@ -317,7 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from ._serve import ServeError, ServeOptions, run_server
+    from .serve import ServeError, ServeOptions, run_server
 
     token = None
     if args.token_env is not None:
@@ -386,7 +377,7 @@ def _check_scaling(
     args: argparse.Namespace, parser: argparse.ArgumentParser
 ) -> tuple[int, tuple[str, ...]]:
     """The worker count and input channels, once the flags agree with each other."""
-    from ._serve import NAMESPACE
+    from .serve import NAMESPACE
 
     channels = tuple(dict.fromkeys(args.input_channels or ()))
     if args.redis is None:
@@ -423,7 +414,7 @@ def _check_scaling(
 
 
 def _demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from ._demo import run_demo
+    from .demo import run_demo
 
     return run_demo(duration=args.duration, clients=args.clients, rate=args.rate, plain=args.plain)
 

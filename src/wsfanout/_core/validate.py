@@ -7,7 +7,7 @@ from typing import Any
 
 import attrs
 
-from .exceptions import PolicyError
+from .errors import ConfigError, PolicyError, invalid
 
 __all__ = ["check_close", "duration", "optional_duration", "optional_size", "positive_rate", "size"]
 
@@ -15,9 +15,9 @@ __all__ = ["check_close", "duration", "optional_duration", "optional_size", "pos
 def size(instance: Any, attribute: attrs.Attribute[Any], value: object) -> None:
     """A count or a byte size: an int >= 1."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise PolicyError(f"{attribute.name}={value!r} must be an int >= 1")
+        raise invalid(attribute.name, value, "must be an int >= 1")
     if value < 1:
-        raise PolicyError(f"{attribute.name}={value!r} must be >= 1")
+        raise invalid(attribute.name, value, "must be >= 1")
 
 
 def optional_size(instance: Any, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -28,9 +28,9 @@ def optional_size(instance: Any, attribute: attrs.Attribute[Any], value: object)
 def duration(instance: Any, attribute: attrs.Attribute[Any], value: object) -> None:
     """Seconds: a finite, non-negative number."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise PolicyError(f"{attribute.name}={value!r} must be a number of seconds")
+        raise invalid(attribute.name, value, "must be a number of seconds")
     if math.isnan(value) or math.isinf(value) or value < 0:
-        raise PolicyError(f"{attribute.name}={value!r} must be a finite number of seconds >= 0")
+        raise invalid(attribute.name, value, "must be a finite number of seconds >= 0")
 
 
 def optional_duration(instance: Any, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -41,9 +41,9 @@ def optional_duration(instance: Any, attribute: attrs.Attribute[Any], value: obj
 def positive_rate(instance: Any, attribute: attrs.Attribute[Any], value: object) -> None:
     """A rate per second: finite and > 0."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise PolicyError(f"{attribute.name}={value!r} must be a number per second")
+        raise invalid(attribute.name, value, "must be a number per second")
     if math.isnan(value) or math.isinf(value) or value <= 0:
-        raise PolicyError(f"{attribute.name}={value!r} must be a finite number > 0")
+        raise invalid(attribute.name, value, "must be a finite number > 0")
 
 
 # Close codes a server may send (RFC 6455 section 7.4 and the IANA registry as websockets
@@ -54,20 +54,24 @@ _SENDABLE_CODES = frozenset(
 MAX_REASON_BYTES = 123
 
 
-def check_close(code: object, reason: object) -> None:
+def check_close(code: object, reason: object, error: type[ConfigError] = PolicyError) -> None:
     """Reject a close code or reason that websockets would refuse to send."""
     if isinstance(code, bool) or not isinstance(code, int):
-        raise PolicyError(f"code={code!r} must be an int close code")
+        raise invalid("code", code, "must be an int close code", error)
     if code not in _SENDABLE_CODES and not 3000 <= code <= 4999:
-        raise PolicyError(
-            f"code={code!r} is not a close code a server may send "
-            "(expected 1000-1003, 1007-1014 or 3000-4999)"
+        raise invalid(
+            "code",
+            code,
+            "is not a close code a server may send (expected 1000-1003, 1007-1014 or 3000-4999)",
+            error,
         )
     if not isinstance(reason, str):
-        raise PolicyError(f"reason={reason!r} must be a str")
+        raise invalid("reason", reason, "must be a str", error)
     encoded = len(reason.encode())
     if encoded > MAX_REASON_BYTES:
-        raise PolicyError(
-            f"reason={reason!r} is {encoded} bytes in UTF-8; "
-            f"at most {MAX_REASON_BYTES} fit a close frame"
+        raise invalid(
+            "reason",
+            reason,
+            f"is {encoded} bytes in UTF-8; at most {MAX_REASON_BYTES} fit a close frame",
+            error,
         )

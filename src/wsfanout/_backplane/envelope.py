@@ -26,7 +26,7 @@ import struct
 
 import attrs
 
-from ._frames import OP_BINARY, OP_TEXT
+from .._core.frames import OP_BINARY, OP_TEXT
 
 __all__ = [
     "MAGIC",

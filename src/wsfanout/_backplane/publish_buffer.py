@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from ._policy import Overflow
+from .._core.rules import Overflow
 
 __all__ = ["PublishBuffer"]
 

@@ -55,11 +55,11 @@ from websockets.exceptions import ConnectionClosed, InvalidOrigin
 from websockets.http11 import Request, Response
 from websockets.typing import Origin, Subprotocol
 
-from ._hub import Hub
-from ._redis import RedisBackplane
-from ._routes import Routes
-from ._workers import WorkerPool
-from .exceptions import HubClosedError
+from .._backplane.redis import RedisBackplane
+from .._backplane.workers import WorkerPool
+from .._core.errors import HubClosedError
+from .._files.routes import Routes
+from .._shell.hub import Hub
 
 __all__ = ["NAMESPACE", "ServeError", "ServeOptions", "redacted_url", "run_server"]
 

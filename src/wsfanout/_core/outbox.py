@@ -34,12 +34,13 @@ from collections.abc import Callable
 
 import attrs
 
-from ._decision import NEUTRAL, Close, Decision
-from ._message import Batched, Message
-from ._policy import Policy, resolve_rules
-from ._queue import MessageQueue, Push
-from ._snapshot import Snapshot
-from ._stats import SubscriberStats
+from .decision import NEUTRAL, Close, Decision
+from .message import Batched, Message
+from .policy import Policy
+from .queue import MessageQueue, Push
+from .rules import resolve_rules
+from .snapshot import Snapshot
+from .stats import SubscriberStats
 
 __all__ = ["BLOCKED", "IDLE", "CloseAction", "Offer", "Outbox", "Wait", "Write"]
 

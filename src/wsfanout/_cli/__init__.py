@@ -1,0 +1,5 @@
+"""The ``wsfanout`` command: ``serve``, ``demo`` and ``check``."""
+
+from .main import main
+
+__all__ = ["main"]

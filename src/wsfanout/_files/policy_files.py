@@ -1,0 +1,303 @@
+"""Policies declared in TOML files: reading, validating, presets and writing back.
+
+Theory of operation
+-------------------
+One file declares one named policy (the file's stem is its name): a ``description``
+and one ``[[stage]]`` table per stage, in composition order::
+
+    description = "Prices: only the newest quote per key matters."
+
+    [[stage]]
+    kind = "conflate-by-key"
+
+    [[stage]]
+    kind = "disconnect"
+    max_lag = "5s"
+
+Two tables drive everything. :data:`STAGE_KINDS` maps each ``kind`` to its built-in
+class, whose constructor parameters are the keys a stage may have. ``_PARAMETERS`` maps
+each parameter name to its value kind (a count, a size, a duration, ...), which reads
+what people write (``"250ms"``, ``"64KiB"``) and writes it back. Loading builds the
+stages with their constructors, so a loaded policy is equal to the one code would
+build, and every validator of the built-ins applies; its errors are re-raised with the
+file name and the key path. Stage indices in key paths count from 0, as
+``policy.stages[i]`` does.
+
+Presets, and loading a policy by name or path, are in ``presets.py``; the value kinds
+(durations, sizes, rates) in ``units.py``.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from .._core.builtins import (
+    COMBINERS,
+    Batch,
+    ConflateByKey,
+    Disconnect,
+    DropNewest,
+    DropOldest,
+    SkipToLatest,
+    Throttle,
+)
+from .._core.errors import PolicyConflictError, PolicyError, PolicyFileError
+from .._core.policy import Policy, as_policy
+from .units import (
+    CLOSE_CODE,
+    COUNT,
+    DURATION,
+    RATE,
+    SIZE,
+    TEXT,
+    ValueKind,
+    parse_text,
+    show_toml,
+)
+
+__all__ = [
+    "STAGE_KINDS",
+    "PolicyFile",
+    "defaults",
+    "dump_policy",
+    "expected_one_of",
+    "parameters",
+    "parse_policy",
+    "parse_policy_file",
+    "read_text",
+    "read_toml",
+    "unknown_key",
+]
+
+STAGE_KINDS: dict[str, type[Policy]] = {
+    "drop-oldest": DropOldest,
+    "drop-newest": DropNewest,
+    "skip-to-latest": SkipToLatest,
+    "conflate-by-key": ConflateByKey,
+    "batch": Batch,
+    "throttle": Throttle,
+    "disconnect": Disconnect,
+}
+"""The stage kinds a policy file may name, and the built-in class each one builds."""
+
+_KIND_OF: dict[type[Policy], str] = {cls: kind for kind, cls in STAGE_KINDS.items()}
+
+
+def _write_combine(value: object) -> object:
+    if not isinstance(value, str):
+        raise PolicyError(
+            f"combine={value!r} is a function, which a policy file cannot hold "
+            f"(expected one of {', '.join(show_toml(name) for name in sorted(COMBINERS))})"
+        )
+    return value
+
+
+COMBINER = ValueKind(
+    "a combiner name",
+    " or ".join(show_toml(name) for name in sorted(COMBINERS)),
+    parse_text,
+    _write_combine,
+)
+
+_PARAMETERS: dict[str, ValueKind] = {
+    "max_messages": COUNT,
+    "max_bytes": SIZE,
+    "max_buffer": SIZE,
+    "max_lag": DURATION,
+    "max_delay": DURATION,
+    "grace": DURATION,
+    "rate": RATE,
+    "code": CLOSE_CODE,
+    "reason": TEXT,
+    "combine": COMBINER,
+}
+"""The value kind of every parameter of every stage kind, by parameter name."""
+
+
+def _init_fields(kind: str) -> tuple[attrs.Attribute[Any], ...]:
+    cls: Any = STAGE_KINDS[kind]  # every registered class is an attrs class
+    return tuple(field for field in attrs.fields(cls) if field.init)
+
+
+def parameters(kind: str) -> dict[str, ValueKind]:
+    """The keys a stage of ``kind`` accepts (its class's parameters), in declaration order."""
+    return {field.name: _PARAMETERS[field.name] for field in _init_fields(kind)}
+
+
+def defaults(kind: str) -> dict[str, object]:
+    """The default of each optional parameter of ``kind``; required ones are absent."""
+    fields = _init_fields(kind)
+    return {f.name: f.default for f in fields if f.default is not attrs.NOTHING}
+
+
+# -- reading ------------------------------------------------------------------------
+
+
+@attrs.frozen
+class PolicyFile:
+    """A policy read from a file, with the name and description the file gives it."""
+
+    name: str
+    """The file's stem: ``chat`` for ``chat.toml``."""
+    description: str
+    policy: Policy
+    source: str
+    """Where it was read from (a path, or ``<string>``)."""
+
+
+_TOP_KEYS = ("description", "stage")
+_SYNTAX_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
+
+
+def expected_one_of(names: object) -> str:
+    return "expected one of " + ", ".join(show_toml(n) for n in names)  # type: ignore[attr-defined]
+
+
+def read_toml(text: str, filename: str) -> dict[str, Any]:
+    """Parse TOML, turning a syntax error into a :class:`PolicyFileError` that keeps its place."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        where = _SYNTAX_POSITION.search(str(exc))
+        raise PolicyFileError(
+            f"{filename}: not valid TOML: {exc}",
+            filename=filename,
+            line=int(where[1]) if where else None,
+            column=int(where[2]) if where else None,
+        ) from None
+
+
+def _fail(filename: str, key: str, message: str) -> PolicyFileError:
+    return PolicyFileError(f"{filename}: {key}: {message}", filename=filename, key=key)
+
+
+def unknown_key(filename: str, key: str, known: object) -> PolicyFileError:
+    return _fail(filename, key, f"unknown key ({expected_one_of(known)})")
+
+
+def parse_policy_file(text: str, *, filename: str = "<string>") -> PolicyFile:
+    """Read one policy file's text; ``filename`` names it in errors and gives its name."""
+    document = read_toml(text, filename)
+    for key in document:
+        if key not in _TOP_KEYS:
+            raise unknown_key(filename, key, _TOP_KEYS)
+    description = document.get("description", "")
+    if not isinstance(description, str):
+        raise _fail(filename, "description", f"{show_toml(description)} is not a string")
+    if "stage" not in document:
+        raise _fail(filename, "stage", "missing (expected at least one [[stage]] table)")
+    tables = document["stage"]
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise _fail(
+            filename,
+            "stage",
+            f"{show_toml(tables)} is not a list of stages (expected [[stage]] tables)",
+        )
+    if not tables:
+        raise _fail(filename, "stage", "empty (expected at least one [[stage]] table)")
+    policy: Policy | None = None
+    for index, table in enumerate(tables):
+        stage = _build_stage(filename, f"stage[{index}]", table)
+        if policy is None:
+            policy = stage
+            continue
+        try:
+            policy = policy | stage
+        except PolicyConflictError as exc:
+            raise _fail(filename, f"stage[{index}]", str(exc)) from exc
+    assert policy is not None
+    stem = Path(filename).stem if filename != "<string>" else filename
+    return PolicyFile(name=stem, description=description, policy=policy, source=filename)
+
+
+def _build_stage(filename: str, where: str, table: Mapping[str, object]) -> Policy:
+    if "kind" not in table:
+        raise _fail(filename, f"{where}.kind", f"missing ({expected_one_of(STAGE_KINDS)})")
+    kind = table["kind"]
+    if not isinstance(kind, str) or kind not in STAGE_KINDS:
+        raise _fail(
+            filename,
+            f"{where}.kind",
+            f"{show_toml(kind)} is not a stage kind ({expected_one_of(STAGE_KINDS)})",
+        )
+    accepted = parameters(kind)
+    arguments: dict[str, object] = {}
+    for key, raw in table.items():
+        if key == "kind":
+            continue
+        if key not in accepted:
+            raise _fail(
+                filename,
+                f"{where}.{key}",
+                f"unknown key for {show_toml(kind)} ({expected_one_of(['kind', *accepted])})",
+            )
+        value_kind = accepted[key]
+        try:
+            arguments[key] = value_kind.read(raw)
+        except ValueError:
+            raise _fail(
+                filename,
+                f"{where}.{key}",
+                f"{show_toml(raw)} is not {value_kind.what} (expected {value_kind.expected})",
+            ) from None
+    try:
+        return STAGE_KINDS[kind](**arguments)
+    except PolicyError as exc:
+        key = f"{where}.{exc.name}" if exc.name in arguments else where
+        raise _fail(filename, key, str(exc)) from exc
+
+
+def read_text(filename: str) -> str:
+    """A file's text, or a :class:`PolicyFileError` that says in one line why not."""
+    try:
+        return Path(filename).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PolicyFileError(f"{filename}: no such file", filename=filename) from None
+    except UnicodeDecodeError:
+        raise PolicyFileError(f"{filename}: not UTF-8 text", filename=filename) from None
+    except OSError as exc:
+        raise PolicyFileError(
+            f"{filename}: cannot read: {exc.strerror or exc}", filename=filename
+        ) from None
+
+
+def parse_policy(text: str, *, filename: str = "<string>") -> Policy:
+    """The policy declared by a policy file's text."""
+    return parse_policy_file(text, filename=filename).policy
+
+
+# -- writing ------------------------------------------------------------------------
+
+
+def dump_policy(policy: Policy, *, description: str = "") -> str:
+    """A policy file's text that :func:`parse_policy` reads back as an equal policy.
+
+    Only built-in stages can be written, and a ``Batch`` only with a named ``combine``;
+    anything else raises :class:`PolicyError` naming the stage.
+    """
+    lines: list[str] = []
+    if description:
+        lines.append(f"description = {show_toml(description)}")
+    for stage in as_policy(policy).stages:
+        kind = _KIND_OF.get(type(stage))
+        if kind is None:
+            raise PolicyError(
+                f"{stage!r} is not a built-in stage, so a policy file cannot declare it "
+                f"(expected one of {', '.join(cls.__name__ for cls in _KIND_OF)})"
+            )
+        if lines:
+            lines.append("")
+        lines += ["[[stage]]", f"kind = {show_toml(kind)}"]
+        optional = defaults(kind)
+        for name, value_kind in parameters(kind).items():
+            value = getattr(stage, name)
+            if name in optional and value == optional[name]:
+                continue
+            lines.append(f"{name} = {show_toml(value_kind.write(value))}")
+    return "\n".join(lines) + "\n"

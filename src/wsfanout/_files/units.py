@@ -1,0 +1,199 @@
+"""Values as people write them in files and on the command line: durations, sizes, rates.
+
+``"250ms"``, ``"5s"``, ``"64KiB"`` and ``"600/min"`` read as the numbers the policies
+take, with decimal arithmetic and one rounding, so ``"100ms"`` is exactly ``0.1``; the
+formatters write back a value that reads as the same number. Each :class:`ValueKind`
+bundles a reader, a writer and the words error messages use for it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import attrs
+
+__all__ = [
+    "CLOSE_CODE",
+    "COUNT",
+    "DURATION",
+    "RATE",
+    "SIZE",
+    "TEXT",
+    "ValueKind",
+    "format_duration",
+    "format_size",
+    "parse_duration",
+    "parse_int",
+    "parse_rate",
+    "parse_size",
+    "parse_text",
+    "show_toml",
+]
+
+
+def show_toml(value: object) -> str:
+    """``value`` as it would be written in TOML, for error messages and the dumper."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        # A JSON string is a TOML basic string (same escapes, \uXXXX included), except
+        # that TOML also forbids a raw DEL.
+        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {show_toml(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(show_toml(v) for v in value) + "]"
+    return str(value)
+
+
+_NUMBER = r"(\d+(?:\.\d*)?|\.\d+)"
+_DURATION = re.compile(rf"^\s*{_NUMBER}\s*([a-z]+)\s*$")
+_DURATION_UNITS = {
+    "ms": Decimal("0.001"),
+    "s": Decimal(1),
+    "m": Decimal(60),
+    "min": Decimal(60),
+    "h": Decimal(3600),
+}
+_SIZE = re.compile(rf"^\s*{_NUMBER}\s*([a-z]*)\s*$", re.IGNORECASE)
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+}
+_RATE = re.compile(rf"^\s*{_NUMBER}\s*/\s*([a-z]+)\s*$")
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from a number or a string such as ``"250ms"``, ``"5s"``, ``"1m"``, ``"2h"``.
+
+    Raises ``ValueError`` for anything else. Range checks are the policies' own.
+    """
+    if _is_number(value):
+        return float(value)  # type: ignore[arg-type]
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match and match[2] in _DURATION_UNITS:
+            # Decimal arithmetic, then one rounding: "100ms" is exactly the float 0.1.
+            return float(Decimal(match[1]) * _DURATION_UNITS[match[2]])
+    raise ValueError(f"{value!r} is not a duration")
+
+
+def parse_size(value: object) -> int:
+    """Bytes from an integer or a string such as ``"512"``, ``"64KiB"``, ``"1MiB"``, ``"2MB"``."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        match = _SIZE.match(value)
+        if match and match[2].lower() in _SIZE_UNITS:
+            amount = Decimal(match[1]) * _SIZE_UNITS[match[2].lower()]
+            if amount == amount.to_integral_value():
+                return int(amount)
+    raise ValueError(f"{value!r} is not a size")
+
+
+def parse_int(value: object) -> int:
+    """An integer as written in TOML (a count, a close code); ``true`` is not one."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise ValueError(f"{value!r} is not an integer")
+
+
+def parse_rate(value: object) -> float:
+    if _is_number(value):
+        return float(value)  # type: ignore[arg-type]
+    if isinstance(value, str):
+        match = _RATE.match(value)
+        if match and match[2] in _DURATION_UNITS:
+            try:
+                return float(Decimal(match[1]) / _DURATION_UNITS[match[2]])
+            except InvalidOperation:  # pragma: no cover - the regex admits only numbers
+                pass
+    raise ValueError(f"{value!r} is not a rate")
+
+
+def parse_text(value: object) -> str:
+    if isinstance(value, str):
+        return value
+    raise ValueError(f"{value!r} is not a string")
+
+
+def _plain(number: Decimal) -> str:
+    text = format(number.normalize(), "f")
+    return text
+
+
+def format_duration(seconds: float) -> str | float:
+    """The TOML value that reads back as exactly ``seconds``: ``"250ms"``, ``"5s"``, ``"1m"``.
+
+    Falls back to the bare number where no unit reads back exactly.
+    """
+    value = float(seconds)
+    if not math.isfinite(value):
+        return value
+    exact = Decimal(repr(value))
+    if exact == 0:
+        text = "0s"
+    elif exact < 1 and (exact * 1000) == (exact * 1000).to_integral_value():
+        text = f"{_plain(exact * 1000)}ms"
+    elif exact >= 60 and exact % 3600 == 0:
+        text = f"{_plain(exact / 3600)}h"
+    elif exact >= 60 and exact % 60 == 0:
+        text = f"{_plain(exact / 60)}m"
+    else:
+        text = f"{_plain(exact)}s"
+    return text if parse_duration(text) == value else value
+
+
+def format_size(size: int) -> str | int:
+    """``"64KiB"``, ``"1MiB"`` where the size is a whole number of those, else the integer."""
+    for unit, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if size >= factor and size % factor == 0:
+            return f"{size // factor}{unit}"
+    return size
+
+
+@attrs.frozen
+class ValueKind:
+    """How one kind of parameter is written in a file: read, described and written back."""
+
+    what: str
+    """The noun for error messages: ``"a duration"``."""
+    expected: str
+    """What would be accepted, for error messages: ``'e.g. "250ms", "5s"'``."""
+    read: Callable[[object], object]
+    """File value to Python value; raises ``ValueError`` when the value is not of this kind."""
+    write: Callable[[Any], object]
+    """Python value to the value the dumper writes (which ``read`` turns back into it)."""
+
+
+def _same(value: object) -> object:
+    return value
+
+
+COUNT = ValueKind("a count", "an integer >= 1, e.g. 256", parse_int, _same)
+SIZE = ValueKind("a size", 'bytes, e.g. 65536, "64KiB", "1MiB"', parse_size, format_size)
+DURATION = ValueKind("a duration", 'e.g. "250ms", "5s"', parse_duration, format_duration)
+RATE = ValueKind("a rate", 'per second, e.g. 10, 0.5 or "600/min"', parse_rate, _same)
+CLOSE_CODE = ValueKind("a close code", "an integer, e.g. 1013", parse_int, _same)
+TEXT = ValueKind("a string", 'e.g. "subscriber too slow"', parse_text, _same)

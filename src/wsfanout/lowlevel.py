@@ -1,0 +1,62 @@
+"""The sans-I/O core, for simulators, custom shells and policies that shape the queue.
+
+:class:`Outbox` is one subscriber's queue, policy and counters as a pure state machine:
+the shell (``Hub`` and its relay, or ``wsfanout.testing``'s simulator) tells it what
+happens (:meth:`Outbox.offer`, :meth:`Outbox.next_action`) and performs the actions it
+returns. Everything it takes and returns is here, with the queue rules a policy
+declares. See docs/reference.md, "wsfanout.lowlevel".
+"""
+
+from ._core.decision import NEUTRAL, join
+from ._core.deflate import DeflateParams
+from ._core.frames import OP_BINARY, OP_TEXT
+from ._core.message import Batched, Message, make_message
+from ._core.outbox import BLOCKED, IDLE, Action, CloseAction, Offer, Outbox, Wait, Write
+from ._core.policy import FunctionPolicy
+from ._core.queue import MessageQueue, Push
+from ._core.rules import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_MESSAGES,
+    Arrival,
+    BatchRule,
+    Overflow,
+    Rules,
+    merge_rules,
+    resolve_rules,
+)
+from ._public import publish_names
+
+__all__ = [
+    # one subscriber's core and its vocabulary
+    "Outbox",
+    "Offer",
+    "Action",
+    "Write",
+    "Wait",
+    "CloseAction",
+    "IDLE",
+    "BLOCKED",
+    # messages
+    "Message",
+    "Batched",
+    "make_message",
+    "OP_TEXT",
+    "OP_BINARY",
+    "DeflateParams",
+    "MessageQueue",
+    "Push",
+    # queue rules and decisions
+    "Rules",
+    "Overflow",
+    "Arrival",
+    "BatchRule",
+    "merge_rules",
+    "resolve_rules",
+    "DEFAULT_MAX_MESSAGES",
+    "DEFAULT_MAX_BYTES",
+    "join",
+    "NEUTRAL",
+    "FunctionPolicy",
+]
+
+publish_names(__name__, globals(), __all__)
