@@ -14,7 +14,7 @@ from wsfanout import Hub, Policy
 from wsfanout._backplane.envelope import MAGIC
 from wsfanout._backplane.redis import _finish
 from wsfanout.backplane import BackplaneHealth, RedisBackplane
-from wsfanout.exceptions import HubClosedError, PolicyError
+from wsfanout.exceptions import ConfigError, HubClosedError, PolicyError
 from wsfanout.lowlevel import Rules
 from wsfanout.policies import (
     Batch,
@@ -255,8 +255,12 @@ def test_every_name_the_backplane_module_exports_exists() -> None:
 def test_bad_options_are_refused_naming_the_option_and_value(
     options: dict[str, object], message: str
 ) -> None:
-    with pytest.raises(PolicyError, match=message):
+    with pytest.raises(ConfigError, match=message) as refused:
         RedisBackplane(**options)  # type: ignore[arg-type]
+    name, value = next(iter(options.items()))
+    assert (refused.value.name, refused.value.value) == (name, value)
+    # Only a bad buffer, which is a policy, is a PolicyError.
+    assert isinstance(refused.value, PolicyError) == (name == "buffer")
 
 
 @attrs.frozen
@@ -286,7 +290,7 @@ def test_the_repr_is_construction_code() -> None:
 def test_a_backplane_serves_one_hub_only() -> None:
     backplane = RedisBackplane(hub_id="A")
     Hub(backplane=backplane)
-    with pytest.raises(PolicyError, match=r"^RedisBackplane\(.*\) is already the backplane"):
+    with pytest.raises(ConfigError, match=r"^RedisBackplane\(.*\) is already the backplane"):
         Hub(backplane=backplane)
 
 

@@ -16,7 +16,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from wsfanout.backplane import WorkerPool
-from wsfanout.exceptions import PolicyError
+from wsfanout.exceptions import ConfigError, PolicyError
 
 
 async def test_workers_share_one_port_and_every_client_gets_every_message() -> None:
@@ -86,8 +86,13 @@ async def test_run_workers_serves_until_sigterm_then_exits_cleanly() -> None:
         (True, {}, r"^workers=True must be an int >= 1$"),
         (2, {"port": 70000}, r"^port=70000 must be an int from 0 to 65535$"),
         (2, {"namespace": "a b"}, r"^namespace='a b' must be letters"),
-        (2, {"close_timeout": 0}, r"^close_timeout=0 must be a number of seconds > 0$"),
-        (2, {"close_timeout": True}, r"^close_timeout=True must be a number of seconds > 0$"),
+        (2, {"close_timeout": 0}, r"^close_timeout=0 must be a finite number of seconds > 0$"),
+        (2, {"close_timeout": True}, r"^close_timeout=True must be a number of seconds$"),
+        (
+            2,
+            {"close_timeout": float("inf")},
+            r"^close_timeout=inf must be a finite number of seconds > 0$",
+        ),
         (
             2,
             {"serve_options": {"sock": None}},
@@ -104,8 +109,11 @@ async def test_run_workers_serves_until_sigterm_then_exits_cleanly() -> None:
 def test_a_bad_worker_option_is_refused_before_any_process_starts(
     workers: int, options: dict[str, object], message: str
 ) -> None:
-    with pytest.raises(PolicyError, match=message):
+    with pytest.raises(ConfigError, match=message) as refused:
         WorkerPool(workers, "redis://127.0.0.1:1/0", **options)  # type: ignore[arg-type]
+    name, value = next(iter(options.items()), ("workers", workers))
+    assert (refused.value.name, refused.value.value) == (name, value)
+    assert not isinstance(refused.value, PolicyError)
 
 
 def test_a_port_another_pool_holds_is_in_use_although_both_reuse_it() -> None:

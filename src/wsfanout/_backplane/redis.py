@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import os
 import random
 import re
@@ -45,10 +44,11 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from .._core.builtins import DropOldest
-from .._core.errors import HubClosedError, PolicyError
+from .._core.errors import ConfigError, HubClosedError, invalid
 from .._core.message import Message
 from .._core.policy import Policy
 from .._core.rules import Overflow, resolve_rules
+from .._core.validate import positive_seconds
 from .envelope import (
     MAGIC,
     MAX_HUB_ID_BYTES,
@@ -121,27 +121,22 @@ class BackplaneHealth:
     """Payloads in the namespace that carry the wire format's marker but do not parse."""
 
 
-def _seconds(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise PolicyError(f"{name}={value!r} must be a number of seconds")
-    if math.isnan(value) or math.isinf(value) or value <= 0:
-        raise PolicyError(f"{name}={value!r} must be a finite number of seconds > 0")
-    return float(value)
-
-
 def _check_buffer(buffer: object) -> PublishBuffer:
     if not isinstance(buffer, Policy):
-        raise PolicyError(f"buffer={buffer!r} must be a Policy such as DropOldest(...)")
+        raise invalid("buffer", buffer, "must be a Policy such as DropOldest(...)")
     if any(type(stage).decide is not Policy.decide for stage in buffer.stages):
-        raise PolicyError(
-            f"buffer={buffer!r} decides from snapshots, which a publish buffer never "
-            "consults; use DropOldest(...) or DropNewest(...)"
+        raise invalid(
+            "buffer",
+            buffer,
+            "decides from snapshots, which a publish buffer never consults; "
+            "use DropOldest(...) or DropNewest(...)",
         )
     rules = resolve_rules(buffer)
     if rules.overflow is Overflow.CLOSE or rules.arrival is not None or rules.batch is not None:
-        raise PolicyError(
-            f"buffer={buffer!r} must only bound the buffer and drop when full; "
-            "use DropOldest(...) or DropNewest(...)"
+        raise invalid(
+            "buffer",
+            buffer,
+            "must only bound the buffer and drop when full; use DropOldest(...) or DropNewest(...)",
         )
     assert rules.max_messages is not None
     assert rules.max_bytes is not None
@@ -181,28 +176,32 @@ class RedisBackplane:
         if aredis is None:  # pragma: no cover - exercised only without the extra
             raise ImportError("RedisBackplane needs redis-py: pip install 'wsfanout[redis]'")
         if not isinstance(url, str):
-            raise PolicyError(f"url={url!r} must be a str")
+            raise invalid("url", url, "must be a str", ConfigError)
         if not url.startswith(("redis://", "rediss://", "unix://")):
-            raise PolicyError(f"url={url!r} must start with redis://, rediss:// or unix://")
+            raise invalid("url", url, "must start with redis://, rediss:// or unix://", ConfigError)
         if not isinstance(namespace, str) or not _NAMESPACE.fullmatch(namespace):
-            raise PolicyError(
-                f"namespace={namespace!r} must be letters, digits, '_', '.' or '-' "
-                "(it prefixes Redis channel names)"
+            raise invalid(
+                "namespace",
+                namespace,
+                "must be letters, digits, '_', '.' or '-' (it prefixes Redis channel names)",
+                ConfigError,
             )
         if hub_id is None:
             hub_id = _default_hub_id()
         elif not isinstance(hub_id, str) or not 1 <= len(hub_id.encode()) <= MAX_HUB_ID_BYTES:
-            raise PolicyError(f"hub_id={hub_id!r} must be a str of 1 to 255 bytes in UTF-8")
+            raise invalid("hub_id", hub_id, "must be a str of 1 to 255 bytes in UTF-8", ConfigError)
         self._buffer = _check_buffer(buffer)
-        self.heartbeat = _seconds("heartbeat", heartbeat)
-        self.min_retry_delay = _seconds("min_retry_delay", min_retry_delay)
-        self.max_retry_delay = _seconds("max_retry_delay", max_retry_delay)
+        self.heartbeat = positive_seconds("heartbeat", heartbeat)
+        self.min_retry_delay = positive_seconds("min_retry_delay", min_retry_delay)
+        self.max_retry_delay = positive_seconds("max_retry_delay", max_retry_delay)
         if self.min_retry_delay > self.max_retry_delay:
-            raise PolicyError(
-                f"min_retry_delay={min_retry_delay!r} must be <= "
-                f"max_retry_delay={max_retry_delay!r}"
+            raise invalid(
+                "min_retry_delay",
+                min_retry_delay,
+                f"must be <= max_retry_delay={max_retry_delay!r}",
+                ConfigError,
             )
-        self.timeout = _seconds("timeout", timeout)
+        self.timeout = positive_seconds("timeout", timeout)
         self.url = url
         self.namespace = namespace
         self.hub_id = hub_id
@@ -266,7 +265,7 @@ class RedisBackplane:
     def bind(self, hub: Hub) -> None:
         """Called by ``Hub(backplane=...)``: messages from other hubs go to ``hub``."""
         if self._hub is not None and self._hub is not hub:
-            raise PolicyError(f"{self!r} is already the backplane of another hub")
+            raise ConfigError(f"{self!r} is already the backplane of another hub")
         self._hub = hub
 
     def forward(self, message: Message) -> None:

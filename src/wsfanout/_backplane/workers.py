@@ -34,8 +34,9 @@ from typing import Any
 import attrs
 from websockets.asyncio.server import ServerConnection, serve
 
-from .._core.errors import PolicyError
+from .._core.errors import ConfigError, invalid
 from .._core.policy import Policy
+from .._core.validate import positive_seconds
 from .._shell.hub import Hub
 from .redis import RedisBackplane
 
@@ -103,23 +104,23 @@ class WorkerPool:
         serve_options: Mapping[str, Any] | None = None,
     ) -> None:
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-            raise PolicyError(f"workers={workers!r} must be an int >= 1")
+            raise invalid("workers", workers, "must be an int >= 1", ConfigError)
         if not hasattr(socket, "SO_REUSEPORT"):  # pragma: no cover - Linux and BSDs have it
-            raise PolicyError(f"workers={workers!r} needs SO_REUSEPORT, which this platform lacks")
+            raise invalid(
+                "workers", workers, "needs SO_REUSEPORT, which this platform lacks", ConfigError
+            )
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-            raise PolicyError(f"port={port!r} must be an int from 0 to 65535")
-        if (
-            isinstance(close_timeout, bool)
-            or not isinstance(close_timeout, (int, float))
-            or not 0 < close_timeout < float("inf")
-        ):
-            raise PolicyError(f"close_timeout={close_timeout!r} must be a number of seconds > 0")
+            raise invalid("port", port, "must be an int from 0 to 65535", ConfigError)
+        positive_seconds("close_timeout", close_timeout)
         extra = dict(serve_options or {})
         taken = sorted(_SET_BY_POOL.intersection(extra))
         if taken:
-            raise PolicyError(
-                f"serve_options={extra!r} may not set {', '.join(taken)}: "
-                f"the pool sets {'it' if len(taken) == 1 else 'them'}"
+            raise invalid(
+                "serve_options",
+                extra,
+                f"may not set {', '.join(taken)}: "
+                f"the pool sets {'it' if len(taken) == 1 else 'them'}",
+                ConfigError,
             )
         # Construct one backplane here so that bad options fail in the parent, not N times.
         probe = RedisBackplane(url, namespace=namespace, hub_id=hub_id, heartbeat=heartbeat)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .. import __version__
-from .._core.errors import PolicyError, PolicyFileError
+from .._core.errors import ConfigError, PolicyError, PolicyFileError
 from .._core.policy import Policy
 from .._core.rules import Overflow, resolve_rules
 from .._files.policy_files import STAGE_KINDS, PolicyFile, parameters, parse_policy_file, read_toml
@@ -297,7 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     subparser: argparse.ArgumentParser = args.parser
     try:
         return run(args, subparser)
-    except (CommandError, PolicyError) as exc:
+    except (CommandError, ConfigError) as exc:
         print(f"{subparser.prog}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

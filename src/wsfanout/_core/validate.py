@@ -9,7 +9,15 @@ import attrs
 
 from .errors import ConfigError, PolicyError, invalid
 
-__all__ = ["check_close", "duration", "optional_duration", "optional_size", "positive_rate", "size"]
+__all__ = [
+    "check_close",
+    "duration",
+    "optional_duration",
+    "optional_size",
+    "positive_rate",
+    "positive_seconds",
+    "size",
+]
 
 
 def size(instance: Any, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -44,6 +52,15 @@ def positive_rate(instance: Any, attribute: attrs.Attribute[Any], value: object)
         raise invalid(attribute.name, value, "must be a number per second")
     if math.isnan(value) or math.isinf(value) or value <= 0:
         raise invalid(attribute.name, value, "must be a finite number > 0")
+
+
+def positive_seconds(name: str, value: object, error: type[ConfigError] = ConfigError) -> float:
+    """A timeout or an interval outside policies: a finite number of seconds > 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise invalid(name, value, "must be a number of seconds", error)
+    if math.isnan(value) or math.isinf(value) or value <= 0:
+        raise invalid(name, value, "must be a finite number of seconds > 0", error)
+    return float(value)
 
 
 # Close codes a server may send (RFC 6455 section 7.4 and the IANA registry as websockets

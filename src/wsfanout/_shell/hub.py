@@ -28,12 +28,12 @@ from websockets.typing import Data
 from .._backplane.protocol import Backplane
 from .._core.builtins import DEFAULT_POLICY
 from .._core.decision import Close
-from .._core.errors import HubClosedError, PolicyError
+from .._core.errors import ConfigError, HubClosedError
 from .._core.message import Message, make_message
 from .._core.outbox import BLOCKED, Offer
 from .._core.policy import Policy, as_policy
 from .._core.stats import HubStats, SubscriberStats, add_stats
-from .._core.validate import check_close
+from .._core.validate import check_close, positive_seconds
 from .subscriber import Subscriber, check_topics
 
 __all__ = ["Hub"]
@@ -65,10 +65,8 @@ class Hub:
         close_timeout: float = 5.0,
         backplane: Backplane | None = None,
     ) -> None:
-        if not isinstance(close_timeout, (int, float)) or not close_timeout > 0:
-            raise PolicyError(f"close_timeout={close_timeout!r} must be a number of seconds > 0")
+        self.close_timeout = positive_seconds("close_timeout", close_timeout)
         self.policy = DEFAULT_POLICY if policy is None else as_policy(policy)
-        self.close_timeout = float(close_timeout)
         self._members: dict[Subscriber, None] = {}
         """Every attached subscriber, in joining order (messages without a topic)."""
         self._wildcard: dict[Subscriber, None] = {}
@@ -362,7 +360,7 @@ class Hub:
         aborted, so a stalled client cannot hold this up. Messages still queued are
         counted as ``disconnected``. A backplane is closed first, so nothing more arrives.
         """
-        check_close(code, reason)
+        check_close(code, reason, ConfigError)
         self._closed = True
         if self._backplane is not None:
             await self._backplane.aclose()
