@@ -306,8 +306,7 @@ class Wsfanout(Case):
 
     def __init__(self, compression: str, policy: Policy | None, *, cork: bool = True) -> None:
         super().__init__(compression)
-        self.hub = Hub(policy=policy)
-        self.hub._cork = cork
+        self.hub = Hub(policy=policy, cork=cork)
         self.stalled_subscribers: list[Any] = []
         self.server: Any = None
 

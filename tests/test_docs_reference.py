@@ -1,9 +1,11 @@
 """docs/reference.md documents every public name, its members and its parameters.
 
-Each name of ``wsfanout.__all__`` and ``wsfanout.policies.__all__`` needs a heading
-whose first code span is the name. Its section (down to the next heading of the same
-or a higher level) must mention, in a code span, every public member a class defines
-and every parameter of every public callable.
+Each name of the ``__all__`` of every face (``wsfanout``, ``wsfanout.policies``,
+``wsfanout.files``, ``wsfanout.lowlevel``, ``wsfanout.backplane``,
+``wsfanout.exceptions``) needs a heading whose first code span is the name;
+``wsfanout.testing`` is documented in docs/how-to/property-test.md. Its section (down
+to the next heading of the same or a higher level) must mention, in a code span, every
+public member a class defines and every parameter of every public callable.
 """
 
 from __future__ import annotations
@@ -17,19 +19,32 @@ from pathlib import Path
 import attrs
 
 import wsfanout
+import wsfanout.backplane
+import wsfanout.exceptions
+import wsfanout.files
+import wsfanout.lowlevel
 import wsfanout.policies
+
+FACES = (
+    wsfanout,
+    wsfanout.policies,
+    wsfanout.files,
+    wsfanout.lowlevel,
+    wsfanout.backplane,
+    wsfanout.exceptions,
+)
 
 REFERENCE = Path(__file__).resolve().parent.parent / "docs" / "reference.md"
 
 HEADING = re.compile(r"^(#{1,6}) `([A-Za-z_][\w.]*)", re.MULTILINE)
 ANY_HEADING = re.compile(r"^(#{1,6}) ", re.MULTILINE)
 
-NOT_CONSTRUCTED = {"Subscriber"}
+NOT_CONSTRUCTED = {"Subscriber", "Backplane", "Inbound"}
 """Classes users never construct: their constructor parameters are not documented."""
 
 
 def public_names() -> Iterator[tuple[str, object]]:
-    for module in (wsfanout, wsfanout.policies):
+    for module in FACES:
         for name in module.__all__:
             yield name, getattr(module, name)
 
@@ -58,7 +73,8 @@ def members(cls: type) -> list[str]:
     inherited = {
         name
         for base in cls.__mro__[1:]
-        if base.__module__.startswith("wsfanout") and base.__name__ in wsfanout.__all__
+        if base.__module__.startswith("wsfanout")
+        and any(base.__name__ in module.__all__ for module in FACES)
         for name in vars(base)
     }
     found = [name for name in vars(cls) if not name.startswith("_") and name not in inherited]

@@ -25,7 +25,7 @@ from ._core.errors import (
 from ._core.policy import Composite, Policy, as_policy
 from ._core.snapshot import Snapshot
 from ._core.stats import HubStats, SubscriberStats
-from ._public import publish_names
+from ._public import publish_names as _publish_names
 from ._shell.hub import Hub
 from ._shell.subscriber import Subscriber
 
@@ -56,4 +56,4 @@ __all__ = [
 
 __version__ = "0.1.0.dev0"
 
-publish_names(__name__, globals(), __all__)
+_publish_names(__name__, globals(), __all__)

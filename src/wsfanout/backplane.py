@@ -9,12 +9,14 @@ async with RedisBackplane("redis://127.0.0.1:6379/0") as backplane:
 importing this module does not. See docs/how-to/redis.md.
 """
 
-from ._backplane.protocol import Backplane
+from ._backplane.protocol import Backplane, Inbound
 from ._backplane.redis import DEFAULT_BUFFER, BackplaneHealth, RedisBackplane
 from ._backplane.workers import Handler, WorkerPool, run_workers, subscribe_all
+from ._public import publish_names as _publish_names
 
 __all__ = [
     "Backplane",
+    "Inbound",
     "RedisBackplane",
     "BackplaneHealth",
     "DEFAULT_BUFFER",
@@ -24,3 +26,5 @@ __all__ = [
     "Handler",
     "subscribe_all",
 ]
+
+_publish_names(__name__, globals(), __all__)

@@ -11,7 +11,7 @@ from ._files.policy_files import STAGE_KINDS, PolicyFile, dump_policy, parse_pol
 from ._files.presets import load_policy, load_policy_file, preset_names, presets
 from ._files.routes import Route, Routes, load_routes, parse_routes
 from ._files.units import parse_duration, parse_size
-from ._public import publish_names
+from ._public import publish_names as _publish_names
 
 __all__ = [
     # policy files and presets
@@ -33,4 +33,4 @@ __all__ = [
     "parse_size",
 ]
 
-publish_names(__name__, globals(), __all__)
+_publish_names(__name__, globals(), __all__)

@@ -7,11 +7,19 @@ returns. Everything it takes and returns is here, with the queue rules a policy
 declares. See docs/reference.md, "wsfanout.lowlevel".
 """
 
+from ._core.contract import (
+    BLOCKED,
+    DRAIN_POLL,
+    WaitPlan,
+    cork_is_full,
+    plan_wait,
+    write_buffer,
+)
 from ._core.decision import NEUTRAL, join
 from ._core.deflate import DeflateParams
 from ._core.frames import OP_BINARY, OP_TEXT
 from ._core.message import Batched, Message, make_message
-from ._core.outbox import BLOCKED, IDLE, Action, CloseAction, Offer, Outbox, Wait, Write
+from ._core.outbox import IDLE, Action, CloseAction, Idle, Offer, Outbox, Wait, Write
 from ._core.policy import FunctionPolicy
 from ._core.queue import MessageQueue, Push
 from ._core.rules import (
@@ -24,7 +32,7 @@ from ._core.rules import (
     merge_rules,
     resolve_rules,
 )
-from ._public import publish_names
+from ._public import publish_names as _publish_names
 
 __all__ = [
     # one subscriber's core and its vocabulary
@@ -35,7 +43,14 @@ __all__ = [
     "Wait",
     "CloseAction",
     "IDLE",
+    "Idle",
+    # the shell contract: what a shell tells an outbox, and how it waits
     "BLOCKED",
+    "write_buffer",
+    "cork_is_full",
+    "plan_wait",
+    "WaitPlan",
+    "DRAIN_POLL",
     # messages
     "Message",
     "Batched",
@@ -59,4 +74,4 @@ __all__ = [
     "FunctionPolicy",
 ]
 
-publish_names(__name__, globals(), __all__)
+_publish_names(__name__, globals(), __all__)

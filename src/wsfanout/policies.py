@@ -16,7 +16,7 @@ from ._core.builtins import (
     SkipToLatest,
     Throttle,
 )
-from ._public import publish_names
+from ._public import publish_names as _publish_names
 
 __all__ = [
     "DropOldest",
@@ -30,4 +30,4 @@ __all__ = [
     "COMBINERS",
 ]
 
-publish_names(__name__, globals(), __all__)
+_publish_names(__name__, globals(), __all__)

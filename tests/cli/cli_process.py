@@ -1,6 +1,7 @@
 """Run ``wsfanout`` as a subprocess and follow what it prints, without sleeping.
 
-Also the clients the tests connect to it, and a redis-server for ``serve --redis``.
+Also the clients the tests connect to it; the redis-server for ``serve --redis`` and
+free ports come from the shared ``harness`` package.
 A module of its own (not conftest.py) so that tests import it by a name no other
 test folder's conftest can shadow.
 """
@@ -11,7 +12,6 @@ import base64
 import os
 import queue
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -21,7 +21,6 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
@@ -72,6 +71,14 @@ class Process:
             match = re.search(pattern, line)
             if match:
                 return match
+
+    def wait_for_each(self, *patterns: str) -> None:
+        """Lines matching every one of ``patterns``, in any order (several processes
+        print them, so their order is not the order of events)."""
+        waiting = list(patterns)
+        while waiting:
+            line = self.wait_for("|".join(f"(?:{pattern})" for pattern in waiting)).string
+            waiting = [pattern for pattern in waiting if not re.search(pattern, line)]
 
     def listening(self) -> str:
         return self.wait_for(r"^wsfanout: listening on (ws://\S+)")[1]
@@ -134,77 +141,3 @@ def stalled_client(url: str, path: str = "/stalled") -> socket.socket:
         response += sock.recv(1)
     assert response.startswith(b"HTTP/1.1 101"), response
     return sock
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class RedisServer:
-    """A redis-server child process on a free port of 127.0.0.1, for synchronous tests.
-
-    Started as tests/redis/redis_harness.py starts one (no persistence, loopback only);
-    a test may kill it and start it again on the same port.
-    """
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.popen: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        """Start redis-server and return once it accepts connections."""
-        executable = shutil.which("redis-server")
-        if executable is None:
-            pytest.fail(
-                "redis-server is not installed: `make test` installs Debian's redis-server, "
-                "or run `apt-get install -y redis-server`"
-            )
-        options = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        popen = subprocess.Popen(
-            [executable, "--port", str(self.port), *options, "--protected-mode", "no"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        self.popen = popen
-        ready: queue.Queue[bytes | None] = queue.Queue()
-
-        def read() -> None:  # and keep reading, so a full pipe never blocks the server
-            assert popen.stdout is not None
-            for line in popen.stdout:
-                ready.put(line)
-            ready.put(None)
-
-        threading.Thread(target=read, daemon=True).start()
-        output: list[bytes] = []
-        while True:
-            line = ready.get(timeout=GUARD)
-            if line is None:
-                raise RuntimeError(f"redis-server exited: {b''.join(output).decode()}")
-            output.append(line)
-            if b"Ready to accept connections" in line:
-                return
-
-    def kill(self) -> None:
-        """SIGKILL: the server vanishes without closing anything cleanly."""
-        self._end(signal.SIGKILL)
-
-    def stop(self) -> None:
-        self._end(signal.SIGTERM)
-
-    def _end(self, signum: int) -> None:
-        popen, self.popen = self.popen, None
-        if popen is None:
-            return
-        if popen.poll() is None:
-            popen.send_signal(signum)
-        try:
-            popen.wait(timeout=GUARD)
-        except subprocess.TimeoutExpired:
-            popen.kill()
-            popen.wait()
-        assert popen.stdout is not None
-        popen.stdout.close()

@@ -3,7 +3,9 @@
 from collections.abc import Iterator
 
 import pytest
-from cli_process import GUARD, Process, RedisServer
+from cli_process import GUARD, Process
+
+from harness.redis_server import RedisServer
 
 
 @pytest.fixture

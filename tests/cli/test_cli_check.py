@@ -11,8 +11,8 @@ from cli_process import WSFANOUT
 from websockets.datastructures import Headers
 from websockets.http11 import Request
 
+from wsfanout._cli.admission import presented_token, redacted
 from wsfanout._cli.main import describe_policy, main
-from wsfanout._cli.serve import presented_token, redacted
 from wsfanout.files import preset_names
 
 GOOD = (
@@ -251,10 +251,10 @@ def test_tokens_are_taken_from_the_header_or_the_query_and_never_logged() -> Non
 
 
 def test_key_field_takes_the_key_of_json_object_lines_only() -> None:
-    from wsfanout._cli.serve import _key_of
+    from wsfanout._cli.input import key_of
 
-    assert _key_of('{"symbol": "EURUSD", "bid": 1.08}', "symbol") == "EURUSD"
-    assert _key_of('{"symbol": 7}', "symbol") == "7"
-    assert _key_of('{"other": "x"}', "symbol") is None
-    assert _key_of("symbol=EURUSD", "symbol") is None
-    assert _key_of("{not json", "symbol") is None
+    assert key_of('{"symbol": "EURUSD", "bid": 1.08}', "symbol") == "EURUSD"
+    assert key_of('{"symbol": 7}', "symbol") == "7"
+    assert key_of('{"other": "x"}', "symbol") is None
+    assert key_of("symbol=EURUSD", "symbol") is None
+    assert key_of("{not json", "symbol") is None

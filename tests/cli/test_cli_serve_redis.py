@@ -16,21 +16,15 @@ import time
 from pathlib import Path
 
 import pytest
-from cli_process import (
-    GUARD,
-    Process,
-    RedisServer,
-    client,
-    close_code,
-    free_port,
-    stalled_client,
-)
+from cli_process import GUARD, Process, client, close_code, stalled_client
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection
 
 import redis
+from harness.ports import free_port
+from harness.redis_server import RedisServer
+from wsfanout._cli.admission import redacted_url
 from wsfanout._cli.main import main
-from wsfanout._cli.serve import redacted_url
 
 ROOMY = '[[stage]]\nkind = "drop-newest"\nmax_messages = 100000\nmax_bytes = "256MiB"\n'
 """A policy that never drops nor disconnects in these tests: what is lost is the server's."""
@@ -212,8 +206,10 @@ def test_the_token_and_the_cap_on_clients_hold_across_workers(
     assert refused.value.response.status_code == 403
     with client(url, "/first", additional_headers=bearer) as first:
         with client(url, "/second", additional_headers=bearer) as second:
-            server.wait_for(r"worker \d+: client connected: .* /first policy chat$")
-            server.wait_for(r"worker \d+: client connected: .* /second policy chat$")
+            server.wait_for_each(
+                r"worker \d+: client connected: .* /first policy chat$",
+                r"worker \d+: client connected: .* /second policy chat$",
+            )
             # With a cap per worker, some of these would land on a worker with room.
             for n in range(8):
                 with pytest.raises(InvalidStatus) as refused:

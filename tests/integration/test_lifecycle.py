@@ -48,7 +48,10 @@ async def test_aclose_with_a_stalled_client_finishes_within_its_timeout(net: Net
         assert accounted(stats)
         assert net.hub.stats().closed_by_policy == 0
         assert relay_tasks() == []
-        print(f"aclose(timeout=0.5) with a stalled client took {took:.3f}s")
+        # The stalled client cannot finish the closing handshake: it is aborted once its
+        # 0.5 s are up, and nothing else holds the shutdown (the slack absorbs a loaded
+        # machine's scheduling, never a second close timeout).
+        assert 0.5 - 0.01 <= took < 0.5 + 0.4, took
 
 
 async def test_publish_after_aclose_raises_hub_closed_error(net: Net) -> None:

@@ -9,19 +9,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import shutil
-import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from redis_node import subscribe_by_path
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+from harness.redis_server import AsyncRedisServer
 from wsfanout import Hub
 from wsfanout.backplane import RedisBackplane
 
@@ -31,88 +29,10 @@ GUARD = 30.0
 NODE = Path(__file__).with_name("redis_node.py")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class RedisServer:
-    """A redis-server child process on 127.0.0.1, which a test may kill and restart."""
-
-    def __init__(self, port: int | None = None) -> None:
-        self.port = free_port() if port is None else port
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self._process: asyncio.subprocess.Process | None = None
-        self._drain: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        """Start redis-server and return once it accepts connections."""
-        executable = shutil.which("redis-server")
-        if executable is None:
-            pytest.fail(
-                "redis-server is not installed: `make test` installs Debian's redis-server, "
-                "or run `apt-get install -y redis-server`"
-            )
-        process = await asyncio.create_subprocess_exec(
-            executable,
-            *("--port", str(self.port), "--bind", "127.0.0.1", "--save", ""),
-            *("--appendonly", "no", "--protected-mode", "no", "--loglevel", "notice"),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        assert process.stdout is not None
-        self._process = process
-        output: list[bytes] = []
-        async with asyncio.timeout(GUARD):
-            while True:
-                line = await process.stdout.readline()
-                if not line:
-                    raise RuntimeError(f"redis-server exited: {b''.join(output).decode()}")
-                output.append(line)
-                if b"Ready to accept connections" in line:
-                    break
-        # Keep reading its log so that a full pipe never blocks the server.
-        self._drain = asyncio.create_task(_drain(process.stdout))
-
-    async def kill(self) -> None:
-        """SIGKILL: the server vanishes without closing anything cleanly."""
-        process = self._process
-        if process is not None and process.returncode is None:
-            process.kill()
-            await process.wait()
-        await self._forget()
-
-    async def stop(self) -> None:
-        process = self._process
-        if process is not None and process.returncode is None:
-            process.terminate()
-            try:
-                async with asyncio.timeout(GUARD):
-                    await process.wait()
-            except TimeoutError:
-                process.kill()
-                await process.wait()
-        await self._forget()
-
-    async def _forget(self) -> None:
-        if self._drain is not None:
-            self._drain.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._drain
-        self._process = self._drain = None
-
-
-async def _drain(stream: asyncio.StreamReader) -> None:
-    while await stream.read(65536):
-        pass
-
-
 @contextlib.asynccontextmanager
-async def running_redis(*, started: bool = True) -> AsyncIterator[RedisServer]:
+async def running_redis(*, started: bool = True) -> AsyncIterator[AsyncRedisServer]:
     """A redis-server on a free port, stopped afterwards (``started=False``: not yet)."""
-    server = RedisServer()
+    server = AsyncRedisServer()
     if started:
         await server.start()
     try:
@@ -288,6 +208,6 @@ async def hub_on(url: str, hub_id: str, **options: Any) -> AsyncIterator[Hub]:
 
 
 def backplane_of(hub: Hub) -> RedisBackplane:
-    backplane = hub._backplane
+    backplane = hub.backplane
     assert isinstance(backplane, RedisBackplane)
     return backplane

@@ -180,7 +180,7 @@ async def test_one_compression_per_distinct_parameter_set(
 def record_writes(subscriber: Subscriber) -> list[bytes]:
     """Every chunk the subscriber's transport is asked to write, from now on."""
     writes: list[bytes] = []
-    transport = subscriber._transport
+    transport = subscriber.websocket.transport
     real_write = transport.write
 
     def recording_write(data: bytes | bytearray | memoryview) -> None:
@@ -210,7 +210,7 @@ async def test_a_burst_past_the_low_water_mark_is_written_as_it_fills(hub_server
     running = await hub_server(compression=None)
     client = await RawClient.connect(running.port, None)
     subscriber = await running.next_subscriber()
-    low = subscriber._outbox.low
+    low, _ = subscriber.websocket.transport.get_write_buffer_limits()
     writes = record_writes(subscriber)
     burst = [bytes([n]) * 1000 for n in range(40)]
     expected = websockets_bytes(reference_protocol(subscriber), burst)
@@ -291,8 +291,7 @@ async def test_nothing_corked_follows_a_close_frame(hub_server: Start) -> None:
 
 
 async def test_corking_can_be_turned_off(hub_server: Start) -> None:
-    hub = Hub(close_timeout=1.0)
-    hub._cork = False
+    hub = Hub(close_timeout=1.0, cork=False)
     running = await hub_server(hub, compression=None)
     client = await RawClient.connect(running.port, None)
     subscriber = await running.next_subscriber()

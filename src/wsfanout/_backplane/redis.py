@@ -66,7 +66,7 @@ from .publish_buffer import PublishBuffer
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-    from .._shell.hub import Hub
+    from .protocol import Inbound
 
 try:
     import redis.asyncio as aredis
@@ -221,7 +221,7 @@ class RedisBackplane:
         self._channels: dict[str, bytes] = {}
         self._topics: dict[bytes, object] = {}
 
-        self._hub: Hub | None = None
+        self._inbound: Inbound | None = None
         self._gaps = GapCounter()
         self._seq = 0
         self._published = 0
@@ -262,11 +262,11 @@ class RedisBackplane:
 
     # -- the hub's side -------------------------------------------------------------
 
-    def bind(self, hub: Hub) -> None:
-        """Called by ``Hub(backplane=...)``: messages from other hubs go to ``hub``."""
-        if self._hub is not None and self._hub is not hub:
+    def bind(self, inbound: Inbound) -> None:
+        """Called by ``Hub(backplane=...)``: messages from other hubs go to ``inbound``."""
+        if self._inbound is not None and self._inbound is not inbound:
             raise ConfigError(f"{self!r} is already the backplane of another hub")
-        self._hub = hub
+        self._inbound = inbound
 
     def forward(self, message: Message) -> None:
         """Queue ``message`` toward Redis; called by ``hub.publish()``, never blocks."""
@@ -562,8 +562,8 @@ class RedisBackplane:
     def _on_payload(self, channel: bytes, raw: bytes) -> None:
         if raw.startswith(self._own_tail, len(MAGIC) + 1) and raw.startswith(MAGIC):
             return  # our own echo: the hub delivered it when it was published
-        hub = self._hub
-        if hub is None or hub._closed:
+        inbound = self._inbound
+        if inbound is None or inbound.closed:
             return
         decoded = decode(raw)
         kind = type(decoded)
@@ -597,10 +597,8 @@ class RedisBackplane:
             if self._waiters:
                 self._changed()
             return
-        now = hub._now()
         self._received += 1
-        delivered = Message(opcode, message, seq=hub._next_seq(), time=now, topic=topic, key=key)
-        hub._deliver(delivered, now)
+        inbound.receive(opcode, message, topic, key)
         if self._waiters:
             self._changed()
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 
@@ -43,16 +43,17 @@ __all__ = [
 
 
 @attrs.frozen(repr=False)
-class DropOldest(Policy):
-    """When the queue is full, evict the oldest queued messages until the new one fits."""
+class _Dropping(Policy):
+    """A bound in messages and bytes, and what to drop past it: the subclass's choice."""
 
     max_messages: int | None = attrs.field(default=None, validator=optional_size)
     max_bytes: int | None = attrs.field(default=None, validator=optional_size)
     eager = True
+    _overflow: ClassVar[Overflow]
 
     def rules(self) -> Rules:
         return Rules(
-            max_messages=self.max_messages, max_bytes=self.max_bytes, overflow=Overflow.DROP_OLDEST
+            max_messages=self.max_messages, max_bytes=self.max_bytes, overflow=self._overflow
         )
 
     def guarantees(self) -> tuple[Guarantee, ...]:
@@ -60,20 +61,17 @@ class DropOldest(Policy):
 
 
 @attrs.frozen(repr=False)
-class DropNewest(Policy):
+class DropOldest(_Dropping):
+    """When the queue is full, evict the oldest queued messages until the new one fits."""
+
+    _overflow = Overflow.DROP_OLDEST
+
+
+@attrs.frozen(repr=False)
+class DropNewest(_Dropping):
     """When the queue is full, refuse the incoming message; what is queued stays."""
 
-    max_messages: int | None = attrs.field(default=None, validator=optional_size)
-    max_bytes: int | None = attrs.field(default=None, validator=optional_size)
-    eager = True
-
-    def rules(self) -> Rules:
-        return Rules(
-            max_messages=self.max_messages, max_bytes=self.max_bytes, overflow=Overflow.DROP_NEWEST
-        )
-
-    def guarantees(self) -> tuple[Guarantee, ...]:
-        return _bounded(self.max_messages, self.max_bytes)
+    _overflow = Overflow.DROP_NEWEST
 
 
 @attrs.frozen(repr=False)

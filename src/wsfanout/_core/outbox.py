@@ -3,9 +3,10 @@
 Theory of operation
 -------------------
 The outbox never awaits and never reads a clock: every input carries ``now`` and the
-transport's write-buffer size, and every output is an action for the I/O shell (the
-relay, or ``Hub.publish`` on the fast path) to perform at once. The testing toolkit
-drives the same object with a fake transport and a virtual clock.
+transport's write-buffer size (worked out by the shell as ``contract.py`` says), and
+every output is an action for the I/O shell (the relay, or ``Hub.publish`` on the fast
+path) to perform at once. The testing toolkit drives the same object with a fake
+transport and a virtual clock.
 
 Two inputs:
 
@@ -29,7 +30,6 @@ from __future__ import annotations
 
 import enum
 import math
-import sys
 from collections.abc import Callable
 
 import attrs
@@ -42,10 +42,7 @@ from .rules import resolve_rules
 from .snapshot import Snapshot
 from .stats import SubscriberStats
 
-__all__ = ["BLOCKED", "IDLE", "CloseAction", "Offer", "Outbox", "Wait", "Write"]
-
-BLOCKED = sys.maxsize
-"""A write-buffer size meaning "cannot write now" (the connection is closing or busy)."""
+__all__ = ["IDLE", "Action", "CloseAction", "Idle", "Offer", "Outbox", "Wait", "Write"]
 
 
 class Offer(enum.Enum):
@@ -85,13 +82,13 @@ class CloseAction:
 
 
 @attrs.frozen
-class _Idle:
-    """Nothing queued: the relay may stop."""
+class Idle:
+    """Nothing queued: the relay may stop. The only instance is :data:`IDLE`."""
 
 
-IDLE = _Idle()
+IDLE = Idle()
 
-Action = Write | Wait | CloseAction | _Idle
+Action = Write | Wait | CloseAction | Idle
 
 QUEUE_FULL = "queue full"
 
@@ -164,7 +161,7 @@ class Outbox:
         queue = self.queue
         asked = False
         # Hot path (once per subscriber per publish): queue._entries, not the queue's
-        # Python-level __bool__.
+        # Python-level __bool__. The one friend pair of the package (tests/test_layout.py).
         if write_buffer <= self.low and not queue._entries:
             if self._eager:
                 self.sent += 1

@@ -4,12 +4,13 @@ Theory of operation
 -------------------
 A relay task exists only while its subscriber has something queued (or is closing);
 ``Hub.publish`` starts it lazily on ``Offer.KICK`` and it ends on ``IDLE``. Each turn
-reads the clock and the transport's buffer size, asks :meth:`Outbox.next_action`, and
-performs the answer without awaiting in between, so the outbox's view stays true.
+reads the clock and the connection's state (``Link.write_buffer``, the contract's
+rule), asks :meth:`Outbox.next_action`, and performs the answer without awaiting in
+between, so the outbox's view stays true.
 
-Waiting uses one future per wait, woken by whichever comes first: a timer, a kick
-from ``publish``, the transport resuming writing (the future joins websockets'
-``drain_waiters``), or the connection being lost.
+Waiting follows the contract's :func:`plan_wait`, with one future per wait, woken by
+whichever comes first: a timer, a kick from ``publish``, the transport resuming
+writing (the future joins websockets' ``drain_waiters``), or the connection being lost.
 
 Closing never hangs: websockets' ``close()`` waits for the write buffer to drain before
 its own timeout starts, which never happens on a stalled client. We send the close
@@ -27,17 +28,17 @@ from typing import TYPE_CHECKING
 from websockets.asyncio.connection import Connection
 from websockets.protocol import State
 
-from .._core.outbox import BLOCKED, CloseAction, Wait, Write
+from .._core.contract import BLOCKED, plan_wait
+from .._core.outbox import CloseAction, Wait, Write
 
 if TYPE_CHECKING:
-    from .subscriber import Subscriber
+    from .link import Link
 
 __all__ = ["close_connection", "run_relay"]
 
 logger = logging.getLogger("wsfanout")
 
 OPEN = State.OPEN
-_DRAIN_POLL = 0.05
 
 
 def _wake(future: asyncio.Future[None]) -> None:
@@ -45,29 +46,36 @@ def _wake(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-async def run_relay(subscriber: Subscriber) -> None:
+async def run_relay(link: Link) -> None:
     """Relay queued messages to one subscriber until its queue is empty or it closes."""
     loop = asyncio.get_running_loop()
-    outbox = subscriber._outbox
-    ws = subscriber.websocket
-    transport = ws.transport
+    outbox = link.outbox
+    ws = link.websocket
     try:
         while True:
-            if ws.send_in_progress is not None and outbox.closing is None:
+            sending = ws.send_in_progress
+            if sending is not None and outbox.closing is None:
                 # The application is sending a fragmented message; frames must not interleave.
-                await asyncio.shield(ws.send_in_progress)
+                await asyncio.shield(sending)
                 continue
-            writable = ws.protocol.state is OPEN and not transport.is_closing()
-            buffered = transport.get_write_buffer_size() if writable else BLOCKED
-            action = outbox.next_action(loop.time(), buffered)
+            buffered = link.write_buffer()
+            now = loop.time()
+            action = outbox.next_action(now, buffered)
             if type(action) is Write:
-                subscriber._write(action.frames)
+                link.write(action.frames)
             elif type(action) is Wait:
-                await _wait(subscriber, loop, action.until, action.drain and writable)
+                plan = plan_wait(
+                    action.until,
+                    action.drain,
+                    now,
+                    writable=buffered != BLOCKED,
+                    paused=ws.paused,
+                )
+                await _wait(link, loop, plan.until, plan.on_drain)
             elif type(action) is CloseAction:
-                subscriber._hub._detach(subscriber)
+                link.fanout.detach(link)
                 close = action.close
-                await close_connection(ws, close.code, close.reason, subscriber._close_timeout)
+                await close_connection(ws, close.code, close.reason, link.close_timeout)
                 return
             else:
                 return
@@ -76,36 +84,27 @@ async def run_relay(subscriber: Subscriber) -> None:
     except Exception:
         # A bug or an unexpected transport error must not escape into the event loop,
         # nor affect other subscribers: end this connection and keep the hub running.
-        logger.exception("relay failed for %s; aborting the connection", subscriber)
-        outbox.discard()
-        transport.abort()
+        link.fail("relay failed for %s; aborting the connection")
     finally:
-        if subscriber._relay is asyncio.current_task():
-            subscriber._relay = None
+        if link.relay is asyncio.current_task():
+            link.relay = None
 
 
-async def _wait(
-    subscriber: Subscriber, loop: asyncio.AbstractEventLoop, until: float, drain: bool
-) -> None:
+async def _wait(link: Link, loop: asyncio.AbstractEventLoop, until: float, on_drain: bool) -> None:
     wake: asyncio.Future[None] = loop.create_future()
-    subscriber._wake = wake
-    ws = subscriber.websocket
+    link.wake = wake
     # websockets resolves its drain_waiters when the transport resumes writing or the
     # connection is lost; joining them wakes us without a task per wait.
-    waiters = ws.drain_waiters if drain and ws.paused else None
+    waiters = link.websocket.drain_waiters if on_drain else None
     if waiters is not None:
         waiters.append(wake)
-    elif drain:
-        # Over the high-water mark but not paused: no resume_writing will come (a
-        # transport that counts its buffer differently). Look again shortly instead.
-        until = min(until, loop.time() + _DRAIN_POLL)
     timer = loop.call_at(until, _wake, wake) if until < math.inf else None
     try:
         await wake
     except Exception:  # the connection was lost while paused; the next turn sees it
         pass
     finally:
-        subscriber._wake = None
+        link.wake = None
         if timer is not None:
             timer.cancel()
         if waiters is not None and wake in waiters:

@@ -33,6 +33,7 @@ from .._core.guarantees import (
     OrderedSubsequence,
     WithinWriteLimit,
 )
+from .._public import publish_names as _publish_names
 from ._check import (
     CHECKERS,
     GuaranteeViolation,
@@ -48,8 +49,12 @@ from ._schedule import Advance, Client, Drain, Hangup, Publish, Read, Schedule, 
 from ._simulator import (
     SETTLING,
     ClientTrace,
+    CloseFrame,
+    Closing,
     Delivery,
+    Ended,
     Frame,
+    Offered,
     Sample,
     SimulationError,
     Simulator,
@@ -112,12 +117,18 @@ __all__ = [
     "WriteEvent",
     "Delivery",
     "Frame",
+    "CloseFrame",
+    "Offered",
+    "Closing",
+    "Ended",
     "Sample",
     "SimulationError",
     "SETTLING",
 ]
 
 _STRATEGIES = frozenset({"schedules", "steps", "policies"})
+
+_publish_names(__name__, globals(), [name for name in __all__ if name not in _STRATEGIES])
 
 
 def __getattr__(name: str) -> Any:

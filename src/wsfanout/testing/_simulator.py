@@ -2,14 +2,18 @@
 
 Theory of operation
 -------------------
-Each simulated subscriber is a real :class:`~wsfanout.Outbox` (the same sans-I/O object
-``Hub.publish`` and the relay drive, fast path included) on a :class:`FakeTransport`,
-under a :class:`VirtualClock`. The simulator plays the I/O shell's part exactly as the
-hub and the relay do, and nothing more:
+Each simulated subscriber is a real :class:`~wsfanout.lowlevel.Outbox` (the same
+sans-I/O object ``Hub.publish`` and the relay drive, fast path included) on a
+:class:`FakeTransport`, under a :class:`VirtualClock`. The simulator plays the I/O
+shell's part exactly as the hub and the relay do, by the same rules (the core's shell
+contract: what the outbox is told, corking, how to wait), and nothing more:
 
 * ``publish`` offers the message to every attached subscriber whose topics match and
   performs the answer: ``WRITE`` writes at once (fast path), ``KICK`` starts or wakes the
-  relay, ``CLOSE`` detaches the subscriber and lets its relay close it.
+  relay, ``CLOSE`` detaches the subscriber and lets its relay close it. Each public
+  method is one loop iteration: a subscriber's second fast-path frame in one iteration
+  (``publish_many``) is corked, and corked frames leave together when it ends, or as
+  soon as they pass the low-water mark.
 * a relay runs turns of :meth:`Outbox.next_action` until it must wait, as ``run_relay``
   does: it wakes on a kick, at the time it asked for, when a paused transport resumes
   (the buffer back at the low-water mark), or when the connection is lost.
@@ -35,9 +39,10 @@ from typing import Any, Literal
 
 import attrs
 
+from .._core.contract import cork_is_full, plan_wait, write_buffer
 from .._core.decision import Close, Decision
 from .._core.message import Batched, Message, make_message
-from .._core.outbox import BLOCKED, CloseAction, Offer, Outbox, Wait, Write
+from .._core.outbox import CloseAction, Offer, Outbox, Wait, Write
 from .._core.policy import Policy, as_policy
 from .._core.snapshot import Snapshot
 from .._core.stats import SubscriberStats
@@ -64,10 +69,6 @@ __all__ = [
 OutboxFactory = Callable[..., Outbox]
 """``(policy, *, high, low) -> Outbox``: the core under test (a broken one, in the toolkit's
 own tests)."""
-
-DRAIN_POLL = 0.05
-"""How long the relay waits before looking again when over the high-water mark but not
-paused (mirrors the relay's own constant)."""
 
 MAX_TURNS_PER_INSTANT = 1000
 """Relay turns at one virtual instant before the simulator calls it a spin."""
@@ -107,6 +108,8 @@ class Frame:
 
 @attrs.frozen
 class CloseFrame:
+    """A close frame as written to a client: its code, its reason and its bytes."""
+
     code: int
     reason: str
     data: bytes
@@ -244,9 +247,12 @@ class _Subscriber:
         "close_deadline",
         "close_frame",
         "connected",
+        "held",
+        "held_bytes",
         "index",
         "outbox",
         "relay",
+        "tick",
         "topics",
         "trace",
         "transport",
@@ -271,6 +277,17 @@ class _Subscriber:
         self.relay: _Relay | None = None
         self.close_frame: CloseFrame | None = None
         self.close_deadline = math.inf
+        self.tick = -1
+        """The loop iteration of its last fast-path write (corking)."""
+        self.held: list[Message] = []
+        """Fast-path messages corked until the iteration ends."""
+        self.held_bytes = 0
+
+    def write_buffer(self) -> int:
+        """What the outbox is told, by the shell contract's rule."""
+        transport = self.transport
+        writable = self.connected and not transport.closed
+        return write_buffer(writable, transport.buffered, self.held_bytes)
 
 
 class Simulator:
@@ -286,8 +303,13 @@ class Simulator:
         start: float = 0.0,
         close_timeout: float = 5.0,
         outbox_factory: OutboxFactory = Outbox,
+        cork: bool = True,
     ) -> None:
         self.clock = VirtualClock(start)
+        self.cork = cork
+        """Cork a subscriber's further fast-path frames of one iteration, as ``Hub`` does."""
+        self._tick = 0
+        self._corked: list[_Subscriber] = []
         self.close_timeout = close_timeout
         self.outbox_factory = outbox_factory
         self.trace = Trace()
@@ -333,6 +355,11 @@ class Simulator:
     @property
     def now(self) -> float:
         return self.clock.now
+
+    @property
+    def next_seq(self) -> int:
+        """The seq the next message published or sent will have."""
+        return self._seq
 
     # -- things that happen -----------------------------------------------------------
 
@@ -468,11 +495,11 @@ class Simulator:
         return message.seq
 
     def _offer(self, sub: _Subscriber, message: Message, now: float) -> None:
-        buffered = sub.transport.buffered if sub.connected else BLOCKED
+        buffered = sub.write_buffer()
         outcome = sub.outbox.offer(message, now, buffered)
         sub.trace.offered.append(Offered(message.seq, now, self.step, outcome))
         if outcome is Offer.WRITE:
-            self._write(sub, (message,), buffered, fast=True)
+            self._emit(sub, message, buffered)
         elif outcome is Offer.KICK:
             self._kick(sub)
         elif outcome is Offer.CLOSE:
@@ -480,6 +507,40 @@ class Simulator:
             self._kick(sub)
         self._note_closing(sub)
         self._sample(sub)
+
+    def _emit(self, sub: _Subscriber, message: Message, buffered: int) -> None:
+        """``Link.emit``: the first frame of the iteration at once, later ones corked."""
+        if not self.cork:
+            self._tick += 1
+        if sub.tick != self._tick:
+            sub.tick = self._tick
+            self._write(sub, (message,), buffered, fast=True)
+            return
+        if not sub.held:
+            self._corked.append(sub)
+        sub.held.append(message)
+        sub.held_bytes += len(message.frame)
+        if cork_is_full(sub.held_bytes, sub.outbox.low):
+            self._flush(sub)
+
+    def _flush(self, sub: _Subscriber) -> None:
+        """``Link.flush``: write the corked frames together, unless the connection ended."""
+        held = sub.held
+        if not held:
+            return
+        if sub.connected and not sub.transport.closed:
+            self._write(sub, tuple(held), sub.transport.buffered, fast=True)
+        sub.held = []
+        sub.held_bytes = 0
+
+    def _end_iteration(self) -> None:
+        """The loop iteration is over: corked frames leave (``Corker.end_tick``)."""
+        corked = self._corked
+        if corked:
+            self._corked = []
+            for sub in corked:
+                self._flush(sub)
+        self._tick += 1
 
     def _kick(self, sub: _Subscriber) -> None:
         relay = sub.relay
@@ -541,6 +602,8 @@ class Simulator:
         """The connection is over (``connection_lost``): the hub detaches and discards."""
         sub.attached = False
         sub.connected = False
+        sub.held = []
+        sub.held_bytes = 0
         sub.outbox.discard()
         sub.trace.ended = Ended(how, code, at, self.step)
         relay = sub.relay
@@ -558,6 +621,7 @@ class Simulator:
     # -- the relay's part -------------------------------------------------------------
 
     def _run_ready(self) -> None:
+        self._end_iteration()
         for _ in range(MAX_EVENTS):
             ran = False
             now = self.clock.now
@@ -588,23 +652,26 @@ class Simulator:
         outbox = sub.outbox
         transport = sub.transport
         while True:
-            writable = sub.connected and not transport.closed
-            buffered = transport.buffered if writable else BLOCKED
+            buffered = sub.write_buffer()
             action = outbox.next_action(now, buffered)
             self._note_closing(sub)
             if type(action) is Write:
+                if sub.held:  # Link.write: corked frames go first
+                    self._flush(sub)
+                    buffered = sub.write_buffer()
                 self._write(sub, action.frames, buffered, fast=False)
                 relay.turns = 0
                 self._sample(sub)
                 continue
             if type(action) is Wait:
-                until = action.until
-                drain = action.drain and writable
-                if drain and not transport.paused:
-                    # No resume_writing will come: the relay looks again shortly.
-                    until = min(until, now + DRAIN_POLL)
-                    drain = False
-                relay.state, relay.until, relay.drain = _WAITING, until, drain
+                plan = plan_wait(
+                    action.until,
+                    action.drain,
+                    now,
+                    writable=sub.connected and not transport.closed,
+                    paused=transport.paused,
+                )
+                relay.state, relay.until, relay.drain = _WAITING, plan.until, plan.on_drain
             elif type(action) is CloseAction:
                 sub.attached = False
                 self._send_close(sub, relay, action.close)
@@ -715,7 +782,7 @@ def _payload(seq: int, size: int, binary: bool) -> str | bytes:
 
 def _run_publish(sim: Simulator, step: Publish) -> None:
     keys = step.keys
-    first = sim._seq
+    first = sim.next_seq
     sim.publish_many(
         (
             _payload(first + i, step.size, step.binary),
@@ -727,7 +794,7 @@ def _run_publish(sim: Simulator, step: Publish) -> None:
 
 
 def _run_send(sim: Simulator, step: Send) -> None:
-    sim.send(step.client, _payload(sim._seq, step.size, False))
+    sim.send(step.client, _payload(sim.next_seq, step.size, False))
 
 
 def _run_advance(sim: Simulator, step: Advance) -> None:

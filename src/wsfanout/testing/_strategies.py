@@ -23,6 +23,7 @@ from .._core.builtins import (
     Throttle,
 )
 from .._core.policy import Policy
+from .._public import publish_names
 from ._schedule import Advance, Client, Drain, Hangup, Publish, Read, Schedule, Send, Stall, Step
 
 __all__ = ["policies", "schedules", "steps"]
@@ -264,3 +265,6 @@ def policies(
         return policy
 
     return st.one_of(single, composed())
+
+
+publish_names("wsfanout.testing", globals(), __all__)

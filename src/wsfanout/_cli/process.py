@@ -1,0 +1,77 @@
+"""Process control for ``serve``: signals, start-up deadlines and exit codes.
+
+SIGINT and SIGTERM ask for a clean shutdown; a second one exits at once. A server
+that cannot start (Redis unreachable, a worker that died) raises :class:`ServeError`,
+which the command reports in one line with exit status 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Awaitable
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .serve import Log
+
+__all__ = ["STARTUP_TIMEOUT", "ServeError", "Signals", "cancel", "within", "worker_ended"]
+
+
+STARTUP_TIMEOUT = 30.0
+"""Seconds to connect to Redis, subscribe and start the workers, once Redis answered."""
+
+
+class ServeError(Exception):
+    """The server cannot start (Redis unreachable, a worker that failed): exit 1."""
+
+
+async def within(awaitable: Awaitable[Any], what: str) -> None:
+    try:
+        async with asyncio.timeout(STARTUP_TIMEOUT):
+            await awaitable
+    except TimeoutError:
+        raise ServeError(f"{what} within {STARTUP_TIMEOUT:g} s") from None
+
+
+class Signals:
+    """SIGINT and SIGTERM set :attr:`stop`; a second one exits at once."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, stderr: IO[str]) -> None:
+        self.loop = loop
+        self.stderr = stderr
+        self.stop = asyncio.Event()
+        self.received: list[int] = []
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, self._on_signal, signum)
+
+    def _on_signal(self, signum: int) -> None:
+        if self.stop.is_set():  # a second signal: give up on a clean shutdown
+            self.stderr.flush()
+            os._exit(128 + signum)
+        self.received.append(signum)
+        self.stop.set()
+
+    def remove(self) -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self.loop.remove_signal_handler(signum)
+
+    def exit_code(self, log: Log) -> int:
+        if not self.received:
+            return 0
+        log(f"stopped by {signal.Signals(self.received[0]).name}")
+        return 130 if self.received[0] == signal.SIGINT else 0
+
+
+async def cancel(task: asyncio.Task[None] | None) -> None:
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def worker_ended(ended: asyncio.Future[int], pid: int | None) -> None:
+    if not ended.done():
+        ended.set_result(pid or 0)

@@ -1,0 +1,152 @@
+"""A hub's engine: its links by topic, its clock and sequence, and the fan-out loop.
+
+Theory of operation
+-------------------
+``Hub.publish`` encodes a message once and hands it to :meth:`Fanout.deliver`, which
+offers it to every link whose topics match (``topics.py``). For a link that keeps up,
+the outbox answers ``WRITE`` and the frame goes straight to its transport in the same
+call, as websockets' ``broadcast()`` does, with no task woken. Everything else
+(queueing, eviction, throttling, closing) is the outbox's decision, carried out by
+that link's relay task, which exists only while it is behind.
+
+The same object is the hub's side of the backplane seam
+(:class:`~wsfanout.backplane.Inbound`): messages of other hubs come in through
+:meth:`Fanout.receive`, which offers them to local subscribers only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+from websockets.protocol import State
+
+from .._core.contract import BLOCKED
+from .._core.message import Message
+from .._core.outbox import Offer
+from .cork import Corker
+from .link import Link
+from .topics import TopicIndex
+
+__all__ = ["Fanout"]
+
+OPEN = State.OPEN
+WRITE = Offer.WRITE
+KICK = Offer.KICK
+CLOSE = Offer.CLOSE
+
+
+class Fanout:
+    """Who gets a message, and the fast path that gives it to them."""
+
+    __slots__ = ("closed", "corker", "index", "loop", "seq")
+
+    def __init__(self, *, cork: bool) -> None:
+        self.index: TopicIndex[Link] = TopicIndex()
+        self.corker = Corker(enabled=cork)
+        self.seq = itertools.count()
+        """Local sequence numbers: every message a link is offered has its own."""
+        self.closed = False
+        """The hub is closed: it refuses new subscribers and messages from backplanes."""
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def now(self) -> float:
+        """The event loop's clock, which every message's ``time`` and every decision use."""
+        loop = self.loop
+        if loop is None:
+            loop = self.loop = asyncio.get_running_loop()
+        return loop.time()
+
+    def next_seq(self) -> int:
+        return next(self.seq)
+
+    # -- membership -------------------------------------------------------------------
+
+    def attach(self, link: Link) -> None:
+        if self.loop is None:
+            self.loop = asyncio.get_running_loop()
+        self.index.add(link, link.topics)
+
+    def detach(self, link: Link) -> None:
+        """Stop offering messages to ``link``; idempotent."""
+        if link.attached:
+            link.attached = False
+            self.index.discard(link, link.topics)
+
+    def retopic(self, link: Link, topics: frozenset[str] | None) -> None:
+        if link.attached:
+            self.index.move(link, link.topics, topics)
+        link.topics = topics
+
+    # -- delivering --------------------------------------------------------------------
+
+    def deliver(self, msg: Message, now: float) -> int:
+        """Offer ``msg`` to the links of its topic; return how many it was offered to."""
+        topic = msg.topic
+        index = self.index
+        if topic is None:
+            return self.fan_out(msg, now, index.members)
+        count = self.fan_out(msg, now, index.wildcard)
+        listeners = index.by_topic.get(topic)
+        if listeners:
+            count += self.fan_out(msg, now, listeners)
+        return count
+
+    def receive(self, opcode: int, payload: bytes, topic: str | None, key: str | None) -> int:
+        """A message from another hub: offer it to local subscribers (the Inbound seam)."""
+        now = self.now()
+        message = Message(opcode, payload, seq=self.next_seq(), time=now, topic=topic, key=key)
+        return self.deliver(message, now)
+
+    def fan_out(self, msg: Message, now: float, targets: dict[Link, None]) -> int:
+        # The loop body runs once per subscriber per message: Link.offer, emit and
+        # encode inlined, with attribute lookups that do not depend on the link hoisted,
+        # the frame encoded on first need and nothing allocated per delivery. The
+        # connection's state is contract.write_buffer's rule, written out.
+        count = len(targets)  # before any of them closes and leaves
+        closing: list[Link] | None = None
+        frame: bytes | None = None
+        corker = self.corker
+        if not corker.enabled:
+            corker.tick += 1  # every publish its own tick: nothing is ever held back
+        tick = corker.tick
+        wrote = False
+        for link in targets:
+            try:
+                transport = link.transport
+                if (
+                    link.protocol.state is OPEN
+                    and link.websocket.send_in_progress is None
+                    and not transport.is_closing()
+                ):
+                    buffered = transport.get_write_buffer_size() + link.held_bytes
+                else:
+                    buffered = BLOCKED
+                outcome = link.outbox.offer(msg, now, buffered)
+                if outcome is WRITE:
+                    if link.plain:
+                        if frame is None:
+                            frame = msg.frame
+                        data = frame
+                    else:
+                        data = link.encode(msg)
+                    if link.tick != tick:
+                        link.tick = tick
+                        transport.write(data)
+                        wrote = True
+                    else:
+                        link.cork(data)
+                elif outcome is KICK:
+                    link.kick()
+                elif outcome is CLOSE:
+                    if closing is None:
+                        closing = []
+                    closing.append(link)
+            except Exception:
+                link.fail()
+        if wrote:
+            corker.wrote()
+        if closing is not None:
+            for link in closing:
+                link.closing()
+        return count

@@ -1,0 +1,247 @@
+"""A subscriber's link to its connection: what the shell holds for one subscriber.
+
+The application holds a :class:`~wsfanout.Subscriber`; the hub, its fast path and the
+relay hold the :class:`Link` behind it: the outbox, the connection and its transport,
+the frames corked for it, and its relay task. Every step the shell takes for one
+subscriber is a method here, written once; ``Fanout.fan_out`` inlines :meth:`offer`
+for speed (``tests/unit/test_fast_path.py`` checks that both write the same).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from websockets.asyncio.connection import Connection
+from websockets.protocol import State
+
+from .._core.contract import cork_is_full, write_buffer
+from .._core.decision import Close
+from .._core.frames import OP_TEXT
+from .._core.message import Message
+from .._core.outbox import Offer, Outbox
+from .._core.policy import Policy
+from .extensions import shared_deflate
+from .relay import run_relay
+
+if TYPE_CHECKING:
+    from .fanout import Fanout
+    from .subscriber import Subscriber
+
+__all__ = ["Link"]
+
+logger = logging.getLogger("wsfanout")
+
+OPEN = State.OPEN
+
+
+class Link:
+    """One subscriber's outbox, connection, corked frames and relay task.
+
+    Internal to the shell: its attributes are the shell's interface, read by the fast
+    path, the relay and the hub (never by applications, which hold the subscriber).
+    """
+
+    # Slots keep the attributes the fast path reads in the object itself: one memory
+    # block per subscriber instead of two, which shows at thousands of subscribers.
+    __slots__ = (
+        "attached",
+        "close_timeout",
+        "deflate",
+        "fanout",
+        "flush_waiting",
+        "held",
+        "held_bytes",
+        "outbox",
+        "plain",
+        "protocol",
+        "relay",
+        "subscriber",
+        "tick",
+        "topics",
+        "transport",
+        "wake",
+        "websocket",
+    )
+
+    def __init__(
+        self,
+        fanout: Fanout,
+        websocket: Connection,
+        policy: Policy,
+        topics: frozenset[str] | None,
+        close_timeout: float,
+    ) -> None:
+        from .subscriber import Subscriber  # the handle wraps the link it is given
+
+        self.fanout = fanout
+        self.websocket = websocket
+        self.transport = websocket.transport
+        self.protocol = websocket.protocol
+        low, high = websocket.transport.get_write_buffer_limits()
+        self.outbox = Outbox(policy, high=high, low=low)
+        self.topics = topics
+        self.attached = True
+        """Offered messages: in the fan-out's index, until closing or gone."""
+        self.relay: asyncio.Task[None] | None = None
+        """The relay task, while the subscriber is behind or closing."""
+        self.wake: asyncio.Future[None] | None = None
+        """What the relay waits on, while it waits."""
+        self.close_timeout = close_timeout
+        # How frames are encoded for this connection, fixed by the handshake: the
+        # shared frame (no extension), a shared compressed frame (permessage-deflate
+        # without context takeover), or websockets' own per-connection encoder.
+        extensions = websocket.protocol.extensions
+        self.plain = not extensions
+        self.deflate = shared_deflate(extensions)
+        # Corking (see cork.py): the tick this connection was last written in, and
+        # the frames held since, to leave in one write when the iteration ends.
+        self.tick = -1
+        self.held: list[bytes] | None = None  # a list only while frames are held
+        self.held_bytes = 0
+        self.flush_waiting = False
+        self.subscriber: Subscriber = Subscriber(self)
+
+    def __repr__(self) -> str:
+        return f"<Subscriber {self.websocket.id} {self.outbox.policy!r}>"
+
+    # -- what the outbox is told ----------------------------------------------------
+
+    def write_buffer(self) -> int:
+        """The connection's state as the outbox takes it (``contract.write_buffer``)."""
+        writable = (
+            self.protocol.state is OPEN
+            and self.websocket.send_in_progress is None
+            and not self.transport.is_closing()
+        )
+        return write_buffer(writable, self.transport.get_write_buffer_size(), self.held_bytes)
+
+    # -- the fast path's steps, readable ---------------------------------------------
+
+    def offer(self, message: Message, now: float) -> None:
+        """Offer ``message`` and carry out the answer; ``Fanout.fan_out`` inlines this."""
+        outcome = self.outbox.offer(message, now, self.write_buffer())
+        if outcome is Offer.WRITE:
+            self.emit(self.encode(message))
+        elif outcome is Offer.KICK:
+            self.kick()
+        elif outcome is Offer.CLOSE:
+            self.closing()
+
+    def encode(self, message: Message) -> bytes:
+        """The bytes of ``message`` on this connection; shared unless the connection
+        compresses with context takeover. Call only to write the result, in order."""
+        if self.plain:
+            return message.frame
+        params = self.deflate
+        if params is not None:
+            return message.deflated(params)
+        # Context takeover: the encoder is stateful per connection, websockets encodes.
+        protocol = self.protocol
+        if message.opcode == OP_TEXT:
+            protocol.send_text(message.payload)
+        else:
+            protocol.send_binary(message.payload)
+        return b"".join(protocol.data_to_send())
+
+    def emit(self, data: bytes) -> None:
+        """Write a fast-path frame now, or cork it behind one written this iteration."""
+        corker = self.fanout.corker
+        if not corker.enabled:
+            corker.tick += 1
+        if self.tick != corker.tick:
+            self.tick = corker.tick
+            self.transport.write(data)
+            corker.wrote()
+        else:
+            self.cork(data)
+
+    def cork(self, data: bytes) -> None:
+        """Hold ``data`` until the iteration ends, or write all that is held if it is full."""
+        held = self.held
+        if not held:
+            self.fanout.corker.held.append(self)
+            held = self.held = []
+        held.append(data)
+        self.held_bytes += len(data)
+        if cork_is_full(self.held_bytes, self.outbox.low):
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the corked frames in one call, unless they must wait or be dropped."""
+        held = self.held
+        if not held:
+            return
+        if self.protocol.state is OPEN and not self.transport.is_closing():
+            sending = self.websocket.send_in_progress
+            if sending is not None:
+                # The application began a fragmented send() after these frames were
+                # corked: they follow it, never interleave with its fragments.
+                if not self.flush_waiting:
+                    self.flush_waiting = True
+                    sending.add_done_callback(self._flush_after_send)
+                return
+            self.transport.write(held[0] if len(held) == 1 else b"".join(held))
+        # Otherwise a close frame may already be out: nothing may follow it.
+        self.held = None
+        self.held_bytes = 0
+
+    def _flush_after_send(self, _: object) -> None:
+        self.flush_waiting = False
+        self.flush()
+
+    # -- the relay's steps -----------------------------------------------------------
+
+    def write(self, frames: tuple[Message, ...]) -> None:
+        """Write frames the relay took from the queue, after any corked ones."""
+        if self.held:
+            self.flush()
+        if len(frames) == 1:
+            data = self.encode(frames[0])
+        else:
+            data = b"".join([self.encode(frame) for frame in frames])
+        held = self.held
+        if held:  # still held behind a fragmented send(): keep the order
+            held.append(data)
+            self.held_bytes += len(data)
+        else:
+            self.transport.write(data)
+
+    def kick(self) -> None:
+        """The outbox has work: start the relay task, or wake it if it waits."""
+        if self.relay is None:
+            self.relay = asyncio.get_running_loop().create_task(run_relay(self))
+        elif self.wake is not None and not self.wake.done():
+            self.wake.set_result(None)
+
+    # -- ending ----------------------------------------------------------------------
+
+    def closing(self) -> None:
+        """The outbox decided to close: stop receiving and let the relay close."""
+        self.fanout.detach(self)
+        self.kick()
+
+    def close(self, close: Close) -> None:
+        """Close for a reason outside the policy (the hub closing)."""
+        if self.outbox.close(close):
+            self.closing()
+
+    def fail(self, message: str = "delivery to %s failed; aborting its connection") -> None:
+        """Delivery raised: log it, abort the connection and refuse further messages.
+
+        Call from an ``except`` block, so the log has the traceback; ``message`` has
+        one ``%s``, for this subscriber.
+        """
+        logger.exception(message, self)
+        self.outbox.discard()
+        self.transport.abort()
+
+    def connection_lost(self, _: object = None) -> None:
+        """websockets' ``connection_lost_waiter`` is done: nothing more can be written."""
+        self.held = None
+        self.held_bytes = 0
+        self.fanout.detach(self)
+        self.outbox.discard()
+        if self.wake is not None and not self.wake.done():
+            self.wake.set_result(None)
