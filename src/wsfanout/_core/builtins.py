@@ -1,8 +1,8 @@
-"""The built-in policies: small orthogonal stages, combined with ``|``.
+"""The built-in policies, exported by ``wsfanout.policies``.
 
-Queue stages (``DropOldest``, ``DropNewest``, ``SkipToLatest``, ``ConflateByKey``,
-``Batch``) shape the queue; ``Throttle`` and ``Disconnect`` decide from a snapshot.
-Sizes are ``max_messages`` and ``max_bytes`` (payload bytes); durations are seconds.
+Each is an attrs frozen class whose validators name the parameter and the value, whose
+``rules()`` the core enforces without calling back, and whose ``guarantees()`` say
+what ``wsfanout.testing`` may hold it to.
 """
 
 from __future__ import annotations
