@@ -22,10 +22,12 @@ from ._core.errors import (
     SubscriberClosedError,
     WsfanoutError,
 )
+from ._core.frames import SUBPROTOCOL
 from ._core.policy import Composite, Policy, as_policy
 from ._core.snapshot import Snapshot
 from ._core.stats import HubStats, SubscriberStats
 from ._public import publish_names as _publish_names
+from ._shell.extensions import select_subprotocol
 from ._shell.hub import Hub
 from ._shell.subscriber import Subscriber
 
@@ -33,6 +35,8 @@ __all__ = [
     # publishing
     "Hub",
     "Subscriber",
+    "SUBPROTOCOL",
+    "select_subprotocol",
     # writing and composing policies (the built-ins live in wsfanout.policies)
     "Policy",
     "Composite",

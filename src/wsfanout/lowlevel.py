@@ -18,7 +18,7 @@ from ._core.contract import (
 from ._core.decision import NEUTRAL, join
 from ._core.deflate import DeflateParams
 from ._core.frames import OP_BINARY, OP_TEXT
-from ._core.message import Batched, Message, make_message
+from ._core.message import Batched, Message, make_message, v1_header
 from ._core.outbox import IDLE, Action, CloseAction, Idle, Offer, Outbox, Wait, Write
 from ._core.policy import FunctionPolicy
 from ._core.queue import MessageQueue, Push
@@ -32,6 +32,7 @@ from ._core.rules import (
     merge_rules,
     resolve_rules,
 )
+from ._core.streams import Stream, Streams
 from ._public import publish_names as _publish_names
 
 __all__ = [
@@ -55,6 +56,9 @@ __all__ = [
     "Message",
     "Batched",
     "make_message",
+    "v1_header",
+    "Stream",
+    "Streams",
     "OP_TEXT",
     "OP_BINARY",
     "DeflateParams",

@@ -10,10 +10,17 @@ from __future__ import annotations
 
 import struct
 
-__all__ = ["OP_BINARY", "OP_TEXT", "encode_frame"]
+__all__ = ["FRAMINGS", "OP_BINARY", "OP_TEXT", "SUBPROTOCOL", "encode_frame"]
 
 OP_TEXT = 0x1
 OP_BINARY = 0x2
+
+SUBPROTOCOL = "wsfanout.v1"
+"""The WebSocket subprotocol a client offers to get the ``wsfanout.v1`` framing."""
+
+FRAMINGS = ("raw", "v1")
+"""What a subscriber receives: the payloads as published, or each with its header
+(offset, epoch, topic, key) and control frames (docs/protocol.md)."""
 
 _FIN = 0x80
 _RSV1 = 0x40

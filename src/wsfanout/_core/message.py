@@ -1,7 +1,15 @@
-"""The unit that queues hold: a payload encoded once and shared by every subscriber."""
+"""The unit that queues hold: a payload encoded once and shared by every subscriber.
+
+A message is encoded at most once per form a connection needs, and each form is
+cached on the message, so every subscriber that needs it shares the same bytes: the
+plain frame, a compressed frame per set of deflate parameters, and the same two for
+the ``wsfanout.v1`` framing, whose payload is a one-line JSON header (offset, epoch,
+topic, key), a line feed, then the published payload (docs/protocol.md).
+"""
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING
 
 from .frames import OP_BINARY, OP_TEXT, encode_frame
@@ -9,7 +17,7 @@ from .frames import OP_BINARY, OP_TEXT, encode_frame
 if TYPE_CHECKING:
     from .deflate import DeflateParams
 
-__all__ = ["Batched", "Message", "make_message"]
+__all__ = ["Batched", "Message", "make_message", "v1_header"]
 
 
 class Message:
@@ -17,14 +25,19 @@ class Message:
 
     Queues of different subscribers reference the same object, so a byte bound
     counts bytes a queue references, not copies. ``droppable=False`` marks a message
-    no policy may evict (a subscriber's own :meth:`Subscriber.send`).
+    no policy may evict (a subscriber's own :meth:`Subscriber.send`). ``offset`` and
+    ``epoch`` place it in its topic's stream (0 and ``""`` for a message that is in
+    none, such as one sent to a single subscriber).
     """
 
     __slots__ = (
         "_deflated",
         "_frame",
+        "_v1",
         "droppable",
+        "epoch",
         "key",
+        "offset",
         "opcode",
         "payload",
         "seq",
@@ -39,8 +52,11 @@ class Message:
     seq: int
     time: float
     droppable: bool
+    offset: int
+    epoch: str
     _frame: bytes | None
     _deflated: dict[DeflateParams, bytes] | None
+    _v1: dict[DeflateParams | None, bytes] | None
 
     def __init__(
         self,
@@ -52,6 +68,8 @@ class Message:
         topic: str | None = None,
         key: str | None = None,
         droppable: bool = True,
+        offset: int = 0,
+        epoch: str = "",
     ) -> None:
         self.opcode = opcode
         self.payload = payload
@@ -60,8 +78,11 @@ class Message:
         self.topic = topic
         self.key = key
         self.droppable = droppable
+        self.offset = offset
+        self.epoch = epoch
         self._frame = None
         self._deflated = None
+        self._v1 = None
 
     @property
     def size(self) -> int:
@@ -89,6 +110,27 @@ class Message:
         frame = cache.get(params)
         if frame is None:
             frame = cache[params] = params.frame(self.opcode, self.payload)
+        return frame
+
+    @property
+    def v1_payload(self) -> bytes:
+        """The payload in the ``wsfanout.v1`` framing: the header, a line feed, the payload."""
+        return v1_header(self) + b"\n" + self.payload
+
+    def v1_frame(self, params: DeflateParams | None = None) -> bytes:
+        """The ``wsfanout.v1`` frame, plain or compressed under ``params``, built on first
+        use and shared by every connection that needs it."""
+        cache = self._v1
+        if cache is None:
+            cache = self._v1 = {}
+        frame = cache.get(params)
+        if frame is None:
+            payload = self.v1_payload
+            if params is None:
+                frame = encode_frame(self.opcode, payload)
+            else:
+                frame = params.frame(self.opcode, payload)
+            cache[params] = frame
         return frame
 
     def data(self) -> str | bytes:
@@ -120,6 +162,34 @@ class Batched(Message):
         return f"<Batched seqs={seqs} {'text' if self.text else 'binary'} {self.size}B>"
 
 
+def v1_header(message: Message) -> bytes:
+    """The one-line JSON header of ``message`` in the ``wsfanout.v1`` framing.
+
+    ``{"o":42,"e":"h3k9q2mv","t":"prices","k":"EURUSD"}``: the offset and epoch, the
+    topic unless it has none, the key if any; a message in no stream has ``{}``; a
+    batch lists its messages' ``[offset, epoch, topic]`` under ``"b"``.
+    """
+    if isinstance(message, Batched):
+        places = [[part.offset, part.epoch, part.topic or ""] for part in message.parts]
+        return b'{"b":' + _dumps(places) + b"}"
+    if not message.offset:
+        return b"{}"
+    header = f'{{"o":{message.offset},"e":{_quote(message.epoch)}'
+    if message.topic is not None:
+        header += f',"t":{_quote(message.topic)}'
+    if message.key is not None:
+        header += f',"k":{_quote(message.key)}'
+    return (header + "}").encode()
+
+
+def _quote(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _dumps(value: object) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
+
 def make_message(
     data: object,
     *,
@@ -128,19 +198,30 @@ def make_message(
     topic: str | None = None,
     key: str | None = None,
     droppable: bool = True,
+    offset: int = 0,
+    epoch: str = "",
 ) -> Message:
     """Encode ``data`` once: ``str`` becomes a Text frame, bytes-like a Binary frame."""
     if isinstance(data, str):
-        return Message(
-            OP_TEXT, data.encode(), seq=seq, time=time, topic=topic, key=key, droppable=droppable
-        )
-    if isinstance(data, bytes):
+        payload = data.encode()
+        opcode = OP_TEXT
+    elif isinstance(data, bytes):
         payload = data
+        opcode = OP_BINARY
     elif isinstance(data, (bytearray, memoryview)):
         # Copy once so a caller reusing its buffer cannot change what is queued.
         payload = bytes(data)
+        opcode = OP_BINARY
     else:
         raise TypeError(f"message must be str or bytes-like, not {type(data).__name__}")
     return Message(
-        OP_BINARY, payload, seq=seq, time=time, topic=topic, key=key, droppable=droppable
+        opcode,
+        payload,
+        seq=seq,
+        time=time,
+        topic=topic,
+        key=key,
+        droppable=droppable,
+        offset=offset,
+        epoch=epoch,
     )

@@ -1,20 +1,36 @@
-"""Which connections can share compressed frames: websockets' extensions, read once.
+"""What the opening handshake negotiated, as the shell needs it.
 
 A connection whose only extension is websockets' own permessage-deflate, negotiated
 with ``server_no_context_takeover``, compresses every message from an empty state, so
-one compressed frame (:class:`DeflateParams`) serves all such connections alike.
+one compressed frame (:class:`DeflateParams`) serves all such connections alike. A
+connection that negotiated the ``wsfanout.v1`` subprotocol gets that framing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from websockets.asyncio.server import ServerConnection
 from websockets.extensions.base import Extension
 from websockets.extensions.permessage_deflate import PerMessageDeflate
+from websockets.typing import Subprotocol
 
 from .._core.deflate import DeflateParams
+from .._core.frames import SUBPROTOCOL
 
-__all__ = ["shared_deflate"]
+__all__ = ["select_subprotocol", "shared_deflate"]
+
+
+def select_subprotocol(
+    connection: ServerConnection, subprotocols: Sequence[Subprotocol]
+) -> Subprotocol | None:
+    """websockets' ``select_subprotocol`` for a server of raw and ``wsfanout.v1`` clients:
+    the ``wsfanout.v1`` framing for a client that offers it, none for one that does not.
+
+    websockets' own choice refuses a client that offers no subprotocol when the server
+    lists some; ``serve(handler, ..., select_subprotocol=select_subprotocol)`` admits both.
+    """
+    return Subprotocol(SUBPROTOCOL) if SUBPROTOCOL in subprotocols else None
 
 
 def shared_deflate(extensions: Sequence[Extension]) -> DeflateParams | None:

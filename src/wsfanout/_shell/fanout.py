@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import secrets
 
 from websockets.protocol import State
 
 from .._core.contract import BLOCKED
 from .._core.message import Message
 from .._core.outbox import Offer
+from .._core.streams import Streams
 from .cork import Corker
 from .link import Link
 from .topics import TopicIndex
@@ -36,16 +38,23 @@ KICK = Offer.KICK
 CLOSE = Offer.CLOSE
 
 
+def new_epoch() -> str:
+    """A fresh epoch: 8 random letters and digits (a stream's history starts anew)."""
+    return secrets.token_hex(4)
+
+
 class Fanout:
     """Who gets a message, and the fast path that gives it to them."""
 
-    __slots__ = ("closed", "corker", "index", "loop", "seq")
+    __slots__ = ("closed", "corker", "index", "loop", "seq", "streams")
 
     def __init__(self, *, cork: bool) -> None:
         self.index: TopicIndex[Link] = TopicIndex()
         self.corker = Corker(enabled=cork)
         self.seq = itertools.count()
         """Local sequence numbers: every message a link is offered has its own."""
+        self.streams = Streams(new_epoch)
+        """Every topic's epoch and last offset (docs/protocol.md)."""
         self.closed = False
         """The hub is closed: it refuses new subscribers and messages from backplanes."""
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -95,7 +104,17 @@ class Fanout:
     def receive(self, opcode: int, payload: bytes, topic: str | None, key: str | None) -> int:
         """A message from another hub: offer it to local subscribers (the Inbound seam)."""
         now = self.now()
-        message = Message(opcode, payload, seq=self.next_seq(), time=now, topic=topic, key=key)
+        stream = self.streams.advance(topic)
+        message = Message(
+            opcode,
+            payload,
+            seq=self.next_seq(),
+            time=now,
+            topic=topic,
+            key=key,
+            offset=stream.last,
+            epoch=stream.epoch,
+        )
         return self.deliver(message, now)
 
     def fan_out(self, msg: Message, now: float, targets: dict[Link, None]) -> int:

@@ -22,7 +22,8 @@ from websockets.typing import Data
 from .._backplane.protocol import Backplane
 from .._core.builtins import DEFAULT_POLICY
 from .._core.decision import Close
-from .._core.errors import ConfigError, HubClosedError
+from .._core.errors import ConfigError, HubClosedError, invalid
+from .._core.frames import FRAMINGS, SUBPROTOCOL
 from .._core.message import make_message
 from .._core.policy import Policy, as_policy
 from .._core.stats import HubStats, SubscriberStats, add_stats
@@ -102,9 +103,19 @@ class Hub:
         backplane = self._backplane
         if not fanout.index.members and backplane is None:
             make_message(message, seq=0, time=0.0)  # still reject a wrong type
+            fanout.streams.advance(topic)  # the stream goes on without listeners
             return 0
         now = fanout.now()
-        msg = make_message(message, seq=fanout.next_seq(), time=now, topic=topic, key=key)
+        stream = fanout.streams.advance(topic)
+        msg = make_message(
+            message,
+            seq=fanout.next_seq(),
+            time=now,
+            topic=topic,
+            key=key,
+            offset=stream.last,
+            epoch=stream.epoch,
+        )
         if backplane is not None:
             backplane.forward(msg)
         return fanout.deliver(msg, now)
@@ -118,16 +129,20 @@ class Hub:
         policy: Policy | None = None,
         topics: Iterable[str] | None = None,
         on_message: OnMessage | None = None,
+        framing: str | None = None,
     ) -> SubscriberStats:
         """Subscribe ``websocket`` and relay to it until the connection closes.
 
         Keeps reading what the client sends, so close frames and pings are processed;
-        each message goes to ``on_message(subscriber, message)`` if given. Returns the
-        subscriber's final statistics.
+        each message goes to ``on_message(subscriber, message)`` if given. ``framing``
+        is ``"raw"`` (payloads as published) or ``"v1"`` (each with its offset; see
+        docs/protocol.md); by default ``"v1"`` if the connection negotiated the
+        ``wsfanout.v1`` subprotocol, else ``"raw"``. Returns the subscriber's final
+        statistics.
         """
         # Not through subscribe(): its context manager would cost every idle
         # subscriber about 500 bytes more (see docs/performance.md).
-        link = self._open(websocket, policy, topics)
+        link = self._open(websocket, policy, topics, framing)
         subscriber = link.subscriber
         try:
             async for data in websocket:
@@ -146,26 +161,38 @@ class Hub:
         *,
         policy: Policy | None = None,
         topics: Iterable[str] | None = None,
+        framing: str | None = None,
     ) -> AsyncIterator[Subscriber]:
         """Subscribe ``websocket`` for the duration of the ``async with`` block.
 
         The block must keep reading from the connection (or the connection stops
         processing close frames and pings); :meth:`serve` does that for you.
+        ``framing`` is as for :meth:`serve`.
         """
-        link = self._open(websocket, policy, topics)
+        link = self._open(websocket, policy, topics, framing)
         try:
             yield link.subscriber
         finally:
             await self._release(link)
 
     def _open(
-        self, websocket: Connection, policy: Policy | None, topics: Iterable[str] | None
+        self,
+        websocket: Connection,
+        policy: Policy | None,
+        topics: Iterable[str] | None,
+        framing: str | None,
     ) -> Link:
         fanout = self._fanout
         if fanout.closed:
             raise HubClosedError("subscribe() on a closed hub")
+        if framing is None:
+            framing = "v1" if websocket.subprotocol == SUBPROTOCOL else "raw"
+        elif framing not in FRAMINGS:
+            raise invalid(
+                "framing", framing, f"is not a framing (expected one of {FRAMINGS})", ConfigError
+            )
         chosen = self.policy if policy is None else as_policy(policy)
-        link = Link(fanout, websocket, chosen, check_topics(topics), self.close_timeout)
+        link = Link(fanout, websocket, chosen, check_topics(topics), self.close_timeout, framing)
         self._live.add(link)
         fanout.attach(link)
         websocket.connection_lost_waiter.add_done_callback(link.connection_lost)

@@ -57,10 +57,12 @@ class Link:
         "plain",
         "protocol",
         "relay",
+        "stateful",
         "subscriber",
         "tick",
         "topics",
         "transport",
+        "v1",
         "wake",
         "websocket",
     )
@@ -72,6 +74,7 @@ class Link:
         policy: Policy,
         topics: frozenset[str] | None,
         close_timeout: float,
+        framing: str = "raw",
     ) -> None:
         from .subscriber import Subscriber  # the handle wraps the link it is given
 
@@ -89,12 +92,16 @@ class Link:
         self.wake: asyncio.Future[None] | None = None
         """What the relay waits on, while it waits."""
         self.close_timeout = close_timeout
-        # How frames are encoded for this connection, fixed by the handshake: the
-        # shared frame (no extension), a shared compressed frame (permessage-deflate
-        # without context takeover), or websockets' own per-connection encoder.
+        # How frames are encoded for this connection, fixed by the handshake and its
+        # framing: a shared frame (no extension), a shared compressed frame
+        # (permessage-deflate without context takeover), or websockets' own
+        # per-connection encoder; in the raw framing or the wsfanout.v1 one.
         extensions = websocket.protocol.extensions
-        self.plain = not extensions
+        self.v1 = framing == "v1"
         self.deflate = shared_deflate(extensions)
+        self.stateful = bool(extensions) and self.deflate is None
+        self.plain = not extensions and not self.v1
+        """The fast path's case: the message's one shared frame, as published."""
         # Corking (see cork.py): the tick this connection was last written in, and
         # the frames held since, to leave in one write when the iteration ends.
         self.tick = -1
@@ -134,15 +141,18 @@ class Link:
         compresses with context takeover. Call only to write the result, in order."""
         if self.plain:
             return message.frame
-        params = self.deflate
-        if params is not None:
-            return message.deflated(params)
+        if not self.stateful:
+            if self.v1:
+                return message.v1_frame(self.deflate)
+            assert self.deflate is not None  # not plain: an extension, shared deflate
+            return message.deflated(self.deflate)
         # Context takeover: the encoder is stateful per connection, websockets encodes.
+        payload = message.v1_payload if self.v1 else message.payload
         protocol = self.protocol
         if message.opcode == OP_TEXT:
-            protocol.send_text(message.payload)
+            protocol.send_text(payload)
         else:
-            protocol.send_binary(message.payload)
+            protocol.send_binary(payload)
         return b"".join(protocol.data_to_send())
 
     def emit(self, data: bytes) -> None:

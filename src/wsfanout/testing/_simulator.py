@@ -33,6 +33,7 @@ trace; the simulator itself asserts nothing.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
@@ -46,6 +47,7 @@ from .._core.outbox import CloseAction, Offer, Outbox, Wait, Write
 from .._core.policy import Policy, as_policy
 from .._core.snapshot import Snapshot
 from .._core.stats import SubscriberStats
+from .._core.streams import Streams
 from ._clock import VirtualClock
 from ._schedule import Advance, Client, Drain, Hangup, Publish, Read, Schedule, Send, Stall, Step
 from ._transport import FakeTransport
@@ -310,6 +312,9 @@ class Simulator:
         """Cork a subscriber's further fast-path frames of one iteration, as ``Hub`` does."""
         self._tick = 0
         self._corked: list[_Subscriber] = []
+        epochs = itertools.count(1)
+        self.streams = Streams(lambda: f"sim{next(epochs)}")
+        """Every topic's offsets, as the hub assigns them (deterministic epochs)."""
         self.close_timeout = close_timeout
         self.outbox_factory = outbox_factory
         self.trace = Trace()
@@ -484,7 +489,16 @@ class Simulator:
 
     def _publish(self, data: str | bytes, *, topic: str | None, key: str | None) -> int:
         now = self.clock.now
-        message = make_message(data, seq=self._next_seq(), time=now, topic=topic, key=key)
+        stream = self.streams.advance(topic)
+        message = make_message(
+            data,
+            seq=self._next_seq(),
+            time=now,
+            topic=topic,
+            key=key,
+            offset=stream.last,
+            epoch=stream.epoch,
+        )
         self.trace.messages[message.seq] = message
         for sub in self._subscribers:
             if not sub.attached:
