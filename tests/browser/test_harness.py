@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import struct
 import subprocess
 import sys
@@ -22,6 +21,7 @@ import pytest
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Request, Response
 
+from harness.ports import free_port
 from wsfanout import Hub
 
 from .chromium import (
@@ -257,11 +257,8 @@ async def test_wait_for_fails_when_the_condition_never_holds(page: Page) -> None
 
 
 async def test_goto_fails_when_nothing_listens(page: Page) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     with pytest.raises(BrowserError, match="ERR_CONNECTION_REFUSED"):
-        await page.goto(f"http://127.0.0.1:{port}/")
+        await page.goto(f"http://127.0.0.1:{free_port()}/")
 
 
 FIXTURE_CONFTEST = "from browser.conftest import browser, page  # the fixtures under test\n"
