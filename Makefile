@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # Folders that exist on this branch (benchmarks/ may not yet).
 LINTED := $(wildcard src tests benchmarks examples)
 
-.PHONY: setup test lint typecheck unit demo bench clean redis-server bench-redis
+.PHONY: setup test lint typecheck unit demo bench clean debian-packages bench-redis
 
 BENCH_STAMP := $(VENV)/.bench-installed
 
@@ -25,15 +25,23 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-# The Redis backplane's tests start their own redis-server (Debian's package) on a
-# free port of 127.0.0.1; install it when it is missing.
-redis-server:
-	@command -v redis-server >/dev/null 2>&1 || { \
-		echo "redis-server is missing: installing Debian's redis-server"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; \
-	}
+# What the tests run from Debian, as COMMAND=PACKAGE: the Redis backplane's tests start
+# their own redis-server on a free port of 127.0.0.1, and tests/browser/ drives
+# /usr/bin/chromium headless. debian-packages installs those whose command is missing
+# (apt-get, as root), all in one apt-get.
+DEBIAN_PACKAGES := redis-server=redis-server /usr/bin/chromium=chromium
 
-unit: $(STAMP) redis-server
+debian-packages:
+	@missing=""; \
+	for wanted in $(DEBIAN_PACKAGES); do \
+		command -v "$${wanted%%=*}" >/dev/null 2>&1 || missing="$$missing $${wanted#*=}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "missing, installing Debian's:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+unit: $(STAMP) debian-packages
 	$(BIN)/pytest
 
 test: lint typecheck unit
@@ -41,7 +49,8 @@ test: lint typecheck unit
 demo: $(STAMP)
 	$(BIN)/wsfanout demo
 
-bench-redis: $(STAMP) redis-server
+bench-redis: DEBIAN_PACKAGES := redis-server=redis-server
+bench-redis: $(STAMP) debian-packages
 	$(BIN)/python benchmarks/redis_scaling.py
 
 # The bench extra (aiohttp, picows, uvloop, matplotlib) is optional: cases whose

@@ -1,0 +1,1 @@
+"""Browser tests: pages in a headless Chromium, driven over the DevTools protocol."""
