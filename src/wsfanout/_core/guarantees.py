@@ -193,7 +193,8 @@ class BatchIntegrity(Guarantee):
 
 @attrs.frozen(repr=False)
 class MaxSendRate(Guarantee):
-    """At most ``rate`` frames per second: consecutive frames at least ``1 / rate`` apart."""
+    """At most ``rate`` frames of messages per second: consecutive ones at least ``1 / rate``
+    apart (control frames, which no policy holds back, are not counted)."""
 
     rate: float = attrs.field(validator=positive_rate)
 

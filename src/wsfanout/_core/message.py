@@ -17,7 +17,10 @@ from .frames import OP_BINARY, OP_TEXT, encode_frame
 if TYPE_CHECKING:
     from .deflate import DeflateParams
 
-__all__ = ["Batched", "Message", "make_message", "v1_header"]
+__all__ = ["CONTROL_SEQ", "Batched", "Message", "make_control", "make_message", "v1_header"]
+
+CONTROL_SEQ = -1
+"""The ``seq`` of every control frame: it is in no queue and numbers nothing."""
 
 
 class Message:
@@ -27,13 +30,15 @@ class Message:
     counts bytes a queue references, not copies. ``droppable=False`` marks a message
     no policy may evict (a subscriber's own :meth:`Subscriber.send`). ``offset`` and
     ``epoch`` place it in its topic's stream (0 and ``""`` for a message that is in
-    none, such as one sent to a single subscriber).
+    none, such as one sent to a single subscriber). A ``control`` frame (a notice, a
+    heartbeat) is written as it is in every framing, with no header of its own.
     """
 
     __slots__ = (
         "_deflated",
         "_frame",
         "_v1",
+        "control",
         "droppable",
         "epoch",
         "key",
@@ -54,6 +59,7 @@ class Message:
     droppable: bool
     offset: int
     epoch: str
+    control: bool
     _frame: bytes | None
     _deflated: dict[DeflateParams, bytes] | None
     _v1: dict[DeflateParams | None, bytes] | None
@@ -70,6 +76,7 @@ class Message:
         droppable: bool = True,
         offset: int = 0,
         epoch: str = "",
+        control: bool = False,
     ) -> None:
         self.opcode = opcode
         self.payload = payload
@@ -80,6 +87,7 @@ class Message:
         self.droppable = droppable
         self.offset = offset
         self.epoch = epoch
+        self.control = control
         self._frame = None
         self._deflated = None
         self._v1 = None
@@ -114,7 +122,10 @@ class Message:
 
     @property
     def v1_payload(self) -> bytes:
-        """The payload in the ``wsfanout.v1`` framing: the header, a line feed, the payload."""
+        """The payload in the ``wsfanout.v1`` framing: the header, a line feed, the payload
+        (a control frame's payload alone)."""
+        if self.control:
+            return self.payload
         return v1_header(self) + b"\n" + self.payload
 
     def v1_frame(self, params: DeflateParams | None = None) -> bytes:
@@ -125,6 +136,8 @@ class Message:
             cache = self._v1 = {}
         frame = cache.get(params)
         if frame is None:
+            if self.control:
+                return self.frame if params is None else self.deflated(params)
             payload = self.v1_payload
             if params is None:
                 frame = encode_frame(self.opcode, payload)
@@ -188,6 +201,15 @@ def _quote(text: str) -> str:
 
 def _dumps(value: object) -> bytes:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def make_control(data: str | bytes, *, time: float) -> Message:
+    """A control frame: Text for a ``str`` (a JSON notice), Binary for bytes."""
+    if isinstance(data, str):
+        return Message(OP_TEXT, data.encode(), seq=CONTROL_SEQ, time=time, control=True)
+    if isinstance(data, bytes):
+        return Message(OP_BINARY, data, seq=CONTROL_SEQ, time=time, control=True)
+    raise TypeError(f"a control frame must be str or bytes, not {type(data).__name__}")
 
 
 def make_message(

@@ -20,6 +20,12 @@ Two inputs:
   to drain and/or until a time), close, or stop (``IDLE``: the queue is empty and the
   relay task can end, so only subscribers that fell behind have a task).
 
+Control frames (a gap notice, a heartbeat, a resume frame: docs/protocol.md) are not
+messages: :meth:`Outbox.send_control` puts one in the *control lane*, which no policy
+sees and no message counter counts, and which is written before any later message.
+While the lane holds anything the fast path is off (``fast_limit`` is -1, under any
+buffer size), so a message published meanwhile cannot overtake it.
+
 A message leaves the queue only in the action that writes it, so order holds when the
 fast path and the relay alternate: the fast path is taken only when the queue is empty.
 Writes stop once the buffer passes the high-water mark, and nothing is written while it
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 import enum
 import math
+from collections import deque
 from collections.abc import Callable
 
 import attrs
@@ -107,7 +114,11 @@ class Outbox:
         "batched",
         "closed_by_policy",
         "closing",
+        "control",
+        "control_bytes",
+        "control_frames",
         "disconnected",
+        "fast_limit",
         "frames",
         "high",
         "last_send",
@@ -128,6 +139,14 @@ class Outbox:
         self.queue = MessageQueue(rules)
         self.high = high
         self.low = low
+        self.fast_limit = low
+        """The write buffer up to which a message may take the fast path: ``low``, or -1
+        while a control frame waits (nothing may overtake it)."""
+        self.control: deque[Message] = deque()
+        """Control frames waiting to be written before any later message."""
+        self.control_bytes = 0
+        self.control_frames = 0
+        """Control frames written so far (not counted as messages, nor as ``frames``)."""
         self._batch = rules.batch
         self._decide: Callable[[Snapshot], Decision] | None = (
             policy.decide if type(policy).decide is not Policy.decide else None
@@ -162,7 +181,8 @@ class Outbox:
         asked = False
         # Hot path (once per subscriber per publish): queue._entries, not the queue's
         # Python-level __bool__. The one friend pair of the package (tests/test_layout.py).
-        if write_buffer <= self.low and not queue._entries:
+        # fast_limit is low, or -1 while a control frame waits: one comparison for both.
+        if write_buffer <= self.fast_limit and not queue._entries:
             if self._eager:
                 self.sent += 1
                 self.frames += 1
@@ -209,6 +229,30 @@ class Outbox:
                 return Offer.KICK
         return Offer.KICK if was_empty else Offer.NONE
 
+    def send_control(self, frame: Message, now: float, write_buffer: int) -> Offer:
+        """A control frame for this subscriber, to be written before any later message.
+
+        ``WRITE``: write it now (nothing waits, the buffer is drained); ``KICK``: it waits
+        in the control lane and the relay must run; ``CLOSE``: control frames backed up
+        past the queue's byte bound (a client that reads nothing), so the subscriber is
+        closing; ``NONE``: the subscriber is closing already and the frame is dropped.
+        """
+        if self.closing is not None:
+            return Offer.NONE
+        if write_buffer <= self.fast_limit and not self.queue:
+            self.control_frames += 1
+            return Offer.WRITE
+        self.control.append(frame)
+        self.control_bytes += len(frame.payload)
+        self.fast_limit = -1
+        if self.control_bytes > self.queue.max_bytes:
+            cause = (
+                f"{len(self.control)} control frames, {self.control_bytes} bytes, waited "
+                f"to be written (max_bytes={self.queue.max_bytes})"
+            )
+            return self._begin_close(Close(1013, QUEUE_FULL, cause=cause))
+        return Offer.KICK
+
     def next_action(self, now: float, write_buffer: int) -> Action:
         """What the relay must do now. Call again after performing it."""
         if self.closing is not None:
@@ -217,8 +261,19 @@ class Outbox:
             self._close_emitted = True
             return CloseAction(self.closing)
         queue = self.queue
+        control = self.control
+        if control and write_buffer <= self.high:
+            # Control frames go alone, ahead of any message; no policy holds them back.
+            written = tuple(control)
+            control.clear()
+            self.control_bytes = 0
+            self.control_frames += len(written)
+            self.fast_limit = self.low
+            return Write(written)
         if not queue:
-            return IDLE
+            # Control frames wait for the buffer to drain; messages (below) may still
+            # make the policy close the subscriber meanwhile.
+            return Wait(math.inf, drain=True) if control else IDLE
         decision = self._ask(now, write_buffer) if self._decide is not None else NEUTRAL
         if decision.close is not None:
             self._begin_close(decision.close)
@@ -258,6 +313,7 @@ class Outbox:
     def discard(self) -> None:
         """The connection is gone: whatever is still queued is lost."""
         self.disconnected += self.queue.clear()
+        self._clear_control()
         if self.closing is None:
             self._close_emitted = True
             self.closing = _GONE
@@ -330,7 +386,13 @@ class Outbox:
         self.closing = close
         self.closed_by_policy = True
         self.disconnected += self.queue.clear()
+        self._clear_control()
         return Offer.CLOSE
+
+    def _clear_control(self) -> None:
+        self.control.clear()
+        self.control_bytes = 0
+        self.fast_limit = self.low
 
     def _overflow_cause(self, message: Message) -> str:
         q = self.queue

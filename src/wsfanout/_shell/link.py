@@ -19,7 +19,7 @@ from websockets.protocol import State
 from .._core.contract import cork_is_full, write_buffer
 from .._core.decision import Close
 from .._core.frames import OP_TEXT
-from .._core.message import Message
+from .._core.message import Message, make_control
 from .._core.outbox import Offer, Outbox
 from .._core.policy import Policy
 from .extensions import shared_deflate
@@ -217,6 +217,19 @@ class Link:
             self.held_bytes += len(data)
         else:
             self.transport.write(data)
+
+    def send_control(self, data: str | bytes) -> None:
+        """Write a control frame (a notice, a heartbeat) before any later message, now if
+        nothing waits, else through the relay; it is dropped if the subscriber closes."""
+        now = self.fanout.now()
+        frame = make_control(data, time=now)
+        outcome = self.outbox.send_control(frame, now, self.write_buffer())
+        if outcome is Offer.WRITE:
+            self.emit(self.encode(frame))
+        elif outcome is Offer.KICK:
+            self.kick()
+        elif outcome is Offer.CLOSE:
+            self.closing()
 
     def kick(self) -> None:
         """The outbox has work: start the relay task, or wake it if it waits."""

@@ -308,9 +308,12 @@ def _check_drains(guarantee: Drains, client: ClientTrace, trace: Trace) -> Found
 
 
 def _written(client: ClientTrace) -> tuple[int, int, int]:
+    """Messages, frames and batched messages written; control frames are none of them."""
     sent = frames = batched = 0
     for write in client.writes:
         for frame in write.frames:
+            if frame.control:
+                continue
             frames += 1
             sent += len(frame.seqs)
             if len(frame.seqs) > 1:
@@ -467,7 +470,9 @@ def _check_rate(guarantee: MaxSendRate, client: ClientTrace, trace: Trace) -> Fo
     interval = 1.0 / guarantee.rate
     previous: float | None = None
     for write in client.writes:
-        for _ in write.frames:
+        for frame in write.frames:
+            if frame.control:  # no policy holds a control frame back, nor counts it
+                continue
             if previous is not None and write.at - previous < interval * (1 - _EPS) - _EPS:
                 return (
                     write.step,

@@ -42,7 +42,7 @@ import attrs
 
 from .._core.contract import cork_is_full, plan_wait, write_buffer
 from .._core.decision import Close, Decision
-from .._core.message import Batched, Message, make_message
+from .._core.message import Batched, Message, make_control, make_message
 from .._core.outbox import CloseAction, Offer, Outbox, Wait, Write
 from .._core.policy import Policy, as_policy
 from .._core.snapshot import Snapshot
@@ -98,7 +98,7 @@ class SimulationError(Exception):
 @attrs.frozen
 class Frame:
     """A frame as written to a client: the messages it carries (``seqs``), its payload and
-    complete bytes, and when it was written."""
+    complete bytes, and when it was written. A ``control`` frame carries no message."""
 
     seqs: tuple[int, ...]
     opcode: int
@@ -106,6 +106,7 @@ class Frame:
     data: bytes
     written_at: float
     step: int | None
+    control: bool = False
 
 
 @attrs.frozen
@@ -397,6 +398,25 @@ class Simulator:
         self._run_ready()
         return message.seq
 
+    def send_control(self, client: int, data: str | bytes) -> None:
+        """``Link.send_control(data)``: a control frame (a notice, a heartbeat) to one
+        client, written before any later message and counted as none."""
+        sub = self._subscriber(client)
+        now = self.clock.now
+        frame = make_control(data, time=now)
+        buffered = sub.write_buffer()
+        outcome = sub.outbox.send_control(frame, now, buffered)
+        if outcome is Offer.WRITE:
+            self._emit(sub, frame, buffered)
+        elif outcome is Offer.KICK:
+            self._kick(sub)
+        elif outcome is Offer.CLOSE:
+            sub.attached = False
+            self._kick(sub)
+        self._note_closing(sub)
+        self._sample(sub)
+        self._run_ready()
+
     def read(self, client: int, rate: float = math.inf) -> None:
         """The client reads ``rate`` bytes per second from now on."""
         sub = self._subscriber(client)
@@ -569,12 +589,13 @@ class Simulator:
         now = self.clock.now
         frames = tuple(
             Frame(
-                tuple(p.seq for p in m.parts) if isinstance(m, Batched) else (m.seq,),
+                _seqs(m),
                 m.opcode,
                 m.payload,
                 m.frame,
                 now,
                 self.step,
+                m.control,
             )
             for m in messages
         )
@@ -783,6 +804,15 @@ class Simulator:
 
     def _fail(self, message: str, client: int | None) -> None:
         raise SimulationError(message, step=self.step, time=self.clock.now, client=client)
+
+
+def _seqs(message: Message) -> tuple[int, ...]:
+    """The messages a written frame carries: none for a control frame."""
+    if message.control:
+        return ()
+    if isinstance(message, Batched):
+        return tuple(part.seq for part in message.parts)
+    return (message.seq,)
 
 
 # -- schedules -------------------------------------------------------------------------------
