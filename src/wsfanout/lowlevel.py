@@ -18,7 +18,15 @@ from ._core.contract import (
 from ._core.decision import NEUTRAL, join
 from ._core.deflate import DeflateParams
 from ._core.frames import OP_BINARY, OP_TEXT
-from ._core.message import CONTROL_SEQ, Batched, Message, make_control, make_message, v1_header
+from ._core.message import (
+    CONTROL_SEQ,
+    Batched,
+    Merged,
+    Message,
+    make_control,
+    make_message,
+    v1_header,
+)
 from ._core.outbox import IDLE, Action, CloseAction, Idle, Offer, Outbox, Wait, Write
 from ._core.policy import FunctionPolicy
 from ._core.queue import MessageQueue, Push
@@ -55,6 +63,7 @@ __all__ = [
     # messages
     "Message",
     "Batched",
+    "Merged",
     "make_message",
     "make_control",
     "CONTROL_SEQ",

@@ -8,6 +8,7 @@ Sizes are ``max_messages`` and ``max_bytes`` (payload bytes); durations are seco
 from ._core.builtins import (
     COMBINERS,
     DEFAULT_POLICY,
+    REDUCERS,
     Batch,
     ConflateByKey,
     Disconnect,
@@ -28,6 +29,7 @@ __all__ = [
     "Disconnect",
     "DEFAULT_POLICY",
     "COMBINERS",
+    "REDUCERS",
 ]
 
 _publish_names(__name__, globals(), __all__)

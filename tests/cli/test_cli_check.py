@@ -71,7 +71,7 @@ def test_check_list_shows_every_preset_and_stage_kind(capsys: pytest.CaptureFixt
     out = capsys.readouterr().out
     for name in preset_names():
         assert f"\n  {name}\n" in out
-    assert "  conflate-by-key ConflateByKey: max_messages, max_bytes\n" in out
+    assert "  conflate-by-key ConflateByKey: max_messages, max_bytes, reduce\n" in out
     assert "  disconnect      Disconnect: max_messages, max_bytes, max_lag, max_buffer" in out
 
 

@@ -1,8 +1,11 @@
 """A subscriber's bounded queue: arrival rules, bounds in messages and bytes, eviction.
 
 The queue is ordered by publish order. Conflation removes the older message of a key
-and appends the newer one at the tail, so delivery stays a subsequence of publish
-order. Messages marked not droppable are never evicted.
+and appends the newer one at the tail (folded into it by the rules' reducer, if any;
+a reducer never merges a text and a binary message, which then both stay), so
+delivery stays a subsequence of publish order. Messages marked not droppable are
+never evicted. :meth:`MessageQueue.reshape` switches to other rules (a ladder's next
+level) and makes what is queued fit them at once.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import enum
 from collections import OrderedDict
 from collections.abc import Iterator
 
-from .message import Message
+from .message import Message, merge_messages
 from .rules import Arrival, Overflow, Rules
 
 __all__ = ["MessageQueue", "Push"]
@@ -42,6 +45,7 @@ class MessageQueue:
         "peak_messages",
         "pinned_bytes",
         "pinned_messages",
+        "reduce",
         "skipped",
     )
 
@@ -53,6 +57,7 @@ class MessageQueue:
         self.max_bytes: int = rules.max_bytes
         self.overflow: Overflow = rules.overflow
         self.arrival: Arrival | None = rules.arrival
+        self.reduce = rules.reduce
         # Keyed by Message.seq: O(1) removal from the middle (conflation) and from the head.
         self._entries: OrderedDict[int, Message] = OrderedDict()
         self._keys: dict[str, int] = {}
@@ -110,8 +115,14 @@ class MessageQueue:
             elif message.key is not None:
                 seq = self._keys.get(message.key)
                 if seq is not None and entries[seq].droppable:
-                    self._remove(seq)
-                    self.conflated += 1
+                    older = entries[seq]
+                    if self.reduce is None:
+                        self._remove(seq)
+                        self.conflated += 1
+                    elif older.opcode == message.opcode:  # a text and a binary never merge
+                        self._remove(seq)
+                        self.conflated += 1
+                        message = merge_messages(older, message, self.reduce)
         size = len(message.payload)
         if len(entries) >= self.max_messages or self.bytes + size > self.max_bytes:
             result = self._make_room(message, size)

@@ -39,6 +39,7 @@ import attrs
 
 from .._core.builtins import (
     COMBINERS,
+    REDUCERS,
     Batch,
     ConflateByKey,
     Disconnect,
@@ -105,6 +106,23 @@ COMBINER = ValueKind(
     _write_combine,
 )
 
+
+def _write_reduce(value: object) -> object:
+    if not isinstance(value, str):
+        raise PolicyError(
+            f"reduce={value!r} is a function, which a policy file cannot hold "
+            f"(expected one of {', '.join(show_toml(name) for name in sorted(REDUCERS))})"
+        )
+    return value
+
+
+REDUCER = ValueKind(
+    "a reducer name",
+    " or ".join(show_toml(name) for name in sorted(REDUCERS)),
+    parse_text,
+    _write_reduce,
+)
+
 _PARAMETERS: dict[str, ValueKind] = {
     "max_messages": COUNT,
     "max_bytes": SIZE,
@@ -116,6 +134,7 @@ _PARAMETERS: dict[str, ValueKind] = {
     "code": CLOSE_CODE,
     "reason": TEXT,
     "combine": COMBINER,
+    "reduce": REDUCER,
 }
 """The value kind of every parameter of every stage kind, by parameter name."""
 

@@ -24,13 +24,16 @@ from .._core.guarantees import (
     CountsAddUp,
     DisconnectsWithin,
     Drains,
+    FoldedPerKey,
     Guarantee,
+    LevelBound,
     Lossless,
     MaxDrops,
     MaxSendRate,
     NewestDelivered,
     NoDuplicates,
     OrderedSubsequence,
+    StepsApart,
     WithinWriteLimit,
 )
 from .._public import publish_names as _publish_names
@@ -99,6 +102,9 @@ __all__ = [
     "MaxSendRate",
     "DisconnectsWithin",
     "MaxDrops",
+    "FoldedPerKey",
+    "StepsApart",
+    "LevelBound",
     # checking
     "baseline",
     "guarantees_of",
