@@ -17,6 +17,7 @@ from ._core.contract import (
 )
 from ._core.decision import NEUTRAL, join
 from ._core.deflate import DeflateParams
+from ._core.drain import DrainMeter
 from ._core.frames import OP_BINARY, OP_TEXT
 from ._core.message import (
     CONTROL_SEQ,
@@ -75,6 +76,7 @@ __all__ = [
     "DeflateParams",
     "MessageQueue",
     "Push",
+    "DrainMeter",
     # queue rules and decisions
     "Rules",
     "Overflow",

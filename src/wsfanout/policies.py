@@ -2,7 +2,9 @@
 
 Queue stages (``DropOldest``, ``DropNewest``, ``SkipToLatest``, ``ConflateByKey``,
 ``Batch``) shape the queue; ``Throttle`` and ``Disconnect`` decide from a snapshot.
-Sizes are ``max_messages`` and ``max_bytes`` (payload bytes); durations are seconds.
+Ladders step between levels while they run: ``Escalate`` (a level per condition, with
+hysteresis); conditions (``Above``, ``Below``) are values. Sizes are ``max_messages``
+and ``max_bytes`` (payload bytes); durations are seconds.
 """
 
 from ._core.builtins import (
@@ -17,6 +19,8 @@ from ._core.builtins import (
     SkipToLatest,
     Throttle,
 )
+from ._core.conditions import Above, AllOf, AnyOf, Below, Condition
+from ._core.ladder import Escalate, Level
 from ._public import publish_names as _publish_names
 
 __all__ = [
@@ -27,6 +31,14 @@ __all__ = [
     "Batch",
     "Throttle",
     "Disconnect",
+    # ladders and their conditions
+    "Escalate",
+    "Level",
+    "Condition",
+    "Above",
+    "Below",
+    "AnyOf",
+    "AllOf",
     "DEFAULT_POLICY",
     "COMBINERS",
     "REDUCERS",

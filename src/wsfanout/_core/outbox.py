@@ -30,6 +30,16 @@ A message leaves the queue only in the action that writes it, so order holds whe
 fast path and the relay alternate: the fast path is taken only when the queue is empty.
 Writes stop once the buffer passes the high-water mark, and nothing is written while it
 is over, so a stalled client holds at most its queue bound plus one write limit.
+
+Two things ride on the relay's turns, never on the fast path. The write buffer's size
+at each turn feeds a :class:`DrainMeter` (``drain.py``), whose rate is the snapshot's
+``drain_rate``. And a *ladder* policy (``Escalate``, ``Adaptive``) may answer with a
+:class:`LevelStep`: the outbox then switches the queue to that level's rules at once
+(:meth:`MessageQueue.reshape`; a smaller bound evicts as its overflow rule says, or
+closes), counts the step, puts its notice in the control lane if the ladder announces
+steps, and calls :attr:`Outbox.on_step`. Above its first level a ladder is also asked
+when the queue empties, and the relay waits for the time it names (the end of its
+hold), so that a subscriber that caught up steps back down.
 """
 
 from __future__ import annotations
@@ -41,8 +51,9 @@ from collections.abc import Callable
 
 import attrs
 
-from .decision import NEUTRAL, Close, Decision
-from .message import Batched, Message
+from .decision import NEUTRAL, Close, Decision, LevelStep
+from .drain import DrainMeter
+from .message import Batched, Message, make_control
 from .policy import Policy
 from .queue import MessageQueue, Push
 from .rules import resolve_rules
@@ -109,7 +120,9 @@ class Outbox:
         "_close_emitted",
         "_decide",
         "_decision",
+        "_drain",
         "_eager",
+        "_ladder",
         "_memo",
         "batched",
         "closed_by_policy",
@@ -124,6 +137,7 @@ class Outbox:
         "last_send",
         "low",
         "offered",
+        "on_step",
         "policy",
         "queue",
         "rules",
@@ -153,6 +167,16 @@ class Outbox:
         )
         # A policy that never decides always means "send now", whatever it declares.
         self._eager = policy.eager or self._decide is None
+        levels = policy.level_policies()
+        # A ladder's levels and where it stands; None without levels (one slot, so a
+        # subscriber without a ladder pays a pointer for it).
+        self._ladder: _Ladder | None = _Ladder(levels) if len(levels) > 1 else None
+        if self._ladder is not None:
+            self._eager = self._ladder.eager[0]
+        self.on_step: Callable[[LevelStep], None] | None = None
+        """Called with each :class:`LevelStep` as it is taken (the shell tells the
+        application); it must not call back into this outbox."""
+        self._drain: DrainMeter | None = None  # made on the first wait: the slow path
         self._decision: Decision | None = None
         self._memo: object = None
         self.last_send: float | None = None
@@ -192,7 +216,7 @@ class Outbox:
             if decision.close is not None:
                 self.disconnected += 1
                 return self._begin_close(decision.close)
-            if decision.send_at <= now:
+            if decision.send_at <= now and not self.control:  # an announced step goes first
                 self.sent += 1
                 self.frames += 1
                 self.last_send = now
@@ -260,28 +284,29 @@ class Outbox:
                 return IDLE
             self._close_emitted = True
             return CloseAction(self.closing)
+        meter = self._drain
+        if meter is not None:
+            meter.observe(now, write_buffer)
         queue = self.queue
         control = self.control
         if control and write_buffer <= self.high:
-            # Control frames go alone, ahead of any message; no policy holds them back.
-            written = tuple(control)
-            control.clear()
-            self.control_bytes = 0
-            self.control_frames += len(written)
-            self.fast_limit = self.low
-            return Write(written)
+            return self._write_control()
         if not queue:
-            # Control frames wait for the buffer to drain; messages (below) may still
-            # make the policy close the subscriber meanwhile.
-            return Wait(math.inf, drain=True) if control else IDLE
+            return self._idle(now, write_buffer)
         decision = self._ask(now, write_buffer) if self._decide is not None else NEUTRAL
         if decision.close is not None:
             self._begin_close(decision.close)
             self._close_emitted = True
             return CloseAction(decision.close)
+        if control and write_buffer <= self.high:  # the decision announced a step
+            return self._write_control()
+        if not queue:  # a step's smaller bound emptied it
+            return self._idle(now, write_buffer)
         if write_buffer > self.high:
+            self._arm(now, write_buffer, drain=True)
             return Wait(decision.recheck_at, drain=True)
         if decision.send_at > now:
+            self._arm(now, write_buffer, drain=False)
             return Wait(min(decision.send_at, decision.recheck_at), drain=False)
         frames = []
         buffered = write_buffer
@@ -294,13 +319,51 @@ class Outbox:
                 break
             if self._decide is not None:
                 decision = self._ask(now, buffered)
-                if decision.close is not None or decision.send_at > now:
+                if decision.close is not None or decision.send_at > now or control:
                     break
         if self._decide is not None:
             self._decision = None
         # Messages evicted later were queued now, so none is older than this.
         self._behind_since = queue.oldest_time
         return Write(tuple(frames))
+
+    def _write_control(self) -> Write:
+        # Control frames go alone, ahead of any message; no policy holds them back.
+        control = self.control
+        written = tuple(control)
+        control.clear()
+        self.control_bytes = 0
+        self.control_frames += len(written)
+        self.fast_limit = self.low
+        return Write(written)
+
+    def _idle(self, now: float, write_buffer: int) -> Action:
+        """Nothing queued: stop, unless control frames wait for the buffer to drain, or
+        a ladder above its first level wants to be asked again (to step down)."""
+        if self.control:
+            # Control frames wait for the buffer to drain; messages (below) may still
+            # make the policy close the subscriber meanwhile.
+            return Wait(math.inf, drain=True)
+        if self.level and self._decide is not None:  # above a ladder's first level
+            decision = self._ask(now, write_buffer)
+            if decision.close is not None:
+                self._begin_close(decision.close)
+                self._close_emitted = True
+                return CloseAction(decision.close)
+            if self.control:  # the step down is announced
+                if write_buffer <= self.high:
+                    return self._write_control()
+                return Wait(math.inf, drain=True)
+            if self.level and decision.recheck_at < math.inf:
+                return Wait(decision.recheck_at, drain=False)
+        return IDLE
+
+    def _arm(self, now: float, write_buffer: int, *, drain: bool) -> None:
+        """The relay waits with messages queued: what leaves the buffer meanwhile drains."""
+        meter = self._drain
+        if meter is None:
+            meter = self._drain = DrainMeter()
+        meter.arm(now, write_buffer, drain=drain)
 
     def close(self, close: Close) -> bool:
         """Begin closing for a reason outside the policy; False if already closing."""
@@ -346,7 +409,26 @@ class Outbox:
             sent=self.sent,
             dropped=self.dropped,
             memo=self._memo,
+            drain_rate=None if self._drain is None else self._drain.rate,
         )
+
+    @property
+    def level(self) -> int:
+        """The ladder's level in force; 0 for a policy without levels."""
+        ladder = self._ladder
+        return 0 if ladder is None else ladder.level
+
+    @property
+    def steps_up(self) -> int:
+        """Steps the ladder took to a higher level."""
+        ladder = self._ladder
+        return 0 if ladder is None else ladder.steps_up
+
+    @property
+    def steps_down(self) -> int:
+        """Steps the ladder took back down."""
+        ladder = self._ladder
+        return 0 if ladder is None else ladder.steps_down
 
     @property
     def dropped(self) -> int:
@@ -371,6 +453,10 @@ class Outbox:
             peak_bytes=queue.peak_bytes,
             lag=self.lag(now),
             close=None if self.closing is _GONE else self.closing,
+            level=self.level,
+            steps_up=self.steps_up,
+            steps_down=self.steps_down,
+            drain_rate=None if self._drain is None else self._drain.rate,
         )
 
     # -- internals ------------------------------------------------------------------
@@ -380,7 +466,45 @@ class Outbox:
         decision = self._decide(self.snapshot(now, write_buffer))
         self._decision = decision
         self._memo = decision.memo
+        if decision.step is not None:
+            return self._step(decision, now)
         return decision
+
+    def _step(self, decision: Decision, now: float) -> Decision:
+        """Take the decision's step: the new level's rules, counted, announced, told."""
+        step = decision.step
+        assert step is not None
+        ladder = self._ladder
+        if ladder is None or not 0 <= step.level < len(ladder.rules) or step.level == self.level:
+            count = 1 if ladder is None else len(ladder.rules)
+            raise ValueError(
+                f"{self.policy!r} stepped from level {self.level} to {step.level}, "
+                f"but it has {count} level{'s' if count > 1 else ''}"
+            )
+        if step.level > ladder.level:
+            ladder.steps_up += 1
+        else:
+            ladder.steps_down += 1
+        ladder.level = step.level
+        rules = self.rules = ladder.rules[step.level]
+        self._batch = rules.batch
+        self._eager = ladder.eager[step.level]
+        fits = self.queue.reshape(rules)
+        if step.announce:
+            notice = make_control(step.notice(), time=now)
+            self.control.append(notice)
+            self.control_bytes += len(notice.payload)
+            self.fast_limit = -1
+        if self.on_step is not None:
+            self.on_step(step)
+        if fits or decision.close is not None:
+            return decision
+        q = self.queue
+        cause = (
+            f"level {step.level} ({step.name}) holds at most {q.max_messages} messages and "
+            f"{q.max_bytes} bytes; {len(q)} messages, {q.bytes} bytes queued could not fit"
+        )
+        return attrs.evolve(decision, close=Close(1013, QUEUE_FULL, cause=cause))
 
     def _begin_close(self, close: Close) -> Offer:
         self.closing = close
@@ -425,6 +549,19 @@ class Outbox:
         self.batched += len(parts)
         payload = batch.combine([part.payload for part in parts])
         return Batched(first.opcode, payload, parts=tuple(parts))
+
+
+class _Ladder:
+    """A ladder policy's levels, resolved once, and the level the subscriber is at."""
+
+    __slots__ = ("eager", "level", "rules", "steps_down", "steps_up")
+
+    def __init__(self, levels: tuple[Policy, ...]) -> None:
+        self.rules = tuple(resolve_rules(level) for level in levels)
+        self.eager = tuple(level.eager or type(level).decide is Policy.decide for level in levels)
+        self.level = 0
+        self.steps_up = 0
+        self.steps_down = 0
 
 
 _GONE = Close(1001, "", cause="connection lost")

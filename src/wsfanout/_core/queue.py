@@ -141,6 +141,86 @@ class MessageQueue:
             self.peak_bytes = self.bytes
         return Push.ACCEPTED
 
+    def reshape(self, rules: Rules) -> bool:
+        """Enforce ``rules`` (resolved) from now on, on what is queued too: their arrival
+        rule applies to the queue as if its messages had just arrived, then their bounds
+        evict as their overflow rule says. Return False if what is queued cannot fit
+        (the overflow rule closes, or only undroppable messages are left over the bound):
+        the subscriber must be closed."""
+        assert rules.max_messages is not None
+        assert rules.max_bytes is not None
+        assert rules.overflow is not None
+        self.max_messages = rules.max_messages
+        self.max_bytes = rules.max_bytes
+        self.overflow = rules.overflow
+        self.arrival = rules.arrival
+        self.reduce = rules.reduce
+        if self.arrival is not None and len(self._entries) > 1:
+            queued = list(self._entries.values())
+            self.clear()
+            self.arrival, arrival = None, self.arrival
+            for message in queued:  # as they arrived, without bounds or arrival rule
+                self._entries[message.seq] = message
+                self._count_in(message)
+            self.arrival = arrival
+            self._apply_arrival(queued)
+        return self._fit()
+
+    def _apply_arrival(self, queued: list[Message]) -> None:
+        if self.arrival is Arrival.SKIP_TO_LATEST:
+            newest = max((m.seq for m in queued if m.droppable), default=None)
+            for message in queued:
+                if message.droppable and message.seq != newest:
+                    self._remove(message.seq)
+                    self.skipped += 1
+            return
+        latest: dict[str, Message] = {}
+        for message in queued:
+            key = message.key
+            if key is None or not message.droppable:
+                continue
+            older = latest.get(key)
+            if older is None or (self.reduce is not None and older.opcode != message.opcode):
+                latest[key] = message
+                continue
+            self._remove(older.seq)
+            self._remove(message.seq)
+            self.conflated += 1
+            merged = message if self.reduce is None else merge_messages(older, message, self.reduce)
+            self._entries[merged.seq] = merged
+            self._count_in(merged)
+            latest[key] = merged
+        # Removal and reinsertion kept each survivor at its newest message's place only
+        # if the dict is reordered by seq: conflation leaves a subsequence of the queue.
+        ordered = sorted(self._entries.items())
+        self._entries.clear()
+        self._entries.update(ordered)
+
+    def _fit(self) -> bool:
+        entries = self._entries
+        while len(entries) > self.max_messages or self.bytes > self.max_bytes:
+            if self.overflow is Overflow.CLOSE:
+                return False
+            droppable = [seq for seq, m in entries.items() if m.droppable]
+            if not droppable:
+                return False
+            if self.overflow is Overflow.DROP_OLDEST:
+                self._remove(droppable[0])
+                self.dropped_oldest += 1
+            else:
+                self._remove(droppable[-1])
+                self.dropped_newest += 1
+        return True
+
+    def _count_in(self, message: Message) -> None:
+        size = len(message.payload)
+        if message.key is not None:
+            self._keys[message.key] = message.seq
+        if not message.droppable:
+            self.pinned_messages += 1
+            self.pinned_bytes += size
+        self.bytes += size
+
     def _make_room(self, message: Message, size: int) -> Push:
         overflow = self.overflow
         if overflow is Overflow.CLOSE:

@@ -67,6 +67,15 @@ class SubscriberStats(Counts):
     """Seconds the subscriber has been missing messages now (see :attr:`Snapshot.lag`)."""
     close: Close | None = None
     """Why wsfanout closed this subscriber (its policy, an overflow or the hub), if it did."""
+    level: int = 0
+    """The level its ladder policy (``Escalate``, ``Adaptive``) is at now; 0 without one."""
+    steps_up: int = 0
+    """Steps its ladder took to a higher level."""
+    steps_down: int = 0
+    """Steps its ladder took back down."""
+    drain_rate: float | None = None
+    """Bytes per second leaving its write buffer, as last measured (see
+    :attr:`Snapshot.drain_rate`); None if it never fell behind."""
 
 
 @attrs.frozen(kw_only=True)

@@ -19,10 +19,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 import secrets
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from websockets.protocol import State
 
 from .._core.contract import BLOCKED
+from .._core.decision import LevelStep
 from .._core.message import Message
 from .._core.outbox import Offer
 from .._core.streams import Streams
@@ -30,7 +33,13 @@ from .cork import Corker
 from .link import Link
 from .topics import TopicIndex
 
-__all__ = ["Fanout"]
+__all__ = ["Fanout", "OnStep"]
+
+if TYPE_CHECKING:
+    from .subscriber import Subscriber
+
+OnStep = Callable[["Subscriber", LevelStep], object]
+"""``Hub(on_step=...)``: called with a subscriber and each step its ladder policy takes."""
 
 OPEN = State.OPEN
 WRITE = Offer.WRITE
@@ -46,9 +55,9 @@ def new_epoch() -> str:
 class Fanout:
     """Who gets a message, and the fast path that gives it to them."""
 
-    __slots__ = ("closed", "corker", "index", "loop", "seq", "streams")
+    __slots__ = ("closed", "corker", "index", "loop", "on_step", "seq", "streams")
 
-    def __init__(self, *, cork: bool) -> None:
+    def __init__(self, *, cork: bool, on_step: OnStep | None = None) -> None:
         self.index: TopicIndex[Link] = TopicIndex()
         self.corker = Corker(enabled=cork)
         self.seq = itertools.count()
@@ -58,6 +67,8 @@ class Fanout:
         self.closed = False
         """The hub is closed: it refuses new subscribers and messages from backplanes."""
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.on_step = on_step
+        """The application's callback for ladder steps (``Hub(on_step=...)``), if any."""
 
     def now(self) -> float:
         """The event loop's clock, which every message's ``time`` and every decision use."""

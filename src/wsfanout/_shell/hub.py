@@ -28,11 +28,11 @@ from .._core.message import make_message
 from .._core.policy import Policy, as_policy
 from .._core.stats import HubStats, SubscriberStats, add_stats
 from .._core.validate import check_close, positive_seconds
-from .fanout import Fanout
+from .fanout import Fanout, OnStep
 from .link import Link
 from .subscriber import Subscriber, check_topics
 
-__all__ = ["Hub", "OnMessage"]
+__all__ = ["Hub", "OnMessage", "OnStep"]
 
 OPEN = State.OPEN
 
@@ -48,7 +48,9 @@ class Hub:
     the hub performs, after which the transport is aborted. With a ``backplane``
     (see :mod:`wsfanout.backplane`), messages published on any hub sharing it reach
     the subscribers of every one of them. ``cork`` (on by default) sends a burst of
-    frames for one connection in one loop iteration as one write.
+    frames for one connection in one loop iteration as one write. ``on_step`` is called
+    with the subscriber and the :class:`LevelStep` each time a ladder policy
+    (``Escalate``, ``Adaptive``) steps, soon after the step.
     """
 
     def __init__(
@@ -58,12 +60,17 @@ class Hub:
         close_timeout: float = 5.0,
         backplane: Backplane | None = None,
         cork: bool = True,
+        on_step: OnStep | None = None,
     ) -> None:
         self.close_timeout = positive_seconds("close_timeout", close_timeout)
         if not isinstance(cork, bool):
             raise ConfigError(f"cork={cork!r} must be True or False", name="cork", value=cork)
+        if on_step is not None and not callable(on_step):
+            raise ConfigError(
+                f"on_step={on_step!r} must be callable", name="on_step", value=on_step
+            )
         self.policy = DEFAULT_POLICY if policy is None else as_policy(policy)
-        self._fanout = Fanout(cork=cork)
+        self._fanout = Fanout(cork=cork, on_step=on_step)
         self._live: set[Link] = set()
         """Every link not yet released, attached or not: what stats() and aclose() see."""
         self._retired: dict[str, float] = {}

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from websockets.asyncio.connection import Connection
 from websockets.protocol import State
 
 from .._core.contract import cork_is_full, write_buffer
-from .._core.decision import Close
+from .._core.decision import Close, LevelStep
 from .._core.frames import OP_TEXT
 from .._core.message import Message, make_control
 from .._core.outbox import Offer, Outbox
@@ -109,6 +110,8 @@ class Link:
         self.held_bytes = 0
         self.flush_waiting = False
         self.subscriber: Subscriber = Subscriber(self)
+        if fanout.on_step is not None:
+            self.outbox.on_step = self.stepped
 
     def __repr__(self) -> str:
         return f"<Subscriber {self.websocket.id} {self.outbox.policy!r}>"
@@ -230,6 +233,19 @@ class Link:
             self.kick()
         elif outcome is Offer.CLOSE:
             self.closing()
+
+    def stepped(self, step: LevelStep) -> None:
+        """The ladder stepped: tell the application once the current call is over, so
+        its callback never runs inside ``publish()``'s loop over subscribers."""
+        callback = self.fanout.on_step
+        if callback is not None:
+            asyncio.get_running_loop().call_soon(self._tell, callback, step)
+
+    def _tell(self, callback: Callable[[Subscriber, LevelStep], object], step: LevelStep) -> None:
+        try:
+            callback(self.subscriber, step)
+        except Exception:
+            logger.exception("on_step raised for %s (%r)", self, step)
 
     def kick(self) -> None:
         """The outbox has work: start the relay task, or wake it if it waits."""
