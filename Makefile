@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # Folders that exist on this branch (benchmarks/ may not yet).
 LINTED := $(wildcard src tests benchmarks examples)
 
-.PHONY: setup test lint typecheck unit demo bench clean debian-packages bench-redis
+.PHONY: setup test lint typecheck unit demo bench clean debian-packages bench-redis bench-pacing
 
 BENCH_STAMP := $(VENV)/.bench-installed
 
@@ -48,6 +48,11 @@ test: lint typecheck unit
 
 demo: $(STAMP)
 	$(BIN)/wsfanout demo
+
+# Pacing from the drain rate: a real client reading at 50 kB/s under 200 kB/s published
+# (about a minute; ARGS=--help for the knobs). See docs/performance.md.
+bench-pacing: $(STAMP)
+	$(BIN)/python -m benchmarks.pacing $(ARGS)
 
 bench-redis: DEBIAN_PACKAGES := redis-server=redis-server
 bench-redis: $(STAMP) debian-packages

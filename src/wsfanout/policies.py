@@ -3,10 +3,12 @@
 Queue stages (``DropOldest``, ``DropNewest``, ``SkipToLatest``, ``ConflateByKey``,
 ``Batch``) shape the queue; ``Throttle`` and ``Disconnect`` decide from a snapshot.
 Ladders step between levels while they run: ``Escalate`` (a level per condition, with
-hysteresis); conditions (``Above``, ``Below``) are values. Sizes are ``max_messages``
-and ``max_bytes`` (payload bytes); durations are seconds.
+hysteresis) and ``Adaptive`` (a pace per drain rate); conditions (``Above``, ``Below``)
+are values. Sizes are ``max_messages`` and ``max_bytes`` (payload bytes); durations
+are seconds.
 """
 
+from ._core.adaptive import Adaptive
 from ._core.builtins import (
     COMBINERS,
     DEFAULT_POLICY,
@@ -34,6 +36,7 @@ __all__ = [
     # ladders and their conditions
     "Escalate",
     "Level",
+    "Adaptive",
     "Condition",
     "Above",
     "Below",
