@@ -9,18 +9,20 @@ from wsfanout import PolicyFileError
 from wsfanout._files.policy_files import parameters
 from wsfanout.files import STAGE_KINDS, load_policy, load_policy_file, parse_policy
 from wsfanout.policies import (
+    Adaptive,
     Batch,
     ConflateByKey,
     Disconnect,
     DropNewest,
     DropOldest,
+    Escalate,
     SkipToLatest,
     Throttle,
 )
 
 KINDS = (
     '"drop-oldest", "drop-newest", "skip-to-latest", "conflate-by-key", "batch", "throttle", '
-    '"disconnect"'
+    '"disconnect", "escalate", "adaptive"'
 )
 
 
@@ -93,6 +95,8 @@ def test_the_registry_covers_every_built_in_and_every_parameter_has_a_kind() -> 
         Batch,
         Throttle,
         Disconnect,
+        Escalate,
+        Adaptive,
     }
     for kind in STAGE_KINDS:
         parameters(kind)  # raises KeyError if a constructor parameter has no value kind
@@ -280,8 +284,8 @@ def test_a_policy_error_is_reraised_with_the_file_and_the_key(
 def test_an_unknown_preset_lists_the_presets() -> None:
     with pytest.raises(
         PolicyFileError,
-        match=r'^"chatt" is not a preset \(expected one of "chat", "dashboard", "log-tail", '
-        r'"market-data", "notifications"; or a path to a \.toml file\)$',
+        match=r'^"chatt" is not a preset \(expected one of "chat", "dashboard", "live-feed", '
+        r'"log-tail", "market-data", "mobile", "notifications"; or a path to a \.toml file\)$',
     ):
         load_policy("chatt")
 

@@ -4,6 +4,8 @@ The promises are checked by hypothesis on the sans-I/O core: an ``Outbox`` under
 preset, a virtual clock and a fake write buffer that the client drains at will.
 """
 
+import itertools
+from collections.abc import Callable
 from pathlib import Path
 
 import attrs
@@ -24,17 +26,30 @@ from wsfanout.lowlevel import (
     resolve_rules,
 )
 from wsfanout.policies import (
+    Above,
+    Adaptive,
     Batch,
+    Below,
     ConflateByKey,
     Disconnect,
     DropNewest,
     DropOldest,
+    Escalate,
+    Level,
     SkipToLatest,
     Throttle,
 )
 
 POLICIES_FOLDER = Path(__file__).resolve().parents[2] / "policies"
-REQUIRED = ("market-data", "chat", "dashboard", "log-tail", "notifications")
+REQUIRED = (
+    "market-data",
+    "chat",
+    "dashboard",
+    "log-tail",
+    "notifications",
+    "mobile",
+    "live-feed",
+)
 
 
 def test_the_required_presets_exist_and_match_the_policies_folder() -> None:
@@ -62,6 +77,37 @@ def test_the_presets_are_the_policies_their_descriptions_promise() -> None:
         | DropOldest(max_messages=5000, max_bytes=1024 * 1024)
     )
     assert load_policy("notifications") == DropNewest(max_messages=256)
+    assert load_policy("mobile") == (
+        ConflateByKey(max_messages=4096)
+        | Adaptive(interval=0.1, max_bytes=65536)
+        | Disconnect(max_lag=30.0)
+    )
+    conflate = ConflateByKey()
+    dropping = conflate | DropOldest(max_messages=64)
+    assert load_policy("live-feed") == Escalate(
+        levels=[
+            Level(name="normal"),
+            Level(
+                conflate,
+                up=Above("lag", 1.0) | Above("queued_messages", 512),
+                down=Below("lag", 0.25) & Below("queued_messages", 64),
+                name="conflate",
+            ),
+            Level(
+                dropping,
+                up=Above("queued_messages", 48) | Above("lag", 5.0),
+                down=Below("queued_messages", 16) & Below("lag", 1.0),
+                name="drop-oldest",
+            ),
+            Level(
+                dropping | Disconnect(max_lag=10.0, grace=5.0),
+                up=Above("lag", 10.0),
+                down=Below("lag", 5.0),
+                name="disconnect",
+            ),
+        ],
+        hold=2.0,
+    )
 
 
 # -- a subscriber on a virtual clock ---------------------------------------------------
@@ -143,11 +189,17 @@ steps = st.lists(
 )
 
 
-def run(name: str, script: list[tuple[object, ...]]) -> Client:
+def run(
+    name: str,
+    script: list[tuple[object, ...]],
+    check: Callable[[Client], None] | None = None,
+) -> Client:
     client = Client(Outbox(load_policy(name), high=HIGH, low=LOW))
     rules = resolve_rules(client.outbox.policy)
     for step in script:
         getattr(client, str(step[0]))(*step[1:])
+        if check is not None:
+            check(client)
         stats = client.outbox.stats(client.now)
         # Bounded, accounted for, in order, no duplicates: at every step, for every preset.
         assert stats.queued_messages <= (rules.max_messages or 0)
@@ -220,3 +272,43 @@ def test_market_data_delivers_the_newest_value_of_every_key(
     assert set(newest.values()) <= set(client.delivered)
     unkeyed = [seq for seq, key in client.published if key is None]
     assert set(unkeyed) <= set(client.delivered)
+
+
+@given(steps)
+def test_mobile_loses_only_what_conflation_replaces_and_ends_on_the_newest_per_key(
+    script: list[tuple[object, ...]],
+) -> None:
+    client = run("mobile", script)
+    stats = client.outbox.stats(client.now)
+    assert stats.dropped_oldest == stats.dropped_newest == stats.skipped == 0
+    if client.closed is not None:
+        assert client.closed.code == 1013
+        return
+    newest = {key: seq for seq, key in client.published if key is not None}
+    assert set(newest.values()) <= set(client.delivered)
+    assert {seq for seq, key in client.published if key is None} <= set(client.delivered)
+
+
+@given(steps)
+def test_live_feed_steps_at_most_once_per_hold_and_keeps_each_level_s_bound(
+    script: list[tuple[object, ...]],
+) -> None:
+    policy = load_policy("live-feed")
+    bounds = [resolve_rules(level) for level in policy.level_policies()]
+    taken: list[float] = []
+
+    def check(client: Client) -> None:
+        outbox = client.outbox
+        if outbox.on_step is None:
+            outbox.on_step = lambda step: taken.append(step.at)
+        if outbox.closing is None:
+            bound = bounds[outbox.level]
+            assert len(outbox.queue) <= (bound.max_messages or 0)
+            assert outbox.queue.bytes <= (bound.max_bytes or 0)
+
+    client = run("live-feed", script, check)
+    assert all(later - earlier >= 2.0 for earlier, later in itertools.pairwise(taken))
+    stats = client.outbox.stats(client.now)
+    assert stats.steps_up - stats.steps_down == stats.level
+    if client.closed is not None:
+        assert client.closed.code == 1013
