@@ -9,7 +9,7 @@ from hypothesis import Phase, given, settings
 from sim import broken
 from wsfanout import Policy
 from wsfanout.lowlevel import Outbox
-from wsfanout.policies import DropOldest, SkipToLatest
+from wsfanout.policies import ConflateByKey, DropOldest, SkipToLatest
 from wsfanout.testing import GuaranteeViolation, Schedule, check_guarantees, schedules
 
 # Searching, not shrinking: the first failure is enough to show the checker can fail.
@@ -27,6 +27,11 @@ BROKEN_POLICIES: list[tuple[Policy, str]] = [
     (broken.NeverSends(), "Drains()"),
     (broken.OverfullBatch(max_messages=4), "BatchIntegrity(max_messages=2)"),
     (broken.ForgetfulDisconnect(max_lag=1.0), "DisconnectsWithin(max_lag=1.0)"),
+    (
+        broken.HastyEscalate(levels=broken.STEPPING.levels, hold=0.01),
+        "StepsApart(hold=5.0)",
+    ),
+    (broken.ForgetfulFold(reduce=broken.concat), "FoldedPerKey(reduce=concat)"),
 ]
 
 BROKEN_CORES: list[tuple[Callable[..., Outbox], str]] = [
@@ -67,6 +72,28 @@ def test_a_broken_core_is_found(core: Callable[..., Outbox], guarantee: str) -> 
     assert guarantee in [repr(violation.guarantee) for violation in error.violations]
 
 
+BROKEN_STEPS: list[tuple[Callable[..., Outbox], str]] = [
+    (broken.UnshapedOutbox, "LevelBound()"),
+    (broken.ReversingStepOutbox, "OrderedSubsequence()"),
+    (broken.EchoingStepOutbox, "NoDuplicates()"),
+]
+
+
+@pytest.mark.parametrize(
+    ("core", "guarantee"), BROKEN_STEPS, ids=lambda c: getattr(c, "__name__", c)
+)
+def test_a_core_that_breaks_a_promise_across_steps_is_found(
+    core: Callable[..., Outbox], guarantee: str
+) -> None:
+    @SEARCH
+    @given(schedules())
+    def test_the_ladder_keeps_its_promises(schedule: Schedule) -> None:
+        check_guarantees(broken.STEPPING, schedule, outbox_factory=core)
+
+    error = _found(test_the_ladder_keeps_its_promises)
+    assert guarantee in [repr(violation.guarantee) for violation in error.violations]
+
+
 def test_a_failure_shrinks_to_a_short_schedule_printed_as_code() -> None:
     @settings(max_examples=200, derandomize=True, database=None, deadline=None)
     @given(schedules())
@@ -81,10 +108,15 @@ def test_a_failure_shrinks_to_a_short_schedule_printed_as_code() -> None:
     assert "check_guarantees(EagerThrottle(rate=1.0), schedule)" in message
 
 
-def test_a_sound_policy_is_not_flagged_by_the_same_search() -> None:
+@pytest.mark.parametrize(
+    "policy",
+    [SkipToLatest(), broken.STEPPING, ConflateByKey(reduce=broken.concat)],
+    ids=repr,
+)
+def test_a_sound_policy_is_not_flagged_by_the_same_search(policy: Policy) -> None:
     @SEARCH
     @given(schedules())
     def test_the_policy_keeps_its_promises(schedule: Schedule) -> None:
-        check_guarantees(SkipToLatest(), schedule)
+        check_guarantees(policy, schedule)
 
     test_the_policy_keeps_its_promises()

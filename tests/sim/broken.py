@@ -9,7 +9,17 @@ import attrs
 
 from wsfanout import Decision, Policy, Snapshot
 from wsfanout.lowlevel import Action, Message, MessageQueue, Outbox, Overflow, Rules, Write
-from wsfanout.policies import Batch, ConflateByKey, Disconnect, Throttle
+from wsfanout.policies import (
+    Above,
+    Batch,
+    Below,
+    ConflateByKey,
+    Disconnect,
+    DropOldest,
+    Escalate,
+    Level,
+    Throttle,
+)
 from wsfanout.testing import (
     BatchIntegrity,
     Bounded,
@@ -18,6 +28,7 @@ from wsfanout.testing import (
     Lossless,
     MaxSendRate,
     NewestDelivered,
+    StepsApart,
 )
 
 
@@ -181,3 +192,92 @@ class AsksAgainNow(Policy):
 
     def decide(self, snapshot: Snapshot) -> Decision:
         return Decision(recheck_at=snapshot.now)
+
+
+# -- broken ladders, folds and the cores that carry steps out ------------------------------
+
+
+@attrs.frozen(repr=False)
+class HastyEscalate(Escalate):
+    """Steps as often as its short hold allows, but promises five seconds between steps."""
+
+    def guarantees(self) -> tuple[Guarantee, ...]:
+        return (StepsApart(hold=5.0),)
+
+
+def concat(older: str | bytes, newer: str | bytes) -> str | bytes:
+    """A reducer that keeps every update: the fold is visible in the payload."""
+    return older + newer  # type: ignore[operator]
+
+
+@attrs.frozen(repr=False)
+class ForgetfulFold(ConflateByKey):
+    """Promises the fold of every update of a key, but its queue keeps only the newest."""
+
+    def rules(self) -> Rules:
+        return attrs.evolve(super().rules(), reduce=None)
+
+
+STEPPING = Escalate(
+    levels=[
+        Level(DropOldest(max_messages=32)),
+        Level(
+            DropOldest(max_messages=3),
+            up=Above("queued_messages", 5),
+            down=Below("queued_messages", 1),
+        ),
+    ],
+    hold=0.01,
+)
+"""A ladder that steps often, between a bound of 32 messages and one of 3."""
+
+
+class LazyReshapeQueue(MessageQueue):
+    """Takes a level's rules without making what is queued fit them."""
+
+    def reshape(self, rules: Rules) -> bool:
+        self.max_messages, self.max_bytes = rules.max_messages or 0, rules.max_bytes or 0
+        return True
+
+
+class ReversingReshapeQueue(MessageQueue):
+    """Makes what is queued fit a level's rules, and reverses it."""
+
+    def reshape(self, rules: Rules) -> bool:
+        fits = super().reshape(rules)
+        entries = list(self._entries.items())
+        self._entries.clear()
+        self._entries.update(reversed(entries))
+        return fits
+
+
+class EchoingReshapeQueue(MessageQueue):
+    """Queues again, at each step, the last message it handed out."""
+
+    last: Message | None = None
+
+    def pop(self) -> Message:
+        message = self.last = super().pop()
+        return message
+
+    def reshape(self, rules: Rules) -> bool:
+        fits = super().reshape(rules)
+        if self.last is not None and self.last.seq not in self._entries:
+            self._entries[self.last.seq] = self.last
+            self._count_in(self.last)
+        return fits
+
+
+def _on(queue: type[MessageQueue]) -> type[Outbox]:
+    class OutboxOn(Outbox):
+        def __init__(self, policy: Policy, *, high: int, low: int) -> None:
+            super().__init__(policy, high=high, low=low)
+            self.queue = queue(self.rules)
+
+    OutboxOn.__name__ = f"OutboxOn{queue.__name__}"
+    return OutboxOn
+
+
+UnshapedOutbox = _on(LazyReshapeQueue)
+ReversingStepOutbox = _on(ReversingReshapeQueue)
+EchoingStepOutbox = _on(EchoingReshapeQueue)

@@ -23,17 +23,21 @@ from .._core.guarantees import (
     CountsAddUp,
     DisconnectsWithin,
     Drains,
+    FoldedPerKey,
     Guarantee,
+    LevelBound,
     Lossless,
     MaxDrops,
     MaxSendRate,
     NewestDelivered,
     NoDuplicates,
     OrderedSubsequence,
+    StepsApart,
     WithinWriteLimit,
 )
 from .._core.outbox import Outbox
 from .._core.policy import FunctionPolicy, Policy, as_policy
+from .._core.reducers import reducer
 from .._core.rules import resolve_rules
 from .._core.snapshot import Snapshot
 from .._core.stats import SubscriberStats
@@ -108,12 +112,16 @@ class GuaranteeViolation(AssertionError):
 
 def baseline(policy: Policy) -> tuple[Guarantee, ...]:
     """What the core owes every policy, declared or not: ordering, no duplicates, the
-    resolved queue bound, writes within the watermarks, liveness, counts that add up."""
-    rules = resolve_rules(policy)
+    resolved queue bound (the loosest of a ladder's levels), writes within the
+    watermarks, liveness, counts that add up."""
+    levels = [resolve_rules(level) for level in policy.level_policies()]
     return (
         OrderedSubsequence(),
         NoDuplicates(),
-        Bounded(max_messages=rules.max_messages, max_bytes=rules.max_bytes),
+        Bounded(
+            max_messages=max(rules.max_messages or 0 for rules in levels),
+            max_bytes=max(rules.max_bytes or 0 for rules in levels),
+        ),
         WithinWriteLimit(),
         Drains(),
         CountsAddUp(),
@@ -204,7 +212,7 @@ def _check_ordered(guarantee: OrderedSubsequence, client: ClientTrace, trace: Tr
     last_seq = None
     for delivery in client.deliveries:
         frame = delivery.frame
-        single = frame.seqs[0] if len(frame.seqs) == 1 else None
+        single = frame.seqs[0] if len(frame.seqs) == 1 and not frame.folded else None
         if single in trace.messages and frame.payload != trace.messages[single].payload:
             return (
                 delivery.step,
@@ -452,7 +460,9 @@ def _check_batch(guarantee: BatchIntegrity, client: ClientTrace, trace: Trace) -
             if len(seqs) < 2:
                 continue
             parts = [trace.messages[seq] for seq in seqs]
-            size = sum(part.size for part in parts)
+            # A message a reducer merged is written with its fold as payload.
+            payloads = list(frame.parts) if frame.folded else [part.payload for part in parts]
+            size = sum(len(payload) for payload in payloads)
             if guarantee.max_bytes is not None and size > guarantee.max_bytes:
                 return (
                     *where,
@@ -461,7 +471,7 @@ def _check_batch(guarantee: BatchIntegrity, client: ClientTrace, trace: Trace) -
                 )
             if any(part.opcode != frame.opcode for part in parts):
                 return *where, f"a frame mixed text and binary messages {list(seqs)}"
-            if frame.payload != combine([part.payload for part in parts]):
+            if frame.payload != combine(payloads):
                 return *where, f"a frame's payload is not the combined payloads of {list(seqs)}"
     return None
 
@@ -549,6 +559,106 @@ def _check_max_drops(guarantee: MaxDrops, client: ClientTrace, trace: Trace) -> 
     return None
 
 
+def _check_steps_apart(guarantee: StepsApart, client: ClientTrace, trace: Trace) -> Found:
+    hold = guarantee.hold
+    previous = None
+    for stepped in client.stepped:
+        if previous is not None and stepped.at - previous.at < hold * (1 - _EPS) - _EPS:
+            change, before = stepped.change, previous.change
+            return (
+                stepped.step,
+                stepped.at,
+                f"stepped from level {change.previous} to {change.level} at t={stepped.at!r}, "
+                f"{stepped.at - previous.at!r}s after stepping from {before.previous} to "
+                f"{before.level}; hold={hold!r}",
+            )
+        previous = stepped
+    return None
+
+
+def _check_level_bound(guarantee: LevelBound, client: ClientTrace, trace: Trace) -> Found:
+    levels = [resolve_rules(level) for level in client.policy.level_policies()]
+    for sample in client.samples:
+        if not sample.open:
+            continue
+        level = sample.stats.level
+        if not 0 <= level < len(levels):
+            return (
+                sample.step,
+                sample.at,
+                f"at level {level}, but the policy has {len(levels)} levels",
+            )
+        rules = levels[level]
+        if sample.queued_messages > (rules.max_messages or 0) or sample.queued_bytes > (
+            rules.max_bytes or 0
+        ):
+            return (
+                sample.step,
+                sample.at,
+                f"at level {level} the queue held {sample.queued_messages} messages and "
+                f"{sample.queued_bytes} bytes, more than its max_messages="
+                f"{rules.max_messages} or max_bytes={rules.max_bytes}",
+            )
+    return None
+
+
+def _check_folded(guarantee: FoldedPerKey, client: ClientTrace, trace: Trace) -> Found:
+    reduce = reducer(guarantee.reduce)
+    by_key: dict[str, list[int]] = {}
+    for offer in client.offered:
+        key = trace.messages[offer.seq].key
+        if key is not None:
+            by_key.setdefault(key, []).append(offer.seq)
+    taken: dict[str, int] = {}
+    closed_at = client.closing.at if client.closing is not None else None
+    for write in client.writes:
+        if closed_at is not None and write.at > closed_at:
+            break
+        for frame in write.frames:
+            if frame.control:
+                continue
+            if frame.folded:
+                folds, payloads = frame.folded, frame.parts
+            else:  # as published: each message folds itself alone
+                folds = tuple((seq,) for seq in frame.seqs)
+                payloads = tuple(trace.messages[seq].payload for seq in frame.seqs)
+            for seq, folded, payload in zip(frame.seqs, folds, payloads, strict=True):
+                key = trace.messages[seq].key
+                if key is None:
+                    continue
+                start = taken.get(key, 0)
+                offered = by_key[key]
+                if seq not in offered[start:]:
+                    return (
+                        write.step,
+                        write.at,
+                        f"message #{seq} of key {key!r} was written after key {key!r}'s "
+                        "later messages",
+                    )
+                end = offered.index(seq, start) + 1
+                expected = tuple(offered[start:end])
+                if folded != expected:
+                    return (
+                        write.step,
+                        write.at,
+                        f"the message written for key {key!r} folds {list(folded)}, but "
+                        f"{list(expected)} were published for it since it was last written",
+                    )
+                value = trace.messages[expected[0]].data()
+                for later in expected[1:]:
+                    value = reduce(value, trace.messages[later].data())
+                wanted = value.encode() if isinstance(value, str) else bytes(value)
+                if payload != wanted:
+                    return (
+                        write.step,
+                        write.at,
+                        f"the message written for key {key!r} carries {payload!r}, but the "
+                        f"fold of {list(expected)} is {wanted!r}",
+                    )
+                taken[key] = end
+    return None
+
+
 CHECKERS: dict[type[Guarantee], Checker] = {
     OrderedSubsequence: _check_ordered,
     NoDuplicates: _check_no_duplicates,
@@ -562,6 +672,9 @@ CHECKERS: dict[type[Guarantee], Checker] = {
     MaxSendRate: _check_rate,
     DisconnectsWithin: _check_disconnects,
     MaxDrops: _check_max_drops,
+    StepsApart: _check_steps_apart,
+    LevelBound: _check_level_bound,
+    FoldedPerKey: _check_folded,
 }
 """How each kind of guarantee is checked: ``(guarantee, client_trace, trace)`` to the first
 ``(step, time, detail)`` that breaks it, or None."""
