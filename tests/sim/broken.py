@@ -252,7 +252,9 @@ class ReversingReshapeQueue(MessageQueue):
 
 
 class EchoingReshapeQueue(MessageQueue):
-    """Queues again, at each step, the last message it handed out."""
+    """Queues again, at each step that leaves messages queued, the last message it
+    handed out (a step that empties the queue would leave it stuck: Drains, not the
+    duplicate this core is for)."""
 
     last: Message | None = None
 
@@ -262,7 +264,7 @@ class EchoingReshapeQueue(MessageQueue):
 
     def reshape(self, rules: Rules) -> bool:
         fits = super().reshape(rules)
-        if self.last is not None and self.last.seq not in self._entries:
+        if self.last is not None and self._entries and self.last.seq not in self._entries:
             self._entries[self.last.seq] = self.last
             self._count_in(self.last)
         return fits

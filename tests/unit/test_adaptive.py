@@ -153,21 +153,22 @@ def test_a_probe_found_too_fast_is_a_ceiling_for_a_while() -> None:
     level = PACED.target(50_000.0)
     memo = PACED.decide(Snapshot(now=0.0, queued_messages=1, drain_rate=50_000.0)).memo
     up = PACED.decide(Snapshot(now=probe, queued_messages=1, drain_rate=50_000.0, memo=memo))
-    assert up.step is not None and up.step.level == level - 1
+    assert up.step is not None
+    assert up.step.level == level - 1
     # The probe overshot: a measurement says the reader takes less, back to its pace.
     back = PACED.decide(
         Snapshot(now=probe + 5, queued_messages=1, drain_rate=50_100.0, memo=up.memo)
     )
-    assert back.step is not None and back.step.level == level
+    assert back.step is not None
+    assert back.step.level == level
     memo = back.memo
     # Probe periods later, no probe to the pace that overshot...
     for now in (probe * 3, probe * 5):
-        quiet = PACED.decide(
-            Snapshot(now=now, queued_messages=1, drain_rate=50_100.0, memo=memo)
-        )
+        quiet = PACED.decide(Snapshot(now=now, queued_messages=1, drain_rate=50_100.0, memo=memo))
         assert quiet.step is None
         memo = quiet.memo
     # ... until the ceiling expires.
     later = probe + 5 + 6 * probe
     again = PACED.decide(Snapshot(now=later, queued_messages=1, drain_rate=50_100.0, memo=memo))
-    assert again.step is not None and again.step.level == level - 1
+    assert again.step is not None
+    assert again.step.level == level - 1
