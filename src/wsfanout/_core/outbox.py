@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import enum
 import math
-from collections import deque
 from collections.abc import Callable
 
 import attrs
@@ -142,7 +141,9 @@ class Outbox:
         self.fast_limit = low
         """The write buffer up to which a message may take the fast path: ``low``, or -1
         while a control frame waits (nothing may overtake it)."""
-        self.control: deque[Message] = deque()
+        # A list, not a deque: 56 bytes against 760 for every idle subscriber, and the
+        # lane is only ever appended to and emptied whole.
+        self.control: list[Message] = []
         """Control frames waiting to be written before any later message."""
         self.control_bytes = 0
         self.control_frames = 0
