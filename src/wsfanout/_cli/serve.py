@@ -44,6 +44,7 @@ from .._backplane.workers import WorkerPool
 from .._core.errors import HubClosedError
 from .._files.routes import Routes
 from .._shell.hub import Hub
+from .._shell.sockets import abort_with_reset
 from .admission import Gate, SelectSubprotocol, peer, redacted, redacted_url
 from .input import Publisher, follow_channels, redis_unreachable, start_input
 from .process import STARTUP_TIMEOUT, ServeError, Signals, cancel, within, worker_ended
@@ -294,7 +295,7 @@ async def _run_single(
                     await server.wait_closed()
             except TimeoutError:
                 for connection in server.all_connections:
-                    connection.transport.abort()
+                    abort_with_reset(connection.transport)
     return signals.exit_code(log)
 
 
