@@ -16,7 +16,7 @@ from websockets.asyncio.server import ServerConnection, serve
 
 from wsfanout import Decision, Hub, Policy, Snapshot, SubscriberStats, as_policy
 from wsfanout.exceptions import ConfigError
-from wsfanout.policies import DEFAULT_POLICY, Disconnect, DropOldest
+from wsfanout.policies import DEFAULT_POLICY, DropOldest
 
 from .hostile import RawPeer, server_side_queued, sockstat
 
@@ -47,8 +47,22 @@ class Server:
             raise
 
     async def until(self, condition: Callable[[], bool], what: str) -> None:
-        while not condition():
-            await asyncio.sleep(0.01)  # polling a condition, guarded by the caller's timeout
+        """Wait until ``condition()`` holds: transport states have no event, so it is
+        looked at every few milliseconds; the caller's timeout guards the wait."""
+        loop = asyncio.get_running_loop()
+        met: asyncio.Future[None] = loop.create_future()
+
+        def look() -> None:
+            if condition():
+                met.set_result(None)
+            else:
+                handle[0] = loop.call_later(0.005, look)
+
+        handle = [loop.call_soon(look)]
+        try:
+            await met
+        finally:
+            handle[0].cancel()
 
 
 @pytest.fixture
@@ -73,9 +87,11 @@ async def test_a_ping_flood_that_reads_no_pong_is_pushed_back_by_tcp(server: Ser
             # Either the server stops reading (TCP pushes back on the pings) or its
             # buffer of pongs passes the bound; before the fix only the second came.
             await server.until(
-                lambda: not ws.transport.is_reading()
-                or ws.transport.get_write_buffer_size() > bound
-                or flood.done(),
+                lambda: (
+                    not ws.transport.is_reading()
+                    or ws.transport.get_write_buffer_size() > bound
+                    or flood.done()
+                ),
                 "reading paused or the buffer over its bound",
             )
             buffered = ws.transport.get_write_buffer_size()
@@ -220,7 +236,7 @@ async def test_counts_add_up_when_a_policy_raises_on_any_path(
         await server.connections.get()
         await server.until(lambda: len(server.hub) == 2, "two subscribers")
         try:
-            for i in range(400):
+            for _ in range(400):
                 server.hub.publish(b"x" * 65536)
                 if not len(server.hub):
                     break
