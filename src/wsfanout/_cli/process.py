@@ -17,7 +17,15 @@ from typing import IO, TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .serve import Log
 
-__all__ = ["STARTUP_TIMEOUT", "ServeError", "Signals", "cancel", "within", "worker_ended"]
+__all__ = [
+    "STARTUP_TIMEOUT",
+    "ServeError",
+    "Signals",
+    "announce",
+    "cancel",
+    "within",
+    "worker_ended",
+]
 
 
 STARTUP_TIMEOUT = 30.0
@@ -63,6 +71,20 @@ class Signals:
             return 0
         log(f"stopped by {signal.Signals(self.received[0]).name}")
         return 130 if self.received[0] == signal.SIGINT else 0
+
+
+def announce(stdout: IO[str] | None, line: str, log: Log) -> None:
+    """Print the listening line on standard output; if it is closed (``>&-``) or its
+    reader left, say so on standard error and serve anyway: the server did listen."""
+    try:
+        if stdout is None:
+            raise OSError("standard output is closed")
+        print(line, file=stdout)
+        stdout.flush()
+    except (OSError, ValueError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        shown = line.removeprefix("wsfanout: ")
+        log(f"cannot print the listening line on standard output ({why}): {shown}", always=True)
 
 
 async def cancel(task: asyncio.Task[None] | None) -> None:

@@ -47,7 +47,15 @@ from .._shell.hub import Hub
 from .._shell.sockets import abort_with_reset
 from .admission import Gate, SelectSubprotocol, peer, redacted, redacted_url
 from .input import Publisher, follow_channels, redis_unreachable, start_input
-from .process import STARTUP_TIMEOUT, ServeError, Signals, cancel, within, worker_ended
+from .process import (
+    STARTUP_TIMEOUT,
+    ServeError,
+    Signals,
+    announce,
+    cancel,
+    within,
+    worker_ended,
+)
 
 __all__ = ["NAMESPACE", "Log", "ServeError", "ServeOptions", "run_server"]
 
@@ -168,7 +176,9 @@ def _ws_url(host: str, port: int) -> str:
     return f"ws://[{host}]:{port}" if ":" in host else f"ws://{host}:{port}"
 
 
-async def run_server(options: ServeOptions, stdin: int, stdout: IO[str], stderr: IO[str]) -> int:
+async def run_server(
+    options: ServeOptions, stdin: int, stdout: IO[str] | None, stderr: IO[str]
+) -> int:
     """Serve until a signal, or the end of input with ``exit_on_eof``; return the exit code.
 
     Raises :class:`ServeError` when it cannot start, OSError when it cannot listen.
@@ -233,7 +243,7 @@ def _warn_if_open(options: ServeOptions, log: Log) -> None:
 
 
 async def _run_single(
-    options: ServeOptions, stdin: int, stdout: IO[str], stderr: IO[str], signals: Signals
+    options: ServeOptions, stdin: int, stdout: IO[str] | None, stderr: IO[str], signals: Signals
 ) -> int:
     """One process: its hub has the subscribers, and publishes the input."""
     log = Log(stderr, options.quiet)
@@ -264,8 +274,7 @@ async def _run_single(
             await subscribers(hub, connection)
 
         server = await serve(handler, options.host, options.port, **_serve_options(options, gate))
-        print(f"wsfanout: listening on {_listening(server)} ({_describe(options)})", file=stdout)
-        stdout.flush()
+        announce(stdout, f"wsfanout: listening on {_listening(server)} ({_describe(options)})", log)
         _warn_if_open(options, log)
 
         async def feed() -> None:
@@ -300,7 +309,7 @@ async def _run_single(
 
 
 async def _run_pool(
-    options: ServeOptions, stdin: int, stdout: IO[str], stderr: IO[str], signals: Signals
+    options: ServeOptions, stdin: int, stdout: IO[str] | None, stderr: IO[str], signals: Signals
 ) -> int:
     """N worker processes serve the clients; this one publishes the input through Redis."""
     assert options.redis is not None
@@ -342,8 +351,7 @@ async def _run_pool(
         channels = await _start_channels(options, publisher)
         if not signals.stop.is_set():
             url = _ws_url(options.host, pool.port)
-            print(f"wsfanout: listening on {url} ({_describe(options)})", file=stdout)
-            stdout.flush()
+            announce(stdout, f"wsfanout: listening on {url} ({_describe(options)})", log)
             _warn_if_open(options, log)
             start_input(stdin, publisher)
 
