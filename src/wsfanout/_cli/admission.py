@@ -9,22 +9,31 @@ redacted first.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hmac
 import http
+import resource
 import urllib.parse
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import InvalidOrigin
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
+from .._shell.sockets import abort_with_reset
+
 if TYPE_CHECKING:
     from .serve import Log, ServeOptions
 
 __all__ = [
+    "HANDSHAKE_TIMEOUT",
     "Gate",
+    "GuardedConnection",
+    "Handshakes",
+    "default_max_handshakes",
     "SelectSubprotocol",
     "Slots",
     "peer",
@@ -91,6 +100,8 @@ class Gate:
     def __init__(self, options: ServeOptions, log: Log, slots: Slots | None) -> None:
         self.token = None if options.token is None else options.token.encode()
         self.max_clients = options.max_clients
+        limit = options.max_handshakes
+        self.handshakes = Handshakes(default_max_handshakes() if limit is None else limit, log)
         self.slots = slots
         self.log = log
 
@@ -147,3 +158,103 @@ class SelectSubprotocol:
             if name in offered:
                 return Subprotocol(name)
         return None
+
+
+HANDSHAKE_TIMEOUT = 3.0
+"""Seconds a client gets to finish its opening handshake (websockets' default is 10)."""
+
+
+def default_max_handshakes() -> int:
+    """Pending handshakes allowed by default: a quarter of the descriptors this process
+    may open (64 under a limit of 256), so half-open connections cannot starve the
+    clients, the listening socket and Redis of descriptors; at least 16."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        soft = 65536
+    return max(16, soft // 4)
+
+
+class Handshakes:
+    """The connections whose opening handshake is under way, at most ``limit`` of them.
+
+    A connection past the limit makes room by cutting the oldest pending one (a reset):
+    a legitimate client finishes its handshake in a round trip or two, so the oldest
+    is, in all likelihood, a slowloris that opened it and never finished. Cuts are
+    logged once per ``interval`` seconds with their count, not once per connection.
+    """
+
+    def __init__(self, limit: int, log: Log, interval: float = 10.0) -> None:
+        self.limit = limit
+        self.log = log
+        self.interval = interval
+        self.pending: dict[ServerConnection, None] = {}
+        self.cut = 0
+        self._unlogged = 0
+        self._logged_at: float | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickled to each worker process, where it starts with nothing pending.
+        return {"limit": self.limit, "log": self.log, "interval": self.interval}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["limit"], state["log"], state["interval"])  # type: ignore[misc]
+
+    def begin(self, connection: ServerConnection) -> None:
+        pending = self.pending
+        while len(pending) >= self.limit:
+            oldest = next(iter(pending))
+            del pending[oldest]
+            self.cut += 1
+            self._unlogged += 1
+            abort_with_reset(oldest.transport)
+        pending[connection] = None
+        if self._unlogged:
+            self._report()
+
+    def end(self, connection: ServerConnection) -> None:
+        self.pending.pop(connection, None)
+
+    def cut_all(self) -> None:
+        """Shutting down: cut every pending handshake (nothing was subscribed on them)."""
+        while self.pending:
+            connection, _ = self.pending.popitem()
+            abort_with_reset(connection.transport)
+
+    def _report(self) -> None:
+        now = asyncio.get_running_loop().time()
+        if self._logged_at is not None and now - self._logged_at < self.interval:
+            return
+        self._logged_at = now
+        self.log(
+            f"cut {self._unlogged} pending handshakes, oldest first "
+            f"(max {self.limit} pending; {self.cut} so far)",
+            always=True,
+        )
+        self._unlogged = 0
+
+    def connection_class(self) -> type[ServerConnection]:
+        """websockets' ``create_connection``: connections counted while they handshake
+        (a partial, not a class, so that it pickles to worker processes)."""
+        return cast(type[ServerConnection], functools.partial(GuardedConnection, guard=self))
+
+
+class GuardedConnection(ServerConnection):
+    """A server connection counted in ``guard`` from accept to the handshake's end."""
+
+    def __init__(self, *args: Any, guard: Handshakes, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.guard = guard
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.guard.begin(self)
+
+    async def handshake(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            await super().handshake(*args, **kwargs)
+        finally:
+            self.guard.end(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.guard.end(self)
+        super().connection_lost(exc)

@@ -196,6 +196,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-clients", type=_positive_int, metavar="N", help="refuse clients past N with 503"
     )
     serve.add_argument(
+        "--max-handshakes",
+        type=_positive_int,
+        metavar="N",
+        help="opening handshakes under way at once; past N the oldest is cut "
+        "(default: a quarter of the descriptor limit, at least 16)",
+    )
+    serve.add_argument(
+        "--handshake-timeout",
+        type=_seconds(allow_zero=False),
+        default=3.0,
+        metavar="DURATION",
+        help="how long a client gets to finish its opening handshake (default: 3s)",
+    )
+    serve.add_argument(
         "--max-size",
         type=_bytes,
         default=4096,
@@ -369,6 +383,8 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         origins=None if args.origins is None else tuple(args.origins),
         token=token,
         max_clients=args.max_clients,
+        max_handshakes=args.max_handshakes,
+        handshake_timeout=args.handshake_timeout,
         max_size=args.max_size,
         exit_on_eof=args.exit_on_eof,
         wait_clients=args.wait_clients,

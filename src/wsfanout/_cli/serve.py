@@ -45,10 +45,18 @@ from .._core.errors import HubClosedError
 from .._files.routes import Routes
 from .._shell.hub import Hub
 from .._shell.sockets import abort_with_reset
-from .admission import Gate, SelectSubprotocol, peer, redacted, redacted_url
+from .admission import (
+    HANDSHAKE_TIMEOUT,
+    Gate,
+    SelectSubprotocol,
+    peer,
+    redacted,
+    redacted_url,
+)
 from .input import Publisher, follow_channels, redis_unreachable, start_input
 from .process import (
     STARTUP_TIMEOUT,
+    OncePerInterval,
     ServeError,
     Signals,
     announce,
@@ -85,6 +93,10 @@ class ServeOptions:
     wait_clients: int = 0
     key_field: str | None = None
     close_timeout: float = 2.0
+    max_handshakes: int | None = None
+    """Opening handshakes under way at once; None: a quarter of the descriptor limit."""
+    handshake_timeout: float = HANDSHAKE_TIMEOUT
+    """Seconds a client gets to finish its opening handshake."""
     drain_timeout: float = 5.0
     quiet: bool = False
     redis: str | None = None
@@ -161,6 +173,8 @@ def _serve_options(options: ServeOptions, gate: Gate) -> dict[str, Any]:
         "compression": None,
         "max_size": options.max_size,
         "close_timeout": options.close_timeout,
+        "open_timeout": options.handshake_timeout,
+        "create_connection": gate.handshakes.connection_class(),
     }
 
 
@@ -188,12 +202,15 @@ async def run_server(
         if why is not None:
             raise ServeError(f"cannot reach Redis at {redacted_url(options.redis)}: {why}")
     signals = Signals(asyncio.get_running_loop(), stderr)
+    quieter = OncePerInterval(Log(stderr, False))
+    quieter.install(asyncio.get_running_loop())
     try:
         if options.workers > 1:
             return await _run_pool(options, stdin, stdout, stderr, signals)
         return await _run_single(options, stdin, stdout, stderr, signals)
     finally:
         signals.remove()
+        quieter.remove()
 
 
 async def _start_backplane(backplane: RedisBackplane | None, options: ServeOptions) -> None:
@@ -297,6 +314,7 @@ async def _run_single(
         await cancel(channels)
         if server is not None:
             server.close(close_connections=False)
+        gate.handshakes.cut_all()  # no one is subscribed there: nothing to wait for
         await hub.aclose(code=code, timeout=options.close_timeout)
         if server is not None:
             try:

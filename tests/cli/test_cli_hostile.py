@@ -1,0 +1,78 @@
+"""``wsfanout serve`` against half-open handshakes and log floods (issue 12, item 4).
+
+The server runs under a 256-descriptor limit, as the adversarial trial did; the
+slowloris opens far more connections than that and never finishes a handshake.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+from cli_process import Process, client
+
+SLOWLORIS = 600
+"""Half-open connections opened: more than twice the server's descriptor limit."""
+
+
+def half_open(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and never the rest
+    return sock
+
+
+def test_a_slowloris_under_a_low_descriptor_limit_cannot_keep_clients_out() -> None:
+    server = Process(["serve", "--policy", "chat", "--port", "0"], max_descriptors=256)
+    sockets: list[socket.socket] = []
+    try:
+        url = server.listening()
+        port = int(url.rsplit(":", 1)[1])
+        for _ in range(SLOWLORIS):
+            try:
+                sockets.append(half_open(port))
+            except OSError:  # the server cut one before it was written: still hostile
+                pass
+        # Every legitimate client gets in, within one handshake timeout, while the
+        # slowloris holds its sockets open.
+        for _ in range(10):
+            with client(url) as ws:
+                ws.ping().wait(timeout=3.0)
+        for _ in range(10):
+            server.wait_for(r"client (dis)?connected")
+        server.signal()
+        assert server.exit_code() == 0
+        rest = server.rest()
+        lines = server.seen + rest
+        assert len(lines) < 40, f"{len(lines)} lines of log: {lines[:20]}"
+        assert not any("Traceback" in line for line in lines), lines[:20]
+        assert any("pending handshakes" in line for line in lines), lines
+    finally:
+        for sock in sockets:
+            sock.close()
+        if server.popen.poll() is None:
+            server.popen.kill()
+
+
+def test_a_ping_burst_then_a_reset_logs_one_line_not_hundreds() -> None:
+    server = Process(["serve", "--policy", "chat", "--port", "0"])
+    try:
+        url = server.listening()
+        port = int(url.rsplit(":", 1)[1])
+        for _ in range(3):
+            with client(url) as ws:
+                sock = ws.socket
+                # 5,000 pings in one write, then a reset (SO_LINGER 0) before any pong
+                # is read: the server's pongs fail once the reset arrives.
+                frame = struct.pack("!BB", 0x89, 0x80) + b"\0\0\0\0"
+                sock.sendall(frame * 5000)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.close()
+            server.wait_for(r"client disconnected")
+        server.signal()
+        assert server.exit_code() == 0
+        lines = server.seen + server.rest()
+        sends = [line for line in lines if "socket.send() raised exception" in line]
+        assert len(sends) <= 2, f"{len(sends)} lines: {sends[:5]}"
+    finally:
+        if server.popen.poll() is None:
+            server.popen.kill()
