@@ -6,6 +6,7 @@ slowloris opens far more connections than that and never finishes a handshake.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 
