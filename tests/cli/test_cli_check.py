@@ -248,6 +248,8 @@ def test_tokens_are_taken_from_the_header_or_the_query_and_never_logged() -> Non
     assert presented_token(request("/x")) is None
     assert redacted("/room?token=s3cret&x=1") == "/room?token=***&x=1"
     assert redacted("/room") == "/room"
+    assert redacted("/room?TOKEN=s3cret#token=s3cret") == "/room?TOKEN=***#token=***"
+    assert redacted("/s3cret/x?k=s3cret%2F", "s3cret/") == "/***x?k=***"
 
 
 def test_key_field_takes_the_key_of_json_object_lines_only() -> None:

@@ -75,3 +75,45 @@ def test_a_ping_burst_then_a_reset_logs_one_line_not_hundreds() -> None:
     finally:
         if server.popen.poll() is None:
             server.popen.kill()
+
+
+def raw_request(port: int, path: str) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        return sock.recv(4096)
+
+
+def test_the_token_is_redacted_wherever_a_client_puts_it() -> None:
+    secret = "s3cret-Tok/en"
+    quoted = "s3cret-Tok%2Fen"
+    server = Process(
+        ["serve", "--policy", "chat", "--port", "0", "--token-env", "FANOUT_TOKEN"],
+        env={"FANOUT_TOKEN": secret},
+    )
+    try:
+        url = server.listening()
+        port = int(url.rsplit(":", 1)[1])
+        paths = [
+            f"/a?TOKEN={quoted}",  # refused (the query name is token, exactly): logged
+            f"/room/{quoted}/x",  # a path segment
+            f"/b?x=1#token={quoted}",  # a fragment
+            f"/c?Token={quoted}&token=wrong",  # refused: a wrong token, beside the secret
+        ]
+        for path in paths:
+            assert raw_request(port, path).startswith((b"HTTP/1.1 401", b"HTTP/1.1 403"))
+        for _ in paths:
+            server.wait_for(r"^wsfanout: refused ")
+        with client(url, f"/room/{quoted}?token={quoted}") as ws:
+            ws.ping().wait(timeout=3.0)
+        server.wait_for(r"client connected")
+        server.signal()
+        lines = server.seen + server.rest()
+        assert not [line for line in lines if secret in line or quoted in line], lines
+        assert any("/room/***?token=***" in line for line in lines), lines
+    finally:
+        if server.popen.poll() is None:
+            server.popen.kill()

@@ -54,14 +54,32 @@ def presented_token(request: Request) -> str | None:
     return values[0] if values else None
 
 
-def redacted(path: str) -> str:
-    """The request path for logs, with a ``token`` query parameter's value hidden."""
+def redacted(path: str, secret: str | bytes | None = None) -> str:
+    """The request path for logs, with what looks like a token hidden wherever it is.
+
+    The value of a ``token`` parameter (any case) in the query or the fragment becomes
+    ``***``, and so does the ``secret`` itself, as written or percent-encoded, in a
+    path segment or anywhere else.
+    """
+    if secret:
+        text = secret.decode() if isinstance(secret, bytes) else secret
+        forms = {text, urllib.parse.quote(text, safe=""), urllib.parse.quote_plus(text)}
+        for form in sorted(forms, key=len, reverse=True):
+            path = path.replace(form, "***")
     url = urllib.parse.urlsplit(path)
-    if not url.query:
-        return path
-    pairs = urllib.parse.parse_qsl(url.query, keep_blank_values=True)
-    shown = [(name, "***" if name == "token" else value) for name, value in pairs]
-    return urllib.parse.urlunsplit(url._replace(query=urllib.parse.urlencode(shown, safe="*")))
+    return urllib.parse.urlunsplit(
+        url._replace(query=_redacted_pairs(url.query), fragment=_redacted_pairs(url.fragment))
+    )
+
+
+def _redacted_pairs(text: str) -> str:
+    if "=" not in text:
+        return text
+    pairs = urllib.parse.parse_qsl(text, keep_blank_values=True)
+    if not any(name.lower() == "token" for name, _ in pairs):
+        return text
+    shown = [(name, "***" if name.lower() == "token" else value) for name, value in pairs]
+    return urllib.parse.urlencode(shown, safe="*")
 
 
 def redacted_url(url: str) -> str:
@@ -107,7 +125,7 @@ class Gate:
 
     def _refuse(self, connection: ServerConnection, status: http.HTTPStatus, why: str) -> Response:
         request = connection.request
-        path = redacted(request.path) if request is not None else "?"
+        path = redacted(request.path, self.token) if request is not None else "?"
         self.log(f"refused {peer(connection)} {path}: {status.value} {why}")
         return connection.respond(status, f"{why}\n")
 
@@ -130,7 +148,7 @@ class Gate:
             if isinstance(connection.protocol.handshake_exc, InvalidOrigin):
                 origin = request.headers.get("Origin", "none")
                 why = f"403 origin {origin} not allowed"
-                self.log(f"refused {peer(connection)} {redacted(request.path)}: {why}")
+                self.log(f"refused {peer(connection)} {redacted(request.path, self.token)}: {why}")
             return None
         slots = self.slots
         if slots is None:

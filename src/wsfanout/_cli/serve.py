@@ -133,16 +133,23 @@ class _Subscribers:
     """
 
     def __init__(
-        self, routes: Routes, log: Log, joined: Callable[[Hub], None] | None = None
+        self,
+        routes: Routes,
+        log: Log,
+        joined: Callable[[Hub], None] | None = None,
+        *,
+        secret: str | None = None,
     ) -> None:
         self.routes = routes
         self.log = log
         self.joined = joined
+        self.secret = secret
+        """The token, hidden wherever it appears in a logged path."""
 
     async def __call__(self, hub: Hub, connection: ServerConnection) -> None:
         assert connection.request is not None
         route = self.routes.route_for(connection.request, connection.subprotocol)
-        who = f"{peer(connection)} {redacted(connection.request.path)}"
+        who = f"{peer(connection)} {redacted(connection.request.path, self.secret)}"
         try:
             async with hub.subscribe(connection, policy=route.policy) as subscriber:
                 self.log(f"client connected: {who} policy {route.policy_name}")
@@ -277,7 +284,7 @@ async def _run_single(
         if len(hub) >= options.wait_clients:
             enough_clients.set()
 
-    subscribers = _Subscribers(options.routes, log, joined)
+    subscribers = _Subscribers(options.routes, log, joined, secret=options.token)
     slots = None if options.max_clients is None else threading.BoundedSemaphore(options.max_clients)
     gate = Gate(options, log, slots)
     channels: asyncio.Task[None] | None = None
@@ -348,7 +355,7 @@ async def _run_pool(
         port=options.port,
         namespace=NAMESPACE,
         hub_id=hub_id,
-        handler=_Subscribers(options.routes, worker_log),
+        handler=_Subscribers(options.routes, worker_log, secret=options.token),
         close_timeout=options.close_timeout,
         serve_options=_serve_options(options, gate),
     )
