@@ -51,11 +51,11 @@ def _gated_class(base: type[Connection]) -> type[Connection]:
             if held is None:
                 held = self.__dict__["_held_input"] = []
             held.append(data)
-            self.transport.pause_reading()
+            _pause(self)
             return
         base.data_received(self, data)
-        if self.paused and self.transport.is_reading():
-            self.transport.pause_reading()
+        if self.paused:
+            _pause(self)
 
     def resume_writing(self: Connection) -> None:
         base.resume_writing(self)
@@ -71,8 +71,8 @@ def _gated_class(base: type[Connection]) -> type[Connection]:
                 self.__dict__["_held_input"] = held
                 return
             base.data_received(self, held.pop(0))
-        if not self.paused and not self.recv_messages.paused:
-            self.transport.resume_reading()
+        if not self.paused:
+            _resume(self)
 
     def connection_lost(self: Connection, exc: Exception | None) -> None:
         self.__dict__.pop("_held_input", None)
@@ -88,6 +88,17 @@ def _gated_class(base: type[Connection]) -> type[Connection]:
     gated.__qualname__ = base.__qualname__
     gated.__module__ = base.__module__
     return gated
+
+
+def _pause(websocket: Connection) -> None:
+    websocket.__dict__["_gate_paused"] = True
+    websocket.transport.pause_reading()  # idempotent: websockets' resume may have undone it
+
+
+def _resume(websocket: Connection) -> None:
+    """Read again, if the gate stopped reading and websockets' own flow control agrees."""
+    if websocket.__dict__.pop("_gate_paused", None) and not websocket.recv_messages.paused:
+        websocket.transport.resume_reading()
 
 
 def is_gated(websocket: Connection) -> bool:
@@ -109,8 +120,8 @@ def ungate_reading(websocket: Connection) -> None:
     held = websocket.__dict__.pop("_held_input", None)
     websocket.__class__ = base
     if websocket.transport.is_closing():
+        websocket.__dict__.pop("_gate_paused", None)
         return
     for chunk in held or ():
         websocket.data_received(chunk)
-    if not websocket.recv_messages.paused:
-        websocket.transport.resume_reading()
+    _resume(websocket)
