@@ -122,7 +122,11 @@ class Log:
     def __call__(self, line: str, *, always: bool = False) -> None:
         if always or not self.quiet:
             tag = f"worker {os.getpid()}: " if self.worker else ""
-            print(f"wsfanout: {tag}{line}", file=self.stream or sys.stderr, flush=True)
+            stream = self.stream or sys.stderr
+            # One write per line, newline included: workers share one standard error,
+            # and an unbuffered stream would write print()'s newline apart.
+            stream.write(f"wsfanout: {tag}{line}\n")
+            stream.flush()
 
 
 class _Subscribers:
