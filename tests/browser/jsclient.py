@@ -143,6 +143,16 @@ async def script_site(port: int = 0) -> AsyncIterator[Site]:
         yield site
 
 
+@asynccontextmanager
+async def connected(page: Page, **options: Any) -> AsyncIterator[tuple[Site, ServerConnection]]:
+    """A scripted site, the page's client started on it with ``options``, and the
+    server's side of its first connection; the block must end within :data:`GUARD`."""
+    async with asyncio.timeout(GUARD), script_site() as site:
+        await open_page(page, site)
+        await start(page, **options)
+        yield site, await site.next_connection()
+
+
 def query(connection: ServerConnection) -> dict[str, list[str]]:
     """The query parameters of the connection's request."""
     assert connection.request is not None

@@ -13,6 +13,7 @@ from typing import Any
 
 from .chromium import GUARD, Page
 from .jsclient import (
+    connected,
     control,
     data,
     events,
@@ -56,10 +57,7 @@ def test_the_protocol_page_has_the_examples_these_tests_send() -> None:
 
 
 async def test_the_data_frame_example_is_read_as_its_message(page: Page) -> None:
-    async with asyncio.timeout(GUARD), script_site() as site:
-        await open_page(page, site)
-        await start(page)
-        connection = await site.next_connection()
+    async with connected(page) as (_, connection):
         await connection.send(DATA_FRAME)
         assert await wait_events(page, "message", 1) == [
             {
@@ -84,10 +82,7 @@ async def test_the_client_asks_to_resume_as_the_example_url_does(page: Page) -> 
 
 
 async def test_the_gap_notice_example_is_reported_once(page: Page) -> None:
-    async with asyncio.timeout(GUARD), script_site() as site:
-        await open_page(page, site)
-        await start(page, since={"prices": [E, 39]})
-        connection = await site.next_connection()
+    async with connected(page, since={"prices": [E, 39]}) as (_, connection):
         await connection.send(CONTROL_EXAMPLES["gap"])
         for offset in (48, 50):  # around the announced ranges: no hole
             await connection.send(data(offset, E, "prices", f"m{offset}"))
@@ -112,10 +107,10 @@ async def test_the_gap_notice_example_is_reported_once(page: Page) -> None:
 async def test_the_heartbeat_example_reveals_a_loss_at_the_tail_that_a_resume_repairs(
     page: Page,
 ) -> None:
-    async with asyncio.timeout(GUARD), script_site() as site:
-        await open_page(page, site)
-        await start(page, since={"prices": [E, 50], "": ["a81k2m0q", 3]}, **FAST)
-        first = await site.next_connection()
+    async with connected(page, since={"prices": [E, 50], "": ["a81k2m0q", 3]}, **FAST) as (
+        site,
+        first,
+    ):
         await first.send(CONTROL_EXAMPLES["heartbeat"])
         (beat,) = await wait_events(page, "heartbeat", 1)
         assert beat == json.loads(CONTROL_EXAMPLES["heartbeat"])
@@ -146,10 +141,7 @@ async def test_the_heartbeat_example_reveals_a_loss_at_the_tail_that_a_resume_re
 
 
 async def test_the_resume_example_precedes_a_replay_delivered_exactly_once(page: Page) -> None:
-    async with asyncio.timeout(GUARD), script_site() as site:
-        await open_page(page, site)
-        await start(page, since={"prices": [E, 41]})
-        connection = await site.next_connection()
+    async with connected(page, since={"prices": [E, 41]}) as (_, connection):
         await connection.send(CONTROL_EXAMPLES["resume"])
         for offset in range(42, 58):
             await connection.send(data(offset, E, "prices", f"m{offset}"))
@@ -166,10 +158,7 @@ async def test_the_resume_example_precedes_a_replay_delivered_exactly_once(page:
 async def test_the_level_example_and_unknown_control_frames_are_control_events(
     page: Page,
 ) -> None:
-    async with asyncio.timeout(GUARD), script_site() as site:
-        await open_page(page, site)
-        await start(page)
-        connection = await site.next_connection()
+    async with connected(page) as (_, connection):
         await connection.send(CONTROL_EXAMPLES["level"])
         await connection.send(control(type="from-the-future", x=1))
         assert await wait_events(page, "control", 2) == [
@@ -183,10 +172,7 @@ async def test_the_level_example_and_unknown_control_frames_are_control_events(
 
 
 async def test_holes_in_offsets_are_reported_with_their_exact_ranges(page: Page) -> None:
-    async with asyncio.timeout(GUARD), script_site() as site:
-        await open_page(page, site)
-        await start(page)
-        connection = await site.next_connection()
+    async with connected(page) as (_, connection):
         for offset in (1, 2, 5, 6, 9):
             await connection.send(data(offset, "E", "a", f"m{offset}"))
         await connection.send(data(3, "F", "b", "another stream: no hole"))
@@ -199,10 +185,7 @@ async def test_holes_in_offsets_are_reported_with_their_exact_ranges(page: Page)
 
 
 async def test_a_hole_partly_announced_reports_only_the_rest(page: Page) -> None:
-    async with asyncio.timeout(GUARD), script_site() as site:
-        await open_page(page, site)
-        await start(page)
-        connection = await site.next_connection()
+    async with connected(page) as (_, connection):
         await connection.send(data(1, "E", "a", "m1"))
         await connection.send(control(type="gap", t="a", e="E", ranges=[[3, 4]], count=2))
         await connection.send(data(8, "E", "a", "m8"))
@@ -218,10 +201,7 @@ async def test_a_hole_partly_announced_reports_only_the_rest(page: Page) -> None
 async def test_a_notice_ahead_of_queued_messages_is_not_counted_twice(page: Page) -> None:
     # DropNewest: 21 to 30 are dropped while 11 to 20 are still queued, and the notice
     # goes before the next frame the subscriber gets, 11.
-    async with asyncio.timeout(GUARD), script_site() as site:
-        await open_page(page, site)
-        await start(page)
-        connection = await site.next_connection()
+    async with connected(page) as (_, connection):
         await connection.send(data(10, "E", "a", "m10"))
         notice = control(
             type="gap", t="a", e="E", ranges=[[21, 30]], count=10, reasons={"dropped_newest": 10}
@@ -238,10 +218,7 @@ async def test_a_notice_ahead_of_queued_messages_is_not_counted_twice(page: Page
 
 
 async def test_a_late_notice_reports_only_offsets_not_accounted_for_yet(page: Page) -> None:
-    async with asyncio.timeout(GUARD), script_site() as site:
-        await open_page(page, site)
-        await start(page)
-        connection = await site.next_connection()
+    async with connected(page) as (_, connection):
         for offset in (1, 2, 5):
             await connection.send(data(offset, "E", "a", f"m{offset}"))
         # 3 and 4 were reported as a hole, 5 was received: only 6 and 7 are news.
@@ -257,10 +234,7 @@ async def test_a_late_notice_reports_only_offsets_not_accounted_for_yet(page: Pa
 
 
 async def test_a_notice_repeated_after_a_reconnect_is_not_counted_twice(page: Page) -> None:
-    async with asyncio.timeout(GUARD), script_site() as site:
-        await open_page(page, site)
-        await start(page, **FAST)
-        first = await site.next_connection()
+    async with connected(page, **FAST) as (site, first):
         await first.send(data(1, "E", "a", "m1"))
         await first.send(control(type="gap", t="a", e="E", ranges=[[5, 6]], count=2))
         await wait_events(page, "gap", 1)
@@ -280,10 +254,7 @@ async def test_a_notice_repeated_after_a_reconnect_is_not_counted_twice(page: Pa
 
 
 async def test_messages_announced_lost_then_replayed_count_as_recovered(page: Page) -> None:
-    async with asyncio.timeout(GUARD), script_site() as site:
-        await open_page(page, site)
-        await start(page, **FAST)
-        first = await site.next_connection()
+    async with connected(page, **FAST) as (site, first):
         await first.send(data(1, "E", "a", "m1"))
         await first.send(control(type="gap", t="a", e="E", ranges=[[3, 4]], count=2))
         await wait_events(page, "gap", 1)
@@ -297,10 +268,7 @@ async def test_messages_announced_lost_then_replayed_count_as_recovered(page: Pa
 
 
 async def test_a_heartbeat_that_agrees_or_follows_a_notice_reports_nothing(page: Page) -> None:
-    async with asyncio.timeout(GUARD), script_site() as site:
-        await open_page(page, site)
-        await start(page)
-        connection = await site.next_connection()
+    async with connected(page) as (_, connection):
         await connection.send(data(1, "E", "a", "m1"))
         await connection.send(control(type="heartbeat", offsets={"a": ["E", 1]}))
         await connection.send(control(type="gap", t="a", e="E", ranges=[[2, 3]], count=2))
@@ -314,10 +282,7 @@ async def test_a_heartbeat_that_agrees_or_follows_a_notice_reports_nothing(page:
 async def test_a_heartbeat_for_a_stream_not_seen_yet_is_where_the_client_starts(
     page: Page,
 ) -> None:
-    async with asyncio.timeout(GUARD), script_site() as site:
-        await open_page(page, site)
-        await start(page)
-        connection = await site.next_connection()
+    async with connected(page) as (_, connection):
         await connection.send(control(type="heartbeat", offsets={"a": ["E", 7]}))
         await connection.send(data(8, "E", "a", "m8"))
         await connection.send(data(10, "E", "a", "m10"))
@@ -330,10 +295,7 @@ async def test_a_heartbeat_for_a_stream_not_seen_yet_is_where_the_client_starts(
 async def test_a_heartbeat_in_a_new_epoch_reports_the_change_and_what_it_lost(
     page: Page,
 ) -> None:
-    async with asyncio.timeout(GUARD), script_site() as site:
-        await open_page(page, site)
-        await start(page, since={"a": ["old", 5]})
-        connection = await site.next_connection()
+    async with connected(page, since={"a": ["old", 5]}) as (_, connection):
         await connection.send(control(type="heartbeat", offsets={"a": ["new", 3]}))
         gaps = await wait_events(page, "gap", 2)
         assert gaps == [
@@ -353,10 +315,7 @@ async def test_a_heartbeat_in_a_new_epoch_reports_the_change_and_what_it_lost(
 
 
 async def test_an_incomplete_resume_reports_what_history_no_longer_holds(page: Page) -> None:
-    async with asyncio.timeout(GUARD), script_site() as site:
-        await open_page(page, site)
-        await start(page, since={"a": ["E", 10]})
-        connection = await site.next_connection()
+    async with connected(page, since={"a": ["E", 10]}) as (_, connection):
         resume = {"type": "resume", "t": "a", "e": "E", "since": 10, "replay": [15, 20]}
         await connection.send(json.dumps(resume | {"complete": False}))
         notice = control(
@@ -381,10 +340,7 @@ async def test_an_incomplete_resume_reports_what_history_no_longer_holds(page: P
 async def test_a_resume_into_a_new_epoch_reports_the_change_then_replays_it(
     page: Page,
 ) -> None:
-    async with asyncio.timeout(GUARD), script_site() as site:
-        await open_page(page, site)
-        await start(page, since={"a": ["old", 10]})
-        connection = await site.next_connection()
+    async with connected(page, since={"a": ["old", 10]}) as (_, connection):
         resume = control(
             type="resume", t="a", e="new", since=10, replay=[1, 3], complete=False, previous="old"
         )
@@ -400,10 +356,7 @@ async def test_a_resume_into_a_new_epoch_reports_the_change_then_replays_it(
 
 
 async def test_a_reloaded_page_resumes_from_the_offsets_it_saved(page: Page) -> None:
-    async with asyncio.timeout(GUARD), script_site() as site:
-        await open_page(page, site)
-        await start(page)
-        first = await site.next_connection()
+    async with connected(page) as (site, first):
         await first.send(data(7, "E", "a", "m7"))
         await first.send(data(3, "F", None, "m3"))
         await wait_events(page, "message", 2)
@@ -419,10 +372,7 @@ async def test_a_reloaded_page_resumes_from_the_offsets_it_saved(page: Page) -> 
 
 
 async def test_a_message_sent_to_one_subscriber_alone_has_no_place(page: Page) -> None:
-    async with asyncio.timeout(GUARD), script_site() as site:
-        await open_page(page, site)
-        await start(page)
-        connection = await site.next_connection()
+    async with connected(page) as (_, connection):
         await connection.send("{}\nhello")
         await connection.send(b'{"o":1,"e":"E","new":"ignored"}\n\x01')
         assert await wait_events(page, "message", 2) == [
@@ -453,10 +403,7 @@ BROKEN: list[tuple[str | bytes, str]] = [
 
 
 async def test_broken_frames_raise_error_events_and_the_connection_goes_on(page: Page) -> None:
-    async with asyncio.timeout(GUARD), script_site() as site:
-        await open_page(page, site)
-        await start(page)
-        connection = await site.next_connection()
+    async with connected(page) as (_, connection):
         for offset, (frame, _) in enumerate(BROKEN, start=1):
             await connection.send(frame)
             await connection.send(data(offset, "E", "a", f"good {offset}"))
@@ -474,10 +421,7 @@ async def test_broken_frames_raise_error_events_and_the_connection_goes_on(page:
 
 
 async def test_a_connection_silent_past_the_timeout_is_presumed_dead(page: Page) -> None:
-    async with asyncio.timeout(GUARD), script_site() as site:
-        await open_page(page, site)
-        await start(page, timeout=300, **FAST)
-        first = await site.next_connection()
+    async with connected(page, timeout=300, **FAST) as (site, first):
         await first.send(data(1, "E", "a", "m1"))  # then nothing: no heartbeat comes
         second = await site.next_connection()
         assert query(second)["since"] == ["a:E:1"]
@@ -496,10 +440,7 @@ async def test_a_connection_silent_past_the_timeout_is_presumed_dead(page: Page)
 
 
 async def test_heartbeats_keep_a_quiet_connection_alive(page: Page) -> None:
-    async with asyncio.timeout(GUARD), script_site() as site:
-        await open_page(page, site)
-        await start(page, timeout=400, **FAST)
-        connection = await site.next_connection()
+    async with connected(page, timeout=400, **FAST) as (_, connection):
         await wait_events(page, "open", 1)
         for _ in range(12):  # 1.2 s of heartbeats, three timeouts' worth
             await connection.send(control(type="heartbeat", offsets={}))
@@ -562,10 +503,7 @@ async def test_refused_reconnections_back_off_until_a_connection_proves_itself(
 
 
 async def test_close_ends_the_client_for_good(page: Page) -> None:
-    async with asyncio.timeout(GUARD), script_site() as site:
-        await open_page(page, site)
-        await start(page, **FAST)
-        connection = await site.next_connection()
+    async with connected(page, **FAST) as (_, connection):
         await wait_events(page, "open", 1)
         await page.evaluate("client.close()")
         await connection.wait_closed()
@@ -577,10 +515,7 @@ async def test_close_ends_the_client_for_good(page: Page) -> None:
 
 
 async def test_a_policy_violation_close_is_final(page: Page) -> None:
-    async with asyncio.timeout(GUARD), script_site() as site:
-        await open_page(page, site)
-        await start(page, **FAST)
-        connection = await site.next_connection()
+    async with connected(page, **FAST) as (_, connection):
         await connection.close(1008, "wrong token")
         (close,) = await wait_events(page, "close", 1)
         assert close == {"code": 1008, "reason": "wrong token", "dead": False, "delay": None}

@@ -82,9 +82,4 @@ async def test_a_page_follows_wsfanout_serve_with_the_client_it_serves(page: Pag
             assert await page.evaluate("events.filter((e) => e.type === 'error')") == []
         assert await asyncio.to_thread(server.exit_code) == 0
     finally:
-        if server.popen.poll() is None:
-            server.popen.kill()
-        server.popen.wait(timeout=GUARD)
-        for stream in (server.popen.stdin, server.popen.stdout):
-            if stream is not None:
-                stream.close()
+        server.stop()
