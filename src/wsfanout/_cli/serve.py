@@ -42,6 +42,7 @@ from websockets.typing import Origin, Subprotocol
 from .._backplane.redis import RedisBackplane
 from .._backplane.workers import WorkerPool
 from .._core.errors import HubClosedError
+from .._core.frames import SUBPROTOCOL
 from .._files.routes import Routes
 from .._shell.hub import Hub
 from .._shell.sockets import abort_with_reset
@@ -174,13 +175,14 @@ def _serve_options(options: ServeOptions, gate: Gate) -> dict[str, Any]:
     origins: list[Origin | None] | None = None
     if options.origins is not None:
         origins = [None if o is None else Origin(o) for o in options.origins]
-    wanted = options.routes.subprotocols
+    # What routes name first, then the wsfanout.v1 framing (docs/protocol.md).
+    wanted = tuple(dict.fromkeys((*options.routes.subprotocols, SUBPROTOCOL)))
     return {
         "origins": origins,
         "process_request": gate.process_request,
         "process_response": gate.process_response,
-        "select_subprotocol": SelectSubprotocol(wanted) if wanted else None,
-        "subprotocols": [Subprotocol(name) for name in wanted] or None,
+        "select_subprotocol": SelectSubprotocol(wanted),
+        "subprotocols": [Subprotocol(name) for name in wanted],
         "compression": None,
         "max_size": options.max_size,
         "close_timeout": options.close_timeout,
