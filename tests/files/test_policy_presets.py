@@ -10,7 +10,7 @@ from pathlib import Path
 
 import attrs
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wsfanout import Close
@@ -212,6 +212,7 @@ def run(
 
 
 @given(steps)
+@settings(deadline=None)  # each example runs a whole script; a loaded machine is slow
 def test_chat_loses_nothing_unless_it_disconnects(script: list[tuple[object, ...]]) -> None:
     client = run("chat", script)
     stats = client.outbox.stats(client.now)
@@ -224,6 +225,7 @@ def test_chat_loses_nothing_unless_it_disconnects(script: list[tuple[object, ...
 
 
 @given(steps)
+@settings(deadline=None)  # each example runs a whole script; a loaded machine is slow
 def test_notifications_never_disconnect_and_only_refuse_new_messages(
     script: list[tuple[object, ...]],
 ) -> None:
@@ -235,6 +237,7 @@ def test_notifications_never_disconnect_and_only_refuse_new_messages(
 
 
 @given(steps)
+@settings(deadline=None)  # each example runs a whole script; a loaded machine is slow
 def test_dashboard_never_disconnects_and_always_ends_on_the_latest(
     script: list[tuple[object, ...]],
 ) -> None:
@@ -247,6 +250,7 @@ def test_dashboard_never_disconnects_and_always_ends_on_the_latest(
 
 
 @given(steps)
+@settings(deadline=None)  # each example runs a whole script; a loaded machine is slow
 def test_log_tail_never_disconnects_and_keeps_the_newest_lines(
     script: list[tuple[object, ...]],
 ) -> None:
@@ -259,6 +263,7 @@ def test_log_tail_never_disconnects_and_keeps_the_newest_lines(
 
 
 @given(steps)
+@settings(deadline=None)  # each example runs a whole script; a loaded machine is slow
 def test_market_data_delivers_the_newest_value_of_every_key(
     script: list[tuple[object, ...]],
 ) -> None:
@@ -275,6 +280,7 @@ def test_market_data_delivers_the_newest_value_of_every_key(
 
 
 @given(steps)
+@settings(deadline=None)  # each example runs a whole script; a loaded machine is slow
 def test_mobile_loses_only_what_conflation_replaces_and_ends_on_the_newest_per_key(
     script: list[tuple[object, ...]],
 ) -> None:
@@ -290,6 +296,7 @@ def test_mobile_loses_only_what_conflation_replaces_and_ends_on_the_newest_per_k
 
 
 @given(steps)
+@settings(deadline=None)  # each example runs a whole script; a loaded machine is slow
 def test_live_feed_steps_at_most_once_per_hold_and_keeps_each_level_s_bound(
     script: list[tuple[object, ...]],
 ) -> None:
