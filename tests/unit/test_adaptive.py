@@ -166,6 +166,9 @@ def test_a_probe_found_too_fast_is_a_ceiling_for_a_while() -> None:
     for now in (probe * 3, probe * 5):
         quiet = PACED.decide(Snapshot(now=now, queued_messages=1, drain_rate=50_100.0, memo=memo))
         assert quiet.step is None
+        # ... and no recheck before the ceiling expires (one already due would spin the
+        # relay: the hypothesis search of the mobile preset found that).
+        assert quiet.recheck_at == probe + 5 + 6 * probe
         memo = quiet.memo
     # ... until the ceiling expires.
     later = probe + 5 + 6 * probe

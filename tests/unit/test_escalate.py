@@ -8,7 +8,16 @@ import math
 import pytest
 
 from wsfanout import LevelStep, PolicyConflictError, PolicyError, Snapshot
-from wsfanout.lowlevel import IDLE, Message, Offer, Outbox, Wait, Write, make_message
+from wsfanout.lowlevel import (
+    IDLE,
+    CloseAction,
+    Message,
+    Offer,
+    Outbox,
+    Wait,
+    Write,
+    make_message,
+)
 from wsfanout.policies import (
     Above,
     Below,
@@ -220,6 +229,43 @@ def test_stepping_to_a_bound_that_cannot_hold_the_queue_closes_with_its_cause() 
         "9 messages, 90 bytes queued could not fit"
     )
     assert box.stats(0.0).disconnected == 9
+
+
+def test_a_step_in_the_middle_of_a_write_to_a_bound_that_cannot_hold_closes_then() -> None:
+    ladder = Escalate(
+        levels=[Level(), Level(ConflateByKey(max_bytes=15), up=Above("write_buffer", 25))]
+    )
+    box = Outbox(ladder, high=HIGH, low=0)
+    for seq in range(10):  # queued (over low), and not yet over 25 bytes buffered
+        box.offer(message(seq), 0.0, 20)
+    action = box.next_action(0.0, 0)
+    # The third frame takes the buffer past 25 bytes: the step comes between frames,
+    # and no later decision would say again that the queue does not fit.
+    assert isinstance(action, Write)
+    assert len(action.frames) == 3
+    assert box.level == 1
+    assert box.closing is not None
+    assert box.closing.code == 1013
+    assert isinstance(box.next_action(0.0, 30), CloseAction)
+    stats = box.stats(0.0)
+    assert (stats.sent, stats.disconnected) == (3, 7)
+
+
+def test_a_step_in_the_middle_of_a_write_that_empties_the_queue_ends_the_write() -> None:
+    ladder = Escalate(
+        levels=[
+            Level(DropOldest()),
+            Level(DropOldest(max_bytes=5), up=Above("write_buffer", 25)),
+        ]
+    )
+    box = Outbox(ladder, high=HIGH, low=0)
+    for seq in range(10):  # queued (over low), and not yet over 25 bytes buffered
+        box.offer(message(seq), 0.0, 20)
+    action = box.next_action(0.0, 0)
+    assert isinstance(action, Write)
+    assert len(action.frames) == 3
+    assert (box.level, len(box.queue), box.queue.dropped_oldest) == (1, 0, 7)
+    assert box.closing is None
 
 
 def test_an_announced_step_reaches_the_client_before_any_later_message() -> None:

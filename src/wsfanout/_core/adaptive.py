@@ -205,7 +205,12 @@ class Adaptive(Ladder):
         assert isinstance(state, _State)
         if self.probe is None or not level or not snapshot.queued_messages:
             return NEUTRAL
-        return Decision(recheck_at=state.seen_at + self.probe)
+        due = state.seen_at + self.probe
+        if level - 1 <= state.ceiling:
+            # The next faster pace is a ceiling: no probe until it expires (a recheck
+            # at an earlier time would find nothing to do, and come due again at once).
+            due = max(due, state.ceiling_at + CEILING_PROBES * self.probe)
+        return Decision(recheck_at=due)
 
     def guarantees(self) -> tuple[Guarantee, ...]:
         return (

@@ -340,7 +340,13 @@ class Outbox:
                     # The policy raised mid-write: the frames taken were never written.
                     self._unsend(frames)
                     raise
-                if decision.close is not None or decision.send_at > now or control:
+                if decision.close is not None and decision.step is not None:
+                    # The new level cannot hold what is queued. No later decision says
+                    # so again: close now, after the frames already taken.
+                    self._begin_close(decision.close)
+                    break
+                # A step may announce itself (control) or evict what was left (queue).
+                if decision.close is not None or decision.send_at > now or control or not queue:
                     break
         if self._decide is not None:
             self._decision = None
