@@ -54,6 +54,7 @@ EXECUTED = [
     "how-to/statistics.md",
     "how-to/shutdown.md",
     "how-to/escalate.md",
+    "how-to/pacing.md",
     "how-to/resume-in-a-browser.md",
     "reference.md",
     "explanation.md",
