@@ -26,10 +26,12 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # What the tests run from Debian, as COMMAND=PACKAGE: the Redis backplane's tests start
-# their own redis-server on a free port of 127.0.0.1, and tests/browser/ drives
-# /usr/bin/chromium headless. debian-packages installs those whose command is missing
-# (apt-get, as root), all in one apt-get.
-DEBIAN_PACKAGES := redis-server=redis-server /usr/bin/chromium=chromium
+# their own redis-server on a free port of 127.0.0.1, tests/browser/ drives
+# /usr/bin/chromium headless, and the serve tests publish with curl and make a
+# throwaway TLS certificate with openssl. debian-packages installs those whose command
+# is missing (apt-get, as root), all in one apt-get.
+DEBIAN_PACKAGES := redis-server=redis-server /usr/bin/chromium=chromium curl=curl \
+	openssl=openssl
 
 debian-packages:
 	@missing=""; \
