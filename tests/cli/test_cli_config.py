@@ -181,3 +181,21 @@ def test_serve_reads_the_configuration_file_and_warns_of_unknown_variables(
         assert [ws.recv(timeout=GUARD), ws.recv(timeout=GUARD)] == ['{"room": "r1", "n": 1}', "end"]
     server.signal(signal.SIGTERM)
     assert server.exit_code() == 0
+
+
+def test_a_configuration_error_carries_the_file_the_key_and_the_value() -> None:
+    with pytest.raises(PolicyFileError) as refused:
+        parse_config('origins = ["https://a.example", 7]\n', filename="serve.toml")
+    assert (refused.value.filename, refused.value.key, refused.value.value) == (
+        "serve.toml",
+        "origins[1]",
+        7,
+    )
+    settings = settings_of([], {}, "workers = 3\n")
+    with pytest.raises(PolicyFileError) as refused:
+        build_options(settings, {})
+    assert (refused.value.filename, refused.value.key, refused.value.value) == (
+        "wsfanout.toml",
+        "workers",
+        3,
+    )

@@ -11,9 +11,8 @@ import subprocess
 import urllib.parse
 
 import pytest
-from cli_process import GUARD, Process, client
+from cli_process import GUARD, Process, client, one_client_per_worker
 from websockets.exceptions import InvalidStatus
-from websockets.sync.client import ClientConnection
 
 from harness.redis_server import RedisServer
 
@@ -104,7 +103,7 @@ REFUSALS = [
     ),
     (["-d", "x"], "?topic=", 400, "topic is empty (expected a name, or no topic at all)"),
     (["-d", "x"], "?topic=a&topic=b", 400, "topic is given 2 times (expected at most once)"),
-    ([], "", 405, "method GET not allowed (expected POST with the message as body)"),
+    ([], "", 405, "method GET not allowed (expected POST, with the message as body)"),
     (["-H", "Transfer-Encoding: chunked", "-d", "x"], "", 411, "give a Content-Length, not chunks"),
     (["-d", "x" * 2000], "", 413, "message too large (2000 bytes; at most 1024)"),
 ]
@@ -231,19 +230,12 @@ def test_curl_publishes_to_the_clients_of_every_worker(
     server = wsfanout(["serve", "--port", "0", "--http-publish", *scaling])
     url = server.listening()
     with contextlib.ExitStack() as stack:
-        clients: dict[int, ClientConnection] = {}
-        for n in range(64):
-            ws = stack.enter_context(client(url, f"/c{n}"))
-            found = server.wait_for(rf"worker (\d+): client connected: .* /c{n} ")
-            clients.setdefault(int(found[1]), ws)
-            if len(clients) == 2:
-                break
-        assert len(clients) == 2, "every client landed on one worker"
+        clients = one_client_per_worker(server, url, 2, stack)
         for n in range(4):  # whichever worker answers, every worker's clients receive
             status, body = curl(http_url(url, "/publish"), "-d", f"m{n}")
             assert status == 200
             assert json.loads(body)["offered"] >= 1
-            for ws in clients.values():
+            for ws in clients:
                 assert ws.recv(timeout=GUARD) == f"m{n}"
     server.signal(signal.SIGTERM)
     assert server.exit_code() == 0

@@ -9,7 +9,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from cli_process import GUARD, Process, client
+from cli_process import GUARD, Process, client, one_client_per_worker
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection
 
@@ -99,20 +99,6 @@ def test_a_route_sets_the_topics_of_its_clients_and_refuses_others(
     assert server.exit_code() == 0
 
 
-def topic_clients_on_every_worker(
-    server: Process, url: str, topic: str, stack: contextlib.ExitStack
-) -> list[ClientConnection]:
-    """Clients of ``topic`` until both workers have one (the kernel picks the worker)."""
-    workers: dict[int, ClientConnection] = {}
-    for n in range(64):
-        ws = stack.enter_context(client(url, f"/c{n}?topic={topic}"))
-        found = server.wait_for(rf"worker (\d+): client connected: .* /c{n}\?topic={topic} ")
-        workers.setdefault(int(found[1]), ws)
-        if len(workers) == 2:
-            return list(workers.values())
-    raise AssertionError(f"64 clients of {topic}, all on one worker")
-
-
 def test_topics_hold_across_workers_and_input_channels_are_topics(
     wsfanout: type[Process], redis_server: RedisServer
 ) -> None:
@@ -121,9 +107,9 @@ def test_topics_hold_across_workers_and_input_channels_are_topics(
     server = wsfanout(["serve", "--port", "0", "--topic-field", "room", *scaling, *channels])
     url = server.listening()
     with contextlib.ExitStack() as stack, redis.Redis.from_url(redis_server.url) as other:
-        alerts = topic_clients_on_every_worker(server, url, "alerts", stack)
-        eurusd = topic_clients_on_every_worker(server, url, "prices.EURUSD", stack)
-        rooms = topic_clients_on_every_worker(server, url, "a", stack)
+        alerts = one_client_per_worker(server, url, 2, stack, "?topic=alerts")
+        eurusd = one_client_per_worker(server, url, 2, stack, "?topic=prices.EURUSD")
+        rooms = one_client_per_worker(server, url, 2, stack, "?topic=a")
         assert other.publish("alerts", "disk almost full") == 1
         for ws in alerts:
             assert ws.recv(timeout=GUARD) == "disk almost full"

@@ -44,6 +44,7 @@ __all__ = [
     "ResponseSteps",
     "Steps",
     "log_refusals",
+    "not_allowed",
     "only_get",
 ]
 
@@ -121,14 +122,17 @@ class only_get:
     def __call__(self, connection: ServerConnection, request: Request) -> Response | None:
         if request.method == "GET":
             return None
-        response = refuse(
-            connection,
-            self.log,
-            http.HTTPStatus.METHOD_NOT_ALLOWED,
-            f"method {request.method} not allowed (expected GET, a WebSocket upgrade)",
-        )
-        response.headers["Allow"] = "GET"
-        return response
+        return not_allowed(connection, self.log, "GET", "a WebSocket upgrade")
+
+
+def not_allowed(connection: ServerConnection, log: Log, allowed: str, what: str) -> Response:
+    """405 for a request whose method is not ``allowed`` (``what`` says what is expected)."""
+    assert connection.request is not None
+    method = connection.request.method
+    why = f"method {method} not allowed (expected {allowed}, {what})"
+    response = refuse(connection, log, http.HTTPStatus.METHOD_NOT_ALLOWED, why)
+    response.headers["Allow"] = allowed
+    return response
 
 
 @attrs.frozen
@@ -206,13 +210,14 @@ def _framing(head: bytes) -> tuple[bytes, int | None, Body | None, bool]:
 class _Reading:
     """The state of a request not yet handed to websockets."""
 
-    __slots__ = ("buffer", "discarding", "head", "length")
+    __slots__ = ("buffer", "discarding", "head", "length", "max_body")
 
-    def __init__(self) -> None:
+    def __init__(self, max_body: int) -> None:
         self.buffer = bytearray()
         self.head: bytes | None = None
         self.length = 0
         self.discarding = False
+        self.max_body = max_body
 
 
 class BodyConnection(ServerConnection):
@@ -229,8 +234,7 @@ class BodyConnection(ServerConnection):
 
     def __init__(self, *args: Any, max_body: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.max_body = max_body
-        self._reading = _Reading()
+        self._reading = _Reading(max_body)  # dropped once the request is handed over
 
     def data_received(self, data: bytes) -> None:
         reading = self._reading
@@ -253,8 +257,8 @@ class BodyConnection(ServerConnection):
             if length is None:
                 self._pass_on()
                 return
-            if length > self.max_body:
-                why = f"message too large ({length} bytes; at most {self.max_body})"
+            if length > reading.max_body:
+                why = f"message too large ({length} bytes; at most {reading.max_body})"
                 self._hand_over(head, Body(error=http.HTTPStatus.REQUEST_ENTITY_TOO_LARGE, why=why))
                 return
             del reading.buffer[: end + 4]
@@ -272,6 +276,7 @@ class BodyConnection(ServerConnection):
         super().data_received(data)
 
     def _hand_over(self, head: bytes, body: Body) -> None:
+        """A request with a body: websockets reads its head, nothing after it is read."""
         assert self._reading is not None
         self._reading.discarding = True
         self._reading.buffer = bytearray()

@@ -328,7 +328,7 @@ def _check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     for argument in args.files:
         try:
             _check_one(argument, out)
-        except PolicyError as exc:
+        except (PolicyError, CommandError) as exc:
             failed += 1
             print(f"{parser.prog}: error: {exc}", file=sys.stderr)
     out.flush()

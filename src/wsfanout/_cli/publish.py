@@ -25,7 +25,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
 
 from .admission import check_token, refuse
-from .http import BodyConnection
+from .http import BodyConnection, not_allowed
 
 if TYPE_CHECKING:
     from .input import Publisher
@@ -86,14 +86,7 @@ class PublishEndpoint:
         if url.path != PATH:
             return None
         if request.method != "POST":
-            response = refuse(
-                connection,
-                self.log,
-                http.HTTPStatus.METHOD_NOT_ALLOWED,
-                f"method {request.method} not allowed (expected POST with the message as body)",
-            )
-            response.headers["Allow"] = "POST"
-            return response
+            return not_allowed(connection, self.log, "POST", "with the message as body")
         if self.token is not None:
             denied = check_token(connection, request, self.token, self.log)
             if denied is not None:

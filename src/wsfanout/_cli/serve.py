@@ -47,6 +47,7 @@ from websockets.typing import Origin, Subprotocol
 
 from .._backplane.redis import RedisBackplane
 from .._backplane.workers import WorkerPool
+from .._core.decision import Close
 from .._core.errors import HubClosedError
 from .._files.routes import Routes
 from .._shell.hub import Hub
@@ -188,6 +189,9 @@ class _Subscribers:
                         pass
         except HubClosedError:  # joined while shutting down
             return
+        # Said once the connection is gone, and its place with it (--max-clients): a
+        # client that reconnects on reading this line finds room.
+        await connection.wait_closed()
         stats = subscriber.stats()
         self.log(
             f"client disconnected: {who} sent {stats.sent}, dropped {stats.dropped}"
@@ -195,7 +199,7 @@ class _Subscribers:
         )
 
 
-def _closed(connection: ServerConnection, close: Any) -> str:
+def _closed(connection: ServerConnection, close: Close | None) -> str:
     """Why a subscriber's connection closed, if it was not the client's choice: its
     policy or the hub (``close``), or websockets itself (1009: it sent too much)."""
     if close is not None:
