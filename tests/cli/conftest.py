@@ -24,12 +24,7 @@ def wsfanout() -> Iterator[type[Process]]:
 
     yield Started
     for process in started:
-        if process.popen.poll() is None:
-            process.popen.kill()
-        process.popen.wait(timeout=GUARD)
-        for stream in (process.popen.stdin, process.popen.stdout):
-            if stream is not None:
-                stream.close()
+        process.stop()
 
 
 @pytest.fixture

@@ -121,11 +121,11 @@ def test_check_reports_a_bad_configuration_naming_the_file_the_key_and_the_value
     path = tmp_path / "wsfanout.toml"
     path.write_text(text)
     expected = f"{path}: {message.format(dir=tmp_path)}"
-    assert main(["check", str(path)]) == 1
+    assert main(["check", str(path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"wsfanout check: error: {expected}"), err
-    # serve refuses the same file with the same words, and exits 1
-    assert main(["serve", "--config", str(path)]) == 1
+    # serve refuses the same file with the same words, and exits 2 (bad input)
+    assert main(["serve", "--config", str(path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"wsfanout serve: error: {expected}"), err
 

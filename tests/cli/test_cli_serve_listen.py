@@ -64,17 +64,26 @@ def test_a_certificate_that_does_not_load_is_an_error_naming_it(
     cases = [
         (
             ["--tls-cert", str(missing), "--tls-key", str(certificate.key)],
-            f"{missing}: no such file",
+            f"--tls-cert {missing}: {missing}: no such file",
         ),
         (
             ["--tls-cert", str(certificate.key), "--tls-key", str(certificate.key)],
-            f"cannot load the certificate {certificate.key} with the key {certificate.key}: "
-            "not PEM (expected a PEM certificate chain and its unencrypted PEM private key)",
+            f"--tls-cert {certificate.key}: cannot load the certificate {certificate.key} with "
+            f"the key {certificate.key}: not PEM (expected a PEM certificate chain and its "
+            "unencrypted PEM private key)",
         ),
     ]
     for flags, message in cases:
-        assert main(["serve", "--port", "0", *flags]) == 1
-        assert capsys.readouterr().err == f"wsfanout serve: error: {message}\n"
+        with pytest.raises(SystemExit) as exited:  # bad input: a usage error
+            main(["serve", "--port", "0", *flags])
+        assert exited.value.code == 2
+        assert capsys.readouterr().err.splitlines()[-1] == f"wsfanout serve: error: {message}"
+    config = tmp_path / "serve.toml"
+    config.write_text(f'tls_cert = "missing.pem"\ntls_key = "{certificate.key}"\n')
+    assert main(["check", str(config)]) == 2
+    assert capsys.readouterr().err == (
+        f'wsfanout check: error: {config}: tls_cert = "{missing}": {missing}: no such file\n'
+    )
 
 
 def test_a_unix_socket_serves_clients_and_is_removed_at_exit(

@@ -38,7 +38,7 @@ def build_options(settings: Settings, environ: Mapping[str, str] | None) -> Serv
 
     Raises :class:`UsageError` or :class:`PolicyFileError` (through
     :meth:`Settings.fail`) for options that disagree, :class:`PolicyFileError` for a
-    policy or routing file, and :class:`CommandError` for files TLS cannot load.
+    policy or routing file, and :class:`CommandError` for a missing extra.
     """
     routes, describe = _routes(settings)
     token = _secret(settings, "token_env", environ)
@@ -64,6 +64,8 @@ def build_options(settings: Settings, environ: Mapping[str, str] | None) -> Serv
         origins=settings["origins"],
         token=token,
         max_clients=settings["max_clients"],
+        max_handshakes=settings["max_handshakes"],
+        handshake_timeout=settings["handshake_timeout"],
         max_size=settings["max_size"],
         exit_on_eof=settings["exit_on_eof"],
         wait_clients=settings["wait_clients"] or 0,
@@ -130,10 +132,8 @@ def _tls(settings: Settings) -> TLSContext | None:
         raise settings.fail(given, f"needs {settings.name(missing, like=given)} too")
     try:
         return TLSContext(cert, key)
-    except ListenError as exc:
-        if settings.sources["tls_cert"] is Source.FILE:
-            raise settings.fail("tls_cert", str(exc)) from None
-        raise CommandError(str(exc)) from None
+    except ListenError as exc:  # bad input, as a bad policy file is: exit 2
+        raise settings.fail("tls_cert", str(exc)) from None
 
 
 def _check_listening(settings: Settings) -> None:

@@ -30,7 +30,7 @@ import attrs
 from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
 
-from .admission import peer, redacted, refuse
+from .admission import GuardedConnection, Handshakes, peer, redacted, refuse
 
 if TYPE_CHECKING:
     from .serve import Log
@@ -115,31 +115,43 @@ class ResponseSteps:
 
 @attrs.frozen
 class only_get:
-    """The last request step: anything but GET is refused with 405 (GET is the upgrade)."""
+    """A request step: anything but GET is refused with 405 (GET is the upgrade).
+
+    ``secret`` (the subscribers' token) is hidden in the logged path.
+    """
 
     log: Log
+    secret: str | None = None
 
     def __call__(self, connection: ServerConnection, request: Request) -> Response | None:
         if request.method == "GET":
             return None
-        return not_allowed(connection, self.log, "GET", "a WebSocket upgrade")
+        return not_allowed(connection, self.log, "GET", "a WebSocket upgrade", self.secret)
 
 
-def not_allowed(connection: ServerConnection, log: Log, allowed: str, what: str) -> Response:
+def not_allowed(
+    connection: ServerConnection,
+    log: Log,
+    allowed: str,
+    what: str,
+    secret: str | bytes | None = None,
+) -> Response:
     """405 for a request whose method is not ``allowed`` (``what`` says what is expected)."""
     assert connection.request is not None
     method = connection.request.method
     why = f"method {method} not allowed (expected {allowed}, {what})"
-    response = refuse(connection, log, http.HTTPStatus.METHOD_NOT_ALLOWED, why)
+    response = refuse(connection, log, http.HTTPStatus.METHOD_NOT_ALLOWED, why, secret)
     response.headers["Allow"] = allowed
     return response
 
 
 @attrs.frozen
 class log_refusals:
-    """Log the refusals websockets makes itself, such as 426 for a plain HTTP request."""
+    """Log the refusals websockets makes itself, such as 426 for a plain HTTP request
+    (``secret`` hidden in the logged path)."""
 
     log: Log
+    secret: str | None = None
 
     def __call__(
         self, connection: ServerConnection, request: Request, response: Response
@@ -149,7 +161,8 @@ class log_refusals:
         if failure is not None and status in (400, 426):
             why = "not a WebSocket request" if status == 426 else "bad WebSocket handshake"
             self.log(
-                f"refused {peer(connection)} {redacted(request.path)}: {status} {why} ({failure})"
+                f"refused {peer(connection)} {redacted(request.path, self.secret)}: "
+                f"{status} {why} ({failure})"
             )
         return None
 
@@ -220,8 +233,9 @@ class _Reading:
         self.max_body = max_body
 
 
-class BodyConnection(ServerConnection):
-    """A server connection that reads the body of a request, for the steps to use.
+class BodyConnection(GuardedConnection):
+    """A server connection that reads the body of a request, for the steps to use, and
+    is counted among the pending handshakes while it handshakes.
 
     See the module's docstring. Once the head of a request without a body has passed,
     data goes to websockets directly, at the cost of one attribute test per read.
@@ -286,13 +300,15 @@ class BodyConnection(ServerConnection):
 
 @attrs.frozen
 class ConnectionFactory:
-    """``create_connection`` for websockets' ``serve()``: a :class:`BodyConnection` that
-    reads bodies of at most ``max_body`` bytes; picklable, for worker processes."""
+    """``create_connection`` for websockets' ``serve()``: a :class:`BodyConnection`
+    counted in ``guard`` while it handshakes, that reads bodies of at most ``max_body``
+    bytes; picklable, for worker processes."""
 
+    guard: Handshakes
     max_body: int
 
     def __call__(self, *args: Any, **kwargs: Any) -> BodyConnection:
-        return BodyConnection(*args, max_body=self.max_body, **kwargs)
+        return BodyConnection(*args, guard=self.guard, max_body=self.max_body, **kwargs)
 
     def as_factory(self) -> type[ServerConnection]:
         """This factory, typed as websockets' ``serve()`` takes it (a class or a callable)."""

@@ -353,6 +353,22 @@ SERVE_OPTIONS: tuple[Option, ...] = (
     ),
     Option("max_clients", COUNT, "refuse clients past N with 503", metavar="N", group=ADMISSION),
     Option(
+        "max_handshakes",
+        COUNT,
+        "opening handshakes under way at once; past N the oldest is cut "
+        "(default: a quarter of the descriptor limit, at least 16)",
+        metavar="N",
+        group=ADMISSION,
+    ),
+    Option(
+        "handshake_timeout",
+        SECONDS,
+        "how long a client gets to finish its opening handshake",
+        default=3.0,
+        metavar="DURATION",
+        group=ADMISSION,
+    ),
+    Option(
         "max_size",
         SIZE,
         "largest message a client may send; more closes it with 1009",

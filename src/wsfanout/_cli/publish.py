@@ -50,10 +50,14 @@ def parse_flag(name: str, text: str) -> bool:
 
 
 class PublishOff:
-    """The step in place of the endpoint when it is off: say how to turn it on (404)."""
+    """The step in place of the endpoint when it is off: say how to turn it on (404).
 
-    def __init__(self, log: Log) -> None:
+    ``secret`` (the subscribers' token) is hidden in the logged path.
+    """
+
+    def __init__(self, log: Log, secret: str | None = None) -> None:
         self.log = log
+        self.secret = secret
 
     def __call__(self, connection: ServerConnection, request: Request) -> Response | None:
         if urllib.parse.urlsplit(request.path).path != PATH:
@@ -63,6 +67,7 @@ class PublishOff:
             self.log,
             http.HTTPStatus.NOT_FOUND,
             "POST /publish is off (start serve with --http-publish)",
+            self.secret,
         )
 
 
@@ -86,14 +91,14 @@ class PublishEndpoint:
         if url.path != PATH:
             return None
         if request.method != "POST":
-            return not_allowed(connection, self.log, "POST", "with the message as body")
+            return not_allowed(connection, self.log, "POST", "with the message as body", self.token)
         if self.token is not None:
             denied = check_token(connection, request, self.token, self.log)
             if denied is not None:
                 return denied
         body = connection.request_body if isinstance(connection, BodyConnection) else None
         if body is not None and body.error is not None:
-            return refuse(connection, self.log, body.error, body.why)
+            return refuse(connection, self.log, body.error, body.why, self.token)
         if body is None or not body.data:
             return self._bad(connection, "empty body (expected the message as the request body)")
         query = urllib.parse.parse_qs(url.query, keep_blank_values=True)
@@ -111,7 +116,11 @@ class PublishEndpoint:
         publisher = self.publisher
         if publisher is None:
             return refuse(
-                connection, self.log, http.HTTPStatus.SERVICE_UNAVAILABLE, "not ready to publish"
+                connection,
+                self.log,
+                http.HTTPStatus.SERVICE_UNAVAILABLE,
+                "not ready to publish",
+                self.token,
             )
         binary = request.headers.get("Content-Type", "").startswith("application/octet-stream")
         offered = publisher.publish(body.data, topic=topic, key=key, binary=binary)
@@ -139,4 +148,4 @@ class PublishEndpoint:
         return values[0]
 
     def _bad(self, connection: ServerConnection, why: str) -> Response:
-        return refuse(connection, self.log, http.HTTPStatus.BAD_REQUEST, why)
+        return refuse(connection, self.log, http.HTTPStatus.BAD_REQUEST, why, self.token)

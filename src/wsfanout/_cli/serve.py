@@ -49,9 +49,18 @@ from .._backplane.redis import RedisBackplane
 from .._backplane.workers import WorkerPool
 from .._core.decision import Close
 from .._core.errors import HubClosedError
+from .._core.frames import SUBPROTOCOL
 from .._files.routes import Routes
 from .._shell.hub import Hub
-from .admission import Gate, SelectSubprotocol, peer, redacted, redacted_url
+from .._shell.sockets import abort_with_reset
+from .admission import (
+    HANDSHAKE_TIMEOUT,
+    Gate,
+    SelectSubprotocol,
+    peer,
+    redacted,
+    redacted_url,
+)
 from .http import (
     ConnectionFactory,
     RequestStep,
@@ -71,7 +80,16 @@ from .listen import (
     remove_socket,
     ws_url,
 )
-from .process import STARTUP_TIMEOUT, ServeError, Signals, cancel, within, worker_ended
+from .process import (
+    STARTUP_TIMEOUT,
+    OncePerInterval,
+    ServeError,
+    Signals,
+    announce,
+    cancel,
+    within,
+    worker_ended,
+)
 from .publish import PublishEndpoint, PublishOff
 from .topics import TopicGate, topics_of
 
@@ -123,6 +141,10 @@ class ServeOptions:
     """The publishers' own token; ``None``: the subscribers' ``token``, if any."""
     publish_max_size: int = 1024 * 1024
     close_timeout: float = 2.0
+    max_handshakes: int | None = None
+    """Opening handshakes under way at once; None: a quarter of the descriptor limit."""
+    handshake_timeout: float = HANDSHAKE_TIMEOUT
+    """Seconds a client gets to finish its opening handshake."""
     drain_timeout: float = 5.0
     quiet: bool = False
     redis: str | None = None
@@ -155,7 +177,11 @@ class Log:
     def __call__(self, line: str, *, always: bool = False) -> None:
         if always or not self.quiet:
             tag = f"worker {os.getpid()}: " if self.worker else ""
-            print(f"wsfanout: {tag}{line}", file=self.stream or sys.stderr, flush=True)
+            stream = self.stream or sys.stderr
+            # One write per line, newline included: workers share one standard error,
+            # and an unbuffered stream would write print()'s newline apart.
+            stream.write(f"wsfanout: {tag}{line}\n")
+            stream.flush()
 
 
 class _Subscribers:
@@ -166,18 +192,25 @@ class _Subscribers:
     """
 
     def __init__(
-        self, routes: Routes, log: Log, joined: Callable[[Hub], None] | None = None
+        self,
+        routes: Routes,
+        log: Log,
+        joined: Callable[[Hub], None] | None = None,
+        *,
+        secret: str | None = None,
     ) -> None:
         self.routes = routes
         self.log = log
         self.joined = joined
+        self.secret = secret
+        """The token, hidden wherever it appears in a logged path."""
 
     async def __call__(self, hub: Hub, connection: ServerConnection) -> None:
         request = connection.request
         assert request is not None
         route = self.routes.route_for(request, connection.subprotocol)
         topics = topics_of(route, request)  # checked before the upgrade (TopicGate)
-        who = f"{peer(connection)} {redacted(request.path)}"
+        who = f"{peer(connection)} {redacted(request.path, self.secret)}"
         try:
             async with hub.subscribe(connection, policy=route.policy, topics=topics) as subscriber:
                 shown = "" if topics is None else f" topics {', '.join(sorted(topics))}"
@@ -218,17 +251,23 @@ def request_steps(
     The publish endpoint has its own token rules, so it comes before the subscribers'
     token check; a route serving a file of its own would go there too.
     """
+    secret = options.token
     return [
-        publish if publish is not None else PublishOff(log),
-        only_get(log),
-        gate.process_request,
+        publish if publish is not None else PublishOff(log, secret),
+        only_get(log, secret),
+        gate.process_request,  # serves /wsfanout.js first, then checks the token
     ]
 
 
 def response_steps(options: ServeOptions, gate: Gate, log: Log) -> list[ResponseStep]:
     """``process_response``'s steps, in order; the cap on clients (which takes a place)
     comes last, once nothing else refuses."""
-    return [log_refusals(log), TopicGate(options.routes, log), gate.process_response]
+    secret = options.token
+    return [
+        log_refusals(log, secret),
+        TopicGate(options.routes, log, secret),
+        gate.process_response,
+    ]
 
 
 def _serve_options(
@@ -238,19 +277,22 @@ def _serve_options(
     origins: list[Origin | None] | None = None
     if options.origins is not None:
         origins = [None if o is None else Origin(o) for o in options.origins]
-    wanted = options.routes.subprotocols
+    # What routes name first, then the wsfanout.v1 framing (docs/protocol.md).
+    wanted = tuple(dict.fromkeys((*options.routes.subprotocols, SUBPROTOCOL)))
     body = options.publish_max_size if options.http_publish else 0
     return {
         "origins": origins,
         "process_request": Steps(request_steps(options, gate, publish, log)),
         "process_response": ResponseSteps(response_steps(options, gate, log)),
-        "select_subprotocol": SelectSubprotocol(wanted) if wanted else None,
-        "subprotocols": [Subprotocol(name) for name in wanted] or None,
-        "create_connection": ConnectionFactory(body).as_factory(),
+        "select_subprotocol": SelectSubprotocol(wanted),
+        "subprotocols": [Subprotocol(name) for name in wanted],
+        # Counted while it handshakes (--max-handshakes), and reading request bodies.
+        "create_connection": ConnectionFactory(gate.handshakes, body).as_factory(),
         "ssl": options.tls,
         **compression_settings(options.compression),
         "max_size": options.max_size,
         "close_timeout": options.close_timeout,
+        "open_timeout": options.handshake_timeout,
     }
 
 
@@ -276,7 +318,9 @@ class _BindPublisher:
         self.endpoint.bind(Publisher(hub, None, self.options, self.log))
 
 
-async def run_server(options: ServeOptions, stdin: int, stdout: IO[str], stderr: IO[str]) -> int:
+async def run_server(
+    options: ServeOptions, stdin: int, stdout: IO[str] | None, stderr: IO[str]
+) -> int:
     """Serve until a signal, or the end of input with ``exit_on_eof``; return the exit code.
 
     Raises :class:`ServeError` when it cannot start, :class:`ListenError` when it
@@ -291,12 +335,15 @@ async def run_server(options: ServeOptions, stdin: int, stdout: IO[str], stderr:
         if why is not None:
             raise ServeError(f"cannot reach Redis at {redacted_url(options.redis)}: {why}")
     signals = Signals(asyncio.get_running_loop(), stderr)
+    quieter = OncePerInterval(Log(stderr, False))
+    quieter.install(asyncio.get_running_loop())
     try:
         if options.workers > 1:
             return await _run_pool(options, stdin, stdout, stderr, signals)
         return await _run_single(options, stdin, stdout, stderr, signals)
     finally:
         signals.remove()
+        quieter.remove()
 
 
 async def _resolve(host: str, port: int) -> None:
@@ -380,7 +427,7 @@ def _warn(options: ServeOptions, log: Log) -> None:
 
 
 async def _run_single(
-    options: ServeOptions, stdin: int, stdout: IO[str], stderr: IO[str], signals: Signals
+    options: ServeOptions, stdin: int, stdout: IO[str] | None, stderr: IO[str], signals: Signals
 ) -> int:
     """One process: its hub has the subscribers, and publishes the input."""
     log = Log(stderr, options.quiet)
@@ -397,7 +444,7 @@ async def _run_single(
         if len(hub) >= options.wait_clients:
             enough_clients.set()
 
-    subscribers = _Subscribers(options.routes, log, joined)
+    subscribers = _Subscribers(options.routes, log, joined, secret=options.token)
     slots = None if options.max_clients is None else threading.BoundedSemaphore(options.max_clients)
     gate = Gate(options, log, slots)
     publish = None
@@ -418,8 +465,7 @@ async def _run_single(
         if options.unix is not None:
             inode = os.stat(options.unix).st_ino
         listening = _listening(server, options)
-        print(f"wsfanout: listening on {listening} ({_describe(options)})", file=stdout)
-        stdout.flush()
+        announce(stdout, f"wsfanout: listening on {listening} ({_describe(options)})", log)
         _warn(options, log)
 
         async def feed() -> None:
@@ -442,6 +488,7 @@ async def _run_single(
         await cancel(channels)
         if server is not None:
             server.close(close_connections=False)
+        gate.handshakes.cut_all()  # no one is subscribed there: nothing to wait for
         await hub.aclose(code=code, timeout=options.close_timeout)
         if server is not None:
             try:
@@ -449,14 +496,14 @@ async def _run_single(
                     await server.wait_closed()
             except TimeoutError:
                 for connection in server.all_connections:
-                    connection.transport.abort()
+                    abort_with_reset(connection.transport)
         if options.unix is not None:
             remove_socket(options.unix, inode)
     return signals.exit_code(log)
 
 
 async def _run_pool(
-    options: ServeOptions, stdin: int, stdout: IO[str], stderr: IO[str], signals: Signals
+    options: ServeOptions, stdin: int, stdout: IO[str] | None, stderr: IO[str], signals: Signals
 ) -> int:
     """N worker processes serve the clients; this one publishes the input through Redis."""
     assert options.redis is not None
@@ -481,7 +528,7 @@ async def _run_pool(
         port=options.port,
         namespace=NAMESPACE,
         hub_id=hub_id,
-        handler=_Subscribers(options.routes, worker_log),
+        handler=_Subscribers(options.routes, worker_log, secret=options.token),
         close_timeout=options.close_timeout,
         serve_options=_serve_options(options, gate, publish, worker_log),
         setup=setup,
@@ -505,8 +552,7 @@ async def _run_pool(
         channels = await _start_channels(options, publisher)
         if not signals.stop.is_set():
             url = ws_url(options.host, pool.port, tls=options.tls is not None)
-            print(f"wsfanout: listening on {url} ({_describe(options)})", file=stdout)
-            stdout.flush()
+            announce(stdout, f"wsfanout: listening on {url} ({_describe(options)})", log)
             _warn(options, log)
             start_input(stdin, publisher)
 

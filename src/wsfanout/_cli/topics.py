@@ -61,6 +61,8 @@ class TopicGate:
 
     routes: Routes
     log: Log
+    secret: str | None = None
+    """The subscribers' token, hidden in logged paths."""
 
     def __call__(
         self, connection: ServerConnection, request: Request, response: Response
@@ -71,7 +73,7 @@ class TopicGate:
         try:
             topics_of(self.routes.route_for(request, subprotocol), request)
         except BadTopics as exc:
-            return refuse(connection, self.log, http.HTTPStatus.BAD_REQUEST, str(exc))
+            return refuse(connection, self.log, http.HTTPStatus.BAD_REQUEST, str(exc), self.secret)
         except TopicNotAllowed as exc:
-            return refuse(connection, self.log, http.HTTPStatus.FORBIDDEN, str(exc))
+            return refuse(connection, self.log, http.HTTPStatus.FORBIDDEN, str(exc), self.secret)
         return None
