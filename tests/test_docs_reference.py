@@ -13,6 +13,7 @@ from __future__ import annotations
 import enum
 import inspect
 import re
+import typing
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -85,6 +86,10 @@ def members(cls: type) -> list[str]:
 
 
 def parameters(function: object) -> list[str]:
+    if typing.get_origin(function) is not None:
+        # A type alias (``Handler = Callable[...]``): Python 3.13 gives it the signature
+        # (*args, **kwargs), which are no parameters of wsfanout's.
+        return []
     try:
         signature = inspect.signature(function)  # type: ignore[arg-type]
     except (TypeError, ValueError):

@@ -20,6 +20,7 @@ import json
 import random
 import socket
 import sys
+import textwrap
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -98,9 +99,9 @@ class Member:
             every.append(current)
         close = next((s.close for s in reversed(every) if s.close is not None), None)
         return {
-            "delivered": sum(s.sent for s in every),
-            "dropped": sum(s.dropped_oldest + s.dropped_newest + s.disconnected for s in every),
-            "conflated": sum(s.conflated + s.skipped for s in every),
+            "written": sum(s.sent for s in every),
+            "dropped": sum(s.dropped for s in every),
+            "replaced": sum(s.conflated + s.skipped for s in every),
             "queued": current.queued_messages if current is not None else 0,
             "peak": max((s.peak_messages for s in every), default=0),
             "lag": current.lag if current is not None else 0.0,
@@ -195,7 +196,16 @@ async def _client(uri: str, member: Member, done: asyncio.Event, rng: random.Ran
 
 # -- rendering ------------------------------------------------------------------------
 
-COLUMNS = ("client", "policy", "state", "delivered", "dropped", "conflated", "queue", "lag")
+COLUMNS = ("client", "policy", "state", "written", "read", "dropped", "replaced", "queue", "lag")
+
+LEGEND = (
+    "written: messages the server wrote to the client's connection; read: messages the "
+    "client read; dropped: messages its policy let go, for any reason (SubscriberStats."
+    "dropped: evicted, refused, replaced, or queued when it closed); replaced: the "
+    "dropped ones a newer message replaced (conflated by key, or skipped to the latest); "
+    "queue: messages waiting; lag: seconds behind."
+)
+"""What each column counts, printed under the table: one meaning per word."""
 
 
 def rows(members: list[Member]) -> Iterator[tuple[str, ...]]:
@@ -205,9 +215,10 @@ def rows(members: list[Member]) -> Iterator[tuple[str, ...]]:
             m.name,
             m.preset,
             m.state(),
-            str(t["delivered"]),
+            str(t["written"]),
+            str(m.received),
             str(t["dropped"]),
-            str(t["conflated"]),
+            str(t["replaced"]),
             str(t["queued"]),
             f"{t['lag']:.1f}s",
         )
@@ -347,6 +358,7 @@ async def _run(duration: float, size: int, rate: int, plain: bool) -> int:
             f"wsfanout demo: publishing {rate} messages/s for {duration:g} s to {len(members)} "
             f"clients ({kinds}), each under a preset.\n"
         )
+        screen.write(textwrap.fill(LEGEND, 88) + "\n")
         start = screen.last_plain = loop.time()
         published = 0
         total = max(1, round(duration * rate))
@@ -393,13 +405,11 @@ def _summary(
             whole = m.received == published and m.missed == 0 and m.reordered == 0
             unaffected &= whole
             verdict = "all of them, in order" if whole else f"missed {published - m.received}"
-            lines.append(
-                f"  {m.name} ({m.preset}): received {m.received} of {published}, {verdict}"
-            )
+            lines.append(f"  {m.name} ({m.preset}): read {m.received} of {published}, {verdict}")
         elif m.speed == "slow":
             lines.append(
-                f"  {m.name} ({m.preset}): received {m.received}; its policy dropped "
-                f"{t['dropped']} and replaced {t['conflated']} with newer ones, "
+                f"  {m.name} ({m.preset}): read {m.received}; its policy dropped "
+                f"{t['dropped']} ({t['replaced']} of them replaced by newer ones), "
                 f"{t['queued']} queued at the end"
             )
         elif m.speed == "stalled":
@@ -412,7 +422,7 @@ def _summary(
         else:
             lines.append(
                 f"  {m.name} ({m.preset}): connected {m.connections} times, "
-                f"received {m.received} while connected"
+                f"read {m.received} while connected"
             )
     others = sum(m.speed != "fast" for m in members)
     if unaffected:
