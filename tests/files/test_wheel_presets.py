@@ -1,4 +1,4 @@
-"""The presets are found by name after a plain install of the built wheel.
+"""The presets (and the status page) are found after a plain install of the built wheel.
 
 Builds the wheel with the build backend already in the dev environment (no download),
 installs it in a new virtual environment, and runs it from outside the checkout.
@@ -56,8 +56,12 @@ def test_the_installed_wheel_finds_every_preset_by_name(tmp_path: Path) -> None:
         "print(wsfanout.__file__)\n"
         "print(' '.join(wsfanout.files.preset_names()))\n"
         "print(repr(wsfanout.files.load_policy('market-data')))\n"
+        "import importlib.resources\n"
+        "page = importlib.resources.files('wsfanout._cli').joinpath('status.html')\n"
+        "print(page.read_text().count('<title>wsfanout status</title>'))\n"
     )
-    where, names, market_data = run(python, "-c", script, cwd=tmp_path).splitlines()
+    where, names, market_data, page = run(python, "-c", script, cwd=tmp_path).splitlines()
+    assert page == "1", "the status page is not in the wheel"
     assert Path(where).is_relative_to(venv), "imported the checkout, not the wheel"
     assert tuple(names.split()) == preset_names()
     assert market_data == repr(load_policy("market-data"))
