@@ -16,9 +16,11 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from websockets.asyncio.server import ServerConnection
-from websockets.exceptions import InvalidOrigin
+from websockets.exceptions import InvalidOrigin, InvalidUpgrade
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
+
+from .logs import log_refused
 
 if TYPE_CHECKING:
     from .serve import Log, ServeOptions
@@ -97,7 +99,7 @@ class Gate:
     def _refuse(self, connection: ServerConnection, status: http.HTTPStatus, why: str) -> Response:
         request = connection.request
         path = redacted(request.path) if request is not None else "?"
-        self.log(f"refused {peer(connection)} {path}: {status.value} {why}")
+        log_refused(self.log, peer(connection), path, status.value, why)
         return connection.respond(status, f"{why}\n")
 
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
@@ -116,10 +118,15 @@ class Gate:
         self, connection: ServerConnection, request: Request, response: Response
     ) -> Response | None:
         if response.status_code != http.HTTPStatus.SWITCHING_PROTOCOLS:
-            if isinstance(connection.protocol.handshake_exc, InvalidOrigin):
+            failure = connection.protocol.handshake_exc
+            who, path, status = peer(connection), redacted(request.path), response.status_code
+            if isinstance(failure, InvalidOrigin):
                 origin = request.headers.get("Origin", "none")
-                why = f"403 origin {origin} not allowed"
-                self.log(f"refused {peer(connection)} {redacted(request.path)}: {why}")
+                log_refused(self.log, who, path, 403, f"origin {origin} not allowed")
+            elif isinstance(failure, InvalidUpgrade):
+                log_refused(self.log, who, path, status, "plain HTTP, not a WebSocket upgrade")
+            elif failure is not None:
+                log_refused(self.log, who, path, status, f"bad handshake: {failure}")
             return None
         slots = self.slots
         if slots is None:

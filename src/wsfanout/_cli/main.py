@@ -26,6 +26,8 @@ from .._files.policy_files import STAGE_KINDS, PolicyFile, parameters, parse_pol
 from .._files.presets import load_policy_file, looks_like_path, presets
 from .._files.routes import Route, Routes, is_routing_document, load_routes
 from .._files.units import format_size, parse_duration, parse_size
+from .admin import add_admin_argument, admin_address
+from .logs import add_log_arguments, log_settings
 
 __all__ = ["main"]
 
@@ -246,6 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="also publish every message of this Redis channel (repeatable; needs --redis)",
     )
+    add_admin_argument(serve, "; off by default")
+    add_log_arguments(serve, _seconds(allow_zero=False))
     serve.set_defaults(run=_serve, parser=serve)
 
     demo = commands.add_parser(
@@ -272,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="messages published per second (default: 200)",
     )
     demo.add_argument("--plain", action="store_true", help="plain text, even if rich is installed")
+    add_admin_argument(demo, " (default: 127.0.0.1, any free port)")
     demo.set_defaults(run=_demo, parser=demo)
 
     check = commands.add_parser(
@@ -351,6 +356,8 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         redis=args.redis,
         workers=workers,
         input_channels=channels,
+        log=log_settings(args),
+        admin=admin_address(args, parser, workers),
     )
     stdin = _stdin_fd()
     try:
@@ -416,7 +423,13 @@ def _check_scaling(
 def _demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from .demo import run_demo
 
-    return run_demo(duration=args.duration, clients=args.clients, rate=args.rate, plain=args.plain)
+    return run_demo(
+        duration=args.duration,
+        clients=args.clients,
+        rate=args.rate,
+        plain=args.plain,
+        admin=args.admin or ("127.0.0.1", 0),
+    )
 
 
 # -- check ---------------------------------------------------------------------------

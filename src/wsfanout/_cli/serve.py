@@ -26,10 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import multiprocessing
 import os
 import socket
-import sys
 import threading
 from collections.abc import Callable
 from typing import IO, Any
@@ -44,8 +44,11 @@ from .._backplane.workers import WorkerPool
 from .._core.errors import HubClosedError
 from .._files.routes import Routes
 from .._shell.hub import Hub
+from .._shell.subscriber import Subscriber
+from .admin import AdminServer, start_admin
 from .admission import Gate, SelectSubprotocol, peer, redacted, redacted_url
 from .input import Publisher, follow_channels, redis_unreachable, start_input
+from .logs import NOTICE, DropSummary, LogSettings, event, install, log_closed, log_connected
 from .process import STARTUP_TIMEOUT, ServeError, Signals, cancel, within, worker_ended
 
 __all__ = ["NAMESPACE", "Log", "ServeError", "ServeOptions", "run_server"]
@@ -84,24 +87,60 @@ class ServeOptions:
     """Processes serving the port; 2 or more need ``redis`` and run a worker pool."""
     input_channels: tuple[str, ...] = ()
     """Redis pub/sub channels whose messages are published like lines of input."""
+    log: LogSettings | None = None
+    """``--log-level`` and ``--log-format``; None: info, or notice with ``quiet``."""
+    admin: tuple[str, int] | None = None
+    """``--admin HOST:PORT``: where the admin listener (``admin.py``) serves, if at all."""
 
 
 class Log:
-    """Lines for people on standard error, flushed at once so scripts can follow them.
+    """The command's events, through the ``wsfanout.serve`` logger (see ``logs.py``).
 
     ``stream=None`` writes to ``sys.stderr`` of the process it runs in: a worker's log
-    is pickled to it. A worker's lines name its process id.
+    is pickled to it and installs ``settings`` there on first use. ``quiet`` without
+    ``settings`` logs warnings only. A worker's lines name its process id.
     """
 
-    def __init__(self, stream: IO[str] | None, quiet: bool, *, worker: bool = False) -> None:
+    def __init__(
+        self,
+        stream: IO[str] | None,
+        quiet: bool,
+        *,
+        worker: bool = False,
+        settings: LogSettings | None = None,
+    ) -> None:
         self.stream = stream
         self.quiet = quiet
         self.worker = worker
+        if settings is None:
+            settings = LogSettings(level=NOTICE if quiet else logging.INFO)
+        self.settings = attrs.evolve(settings, worker=worker)
+        self.installed_in: int | None = None
+        """The process that installed the settings (a worker's copy installs its own)."""
+        self.logger = logging.getLogger("wsfanout.serve")
+        if stream is not None:
+            self._install()
+
+    def _install(self) -> None:
+        if self.installed_in != os.getpid():
+            install(self.settings, self.stream)
+            self.installed_in = os.getpid()
 
     def __call__(self, line: str, *, always: bool = False) -> None:
-        if always or not self.quiet:
-            tag = f"worker {os.getpid()}: " if self.worker else ""
-            print(f"wsfanout: {tag}{line}", file=self.stream or sys.stderr, flush=True)
+        """A line for people, at ``NOTICE`` level if ``always`` (shown with ``-q``), as a
+        warning if it starts with ``warning:``."""
+        self._install()
+        level = NOTICE if always else logging.INFO
+        if line.startswith("warning: "):
+            line, level = line.removeprefix("warning: "), logging.WARNING
+        self.logger.log(level, line)
+
+    def event(
+        self, name: str, message: str, *, level: int = logging.INFO, **fields: object
+    ) -> None:
+        """An event programs may read: ``message`` for people, ``fields`` in JSON lines."""
+        self._install()
+        self.logger.log(level, message, extra=event(name, **fields))
 
 
 class _Subscribers:
@@ -117,14 +156,22 @@ class _Subscribers:
         self.routes = routes
         self.log = log
         self.joined = joined
+        self.drops: asyncio.Task[None] | None = None
+        """The hub's drop summary (``logs.py``), started with the first client."""
 
     async def __call__(self, hub: Hub, connection: ServerConnection) -> None:
         assert connection.request is not None
+        if self.drops is None:
+            summary = DropSummary(self.log.logger, self.log.settings.drops_every)
+            self.drops = asyncio.create_task(summary.run(hub, _who))
         route = self.routes.route_for(connection.request, connection.subprotocol)
-        who = f"{peer(connection)} {redacted(connection.request.path)}"
+        who, path = peer(connection), redacted(connection.request.path)
+        name = route.policy_name or "custom"
         try:
-            async with hub.subscribe(connection, policy=route.policy) as subscriber:
-                self.log(f"client connected: {who} policy {route.policy_name}")
+            async with hub.subscribe(
+                connection, policy=route.policy, policy_name=name
+            ) as subscriber:
+                log_connected(self.log, connection, who, path, name)
                 if self.joined is not None:
                     self.joined(hub)
                 with contextlib.suppress(ConnectionClosed):
@@ -132,9 +179,15 @@ class _Subscribers:
                         pass
         except HubClosedError:  # joined while shutting down
             return
-        stats = subscriber.stats()
-        close = f", closed: {stats.close.code} {stats.close.cause}" if stats.close else ""
-        self.log(f"client disconnected: {who} sent {stats.sent}, dropped {stats.dropped}{close}")
+        log_closed(self.log, connection, who, path, subscriber.stats())
+
+
+def _who(subscriber: Subscriber) -> str:
+    """A subscriber as log lines name it: its address and redacted path."""
+    websocket = subscriber.websocket
+    request = getattr(websocket, "request", None)
+    path = redacted(request.path) if request is not None else ""
+    return f"{peer(websocket)} {path}"  # type: ignore[arg-type]
 
 
 def _serve_options(options: ServeOptions, gate: Gate) -> dict[str, Any]:
@@ -235,7 +288,7 @@ async def _run_single(
     options: ServeOptions, stdin: int, stdout: IO[str], stderr: IO[str], signals: Signals
 ) -> int:
     """One process: its hub has the subscribers, and publishes the input."""
-    log = Log(stderr, options.quiet)
+    log = Log(stderr, options.quiet, settings=options.log)
     backplane = None
     if options.redis is not None:
         backplane = RedisBackplane(options.redis, namespace=NAMESPACE)
@@ -255,7 +308,9 @@ async def _run_single(
     channels: asyncio.Task[None] | None = None
     server: Server | None = None
     code = 1001
+    admin: AdminServer | None = None
     try:
+        admin = await start_admin(options.admin, hub, log)
         await _start_backplane(backplane, options)
         channels = await _start_channels(options, publisher)
 
@@ -263,9 +318,12 @@ async def _run_single(
             await subscribers(hub, connection)
 
         server = await serve(handler, options.host, options.port, **_serve_options(options, gate))
-        print(f"wsfanout: listening on {_listening(server)} ({_describe(options)})", file=stdout)
+        described = _describe(options) + (f", admin {admin.url}" if admin is not None else "")
+        print(f"wsfanout: listening on {_listening(server)} ({described})", file=stdout)
         stdout.flush()
         _warn_if_open(options, log)
+        if admin is not None:
+            admin.ready()
 
         async def feed() -> None:
             await enough_clients.wait()
@@ -284,7 +342,12 @@ async def _run_single(
         feeding.cancel()
         stopping.cancel()
     finally:
+        if admin is not None:
+            admin.stopping()  # /healthz: 503 from now on
+        if server is not None:
+            log(f"shutting down: closing {len(hub)} clients with {code}")
         await cancel(channels)
+        await cancel(subscribers.drops)
         if server is not None:
             server.close(close_connections=False)
         await hub.aclose(code=code, timeout=options.close_timeout)
@@ -295,6 +358,8 @@ async def _run_single(
             except TimeoutError:
                 for connection in server.all_connections:
                     connection.transport.abort()
+        if admin is not None:
+            await admin.aclose()
     return signals.exit_code(log)
 
 
@@ -303,12 +368,12 @@ async def _run_pool(
 ) -> int:
     """N worker processes serve the clients; this one publishes the input through Redis."""
     assert options.redis is not None
-    log = Log(stderr, options.quiet)
+    log = Log(stderr, options.quiet, settings=options.log)
     hub_id = f"{socket.gethostname()}/{os.getpid()}"
     backplane = RedisBackplane(options.redis, namespace=NAMESPACE, hub_id=hub_id)
     hub = Hub(backplane=backplane)
     publisher = Publisher(hub, backplane, options, log)
-    worker_log = Log(None, options.quiet, worker=True)
+    worker_log = Log(None, options.quiet, worker=True, settings=options.log)
     slots = None
     if options.max_clients is not None:
         slots = multiprocessing.get_context("spawn").BoundedSemaphore(options.max_clients)
