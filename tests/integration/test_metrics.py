@@ -16,6 +16,9 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+from websockets.typing import Origin
 
 from wsfanout import ConfigError, Hub
 from wsfanout.metrics import (
@@ -251,6 +254,24 @@ async def test_clients_are_sorted_paged_and_the_closed_ones_listed() -> None:
             status, answer = await clients_json(admin, query)
             assert status == 400
             assert answer["error"].startswith(error)
+
+
+async def test_the_live_feed_is_for_the_page_of_the_same_origin_only() -> None:
+    hub = Hub()
+    async with serve_admin(hub, interval=0.1) as admin:
+        live = admin.url.replace("http://", "ws://") + "live"
+        same = admin.url.rstrip("/")
+        async with connect(live, origin=Origin(same)) as page:
+            snapshot = json.loads(await page.recv())
+            assert (snapshot["state"], snapshot["subscribers"]) == ("serving", 0)
+        async with connect(live) as script:  # no Origin: not a browser
+            assert json.loads(await script.recv())["state"] == "serving"
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(live, origin=Origin("https://evil.example")):
+                pass
+        assert refused.value.response.status_code == 403
+        assert refused.value.response.body == b"origin https://evil.example not allowed\n"
+    await hub.aclose()
 
 
 async def test_unknown_paths_are_404_and_the_page_socket_needs_an_upgrade() -> None:

@@ -320,6 +320,13 @@ class AdminServer:
         """Answer every request but the status page's WebSocket (``/live``) in HTTP."""
         url = urllib.parse.urlsplit(request.path)
         if url.path == LIVE_PATH:
+            # Browsers let any site open a WebSocket to 127.0.0.1: only the page this
+            # listener served (same origin) may read the feed.
+            origin = request.headers.get("Origin")
+            if origin is not None and urllib.parse.urlsplit(origin).netloc != (
+                request.headers.get("Host")
+            ):
+                return _text(http.HTTPStatus.FORBIDDEN, f"origin {origin} not allowed\n")
             return None  # the upgrade; a plain GET gets websockets' own 426
         try:
             if url.path == "/metrics":
