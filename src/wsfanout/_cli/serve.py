@@ -42,14 +42,32 @@ from websockets.typing import Origin, Subprotocol
 from .._backplane.redis import RedisBackplane
 from .._backplane.workers import WorkerPool
 from .._core.errors import HubClosedError
+from .._core.frames import SUBPROTOCOL
 from .._files.routes import Routes
 from .._shell.hub import Hub
+from .._shell.sockets import abort_with_reset
 from .._shell.subscriber import Subscriber
 from .admin import AdminServer, start_admin
-from .admission import Gate, SelectSubprotocol, peer, redacted, redacted_url
+from .admission import (
+    HANDSHAKE_TIMEOUT,
+    Gate,
+    SelectSubprotocol,
+    peer,
+    redacted,
+    redacted_url,
+)
 from .input import Publisher, follow_channels, redis_unreachable, start_input
 from .logs import NOTICE, DropSummary, LogSettings, event, install, log_closed, log_connected
-from .process import STARTUP_TIMEOUT, ServeError, Signals, cancel, within, worker_ended
+from .process import (
+    STARTUP_TIMEOUT,
+    OncePerInterval,
+    ServeError,
+    Signals,
+    announce,
+    cancel,
+    within,
+    worker_ended,
+)
 
 __all__ = ["NAMESPACE", "Log", "ServeError", "ServeOptions", "run_server"]
 
@@ -79,6 +97,10 @@ class ServeOptions:
     wait_clients: int = 0
     key_field: str | None = None
     close_timeout: float = 2.0
+    max_handshakes: int | None = None
+    """Opening handshakes under way at once; None: a quarter of the descriptor limit."""
+    handshake_timeout: float = HANDSHAKE_TIMEOUT
+    """Seconds a client gets to finish its opening handshake."""
     drain_timeout: float = 5.0
     quiet: bool = False
     redis: str | None = None
@@ -151,13 +173,20 @@ class _Subscribers:
     """
 
     def __init__(
-        self, routes: Routes, log: Log, joined: Callable[[Hub], None] | None = None
+        self,
+        routes: Routes,
+        log: Log,
+        joined: Callable[[Hub], None] | None = None,
+        *,
+        secret: str | None = None,
     ) -> None:
         self.routes = routes
         self.log = log
         self.joined = joined
         self.drops: asyncio.Task[None] | None = None
         """The hub's drop summary (``logs.py``), started with the first client."""
+        self.secret = secret
+        """The token, hidden wherever it appears in a logged path."""
 
     async def __call__(self, hub: Hub, connection: ServerConnection) -> None:
         assert connection.request is not None
@@ -165,7 +194,7 @@ class _Subscribers:
             summary = DropSummary(self.log.logger, self.log.settings.drops_every)
             self.drops = asyncio.create_task(summary.run(hub, _who))
         route = self.routes.route_for(connection.request, connection.subprotocol)
-        who, path = peer(connection), redacted(connection.request.path)
+        who, path = peer(connection), redacted(connection.request.path, self.secret)
         name = route.policy_name or "custom"
         try:
             async with hub.subscribe(
@@ -195,16 +224,19 @@ def _serve_options(options: ServeOptions, gate: Gate) -> dict[str, Any]:
     origins: list[Origin | None] | None = None
     if options.origins is not None:
         origins = [None if o is None else Origin(o) for o in options.origins]
-    wanted = options.routes.subprotocols
+    # What routes name first, then the wsfanout.v1 framing (docs/protocol.md).
+    wanted = tuple(dict.fromkeys((*options.routes.subprotocols, SUBPROTOCOL)))
     return {
         "origins": origins,
         "process_request": gate.process_request,
         "process_response": gate.process_response,
-        "select_subprotocol": SelectSubprotocol(wanted) if wanted else None,
-        "subprotocols": [Subprotocol(name) for name in wanted] or None,
+        "select_subprotocol": SelectSubprotocol(wanted),
+        "subprotocols": [Subprotocol(name) for name in wanted],
         "compression": None,
         "max_size": options.max_size,
         "close_timeout": options.close_timeout,
+        "open_timeout": options.handshake_timeout,
+        "create_connection": gate.handshakes.connection_class(),
     }
 
 
@@ -220,7 +252,9 @@ def _ws_url(host: str, port: int) -> str:
     return f"ws://[{host}]:{port}" if ":" in host else f"ws://{host}:{port}"
 
 
-async def run_server(options: ServeOptions, stdin: int, stdout: IO[str], stderr: IO[str]) -> int:
+async def run_server(
+    options: ServeOptions, stdin: int, stdout: IO[str] | None, stderr: IO[str]
+) -> int:
     """Serve until a signal, or the end of input with ``exit_on_eof``; return the exit code.
 
     Raises :class:`ServeError` when it cannot start, OSError when it cannot listen.
@@ -230,12 +264,15 @@ async def run_server(options: ServeOptions, stdin: int, stdout: IO[str], stderr:
         if why is not None:
             raise ServeError(f"cannot reach Redis at {redacted_url(options.redis)}: {why}")
     signals = Signals(asyncio.get_running_loop(), stderr)
+    quieter = OncePerInterval(Log(stderr, False))
+    quieter.install(asyncio.get_running_loop())
     try:
         if options.workers > 1:
             return await _run_pool(options, stdin, stdout, stderr, signals)
         return await _run_single(options, stdin, stdout, stderr, signals)
     finally:
         signals.remove()
+        quieter.remove()
 
 
 async def _start_backplane(backplane: RedisBackplane | None, options: ServeOptions) -> None:
@@ -285,7 +322,7 @@ def _warn_if_open(options: ServeOptions, log: Log) -> None:
 
 
 async def _run_single(
-    options: ServeOptions, stdin: int, stdout: IO[str], stderr: IO[str], signals: Signals
+    options: ServeOptions, stdin: int, stdout: IO[str] | None, stderr: IO[str], signals: Signals
 ) -> int:
     """One process: its hub has the subscribers, and publishes the input."""
     log = Log(stderr, options.quiet, settings=options.log)
@@ -302,7 +339,7 @@ async def _run_single(
         if len(hub) >= options.wait_clients:
             enough_clients.set()
 
-    subscribers = _Subscribers(options.routes, log, joined)
+    subscribers = _Subscribers(options.routes, log, joined, secret=options.token)
     slots = None if options.max_clients is None else threading.BoundedSemaphore(options.max_clients)
     gate = Gate(options, log, slots)
     channels: asyncio.Task[None] | None = None
@@ -319,8 +356,7 @@ async def _run_single(
 
         server = await serve(handler, options.host, options.port, **_serve_options(options, gate))
         described = _describe(options) + (f", admin {admin.url}" if admin is not None else "")
-        print(f"wsfanout: listening on {_listening(server)} ({described})", file=stdout)
-        stdout.flush()
+        announce(stdout, f"wsfanout: listening on {_listening(server)} ({described})", log)
         _warn_if_open(options, log)
         if admin is not None:
             admin.ready()
@@ -350,6 +386,7 @@ async def _run_single(
         await cancel(subscribers.drops)
         if server is not None:
             server.close(close_connections=False)
+        gate.handshakes.cut_all()  # no one is subscribed there: nothing to wait for
         await hub.aclose(code=code, timeout=options.close_timeout)
         if server is not None:
             try:
@@ -357,14 +394,14 @@ async def _run_single(
                     await server.wait_closed()
             except TimeoutError:
                 for connection in server.all_connections:
-                    connection.transport.abort()
+                    abort_with_reset(connection.transport)
         if admin is not None:
             await admin.aclose()
     return signals.exit_code(log)
 
 
 async def _run_pool(
-    options: ServeOptions, stdin: int, stdout: IO[str], stderr: IO[str], signals: Signals
+    options: ServeOptions, stdin: int, stdout: IO[str] | None, stderr: IO[str], signals: Signals
 ) -> int:
     """N worker processes serve the clients; this one publishes the input through Redis."""
     assert options.redis is not None
@@ -385,7 +422,7 @@ async def _run_pool(
         port=options.port,
         namespace=NAMESPACE,
         hub_id=hub_id,
-        handler=_Subscribers(options.routes, worker_log),
+        handler=_Subscribers(options.routes, worker_log, secret=options.token),
         close_timeout=options.close_timeout,
         serve_options=_serve_options(options, gate),
     )
@@ -406,8 +443,7 @@ async def _run_pool(
         channels = await _start_channels(options, publisher)
         if not signals.stop.is_set():
             url = _ws_url(options.host, pool.port)
-            print(f"wsfanout: listening on {url} ({_describe(options)})", file=stdout)
-            stdout.flush()
+            announce(stdout, f"wsfanout: listening on {url} ({_describe(options)})", log)
             _warn_if_open(options, log)
             start_input(stdin, publisher)
 
