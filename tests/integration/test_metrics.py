@@ -21,6 +21,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.typing import Origin
 
 from wsfanout import ConfigError, Hub
+from wsfanout._cli.admin import parse_address
 from wsfanout.metrics import (
     DROP_REASONS,
     METRICS,
@@ -315,3 +316,36 @@ def test_bad_admin_settings_are_refused_naming_them() -> None:
         AdminServer(hub, interval=0)
     with pytest.raises(TypeError, match=r"^hub='hub' must be a Hub$"):
         AdminServer("hub")  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError, match=r"^the admin listener is not started$"):
+        AdminServer(hub).url  # noqa: B018 - the property raises
+
+
+@pytest.mark.parametrize(
+    ("text", "address"),
+    [
+        ("9000", ("127.0.0.1", 9000)),
+        (":9000", ("127.0.0.1", 9000)),
+        ("0.0.0.0:9000", ("0.0.0.0", 9000)),
+        ("[::1]:0", ("::1", 0)),
+        ("localhost:65535", ("localhost", 65535)),
+    ],
+)
+def test_admin_addresses_default_to_the_loopback_interface(
+    text: str, address: tuple[str, int]
+) -> None:
+    assert parse_address(text) == address
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("::1:9000", "is not HOST:PORT (write an IPv6 address in brackets)"),
+        ("host:port", "is not HOST:PORT (e.g. 127.0.0.1:9000, or 9000)"),
+        ("", "is not HOST:PORT (e.g. 127.0.0.1:9000, or 9000)"),
+        ("127.0.0.1:70000", "has no port number in 0-65535"),
+    ],
+)
+def test_a_bad_admin_address_is_refused_naming_it(text: str, why: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        parse_address(text)
+    assert str(refused.value) == f"admin={text!r} {why}"

@@ -289,10 +289,11 @@ class AdminServer:
     @property
     def url(self) -> str:
         """``http://HOST:PORT/``, the status page's address."""
-        assert self._server is not None, "the admin listener is not started"
+        port = self.port  # RuntimeError before start()
+        assert self._server is not None
         host = self._server.sockets[0].getsockname()[0]
         shown = f"[{host}]" if ":" in host else host
-        return f"http://{shown}:{self.port}/"
+        return f"http://{shown}:{port}/"
 
     def ready(self) -> None:
         """The hub serves: ``/healthz`` answers 200."""

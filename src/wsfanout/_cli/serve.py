@@ -264,7 +264,7 @@ async def run_server(
         if why is not None:
             raise ServeError(f"cannot reach Redis at {redacted_url(options.redis)}: {why}")
     signals = Signals(asyncio.get_running_loop(), stderr)
-    quieter = OncePerInterval(Log(stderr, False))
+    quieter = OncePerInterval(Log(stderr, False, settings=options.log))
     quieter.install(asyncio.get_running_loop())
     try:
         if options.workers > 1:
