@@ -24,6 +24,7 @@ import wsfanout.backplane
 import wsfanout.exceptions
 import wsfanout.files
 import wsfanout.lowlevel
+import wsfanout.metrics
 import wsfanout.policies
 
 FACES = (
@@ -33,6 +34,7 @@ FACES = (
     wsfanout.lowlevel,
     wsfanout.backplane,
     wsfanout.exceptions,
+    wsfanout.metrics,
 )
 
 REFERENCE = Path(__file__).resolve().parent.parent / "docs" / "reference.md"
@@ -40,7 +42,7 @@ REFERENCE = Path(__file__).resolve().parent.parent / "docs" / "reference.md"
 HEADING = re.compile(r"^(#{1,6}) `([A-Za-z_][\w.]*)", re.MULTILINE)
 ANY_HEADING = re.compile(r"^(#{1,6}) ", re.MULTILINE)
 
-NOT_CONSTRUCTED = {"Subscriber", "Backplane", "Inbound"}
+NOT_CONSTRUCTED = {"Subscriber", "Backplane", "Inbound", "HubMonitor"}
 """Classes users never construct: their constructor parameters are not documented."""
 
 

@@ -57,3 +57,35 @@ def test_a_short_demo_shows_the_crowd_and_a_summary(display: str) -> None:
     assert out.rstrip().endswith(
         "Fast clients were unaffected by the 4 others: every message, in order."
     )
+
+
+def test_the_demo_serves_its_crowd_on_the_status_page() -> None:
+    import json
+    import urllib.request
+
+    demo = subprocess.Popen(
+        [str(WSFANOUT), "demo", "--duration", "3", "--clients", "5", "--plain"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert demo.stdout is not None
+        for line in demo.stdout:
+            found = re.search(r"Watch them live in a browser: (http://127\.0\.0\.1:\d+/)$", line)
+            if found:
+                break
+        else:
+            raise AssertionError("the demo printed no status page address")
+        with urllib.request.urlopen(found[1] + "clients", timeout=15) as response:
+            page = json.load(response)
+        # Each client under its preset's name (the flapping one may be away just now).
+        policies = {c["policy"] for c in page["clients"]}
+        assert {"chat", "market-data", "notifications", "log-tail"} <= policies
+        assert policies <= {"chat", "market-data", "notifications", "log-tail", "dashboard"}
+        with urllib.request.urlopen(found[1], timeout=15) as response:
+            assert b"<title>wsfanout status</title>" in response.read()
+        assert demo.wait(timeout=60) == 0
+    finally:
+        demo.kill()
+        demo.wait()

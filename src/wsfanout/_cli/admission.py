@@ -20,12 +20,12 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from websockets.asyncio.server import ServerConnection
-from websockets.exceptions import InvalidOrigin
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from .._shell.client_script import client_script
 from .._shell.sockets import abort_with_reset
+from .logs import log_refused
 
 if TYPE_CHECKING:
     from .serve import Log, ServeOptions
@@ -115,7 +115,7 @@ def refuse(
     redacted (``secret`` hidden wherever it appears)."""
     request = connection.request
     path = redacted(request.path, secret) if request is not None else "?"
-    log(f"refused {peer(connection)} {path}: {status.value} {why}")
+    log_refused(log, peer(connection), path, status.value, why)
     return connection.respond(status, f"{why}\n")
 
 
@@ -168,11 +168,7 @@ class Gate:
         self, connection: ServerConnection, request: Request, response: Response
     ) -> Response | None:
         if response.status_code != http.HTTPStatus.SWITCHING_PROTOCOLS:
-            if isinstance(connection.protocol.handshake_exc, InvalidOrigin):
-                origin = request.headers.get("Origin", "none")
-                why = f"403 origin {origin} not allowed"
-                self.log(f"refused {peer(connection)} {redacted(request.path, self.token)}: {why}")
-            return None
+            return None  # refused by websockets itself: logged by http.log_refusals
         slots = self.slots
         if slots is None:
             return None

@@ -22,6 +22,7 @@ from .._files.routes import Route, Routes, load_routes
 from .._files.units import show_toml
 from .input import is_pattern
 from .listen import COMPRESSION, ListenError, TLSContext, ws_url
+from .logs import LEVELS, LogSettings
 from .options import SERVE_OPTIONS, Settings, Source
 from .serve import NAMESPACE, ServeOptions
 
@@ -81,7 +82,28 @@ def build_options(settings: Settings, environ: Mapping[str, str] | None) -> Serv
         workers=workers,
         input_channels=channels,
         warnings=settings.warnings,
+        log=_log_settings(settings),
+        admin=_admin(settings, workers),
     )
+
+
+def _log_settings(settings: Settings) -> LogSettings:
+    """``-q`` is ``log_level = "notice"`` unless a level is given."""
+    name = settings["log_level"] or ("notice" if settings["quiet"] else "info")
+    return LogSettings(
+        level=LEVELS[name], format=settings["log_format"], drops_every=settings["log_drops_every"]
+    )
+
+
+def _admin(settings: Settings, workers: int) -> tuple[str, int] | None:
+    address: tuple[str, int] | None = settings["admin"]
+    if address is not None and workers > 1:
+        raise settings.fail(
+            "admin",
+            f"needs a single process, not {settings.where('workers')}: each worker "
+            "serves its own clients",
+        )
+    return address
 
 
 def _from_file(settings: Settings, key: str, error: PolicyFileError) -> PolicyFileError:

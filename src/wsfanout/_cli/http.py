@@ -28,9 +28,11 @@ from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import InvalidOrigin
 from websockets.http11 import Request, Response
 
 from .admission import GuardedConnection, Handshakes, peer, redacted, refuse
+from .logs import log_refused
 
 if TYPE_CHECKING:
     from .serve import Log
@@ -147,8 +149,8 @@ def not_allowed(
 
 @attrs.frozen
 class log_refusals:
-    """Log the refusals websockets makes itself, such as 426 for a plain HTTP request
-    (``secret`` hidden in the logged path)."""
+    """Log the refusals websockets makes itself: 403 for an origin not allowed, 426 for
+    a plain HTTP request, 400 for a bad handshake (``secret`` hidden in the logged path)."""
 
     log: Log
     secret: str | None = None
@@ -158,12 +160,16 @@ class log_refusals:
     ) -> Response | None:
         status = response.status_code
         failure = connection.protocol.handshake_exc  # set by websockets' own refusals only
-        if failure is not None and status in (400, 426):
-            why = "not a WebSocket request" if status == 426 else "bad WebSocket handshake"
-            self.log(
-                f"refused {peer(connection)} {redacted(request.path, self.secret)}: "
-                f"{status} {why} ({failure})"
-            )
+        if failure is None or status == http.HTTPStatus.SWITCHING_PROTOCOLS:
+            return None
+        if isinstance(failure, InvalidOrigin):
+            why = f"origin {request.headers.get('Origin', 'none')} not allowed"
+        elif status == 426:
+            why = f"not a WebSocket request ({failure})"
+        else:
+            why = f"bad WebSocket handshake ({failure})"
+        path = redacted(request.path, self.secret)
+        log_refused(self.log, peer(connection), path, status, why)
         return None
 
 

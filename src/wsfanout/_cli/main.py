@@ -34,6 +34,7 @@ from .._files.policy_files import (
 from .._files.presets import load_policy_file, looks_like_path, presets
 from .._files.routes import is_routing_document, load_routes
 from .._files.units import format_size, parse_duration
+from .admin import add_admin_argument
 from .configure import CommandError, build_options, print_configuration
 from .options import (
     ENV_PREFIX,
@@ -154,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="messages published per second (default: 200)",
     )
     demo.add_argument("--plain", action="store_true", help="plain text, even if rich is installed")
+    add_admin_argument(demo, " (default: 127.0.0.1, any free port)")
     demo.set_defaults(run=_demo, parser=demo)
 
     check = commands.add_parser(
@@ -246,7 +248,13 @@ def _stdin_fd() -> int:
 def _demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from .demo import run_demo
 
-    return run_demo(duration=args.duration, clients=args.clients, rate=args.rate, plain=args.plain)
+    return run_demo(
+        duration=args.duration,
+        clients=args.clients,
+        rate=args.rate,
+        plain=args.plain,
+        admin=args.admin or ("127.0.0.1", 0),
+    )
 
 
 # -- check ---------------------------------------------------------------------------

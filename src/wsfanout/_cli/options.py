@@ -26,7 +26,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import attrs
 
@@ -34,6 +34,7 @@ from .._core.errors import PolicyFileError
 from .._files.policy_files import read_text, read_toml, unknown_key
 from .._files.presets import looks_like_path
 from .._files.units import format_duration, format_size, parse_duration, parse_size, show_toml
+from .logs import DROP_INTERVAL, FORMATS, LEVELS
 
 __all__ = [
     "ENV_PREFIX",
@@ -233,6 +234,26 @@ def _redis_url(value: object) -> str:
 REDIS_URL = Kind(_redis_url, _redis_url)
 
 
+def _address(value: object) -> tuple[str, int]:
+    from .admin import split_address
+
+    if not isinstance(value, str):
+        raise Invalid("is not HOST:PORT (a string, e.g. 127.0.0.1:9000)")
+    try:
+        return split_address(value)
+    except ValueError as exc:
+        raise Invalid(str(exc)) from None
+
+
+def _show_address(address: tuple[str, int]) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+ADDRESS = Kind(_address, _address, _show_address)
+"""``HOST:PORT``, ``[IPv6]:PORT``, ``:PORT`` or ``PORT`` (on 127.0.0.1)."""
+
+
 # -- the table -----------------------------------------------------------------------
 
 
@@ -276,6 +297,7 @@ ADMISSION = "who may subscribe"
 MESSAGES = "messages: topics, keys and the end of input"
 PUBLISHING = "publishing over HTTP: POST /publish"
 SCALING = "scaling out with Redis"
+OPERATING = "operating: logs (standard error) and the admin listener"
 
 SERVE_OPTIONS: tuple[Option, ...] = (
     Option(
@@ -448,6 +470,37 @@ SERVE_OPTIONS: tuple[Option, ...] = (
         "no line per client on standard error",
         default=False,
         short="-q",
+    ),
+    Option(
+        "log_level",
+        _choice(*LEVELS),
+        "debug, info (a line per client: the default), notice (what -q shows), warning or error",
+        metavar="LEVEL",
+        group=OPERATING,
+    ),
+    Option(
+        "log_format",
+        _choice(*FORMATS),
+        "text (lines for people) or json (one object per line)",
+        default="text",
+        metavar="FORMAT",
+        group=OPERATING,
+    ),
+    Option(
+        "log_drops_every",
+        SECONDS,
+        "summarise each client's dropped messages at most once per DURATION",
+        default=DROP_INTERVAL,
+        metavar="DURATION",
+        group=OPERATING,
+    ),
+    Option(
+        "admin",
+        ADDRESS,
+        "serve /metrics, /healthz, /clients and a live status page at / on this "
+        "address (PORT alone: 127.0.0.1:PORT); off by default",
+        metavar="HOST:PORT",
+        group=OPERATING,
     ),
     Option(
         "redis",
@@ -649,9 +702,10 @@ class Settings:
         opt = _BY_KEY[key]
         value = self.values[key] if item is None else (item,)
         source = self.sources[key]
-        shown = opt.kind.to_toml(value)
-        if isinstance(value, tuple):
-            shown = [opt.kind.to_toml(item) for item in value]
+        if opt.repeatable:
+            shown: object = [opt.kind.to_toml(one) for one in cast(tuple[object, ...], value)]
+        else:
+            shown = opt.kind.to_toml(value)
         if source is Source.FILE:
             return f"{self.config}: {key} = {show_toml(shown)}"
         if source is Source.ENV:

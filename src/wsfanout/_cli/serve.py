@@ -32,10 +32,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import multiprocessing
 import os
 import socket
-import sys
 import threading
 from collections.abc import Callable
 from typing import IO, Any
@@ -47,12 +47,13 @@ from websockets.typing import Origin, Subprotocol
 
 from .._backplane.redis import RedisBackplane
 from .._backplane.workers import WorkerPool
-from .._core.decision import Close
 from .._core.errors import HubClosedError
 from .._core.frames import SUBPROTOCOL
 from .._files.routes import Routes
 from .._shell.hub import Hub
 from .._shell.sockets import abort_with_reset
+from .._shell.subscriber import Subscriber
+from .admin import AdminServer, start_admin
 from .admission import (
     HANDSHAKE_TIMEOUT,
     Gate,
@@ -80,6 +81,7 @@ from .listen import (
     remove_socket,
     ws_url,
 )
+from .logs import NOTICE, DropSummary, LogSettings, event, install, log_closed, log_connected
 from .process import (
     STARTUP_TIMEOUT,
     OncePerInterval,
@@ -156,6 +158,10 @@ class ServeOptions:
     input, on the topic of the channel each came on."""
     warnings: tuple[str, ...] = ()
     """Lines to log once the server listens (an unknown ``WSFANOUT_*`` variable)."""
+    log: LogSettings | None = None
+    """``--log-level`` and ``--log-format``; None: info, or notice with ``quiet``."""
+    admin: tuple[str, int] | None = None
+    """``--admin HOST:PORT``: where the admin listener (``admin.py``) serves, if at all."""
 
     @property
     def effective_publish_token(self) -> str | None:
@@ -163,25 +169,53 @@ class ServeOptions:
 
 
 class Log:
-    """Lines for people on standard error, flushed at once so scripts can follow them.
+    """The command's events, through the ``wsfanout.serve`` logger (see ``logs.py``).
 
     ``stream=None`` writes to ``sys.stderr`` of the process it runs in: a worker's log
-    is pickled to it. A worker's lines name its process id.
+    is pickled to it and installs ``settings`` there on first use. ``quiet`` without
+    ``settings`` logs warnings only. A worker's lines name its process id.
     """
 
-    def __init__(self, stream: IO[str] | None, quiet: bool, *, worker: bool = False) -> None:
+    def __init__(
+        self,
+        stream: IO[str] | None,
+        quiet: bool,
+        *,
+        worker: bool = False,
+        settings: LogSettings | None = None,
+    ) -> None:
         self.stream = stream
         self.quiet = quiet
         self.worker = worker
+        if settings is None:
+            settings = LogSettings(level=NOTICE if quiet else logging.INFO)
+        self.settings = attrs.evolve(settings, worker=worker)
+        self.installed_in: int | None = None
+        """The process that installed the settings (a worker's copy installs its own)."""
+        self.logger = logging.getLogger("wsfanout.serve")
+        if stream is not None:
+            self._install()
+
+    def _install(self) -> None:
+        if self.installed_in != os.getpid():
+            install(self.settings, self.stream)
+            self.installed_in = os.getpid()
 
     def __call__(self, line: str, *, always: bool = False) -> None:
-        if always or not self.quiet:
-            tag = f"worker {os.getpid()}: " if self.worker else ""
-            stream = self.stream or sys.stderr
-            # One write per line, newline included: workers share one standard error,
-            # and an unbuffered stream would write print()'s newline apart.
-            stream.write(f"wsfanout: {tag}{line}\n")
-            stream.flush()
+        """A line for people, at ``NOTICE`` level if ``always`` (shown with ``-q``), as a
+        warning if it starts with ``warning:``."""
+        self._install()
+        level = NOTICE if always else logging.INFO
+        if line.startswith("warning: "):
+            line, level = line.removeprefix("warning: "), logging.WARNING
+        self.logger.log(level, line)
+
+    def event(
+        self, name: str, message: str, *, level: int = logging.INFO, **fields: object
+    ) -> None:
+        """An event programs may read: ``message`` for people, ``fields`` in JSON lines."""
+        self._install()
+        self.logger.log(level, message, extra=event(name, **fields))
 
 
 class _Subscribers:
@@ -202,19 +236,26 @@ class _Subscribers:
         self.routes = routes
         self.log = log
         self.joined = joined
+        self.drops: asyncio.Task[None] | None = None
+        """The hub's drop summary (``logs.py``), started with the first client."""
         self.secret = secret
         """The token, hidden wherever it appears in a logged path."""
 
     async def __call__(self, hub: Hub, connection: ServerConnection) -> None:
         request = connection.request
         assert request is not None
+        if self.drops is None:
+            summary = DropSummary(self.log.logger, self.log.settings.drops_every)
+            self.drops = asyncio.create_task(summary.run(hub, _who))
         route = self.routes.route_for(request, connection.subprotocol)
         topics = topics_of(route, request)  # checked before the upgrade (TopicGate)
-        who = f"{peer(connection)} {redacted(request.path, self.secret)}"
+        who, path = peer(connection), redacted(request.path, self.secret)
+        name = route.policy_name or "custom"
         try:
-            async with hub.subscribe(connection, policy=route.policy, topics=topics) as subscriber:
-                shown = "" if topics is None else f" topics {', '.join(sorted(topics))}"
-                self.log(f"client connected: {who} policy {route.policy_name}{shown}")
+            async with hub.subscribe(
+                connection, policy=route.policy, topics=topics, policy_name=name
+            ) as subscriber:
+                log_connected(self.log, connection, who, path, name, topics)
                 if self.joined is not None:
                     self.joined(hub)
                 with contextlib.suppress(ConnectionClosed):
@@ -225,22 +266,15 @@ class _Subscribers:
         # Said once the connection is gone, and its place with it (--max-clients): a
         # client that reconnects on reading this line finds room.
         await connection.wait_closed()
-        stats = subscriber.stats()
-        self.log(
-            f"client disconnected: {who} sent {stats.sent}, dropped {stats.dropped}"
-            f"{_closed(connection, stats.close)}"
-        )
+        log_closed(self.log, connection, who, path, subscriber.stats())
 
 
-def _closed(connection: ServerConnection, close: Close | None) -> str:
-    """Why a subscriber's connection closed, if it was not the client's choice: its
-    policy or the hub (``close``), or websockets itself (1009: it sent too much)."""
-    if close is not None:
-        return f", closed: {close.code} {close.cause}"
-    sent = connection.protocol.close_sent
-    if sent is not None and sent.code == 1009:
-        return f", closed: 1009 message too big: {sent.reason} (max_size)"
-    return ""
+def _who(subscriber: Subscriber) -> str:
+    """A subscriber as log lines name it: its address and redacted path."""
+    websocket = subscriber.websocket
+    request = getattr(websocket, "request", None)
+    path = redacted(request.path) if request is not None else ""
+    return f"{peer(websocket)} {path}"  # type: ignore[arg-type]
 
 
 def request_steps(
@@ -335,7 +369,7 @@ async def run_server(
         if why is not None:
             raise ServeError(f"cannot reach Redis at {redacted_url(options.redis)}: {why}")
     signals = Signals(asyncio.get_running_loop(), stderr)
-    quieter = OncePerInterval(Log(stderr, False))
+    quieter = OncePerInterval(Log(stderr, False, settings=options.log))
     quieter.install(asyncio.get_running_loop())
     try:
         if options.workers > 1:
@@ -430,7 +464,7 @@ async def _run_single(
     options: ServeOptions, stdin: int, stdout: IO[str] | None, stderr: IO[str], signals: Signals
 ) -> int:
     """One process: its hub has the subscribers, and publishes the input."""
-    log = Log(stderr, options.quiet)
+    log = Log(stderr, options.quiet, settings=options.log)
     backplane = None
     if options.redis is not None:
         backplane = RedisBackplane(options.redis, namespace=NAMESPACE)
@@ -454,7 +488,9 @@ async def _run_single(
     server: Server | None = None
     inode: int | None = None
     code = 1001
+    admin: AdminServer | None = None
     try:
+        admin = await start_admin(options.admin, hub, log)
         await _start_backplane(backplane, options)
         channels = await _start_channels(options, publisher)
 
@@ -465,8 +501,11 @@ async def _run_single(
         if options.unix is not None:
             inode = os.stat(options.unix).st_ino
         listening = _listening(server, options)
-        announce(stdout, f"wsfanout: listening on {listening} ({_describe(options)})", log)
+        described = _describe(options) + (f", admin {admin.url}" if admin is not None else "")
+        announce(stdout, f"wsfanout: listening on {listening} ({described})", log)
         _warn(options, log)
+        if admin is not None:
+            admin.ready()
 
         async def feed() -> None:
             await enough_clients.wait()
@@ -485,7 +524,12 @@ async def _run_single(
         feeding.cancel()
         stopping.cancel()
     finally:
+        if admin is not None:
+            admin.stopping()  # /healthz: 503 from now on
+        if server is not None:
+            log(f"shutting down: closing {len(hub)} clients with {code}")
         await cancel(channels)
+        await cancel(subscribers.drops)
         if server is not None:
             server.close(close_connections=False)
         gate.handshakes.cut_all()  # no one is subscribed there: nothing to wait for
@@ -499,6 +543,8 @@ async def _run_single(
                     abort_with_reset(connection.transport)
         if options.unix is not None:
             remove_socket(options.unix, inode)
+        if admin is not None:
+            await admin.aclose()
     return signals.exit_code(log)
 
 
@@ -507,12 +553,12 @@ async def _run_pool(
 ) -> int:
     """N worker processes serve the clients; this one publishes the input through Redis."""
     assert options.redis is not None
-    log = Log(stderr, options.quiet)
+    log = Log(stderr, options.quiet, settings=options.log)
     hub_id = f"{socket.gethostname()}/{os.getpid()}"
     backplane = RedisBackplane(options.redis, namespace=NAMESPACE, hub_id=hub_id)
     hub = Hub(backplane=backplane)
     publisher = Publisher(hub, backplane, options, log)
-    worker_log = Log(None, options.quiet, worker=True)
+    worker_log = Log(None, options.quiet, worker=True, settings=options.log)
     slots = None
     if options.max_clients is not None:
         slots = multiprocessing.get_context("spawn").BoundedSemaphore(options.max_clients)
