@@ -1,4 +1,5 @@
-"""Settings for every test folder, loaded before any test module is imported.
+"""Settings for every test folder: a pytest plugin (``-p harness.hypothesis_profile``
+in pyproject.toml), so it loads before any test module is imported.
 
 hypothesis fixes a test's settings when its module is imported, so a profile loaded by
 a folder's conftest reaches only the folders collected after it. Here, first: no
