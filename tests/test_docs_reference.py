@@ -13,6 +13,7 @@ from __future__ import annotations
 import enum
 import inspect
 import re
+import typing
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +24,7 @@ import wsfanout.backplane
 import wsfanout.exceptions
 import wsfanout.files
 import wsfanout.lowlevel
+import wsfanout.metrics
 import wsfanout.policies
 
 FACES = (
@@ -32,6 +34,7 @@ FACES = (
     wsfanout.lowlevel,
     wsfanout.backplane,
     wsfanout.exceptions,
+    wsfanout.metrics,
 )
 
 REFERENCE = Path(__file__).resolve().parent.parent / "docs" / "reference.md"
@@ -39,7 +42,7 @@ REFERENCE = Path(__file__).resolve().parent.parent / "docs" / "reference.md"
 HEADING = re.compile(r"^(#{1,6}) `([A-Za-z_][\w.]*)", re.MULTILINE)
 ANY_HEADING = re.compile(r"^(#{1,6}) ", re.MULTILINE)
 
-NOT_CONSTRUCTED = {"Subscriber", "Backplane", "Inbound"}
+NOT_CONSTRUCTED = {"Subscriber", "Backplane", "Inbound", "HubMonitor"}
 """Classes users never construct: their constructor parameters are not documented."""
 
 
@@ -85,6 +88,10 @@ def members(cls: type) -> list[str]:
 
 
 def parameters(function: object) -> list[str]:
+    if typing.get_origin(function) is not None:
+        # A type alias (``Handler = Callable[...]``): Python 3.13 gives it the signature
+        # (*args, **kwargs), which are no parameters of wsfanout's.
+        return []
     try:
         signature = inspect.signature(function)  # type: ignore[arg-type]
     except (TypeError, ValueError):

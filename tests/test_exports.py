@@ -32,10 +32,11 @@ FACES = (
     "wsfanout.lowlevel",
     "wsfanout.backplane",
     "wsfanout.exceptions",
+    "wsfanout.metrics",
     "wsfanout.testing",
 )
 
-NOT_CONSTRUCTED = {"Subscriber"}
+NOT_CONSTRUCTED = {"Subscriber", "HubMonitor"}
 """Classes users never construct: their constructor is not part of the API."""
 
 
