@@ -88,7 +88,13 @@ def test_a_core_that_breaks_a_promise_across_steps_is_found(
     @SEARCH
     @given(schedules())
     def test_the_ladder_keeps_its_promises(schedule: Schedule) -> None:
-        check_guarantees(broken.STEPPING, schedule, outbox_factory=core)
+        # A broken core breaks several promises at once, not each in every schedule
+        # (a duplicate is queued before it is written): search for the one under test.
+        try:
+            check_guarantees(broken.STEPPING, schedule, outbox_factory=core)
+        except GuaranteeViolation as error:
+            if guarantee in [repr(violation.guarantee) for violation in error.violations]:
+                raise
 
     error = _found(test_the_ladder_keeps_its_promises)
     assert guarantee in [repr(violation.guarantee) for violation in error.violations]
