@@ -131,6 +131,13 @@ class PolicyStats(HubStats):
     """Connected subscribers with messages queued: off the fast path now."""
     write_buffer: int = 0
     """Bytes waiting in the write buffers of connected subscribers (corked frames included)."""
+    steps_up: int = 0
+    """Steps a ladder policy (``Escalate``, ``Adaptive``) took to a higher level, summed
+    over its subscribers present and past."""
+    steps_down: int = 0
+    """Steps a ladder policy took back down, summed likewise."""
+    stepped_up: int = 0
+    """Connected subscribers whose ladder is above its first level now."""
     closes: tuple[tuple[str, int], ...] = ()
     """``(ended, count)`` pairs for the subscribers gone, sorted; how they ended: the
     close code wsfanout sent (``"1013"``), ``"client"`` (the client closed first),
