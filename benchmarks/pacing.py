@@ -52,9 +52,10 @@ TICK = 0.02
 """Seconds between publishing bursts."""
 
 
-def policies(hold: float) -> dict[str, Policy]:
+def policies(hold: float, probe: float | None = 10.0) -> dict[str, Policy]:
     return {
-        "adaptive": ConflateByKey(max_messages=4096) | Adaptive(interval=0.1, hold=hold),
+        "adaptive": ConflateByKey(max_messages=4096)
+        | Adaptive(interval=0.1, hold=hold, probe=probe),
         "batch": ConflateByKey(max_messages=4096) | Batch(max_messages=1024, max_bytes=65536),
     }
 
@@ -270,6 +271,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--keys", type=int, default=100, help="distinct keys")
     parser.add_argument("--seconds", type=float, default=20.0, help="seconds per case")
     parser.add_argument("--hold", type=float, default=1.0, help="Adaptive's hold")
+    parser.add_argument(
+        "--probe", type=float, default=10.0, help="Adaptive's probe (0: never probe)"
+    )
     parser.add_argument("--notsent-lowat", type=int, default=0, metavar="BYTES")
     parser.add_argument("--case", action="append", choices=["adaptive", "batch"])
     parser.add_argument("--json", action="store_true", help="print results as JSON")
@@ -279,7 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         asyncio.run(client(args.client, args.read, args.seconds))
         return 0
     results = []
-    for name, policy in policies(args.hold).items():
+    for name, policy in policies(args.hold, args.probe or None).items():
         if args.case and name not in args.case:
             continue
         results.append(asyncio.run(run_case(name, policy, args)))
