@@ -11,6 +11,7 @@ from wsfanout import Policy
 from wsfanout.lowlevel import Outbox
 from wsfanout.policies import ConflateByKey, DropOldest, SkipToLatest
 from wsfanout.testing import GuaranteeViolation, Schedule, check_guarantees, schedules
+from wsfanout.testing._check import CHECKERS
 
 # Searching, not shrinking: the first failure is enough to show the checker can fail.
 SEARCH = settings(
@@ -32,6 +33,7 @@ BROKEN_POLICIES: list[tuple[Policy, str]] = [
         "StepsApart(hold=5.0)",
     ),
     (broken.ForgetfulFold(reduce=broken.concat), "FoldedPerKey(reduce=concat)"),
+    (broken.KeepsDropping(), "MaxDrops(count=2, window=10.0)"),
 ]
 
 BROKEN_CORES: list[tuple[Callable[..., Outbox], str]] = [
@@ -126,3 +128,11 @@ def test_a_sound_policy_is_not_flagged_by_the_same_search(policy: Policy) -> Non
         check_guarantees(policy, schedule)
 
     test_the_policy_keeps_its_promises()
+
+
+def test_every_checker_has_a_broken_policy_or_core_it_must_catch() -> None:
+    caught = {
+        guarantee.partition("(")[0]
+        for _, guarantee in (*BROKEN_POLICIES, *BROKEN_CORES, *BROKEN_STEPS)
+    }
+    assert {kind.__name__ for kind in CHECKERS} - caught == set()

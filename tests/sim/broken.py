@@ -26,6 +26,7 @@ from wsfanout.testing import (
     DisconnectsWithin,
     Guarantee,
     Lossless,
+    MaxDrops,
     MaxSendRate,
     NewestDelivered,
     StepsApart,
@@ -43,6 +44,19 @@ class LeakyBound(Policy):
 
     def guarantees(self) -> tuple[Guarantee, ...]:
         return (Bounded(max_messages=10),)
+
+
+@attrs.frozen(repr=False)
+class KeepsDropping(Policy):
+    """Promises to close a subscriber past 2 drops in 10 s, but only ever drops."""
+
+    eager = True
+
+    def rules(self) -> Rules:
+        return Rules(max_messages=2, overflow=Overflow.DROP_OLDEST)
+
+    def guarantees(self) -> tuple[Guarantee, ...]:
+        return (MaxDrops(count=2, window=10.0),)
 
 
 @attrs.frozen(repr=False)
