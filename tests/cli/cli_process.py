@@ -105,6 +105,15 @@ class Process:
     def exit_code(self) -> int:
         return self.popen.wait(timeout=GUARD)
 
+    def stop(self) -> None:
+        """Kill the process if it still runs, reap it and close its pipes."""
+        if self.popen.poll() is None:
+            self.popen.kill()
+        self.popen.wait(timeout=GUARD)
+        for stream in (self.popen.stdin, self.popen.stdout):
+            if stream is not None:
+                stream.close()
+
     def rest(self) -> list[str]:
         """Every line printed after the last one waited for, once the process has exited."""
         self.exit_code()

@@ -229,4 +229,6 @@ def test_check_list_into_a_reader_that_leaves_stops_quietly(tmp_path: Path) -> N
     )
     assert result.stdout == "Presets (--policy NAME, load_policy(NAME)):\n"
     assert result.stderr == ""
-    assert result.returncode == 141
+    # 141 (SIGPIPE) when head left before the listing was written; 0 when the whole
+    # listing fit the pipe first: either way quietly, never an error or a traceback.
+    assert result.returncode in (0, 141)

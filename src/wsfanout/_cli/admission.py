@@ -4,7 +4,8 @@ The token check runs in ``process_request`` (401 without a token, 403 with a wro
 one), websockets' own ``origins`` check refuses foreign origins (403), and
 ``process_response`` caps the number of admitted clients (503) once the handshake
 would otherwise succeed. Secrets never reach a log line: paths and Redis URLs are
-redacted first.
+redacted first. The JavaScript client (``GET /wsfanout.js``) is public and served
+before any of this.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from websockets.exceptions import InvalidOrigin
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
+from .._shell.client_script import client_script
 from .._shell.sockets import abort_with_reset
 
 if TYPE_CHECKING:
@@ -130,6 +132,9 @@ class Gate:
         return connection.respond(status, f"{why}\n")
 
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        script = client_script(connection, request)
+        if script is not None:
+            return script
         if self.token is None:
             return None
         presented = presented_token(request)

@@ -42,6 +42,7 @@ from websockets.typing import Origin, Subprotocol
 from .._backplane.redis import RedisBackplane
 from .._backplane.workers import WorkerPool
 from .._core.errors import HubClosedError
+from .._core.frames import SUBPROTOCOL
 from .._files.routes import Routes
 from .._shell.hub import Hub
 from .._shell.sockets import abort_with_reset
@@ -122,7 +123,11 @@ class Log:
     def __call__(self, line: str, *, always: bool = False) -> None:
         if always or not self.quiet:
             tag = f"worker {os.getpid()}: " if self.worker else ""
-            print(f"wsfanout: {tag}{line}", file=self.stream or sys.stderr, flush=True)
+            stream = self.stream or sys.stderr
+            # One write per line, newline included: workers share one standard error,
+            # and an unbuffered stream would write print()'s newline apart.
+            stream.write(f"wsfanout: {tag}{line}\n")
+            stream.flush()
 
 
 class _Subscribers:
@@ -170,13 +175,14 @@ def _serve_options(options: ServeOptions, gate: Gate) -> dict[str, Any]:
     origins: list[Origin | None] | None = None
     if options.origins is not None:
         origins = [None if o is None else Origin(o) for o in options.origins]
-    wanted = options.routes.subprotocols
+    # What routes name first, then the wsfanout.v1 framing (docs/protocol.md).
+    wanted = tuple(dict.fromkeys((*options.routes.subprotocols, SUBPROTOCOL)))
     return {
         "origins": origins,
         "process_request": gate.process_request,
         "process_response": gate.process_response,
-        "select_subprotocol": SelectSubprotocol(wanted) if wanted else None,
-        "subprotocols": [Subprotocol(name) for name in wanted] or None,
+        "select_subprotocol": SelectSubprotocol(wanted),
+        "subprotocols": [Subprotocol(name) for name in wanted],
         "compression": None,
         "max_size": options.max_size,
         "close_timeout": options.close_timeout,
