@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -44,6 +45,8 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from wsfanout import Hub, Policy
+from wsfanout._shell import fanout as fanout_module
+from wsfanout._shell import sockets as sockets_module
 from wsfanout.policies import Adaptive, Batch, ConflateByKey
 
 TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)
@@ -93,7 +96,9 @@ async def client(port: int, read_rate: float, seconds: float) -> None:
 
 
 class Counted:
-    """Wraps a transport's write to count what the hub wrote, per second."""
+    """Counts what the hub wrote to one connection, per second: through the transport's
+    write, and the system calls wsfanout makes itself on the socket while the transport
+    buffers nothing (``os.write`` in ``_shell.fanout`` and ``_shell.sockets``)."""
 
     def __init__(self, transport: asyncio.Transport, start: float) -> None:
         self.transport = transport
@@ -101,11 +106,29 @@ class Counted:
         self.written: dict[int, int] = {}
         self.write = transport.write
         transport.write = self.counting  # type: ignore[method-assign]
+        self.fd = transport.get_extra_info("socket").fileno()
+        self.modules = (fanout_module, sockets_module)
+        self.os_write = os.write
+        for module in self.modules:
+            module.write = self.counting_os_write  # type: ignore[attr-defined]
+
+    def count(self, size: int) -> None:
+        second = int(time.monotonic() - self.start)
+        self.written[second] = self.written.get(second, 0) + size
 
     def counting(self, data: bytes | bytearray | memoryview) -> None:
-        second = int(time.monotonic() - self.start)
-        self.written[second] = self.written.get(second, 0) + len(data)
+        self.count(len(data))
         self.write(data)
+
+    def counting_os_write(self, fd: int, data: bytes | memoryview) -> int:
+        sent = self.os_write(fd, data)
+        if fd == self.fd:
+            self.count(sent)
+        return sent
+
+    def restore(self) -> None:
+        for module in self.modules:
+            module.write = self.os_write  # type: ignore[attr-defined]
 
 
 async def run_case(name: str, policy: Policy, args: argparse.Namespace) -> dict[str, Any]:
@@ -157,6 +180,7 @@ async def run_case(name: str, policy: Policy, args: argparse.Namespace) -> dict[
             next_tick += TICK
             await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
         final = subscriber.stats()
+        counted.restore()
         output, _ = await proc.communicate()
         await hub.aclose(timeout=1.0)
     frames = [json.loads(line) for line in output.decode().splitlines() if line]
