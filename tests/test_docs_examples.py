@@ -53,6 +53,7 @@ EXECUTED = [
     "how-to/subscribe.md",
     "how-to/statistics.md",
     "how-to/shutdown.md",
+    "how-to/resume.md",
     "reference.md",
     "explanation.md",
 ]

@@ -33,6 +33,7 @@ FACES = (
     "wsfanout.backplane",
     "wsfanout.exceptions",
     "wsfanout.testing",
+    "wsfanout.client",
 )
 
 NOT_CONSTRUCTED = {"Subscriber"}

@@ -23,6 +23,7 @@ from ._core.errors import (
     WsfanoutError,
 )
 from ._core.frames import SUBPROTOCOL
+from ._core.history import History, Position
 from ._core.policy import Composite, Policy, as_policy
 from ._core.snapshot import Snapshot
 from ._core.stats import HubStats, SubscriberStats
@@ -37,6 +38,9 @@ __all__ = [
     "Subscriber",
     "SUBPROTOCOL",
     "select_subprotocol",
+    # history and resuming
+    "History",
+    "Position",
     # writing and composing policies (the built-ins live in wsfanout.policies)
     "Policy",
     "Composite",
