@@ -47,12 +47,13 @@ from .._core.history import (
     plan_resume,
     resume_after,
 )
-from .._core.message import make_message
+from .._core.message import Message, encode_payload
 from .._core.policy import Policy, as_policy
 from .._core.stats import HubStats, SubscriberStats, add_stats
 from .._core.validate import check_close, positive_seconds
 from .fanout import Fanout
 from .link import Link
+from .reading import gate_reading, is_gated, ungate_reading
 from .subscriber import Subscriber, check_topics
 
 __all__ = ["Hub", "OnMessage"]
@@ -147,7 +148,10 @@ class Hub:
         the message updates, for ``ConflateByKey``. Never blocks, and never raises for
         one subscriber's failure. Returns how many subscribers it was offered to; with a
         backplane, how many of this hub's subscribers it is for: the backplane numbers
-        it, then every hub, this one included, offers it to its own.
+        it, then every hub, this one included, offers it to its own. Raises
+        ``TypeError`` for a message that is neither, and ``ValueError`` for a ``str``
+        with no UTF-8 form (a lone surrogate, such as ``"\\ud800"``); either way
+        nothing is published and no offset is taken.
         """
         fanout = self._fanout
         if fanout.closed:
@@ -157,21 +161,23 @@ class Hub:
         if key is not None and not isinstance(key, str):
             raise TypeError(f"key={key!r} must be a str or None")
         backplane = self._backplane
+        # Encoded before the stream advances: a message refused here takes no offset.
+        opcode, payload = encode_payload(message)
         if backplane is not None:
-            msg = make_message(message, seq=0, time=fanout.now(), topic=topic, key=key)
+            msg = Message(opcode, payload, seq=0, time=fanout.now(), topic=topic, key=key)
             backplane.forward(msg)
             index = fanout.index
             if topic is None:
                 return len(index.members)
             return len(index.wildcard) + len(index.by_topic.get(topic, ()))
         if not fanout.index.members and fanout.history is None:
-            make_message(message, seq=0, time=0.0)  # still reject a wrong type
             fanout.streams.advance(topic)  # the stream goes on without listeners
             return 0
         now = fanout.now()
         stream = fanout.streams.advance(topic)
-        msg = make_message(
-            message,
+        msg = Message(
+            opcode,
+            payload,
             seq=fanout.next_seq(),
             time=now,
             topic=topic,
@@ -261,10 +267,18 @@ class Hub:
             raise invalid(
                 "framing", framing, f"is not a framing (expected one of {FRAMINGS})", ConfigError
             )
+        if is_gated(websocket):
+            raise ConfigError(
+                f"websocket {websocket.id} is already subscribed (to this hub or another): "
+                "a connection has one subscription, or each message would reach it twice",
+                name="websocket",
+                value=websocket,
+            )
         chosen = self.policy if policy is None else as_policy(policy)
         link = Link(fanout, websocket, chosen, check_topics(topics), self.close_timeout, framing)
         link.attached = False  # until _start: resuming comes first
         self._live.add(link)
+        gate_reading(websocket)
         websocket.connection_lost_waiter.add_done_callback(link.connection_lost)
         if websocket.protocol.state is not OPEN:
             link.connection_lost()
@@ -435,6 +449,7 @@ class Hub:
                 with contextlib.suppress(asyncio.CancelledError):
                     await relay
         link.outbox.discard()
+        ungate_reading(link.websocket)
         if link in self._live:
             self._live.discard(link)
             add_stats(self._retired, link.outbox.stats(self._fanout.now()))
