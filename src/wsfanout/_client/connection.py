@@ -9,13 +9,16 @@ the :class:`~wsfanout._client.tracker.Tracker`, which turns it into events: a
 :class:`Received` message, and a :class:`Gap` for every loss it reveals or the server
 reports, in the order the client learnt of them.
 
+It behaves as the JavaScript client does (docs/js-client.md), so the two count alike.
 When a connection ends the client reconnects, unless the server's close code says not
-to (``stop_codes``) or the application closed it, after a full-jitter exponential
-backoff: a random delay between 0 and ``min_delay * 2 ** attempt`` capped at
-``max_delay``, so a crowd dropped at once does not come back at once. It offers the
-``wsfanout.v1`` subprotocol and resumes with a ``since`` query parameter per topic
-from where the tracker stands. A connection that brings nothing (no message, no
-heartbeat) for ``heartbeat_timeout`` seconds is dead: it is aborted and replaced.
+to (``stop_codes``: 1008, refused) or the application closed it, after a full-jitter
+exponential backoff: a random delay between ``min_delay`` and
+``min(max_delay, min_delay * 2 ** (attempt + 1))``, so a crowd dropped at once does not
+come back at once; a connection that brought a frame, or stayed open ``max_delay``,
+starts the attempts over. It offers the ``wsfanout.v1`` subprotocol and resumes with a
+``since`` query parameter per topic, the last offset received. A connection that
+brings nothing (no message, no heartbeat) for ``heartbeat_timeout`` seconds is dead:
+it is closed with 4000 and replaced.
 """
 
 from __future__ import annotations
@@ -45,9 +48,12 @@ __all__ = ["STOP_CODES", "Client", "ClientStats", "Received"]
 
 logger = logging.getLogger("wsfanout.client")
 
-STOP_CODES = frozenset({1000, 1002, 1003, 1007, 1008, 1009, 1010})
-"""Close codes after which the client does not reconnect: the server's stream ended
-(1000), or the client was refused or broke the protocol; reconnecting would not help."""
+STOP_CODES = frozenset({1008})
+"""Close codes after which the client does not reconnect: 1008, refused (by admission,
+a bad ``since``), which asking again would not mend. Every other close reconnects."""
+
+DEAD = 4000
+"""The close code of a connection given up for bringing nothing within the timeout."""
 
 
 @attrs.frozen
@@ -75,21 +81,24 @@ class ClientStats:
     received: int = 0
     """Messages received (each message of a batch counts), duplicates left out."""
     gaps: int = 0
-    """Gap events: notices, holes, heartbeats past the last offset, epoch changes."""
+    """Gap events: notices, holes in offsets, heartbeats past the last offset, epochs."""
     lost: int = 0
-    """Messages lost, summed over the gaps that know their count."""
+    """Messages reported lost, summed over the gaps that know their count."""
+    recovered: int = 0
+    """Messages reported lost, then received all the same (replayed after a reconnect):
+    ``lost - recovered`` are gone for good."""
     duplicates: int = 0
     """Messages received again (not delivered a second time)."""
+    errors: int = 0
+    """Frames that did not parse as the protocol says (skipped)."""
+    reconnects: int = 0
+    """Connection attempts after the first."""
     epoch_changes: int = 0
     """Times a topic's stream changed epoch under the client (losses unknown)."""
     connections: int = 0
     """Connections opened."""
-    reconnects: int = 0
-    """Connections opened after the first."""
     timeouts: int = 0
     """Connections given up for bringing nothing within ``heartbeat_timeout``."""
-    malformed: int = 0
-    """Frames that did not parse as the protocol says (skipped)."""
 
 
 Event = Received | Gap
@@ -115,7 +124,7 @@ class Client:
         since: Iterable[Position] = (),
         min_delay: float = 0.5,
         max_delay: float = 20.0,
-        heartbeat_timeout: float | None = 35.0,
+        heartbeat_timeout: float | None = 30.0,
         stop_codes: Iterable[int] = STOP_CODES,
         **options: Any,
     ) -> None:
@@ -148,9 +157,11 @@ class Client:
         self._ended: BaseException | None = None
         self._closing = False
         self._connections = 0
+        self._attempts = 0
         self._timeouts = 0
-        self._malformed = 0
+        self._errors = 0
         self._raw_received = 0
+        self._opened_at = 0.0
         self._connected = asyncio.Event()
 
     def __repr__(self) -> str:
@@ -172,12 +183,13 @@ class Client:
             received=tracked.received + self._raw_received,
             gaps=tracked.gaps,
             lost=tracked.lost,
+            recovered=tracked.recovered,
             duplicates=tracked.duplicates,
+            errors=self._errors,
+            reconnects=max(0, self._attempts - 1),
             epoch_changes=tracked.epoch_changes,
             connections=self._connections,
-            reconnects=max(0, self._connections - 1),
             timeouts=self._timeouts,
-            malformed=self._malformed,
         )
 
     async def recv(self) -> Event:
@@ -243,16 +255,20 @@ class Client:
         return urlunsplit(parts._replace(query=urlencode(query)))
 
     def backoff(self, attempt: int) -> float:
-        """Seconds to wait before connection attempt ``attempt`` (0: the first retry)."""
-        ceiling = min(self.max_delay, self.min_delay * 2.0 ** min(attempt, 60))
-        return self._rng.uniform(0.0, ceiling)
+        """Seconds to wait before reconnection attempt ``attempt`` (0, 1, 2, ... since the
+        last good connection): uniform between ``min_delay`` and a ceiling that doubles
+        from twice ``min_delay`` up to ``max_delay``."""
+        ceiling = min(self.max_delay, self.min_delay * 2.0 ** min(attempt + 1, 60))
+        return self._rng.uniform(self.min_delay, ceiling)
 
     async def _connect(self) -> ClientConnection:
         while True:
-            if self._connections or self._attempt:
+            if self._attempts:
                 await asyncio.sleep(self.backoff(self._attempt))  # the backoff itself
+                self._attempt += 1
             if self._closing:
                 raise _closed_by_client()
+            self._attempts += 1
             try:
                 ws = await connect(
                     self.resume_url(), subprotocols=[Subprotocol(SUBPROTOCOL)], **self.options
@@ -261,14 +277,13 @@ class Client:
                 status = exc.response.status_code
                 if 400 <= status < 500 and status not in (408, 429):
                     raise  # refused: asking again would be refused again
-                self._attempt += 1
                 logger.info("connecting to %s failed (%s); retrying", self.url, exc)
             except (OSError, InvalidHandshake, TimeoutError) as exc:
-                self._attempt += 1
                 logger.info("connecting to %s failed (%s); retrying", self.url, exc)
             else:
                 self._connections += 1
                 self._ws = ws
+                self._opened_at = asyncio.get_running_loop().time()
                 self._connected.set()
                 return ws
 
@@ -283,8 +298,8 @@ class Client:
         except TimeoutError:
             self._timeouts += 1
             logger.info("no frame from %s in %s s: reconnecting", self.url, self.heartbeat_timeout)
-            ws.transport.abort()
-            self._lost(ws, 1006)
+            self._lost(ws, DEAD)
+            await _give_up(ws)
             return
         except ConnectionClosed as exc:
             code = exc.rcvd.code if exc.rcvd is not None else 1006
@@ -300,6 +315,9 @@ class Client:
             self._ws = None
             self._connected.clear()
         self.close_code = code
+        # A connection that stayed open max_delay was good, even if it brought nothing.
+        if asyncio.get_running_loop().time() - self._opened_at >= self.max_delay:
+            self._attempt = 0
 
     # -- frames -------------------------------------------------------------------
 
@@ -315,7 +333,7 @@ class Client:
             else:
                 self._data(json.loads(frame[:cut]), frame[cut + 1 :])
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            self._malformed += 1
+            self._errors += 1
             logger.warning("skipped a frame from %s that did not parse: %s", self.url, exc)
 
     def _data(self, header: dict[str, Any], payload: str | bytes) -> None:
@@ -353,6 +371,15 @@ class Client:
         elif kind == "resume":
             self._tracker.resume(frame, gaps)
         self._events.extend(gaps)
+
+
+async def _give_up(ws: ClientConnection) -> None:
+    """Close a connection presumed dead with 4000, not waiting long for an answer."""
+    try:
+        async with asyncio.timeout(0.5):
+            await ws.close(DEAD, "heartbeat timeout")
+    except TimeoutError:
+        ws.transport.abort()
 
 
 def _closed_by_client() -> ConnectionClosed:
