@@ -25,8 +25,10 @@ from ._core.history import (
     ResumePlan,
     missing_ranges,
     parse_since,
+    plan_from,
     plan_resume,
     resume_after,
+    wanted,
 )
 from ._core.message import CONTROL_SEQ, Batched, Message, make_control, make_message, v1_header
 from ._core.outbox import IDLE, Action, CloseAction, Idle, Offer, Outbox, Wait, Write
@@ -78,6 +80,8 @@ __all__ = [
     "parse_since",
     "resume_after",
     "plan_resume",
+    "plan_from",
+    "wanted",
     "ResumePlan",
     # control frames of the client protocol
     "resume_frame",

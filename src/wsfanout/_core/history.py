@@ -30,7 +30,7 @@ from .control import gap_notice, resume_frame
 from .errors import ConfigError, invalid
 from .guarantees import CodeRepr
 from .message import Message
-from .streams import NO_TOPIC
+from .streams import NO_TOPIC, Streams
 from .validate import optional_duration, optional_size, size
 
 __all__ = [
@@ -42,8 +42,10 @@ __all__ = [
     "ResumePlan",
     "missing_ranges",
     "parse_since",
+    "plan_from",
     "plan_resume",
     "resume_after",
+    "wanted",
 ]
 
 Range = tuple[int, int]
@@ -284,6 +286,11 @@ class ResumePlan:
     def complete(self) -> bool:
         return self.previous is None and not self.missing
 
+    def replay(self, now: float) -> tuple[Message, ...]:
+        """The messages to offer, as of ``now``: a policy that watches lag counts it from
+        the replay, or a client away longer than its ``max_lag`` could never come back."""
+        return tuple(message.retimed(now) for message in self.messages)
+
     @property
     def after(self) -> int:
         """The offset the client is at once the plan is sent (with what is missing)."""
@@ -332,3 +339,37 @@ def plan_resume(position: Position, epoch: str, last: int, held: Held) -> Resume
 
 def _count(ranges: Iterable[Range]) -> int:
     return sum(last - first + 1 for first, last in ranges)
+
+
+def wanted(positions: Iterable[Position], topics: frozenset[str] | None) -> list[Position]:
+    """The positions a subscriber of ``topics`` (None: all) resumes: those of topics it
+    receives, and of ``""`` (messages without a topic reach every subscriber)."""
+    return [p for p in positions if topics is None or not p.topic or p.topic in topics]
+
+
+def plan_from(
+    streams: Streams,
+    history: MemoryHistory | None,
+    position: Position,
+    *,
+    every_topic: bool,
+    now: float,
+) -> ResumePlan | None:
+    """The plan for ``position`` from one hub's ``streams`` and ``history``.
+
+    A subscriber of named topics resuming a topic nobody published on gets the topic's
+    new epoch; for a subscriber of ``every_topic``, such a position is ignored (None),
+    so no client's made-up names create streams.
+    """
+    topic = position.stream_topic
+    stream = streams.get(topic)
+    if stream is None:
+        if every_topic:
+            return None
+        stream = streams.ensure(topic)
+    after = resume_after(position, stream.epoch, stream.last)
+    if history is None:
+        held = Held((), missing_ranges(after, stream.last, ()))
+    else:
+        held = history.read(topic, after, stream.last, now)
+    return plan_resume(position, stream.epoch, stream.last, held)

@@ -9,6 +9,7 @@ topic, key), a line feed, then the published payload (docs/protocol.md).
 
 from __future__ import annotations
 
+import copy
 import json
 from typing import TYPE_CHECKING
 
@@ -104,6 +105,19 @@ class Message:
     def size(self) -> int:
         """Payload bytes, the unit of byte bounds."""
         return len(self.payload)
+
+    def retimed(self, time: float) -> Message:
+        """This message offered anew at ``time``: a replay to a client that resumes, whose
+        lag counts from then, not from the publish. It shares every frame encoded for the
+        original, now or later, so a crowd that resumes encodes each message once."""
+        if self._deflated is None:
+            self._deflated = {}
+        if self._v1 is None:
+            self._v1 = {}
+        self.frame  # noqa: B018 - encoded here, so that the twin shares it
+        twin = copy.copy(self)  # shallow: the caches are the same dicts
+        twin.time = time
+        return twin
 
     @property
     def text(self) -> bool:

@@ -44,8 +44,10 @@ from .._core.history import (
     check_history,
     missing_ranges,
     parse_since,
+    plan_from,
     plan_resume,
     resume_after,
+    wanted,
 )
 from .._core.message import Message, encode_payload
 from .._core.policy import Policy, as_policy
@@ -310,10 +312,9 @@ class Hub:
     # -- resuming -------------------------------------------------------------------
 
     async def _resume(self, link: Link, positions: list[Position]) -> None:
-        topics = link.topics
-        wanted = [p for p in positions if topics is None or not p.topic or p.topic in topics]
+        resumed = wanted(positions, link.topics)
         fetched: dict[str, Recovered | None] = {}
-        remote = [p for p in wanted if self._backplane is not None and not self._window_holds(p)]
+        remote = [p for p in resumed if self._backplane is not None and not self._window_holds(p)]
         if remote:
             found = await asyncio.gather(*(self._fetch(p) for p in remote))
             fetched = {p.topic: recovered for p, recovered in zip(remote, found, strict=True)}
@@ -321,7 +322,7 @@ class Hub:
             return
         # From here until the link joins the fan-out nothing awaits, so the replay ends
         # exactly where the live messages it will be offered begin.
-        plans = [self._plan(p, link, fetched.get(p.topic)) for p in wanted]
+        plans = [self._plan(p, link, fetched.get(p.topic)) for p in resumed]
         self._resumed += 1
         for plan in plans:
             if plan is None:
@@ -333,7 +334,7 @@ class Hub:
             self._history_missed += sum(last - first + 1 for first, last in plan.missing)
             self._replayed += len(plan.messages)
             now = self._fanout.now()
-            for message in plan.messages:
+            for message in plan.replay(now):
                 link.offer(message, now)
 
     async def _fetch(self, position: Position) -> Recovered | None:
@@ -376,19 +377,13 @@ class Hub:
     def _local_plan(self, position: Position, link: Link) -> ResumePlan | None:
         """From this hub's own streams and history."""
         fanout = self._fanout
-        topic = position.stream_topic
-        stream = fanout.streams.get(topic)
-        if stream is None:
-            if link.topics is None:
-                return None  # a topic nobody published: not made up for any client's name
-            stream = fanout.streams.ensure(topic)
-        after = resume_after(position, stream.epoch, stream.last)
-        history = fanout.history
-        if history is None:
-            held = Held((), missing_ranges(after, stream.last, ()))
-        else:
-            held = history.read(topic, after, stream.last, fanout.now())
-        return plan_resume(position, stream.epoch, stream.last, held)
+        return plan_from(
+            fanout.streams,
+            fanout.history,
+            position,
+            every_topic=link.topics is None,
+            now=fanout.now(),
+        )
 
     def _window_holds(self, position: Position) -> bool:
         """This hub's own window holds everything after ``position``, of its epoch."""
