@@ -23,6 +23,7 @@ from typing import IO, Any
 
 from .. import __version__
 from .._core.errors import ConfigError, PolicyError
+from .._core.history import History
 from .._core.policy import Policy
 from .._core.rules import Overflow, resolve_rules
 from .._files.policy_files import (
@@ -250,6 +251,34 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "-q", "--quiet", action="store_true", help="no line per client on standard error"
     )
+    keep = serve.add_argument_group("history and resuming (docs/how-to/resume.md)")
+    keep.add_argument(
+        "--history",
+        type=_positive_int,
+        metavar="N",
+        help="keep the last N messages of each topic for clients that resume with "
+        "?since=TOPIC:EPOCH:OFFSET (in Redis with --redis; default: keep none)",
+    )
+    keep.add_argument(
+        "--history-bytes",
+        type=_bytes,
+        metavar="BYTES",
+        help="with --history, keep at most this much payload per topic",
+    )
+    keep.add_argument(
+        "--history-age",
+        type=_seconds(allow_zero=False),
+        metavar="DURATION",
+        help="with --history, keep no message older than this",
+    )
+    keep.add_argument(
+        "--heartbeat",
+        type=_seconds(allow_zero=True),
+        default=15.0,
+        metavar="DURATION",
+        help="tell a wsfanout.v1 client that received nothing for this long where its "
+        "topics stand, 0 for never (default: 15s)",
+    )
     scale = serve.add_argument_group("scaling out with Redis")
     scale.add_argument(
         "--redis",
@@ -368,6 +397,7 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.key_field is not None and not args.key_field:
         parser.error("--key-field: expected a field name, not an empty string")
     workers, channels = _check_scaling(args, parser)
+    history = _history(args, parser)
     if args.routes is not None:
         routes = load_routes(args.routes)
         describe = f"routes {args.routes}"
@@ -395,6 +425,8 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         redis=args.redis,
         workers=workers,
         input_channels=channels,
+        history=history,
+        heartbeat=args.heartbeat or None,
     )
     stdin = _stdin_fd()
     try:
@@ -406,6 +438,21 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         # ('127.0.0.1', 8765): address already in use"); the errno says it plainly.
         why = os.strerror(exc.errno) if exc.errno else str(exc)
         raise CommandError(f"cannot listen on {args.host}:{args.port}: {why}") from None
+
+
+def _history(args: argparse.Namespace, parser: argparse.ArgumentParser) -> History | None:
+    """``--history`` and the bounds that refine it, as a ``History``."""
+    if args.history is None:
+        for flag, value in (
+            ("--history-bytes", args.history_bytes),
+            ("--history-age", args.history_age),
+        ):
+            if value is not None:
+                parser.error(f"{flag} needs --history N (how many messages of each topic to keep)")
+        return None
+    return History(
+        max_messages=args.history, max_bytes=args.history_bytes, max_age=args.history_age
+    )
 
 
 def _stdin_fd() -> int:
