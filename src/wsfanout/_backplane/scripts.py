@@ -22,8 +22,9 @@ Trimming is exact: after each append the oldest entries go while the stream hold
 than ``max_messages``, more than ``max_bytes`` of payload, or entries older than
 ``max_age`` (by Redis' clock, ``TIME``). Entries are contiguous offsets (trimming only
 ever removes the oldest), so the count needs no scan; bytes and age look at the oldest
-entries only. :data:`READ` applies the age bound again before it reads, so nothing
-older than ``max_age`` is ever served even when no one has published since.
+entries only, usually one or two of them. :data:`READ` applies the age bound again before
+it reads, so nothing older than ``max_age`` is ever served even when no one has published
+since.
 """
 
 from __future__ import annotations
@@ -47,8 +48,12 @@ local function trim(stream, sizes, name, newest, maxn, maxb, maxage, now)
     if maxb == 0 then from = drop_to end
     local cutoff = now - maxage
     local done = false
+    -- Usually one entry goes per append: read what the count bound drops and one more,
+    -- then twice as many each page, so a full stream costs a read of one or two entries.
+    local count = drop_to - from + 1
     while not done and from <= newest do
-      local page = redis.call('XRANGE', stream, string.format('%d-0', from), '+', 'COUNT', 64)
+      local page = redis.call('XRANGE', stream, string.format('%d-0', from), '+', 'COUNT', count)
+      count = count * 2
       if #page == 0 then break end
       for _, entry in ipairs(page) do
         local id = tonumber(string.match(entry[1], '^%d+'))
