@@ -90,29 +90,48 @@ def parts_ns() -> dict[str, float]:
     }
 
 
-async def resume_us(count: int, clients: int) -> float:
-    """µs per resuming client: ``clients`` subscribe at once, each from the same position,
-    through ``Hub.subscribe`` (v1 framing), and are replayed ``count`` messages. (Their
-    position names another epoch: they are replayed the stream from offset 1, as a
-    client whose hub restarted is; the work is the same as from an offset.)"""
-    hub = Hub(history=History(max_messages=count + 10), heartbeat=None)
-    holder = connections(1)[0]
-    async with hub.subscribe(holder, framing="v1", since=()):
-        for _ in range(count):
-            hub.publish(PAYLOAD, topic="t")
-        since = [Position("t", "elsewhere", 1)]
-        crowd = connections(clients)
-        t0 = time.perf_counter()
-        contexts = [hub.subscribe(ws, framing="v1", since=since, topics=["t"]) for ws in crowd]
+def crowd_positions(clients: int, *, shared: bool) -> list[list[Position]]:
+    """Each client's ``since``: all the same, or each its own (same work, no sharing).
+
+    The positions name epochs the stream never had, so each client is replayed the stream
+    from offset 1, as a client whose hub restarted is; the replay is the same work as
+    from an offset, and ``shared=False`` changes only the epoch's name."""
+    return [[Position("t", "elsewhere" if shared else f"elsewhere{i}", 1)] for i in range(clients)]
+
+
+async def resume(hub: Hub, count: int, clients: int, *, shared: bool, at_once: bool) -> float:
+    """µs per client: ``clients`` subscribe to ``hub`` (v1 framing) from positions
+    ``count`` messages back, at once (all awaiting together) or one after another."""
+    crowd = connections(clients)
+    positions = crowd_positions(clients, shared=shared)
+    contexts = [
+        hub.subscribe(ws, framing="v1", since=since, topics=["t"])
+        for ws, since in zip(crowd, positions, strict=True)
+    ]
+    replayed = hub.stats().replayed
+    t0 = time.perf_counter()
+    if at_once:
+        await asyncio.gather(*(context.__aenter__() for context in contexts))
+    else:
         for context in contexts:
             await context.__aenter__()
-        elapsed = time.perf_counter() - t0
-        replayed = hub.stats().replayed
-        for context in contexts:
-            await context.__aexit__(None, None, None)
-    await hub.aclose(timeout=0.1)
+    elapsed = time.perf_counter() - t0
+    replayed = hub.stats().replayed - replayed
+    for context in contexts:
+        await context.__aexit__(None, None, None)
     assert replayed == count * clients, (replayed, count, clients)
     return elapsed / clients * 1e6
+
+
+async def resume_in_memory(count: int, clients: int, *, shared: bool) -> dict[str, float]:
+    """A hub with its history in memory: µs per client and the reads of its history."""
+    hub = Hub(history=History(max_messages=count + 10), heartbeat=None)
+    for _ in range(count):
+        hub.publish(PAYLOAD, topic="t")
+    us = await resume(hub, count, clients, shared=shared, at_once=False)
+    reads = hub.stats().history_reads
+    await hub.aclose(timeout=0.1)
+    return {"us_per_client": us, "reads": reads}
 
 
 async def in_process() -> dict[str, Any]:
@@ -127,9 +146,10 @@ async def in_process() -> dict[str, Any]:
     return {
         "publish_ns": publish,
         "parts_ns": parts_ns(),
-        "resume_us": {
-            "1 client, 100 messages": await resume_us(100, 1),
-            "1,000 clients from one offset, 100 messages": await resume_us(100, 1000),
+        "resume": {
+            "1 client": await resume_in_memory(100, 1, shared=True),
+            "1,000 clients, one position": await resume_in_memory(100, 1000, shared=True),
+            "1,000 clients, 1,000 positions": await resume_in_memory(100, 1000, shared=False),
         },
     }
 
@@ -259,6 +279,30 @@ async def own_latency(
     return {"p50_ms": statistics.median(times), "p99_ms": times[int(len(times) * 0.99) - 1]}
 
 
+async def resume_through_redis(
+    redis: Redis, count: int, clients: int, *, shared: bool, at_once: bool
+) -> dict[str, float]:
+    """A storm on a hub that has just started (its own window is empty, as after a
+    restart): every client's replay is read from Redis. µs per client, Redis reads."""
+    redis.flush()
+    history = History(max_messages=count + 10)
+    publishing = RedisBackplane(redis.url, history=history, hub_id="w")
+    writer = Hub(backplane=publishing, heartbeat=None)
+    backplane = RedisBackplane(redis.url, history=history, hub_id="storm", timeout=60)
+    hub = Hub(backplane=backplane, heartbeat=None)
+    for one in (publishing, backplane):
+        await one.start()
+        await one.wait_for(lambda h: h.connected, timeout=30)
+    for _ in range(count):
+        writer.publish(PAYLOAD, topic="t")
+    await backplane.wait_for(lambda h: h.received >= count, timeout=60)
+    await writer.aclose()
+    us = await resume(hub, count, clients, shared=shared, at_once=at_once)
+    reads = backplane.health().reads
+    await hub.aclose()
+    return {"us_per_client": us, "reads": reads}
+
+
 async def through_redis(count: int, samples: int) -> dict[str, Any]:
     redis = Redis()
     try:
@@ -275,9 +319,21 @@ async def through_redis(count: int, samples: int) -> dict[str, Any]:
             "backplane, no history": await own_latency(redis, None, samples),
             "backplane, history": await own_latency(redis, HISTORY, samples),
         }
+        storm = {
+            "1 client": await resume_through_redis(redis, 100, 1, shared=True, at_once=True),
+            "1,000 clients at once, one position": await resume_through_redis(
+                redis, 100, 1000, shared=True, at_once=True
+            ),
+            "1,000 clients one after another, one position": await resume_through_redis(
+                redis, 100, 1000, shared=True, at_once=False
+            ),
+            "1,000 clients at once, 1,000 positions": await resume_through_redis(
+                redis, 100, 1000, shared=False, at_once=True
+            ),
+        }
     finally:
         redis.stop()
-    return {"throughput": throughput, "latency": latency}
+    return {"throughput": throughput, "latency": latency, "resume": storm}
 
 
 # -- output -----------------------------------------------------------------------------
@@ -301,9 +357,10 @@ def table(result: dict[str, Any]) -> str:
     lines += ["| part | ns |", "|---|---:|"]
     for part, ns in result["in_process"]["parts_ns"].items():
         lines.append(f"| {part} | {ns:.0f} |")
-    lines += ["", "| resume | µs per client |", "|---|---:|"]
-    for case, us in result["in_process"]["resume_us"].items():
-        lines.append(f"| {case} | {us:.0f} |")
+    lines += ["", "| resume of 100 messages, from memory | µs per client | history reads |"]
+    lines += ["|---|---:|---:|"]
+    for case, figures in result["in_process"]["resume"].items():
+        lines.append(f"| {case} | {figures['us_per_client']:.0f} | {figures['reads']} |")
     if "redis" in result:
         redis = result["redis"]
         plain = redis["throughput"]["plain PUBLISH (no offsets)"]
@@ -325,6 +382,14 @@ def table(result: dict[str, Any]) -> str:
         lines += ["", "| publish() to own subscriber | p50 ms | p99 ms |", "|---|---:|---:|"]
         for case, figures in redis["latency"].items():
             lines.append(f"| {case} | {figures['p50_ms']:.3f} | {figures['p99_ms']:.3f} |")
+        lines += [
+            "",
+            "| resume of 100 messages on a hub just started, from Redis "
+            "| µs per client | Redis reads |",
+            "|---|---:|---:|",
+        ]
+        for case, figures in redis["resume"].items():
+            lines.append(f"| {case} | {figures['us_per_client']:.0f} | {figures['reads']} |")
     return "\n".join(lines)
 
 

@@ -275,3 +275,36 @@ async def test_positions_given_as_objects_or_text_resume_alike() -> None:
         async with Client(server.uri, since=[Position("p", epoch, 2)]) as client:
             got = await events(client, 2)
     assert payloads(got) == ["m3", "m4"]
+
+
+async def test_a_reconnect_storm_reads_history_once_per_starting_point() -> None:
+    async with serving(topics=["p"]) as server:
+        for n in range(1, 21):
+            server.hub.publish(f"m{n}", topic="p")
+        async with connect(server.uri, subprotocols=V1) as probe:
+            server.hub.publish("m21", topic="p")
+            frame = await asyncio.wait_for(probe.recv(), GUARD)
+            assert isinstance(frame, str)
+            epoch = json.loads(frame.split("\n")[0])["e"]
+        starts = [5] * 150 + [15] * 50
+        crowd = [
+            await connect(f"{server.uri}?since=p:{epoch}:{start}", subprotocols=V1)
+            for start in starts
+        ]
+        try:
+            received: list[list[int]] = []
+            for ws in crowd:
+                offsets: list[int] = []
+                async with asyncio.timeout(GUARD):
+                    while not offsets or offsets[-1] < 21:
+                        frame = await ws.recv()
+                        assert isinstance(frame, str)
+                        if "\n" in frame:  # a data frame; the resume frame has no line feed
+                            offsets.append(json.loads(frame.split("\n")[0])["o"])
+                received.append(offsets)
+            stats = server.hub.stats()
+        finally:
+            for ws in crowd:
+                await ws.close()
+    assert received == [list(range(start + 1, 22)) for start in starts]
+    assert (stats.resumed, stats.replayed, stats.history_reads) == (200, 150 * 16 + 50 * 6, 2)

@@ -265,3 +265,60 @@ async def test_reads_of_one_place_at_once_share_one_read() -> None:
         assert {len(r.messages) for r in together} == {5}
         health = backplane.health()
     assert (health.resumes, health.reads) == (30, 1)
+
+
+async def test_reads_of_one_place_one_after_another_share_one_read_until_it_moves_on() -> None:
+    async with running_redis() as redis, hub_on(redis.url, "A", history=History()) as a:
+        await wait_health(a, connected)
+        for n in range(1, 6):
+            a.publish(f"m{n}", topic="t")
+        await published(a, 5)
+        backplane = backplane_of(a)
+        epoch = (await backplane.read("t", "", 0)).epoch
+        crowd = [await backplane.read("t", epoch, 2) for _ in range(30)]
+        assert {tuple(m.offset for m in r.messages) for r in crowd} == {(3, 4, 5)}
+        # One copy of each message for all of them: its frames are encoded once.
+        assert all(r.messages[0] is crowd[0].messages[0] for r in crowd)
+        assert (backplane.health().resumes, backplane.health().reads) == (31, 2)
+        # Once the stream moves on (a publish may trim it), the next client reads again.
+        a.publish("m6", topic="t")
+        await published(a, 6)
+        later = await backplane.read("t", epoch, 2)
+        assert [m.offset for m in later.messages] == [3, 4, 5, 6]
+        assert (backplane.health().resumes, backplane.health().reads) == (32, 3)
+
+
+async def redis_ms(client: aredis.Redis) -> int:
+    seconds, micros = await client.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+async def test_a_read_kept_for_later_clients_is_not_served_once_its_oldest_has_aged_out() -> None:
+    max_age = 60.0
+    async with running_redis() as redis, admin(redis) as client:
+        # Entry 1 ages out two seconds from now by Redis' clock, entry 2 much later.
+        aged_at = await redis_ms(client) + 2000
+        await client.hset("wsfanout:epochs", "p", "e1")
+        await client.hset("wsfanout:offsets", "p", 2)
+        for offset, t in ((1, aged_at - int(max_age * 1000)), (2, aged_at + 30_000)):
+            await client.xadd(
+                "wsfanout:history:p",
+                {"t": t, "h": b"\x01\xff\xff\xff\xff", "d": f"m{offset}"},
+                id=f"{offset}-0",
+            )
+        async with hub_on(redis.url, "A", history=History(max_age=max_age)) as a:
+            await wait_health(a, lambda h: h.connected and h.topics >= 1)
+            backplane = backplane_of(a)
+            first = await backplane.read("p", "e1", 0)
+            again = await backplane.read("p", "e1", 0)
+            if await redis_ms(client) < aged_at - 500:  # not when the machine stalled that long
+                assert backplane.health().reads == 1
+            assert [m.offset for m in first.messages] == [1, 2]
+            assert [m.offset for m in again.messages] == [1, 2]
+            async with asyncio.timeout(10):
+                while True:  # the clock passing is what this test is about
+                    if await redis_ms(client) > aged_at:
+                        break
+                    await asyncio.sleep(0.05)
+            aged = await backplane.read("p", "e1", 0)
+    assert [m.offset for m in aged.messages] == [2]

@@ -10,12 +10,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from wsfanout import History, Position
+from wsfanout._core.history import Plans
 from wsfanout.exceptions import ConfigError, PolicyError
 from wsfanout.lowlevel import (
     Held,
     MemoryHistory,
     Message,
     ResumePlan,
+    Streams,
     gap_notice,
     heartbeat_frame,
     make_message,
@@ -232,3 +234,84 @@ def test_control_frames_are_compact_json_without_t_for_the_stream_without_a_topi
     assert heartbeat_frame({"prices": ("e1", 57), "": ("e2", 3)}) == (
         '{"type":"heartbeat","offsets":{"prices":["e1",57],"":["e2",3]}}'
     )
+
+
+class CountingHistory(MemoryHistory):
+    """A history that counts the reads made of it."""
+
+    __slots__ = ("reads",)
+
+    def __init__(self, limits: History) -> None:
+        super().__init__(limits)
+        self.reads = 0
+
+    def read(self, topic: str | None, after: int, last: int, now: float) -> Held:
+        self.reads += 1
+        return super().read(topic, after, last, now)
+
+
+def published(streams: Streams, history: MemoryHistory, count: int, now: float = 0.0) -> None:
+    for _ in range(count):
+        stream = streams.advance("p")
+        history.append(
+            make_message("x", seq=stream.last, time=now, topic="p", offset=stream.last, epoch="e1"),
+            now,
+        )
+
+
+def test_a_reconnect_storm_reads_history_once_per_starting_point() -> None:
+    streams, history, plans = Streams(lambda: "e1"), CountingHistory(History()), Plans()
+    published(streams, history, 20)
+    crowd = [Position("p", "e1", 5)] * 1000 + [Position("p", "e1", 10)] * 500
+    got = [plans.plan(streams, history, p, every_topic=False, now=0.0) for p in crowd]
+    assert (history.reads, plans.reads) == (2, 2)
+    assert {tuple(offsets(plan.messages)) for plan in got if plan} == {
+        tuple(range(6, 21)),
+        tuple(range(11, 21)),
+    }
+    # A message later, the plans made before it would miss it: the next client reads again.
+    published(streams, history, 1)
+    again = plans.plan(streams, history, Position("p", "e1", 5), every_topic=False, now=0.0)
+    assert again is not None
+    assert offsets(again.messages) == list(range(6, 22))
+    assert history.reads == 3
+
+
+def test_a_shared_plan_is_not_served_once_its_oldest_messages_have_aged_out() -> None:
+    streams, history, plans = Streams(lambda: "e1"), CountingHistory(History(max_age=10.0)), Plans()
+    published(streams, history, 3, now=0.0)
+    published(streams, history, 3, now=5.0)
+    position = Position("p", "e1", 0)
+    before = plans.plan(streams, history, position, every_topic=False, now=9.0)
+    after = plans.plan(streams, history, position, every_topic=False, now=11.0)
+    assert before is not None
+    assert after is not None
+    assert (offsets(before.messages), before.missing) == ([1, 2, 3, 4, 5, 6], ())
+    assert (offsets(after.messages), after.missing) == ([4, 5, 6], ((1, 3),))
+    assert history.reads == 2
+
+
+def test_a_new_epoch_is_not_answered_with_the_old_epochs_plan() -> None:
+    streams, history, plans = Streams(lambda: "e1"), CountingHistory(History()), Plans()
+    published(streams, history, 4)
+    position = Position("p", "e1", 2)
+    old = plans.plan(streams, history, position, every_topic=False, now=0.0)
+    history.reset("p")
+    streams.place("p", "e2", 0)
+    new = plans.plan(streams, history, position, every_topic=False, now=0.0)
+    assert old is not None
+    assert new is not None
+    assert (old.previous, offsets(old.messages)) == (None, [3, 4])
+    assert (new.previous, new.epoch, new.messages) == ("e1", "e2", ())
+
+
+def test_a_replayed_twin_has_the_replay_time_and_shares_every_encoded_frame() -> None:
+    original = make_message("x" * 10, seq=3, time=1.0, topic="p", key="k", offset=3, epoch="e1")
+    twin = original.retimed(9.0)
+    assert (twin.time, original.time) == (9.0, 1.0)
+    fields = ("opcode", "payload", "seq", "topic", "key", "droppable", "offset", "epoch")
+    assert [getattr(twin, f) for f in fields] == [getattr(original, f) for f in fields]
+    assert twin.frame is original.frame
+    assert twin.v1_payload == original.v1_payload
+    # Encoded later, through either, the v1 frame is encoded once and shared.
+    assert twin.v1_frame(None) is original.v1_frame(None)

@@ -27,8 +27,9 @@ than this hub (a snapshot of every topic's epoch and offset). The gap is read ba
 from the stream (*repaired*) while the topic's later messages wait, then all are
 handed over in order; what the stream no longer holds is reported to the hub
 (``Inbound.lost``), which tells its subscribers. Clients that resume read the stream
-through :meth:`RedisBackplane.read`, one read shared by every client that resumes from
-the same place at once.
+through :meth:`RedisBackplane.read`, one read (and one copy of its messages) shared by
+every client that resumes from the same place, at once or later while the stream has
+not moved on.
 
 Channels. A message with no topic goes to ``<namespace>:all``, one with topic ``t``
 to ``<namespace>:topic:t``; its stream is ``<namespace>:history:t`` (``""`` for no
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import random
 import re
@@ -141,9 +143,24 @@ class BackplaneHealth:
     """Reads of history asked for by resuming clients (through :meth:`RedisBackplane.read`)."""
     reads: int
     """Reads of history made in Redis for them: one for all that asked for the same
-    place while it ran."""
+    place, while it ran or later while the stream had not moved on."""
     malformed: int
     """Payloads in the namespace that carry the wire format's marker but do not parse."""
+
+
+MAX_KEPT_READS = 256
+"""Reads kept for clients resuming later from the same place (past it, the stale go)."""
+
+
+@attrs.frozen
+class _Read:
+    """One read of a stream from one place, shared by the clients resuming from there."""
+
+    epoch: str
+    last: int
+    messages: tuple[Message, ...]
+    good_until: float
+    """Loop time when its oldest message passes the age bound (inf without one)."""
 
 
 def _check_buffer(buffer: object) -> PublishBuffer:
@@ -278,7 +295,9 @@ class RedisBackplane:
         self._sender: asyncio.Task[None] | None = None
         self._receiver: asyncio.Task[None] | None = None
         self._repairs: set[asyncio.Task[None]] = set()
-        self._reads: dict[tuple[str, str, int], asyncio.Task[tuple[str, int, list[Any]]]] = {}
+        self._reads: dict[tuple[str, str, int], asyncio.Task[_Read]] = {}
+        self._kept: dict[tuple[str, str, int], _Read] = {}
+        """Reads that clients resuming later from the same place share, while good."""
         self._clients: list[Redis] = []
         self._reader: Redis | None = None
         self._scripts: dict[str, AsyncScript] = {}
@@ -339,33 +358,70 @@ class RedisBackplane:
 
     async def read(self, topic: str | None, epoch: str, after: int) -> Recovered:
         """What the stream of ``topic`` holds after ``after`` of ``epoch``, once this hub
-        has been handed it. Concurrent reads from one place share one Redis read."""
+        has been handed it. Reads from one place share one Redis read: those at once, and
+        those later while the stream has not moved on and nothing read has aged out."""
         stream = NO_TOPIC if topic is None else topic
         key = (stream, epoch, after)
         self._resumes += 1
-        task = self._reads.get(key)
         if self._waiters:
             self._changed()
-        if task is None:
-            self._history_reads += 1
-            task = asyncio.get_running_loop().create_task(self._read_all(stream, epoch, after))
-            self._reads[key] = task
-            task.add_done_callback(lambda _: self._reads.pop(key, None))
-        found_epoch, last, entries = await asyncio.shield(task)
-        if not found_epoch:
+        read = self._kept.get(key)
+        if read is not None and not self._still_good(stream, read):
+            del self._kept[key]
+            read = None
+        if read is None:
+            task = self._reads.get(key)
+            if task is None:
+                self._history_reads += 1
+                task = asyncio.get_running_loop().create_task(self._read_once(key))
+                self._reads[key] = task
+                task.add_done_callback(lambda _: self._reads.pop(key, None))
+            read = await asyncio.shield(task)
+        if not read.epoch:
             return Recovered("", 0, ())
-        position = await self._caught_up(stream, found_epoch)
+        position = await self._caught_up(stream, read.epoch)
         if position is None:
             return Recovered("", 0, ())
+        handed = min(read.last, position)  # what came later reaches the hub, and the client, live
+        messages = read.messages
+        if messages and messages[-1].offset > handed:
+            messages = tuple(m for m in messages if m.offset <= handed)
+        return Recovered(read.epoch, handed, messages)
+
+    async def _read_once(self, key: tuple[str, str, int]) -> _Read:
+        """Read the stream from ``key``'s place and make its messages, once for every
+        client that resumes from there; keep the result while it stays good."""
+        stream, epoch, after = key
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        found_epoch, last, entries, fresh_for = await self._read_all(stream, epoch, after)
         inbound = self._inbound
         assert inbound is not None
-        handed = min(last, position)  # what came later reaches the hub, and the client, live
+        topic = stream if stream else None
         messages = tuple(
-            inbound.make(opcode, payload, topic, key, offset, found_epoch)
-            for offset, (opcode, payload, _, key) in entries
-            if offset <= handed
+            inbound.make(opcode, payload, topic, name, offset, found_epoch)
+            for offset, (opcode, payload, _, name) in entries
         )
-        return Recovered(found_epoch, handed, messages)
+        read = _Read(found_epoch, last, messages, started + fresh_for)
+        if found_epoch:
+            if len(self._kept) >= MAX_KEPT_READS:
+                self._kept = {k: r for k, r in self._kept.items() if self._still_good(k[0], r)}
+                if len(self._kept) >= MAX_KEPT_READS:
+                    self._kept.clear()
+            self._kept[key] = read
+        return read
+
+    def _still_good(self, stream: str, read: _Read) -> bool:
+        """Whether ``read`` is still what Redis would answer: the stream has not moved
+        past it (a publish may trim it) nor started a new epoch, and none of it has aged
+        out (Redis trims by age when it is read)."""
+        position = self._cursors.position(stream)
+        return (
+            position is not None
+            and position[0] == read.epoch
+            and position[1] <= read.last
+            and asyncio.get_running_loop().time() < read.good_until
+        )
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -785,28 +841,35 @@ class RedisBackplane:
         """Entries ``(after, upto]`` of ``stream`` in ``epoch`` (none in another epoch)."""
         found: list[tuple[int, Item]] = []
         while after < upto:
-            now, _, start, entries = await self._read_page(stream, epoch, after, upto)
+            now, _, start, entries, _ = await self._read_page(stream, epoch, after, upto)
             if now != epoch or start != after or not entries:
                 break
             found += entries
             after = entries[-1][0]
         return found
 
-    async def _read_all(self, stream: str, epoch: str, after: int) -> tuple[str, int, list[Any]]:
-        """``(epoch, last, entries)``: what the stream holds after ``after`` of ``epoch``
-        (from 0 if that position is not in it), every page of it."""
-        found_epoch, last, after, entries = await self._read_page(stream, epoch, after, 0)
+    async def _read_all(
+        self, stream: str, epoch: str, after: int
+    ) -> tuple[str, int, list[tuple[int, Item]], float]:
+        """``(epoch, last, entries, fresh for)``: what the stream holds after ``after`` of
+        ``epoch`` (from 0 if that position is not in it), every page of it, and the
+        seconds until its oldest entry passes the age bound (inf without one)."""
+        found_epoch, last, after, entries, fresh_for = await self._read_page(
+            stream, epoch, after, 0
+        )
         found = list(entries)
         while found and found[-1][0] < last:
-            more_epoch, _, _, more = await self._read_page(stream, found_epoch, found[-1][0], last)
+            more_epoch, _, _, more, _ = await self._read_page(
+                stream, found_epoch, found[-1][0], last
+            )
             if more_epoch != found_epoch or not more:
                 break
             found += more
-        return found_epoch, last, found
+        return found_epoch, last, found, fresh_for
 
     async def _read_page(
         self, stream: str, epoch: str, after: int, upto: int
-    ) -> tuple[str, int, int, list[tuple[int, Item]]]:
+    ) -> tuple[str, int, int, list[tuple[int, Item]], float]:
         _, _, key = self._names(stream if stream else None)
         maxn, maxb, maxage = self._limits
         reply = await self._scripts["read"](
@@ -817,12 +880,18 @@ class RedisBackplane:
         found_epoch = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
         topic = stream if stream else None
         entries: list[tuple[int, Item]] = []
+        oldest: int | None = None
         for entry_id, fields in reply[3]:
             values = dict(zip(fields[::2], fields[1::2], strict=True))
             opcode, key_name, _ = decode_head(values[b"h"])
             offset = int(entry_id.split(b"-", 1)[0])
             entries.append((offset, (opcode, values[b"d"], topic, key_name)))
-        return found_epoch, int(reply[1]), int(reply[2]), entries
+            if oldest is None:
+                oldest = int(values[b"t"])
+        fresh_for = math.inf
+        if maxage and oldest is not None and len(reply) > 4:
+            fresh_for = (oldest + maxage - int(reply[4])) / 1000
+        return found_epoch, int(reply[1]), int(reply[2]), entries, fresh_for
 
     async def _caught_up(self, stream: str, epoch: str) -> int | None:
         """This hub's last offset of ``stream`` once it is in ``epoch`` (waiting for it at

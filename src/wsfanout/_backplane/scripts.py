@@ -138,8 +138,9 @@ READ = (
     + """
 -- KEYS: offsets, epochs, bytes, the stream. ARGV: stream name, epoch, after, upto (0: the
 -- end), count, max_messages (0: no history), max_bytes, max_age in ms.
--- Returns {epoch, last, after} and the entries after `after` (from 0 in another epoch,
--- or when `after` is past the end), up to `upto`, at most `count` of them.
+-- Returns {epoch, last, after, entries, now}: the entries after `after` (from 0 in another
+-- epoch, or when `after` is past the end), up to `upto`, at most `count` of them, and
+-- Redis' clock in ms (what the age bound counts from).
 local name = ARGV[1]
 local epoch = redis.call('HGET', KEYS[2], name)
 if not epoch then return {'', 0, 0, {}} end
@@ -149,15 +150,16 @@ if epoch ~= ARGV[2] or after > last then after = 0 end
 local maxn = tonumber(ARGV[6])
 if maxn == 0 then return {epoch, last, after, {}} end
 local maxage = tonumber(ARGV[8])
+local now = now_ms()
 if maxage > 0 then
-  trim(KEYS[4], KEYS[3], name, last, maxn, tonumber(ARGV[7]), maxage, now_ms())
+  trim(KEYS[4], KEYS[3], name, last, maxn, tonumber(ARGV[7]), maxage, now)
 end
 local upto = tonumber(ARGV[4])
 local stop = '+'
 if upto > 0 then stop = string.format('%d-0', upto) end
 local start = string.format('%d-0', after + 1)
 local entries = redis.call('XRANGE', KEYS[4], start, stop, 'COUNT', ARGV[5])
-return {epoch, last, after, entries}
+return {epoch, last, after, entries, now}
 """
 )
 

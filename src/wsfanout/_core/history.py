@@ -15,6 +15,11 @@ client's :class:`Position` (``TOPIC:EPOCH:OFFSET``, docs/protocol.md "Resuming")
 what its topic's stream holds make a :class:`ResumePlan` (:func:`plan_resume`): the
 ``resume`` frame, the gap notice for what history lost, and the messages to replay,
 in order, each once. The shell sends the plan, then lets live messages through.
+
+A reconnect storm (thousands of clients resuming from the same position at once) reads
+history once per distinct starting point: :class:`Plans` shares one plan among the
+clients that resume from one position while the topic's stream and its history are
+unchanged.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ __all__ = [
     "Held",
     "History",
     "MemoryHistory",
+    "Plans",
     "Position",
     "Range",
     "ResumePlan",
@@ -373,3 +379,58 @@ def plan_from(
     else:
         held = history.read(topic, after, stream.last, now)
     return plan_resume(position, stream.epoch, stream.last, held)
+
+
+class Plans:
+    """Resume plans shared among clients that resume from the same position.
+
+    A plan depends only on the position, the topic's stream (epoch and last offset) and
+    what history holds, which, between two messages of the topic, changes only when its
+    oldest messages age out. So a plan is kept while the stream's epoch and last offset
+    and the oldest offset held are those it was made with; ``reads`` counts the reads of
+    history (one per distinct position and state), for the hub's statistics.
+    """
+
+    __slots__ = ("_topics", "reads")
+
+    MAX_POSITIONS = 256
+    """Plans kept per topic: a storm of more distinct positions reads more, not forever."""
+    MAX_TOPICS = 1024
+    """Topics with plans kept: past it every topic starts over."""
+
+    def __init__(self) -> None:
+        self._topics: dict[str, tuple[tuple[str, int, int | None], dict[Position, ResumePlan]]]
+        self._topics = {}
+        self.reads = 0
+
+    def plan(
+        self,
+        streams: Streams,
+        history: MemoryHistory | None,
+        position: Position,
+        *,
+        every_topic: bool,
+        now: float,
+    ) -> ResumePlan | None:
+        """:func:`plan_from`, read once per position while nothing it depends on moves."""
+        topic = position.stream_topic
+        stream = streams.get(topic)
+        if stream is None:  # nothing to share: no stream, or one this call creates
+            self.reads += 1
+            return plan_from(streams, history, position, every_topic=every_topic, now=now)
+        first = None if history is None else history.first(topic, now)
+        state = (stream.epoch, stream.last, first)
+        name = position.topic
+        kept = self._topics.get(name)
+        if kept is None or kept[0] != state or len(kept[1]) >= self.MAX_POSITIONS:
+            if kept is None and len(self._topics) >= self.MAX_TOPICS:
+                self._topics.clear()
+            kept = self._topics[name] = (state, {})
+        plans = kept[1]
+        plan = plans.get(position)
+        if plan is None:
+            self.reads += 1
+            plan = plan_from(streams, history, position, every_topic=every_topic, now=now)
+            assert plan is not None  # its stream exists
+            plans[position] = plan
+        return plan

@@ -86,6 +86,9 @@ class HubStats(Counts):
     history_missed: int = 0
     """Messages resuming subscribers missed that history no longer held, each reported to
     its subscriber in a gap notice (reason ``history``)."""
+    history_reads: int = 0
+    """Reads of this hub's own history by resuming subscribers: one per distinct starting
+    point while the topic is unchanged, however many subscribers resume from it."""
 
 
 def add_stats(total: dict[str, float], stats: Counts) -> None:

@@ -39,12 +39,12 @@ from .._core.history import (
     Held,
     History,
     MemoryHistory,
+    Plans,
     Position,
     ResumePlan,
     check_history,
     missing_ranges,
     parse_since,
-    plan_from,
     plan_resume,
     resume_after,
     wanted,
@@ -125,6 +125,8 @@ class Hub:
         self._resumed = 0
         self._replayed = 0
         self._history_missed = 0
+        self._plans = Plans()
+        """Resume plans shared by clients resuming from one position (a storm)."""
         self._beats: asyncio.Task[None] | None = None
         self._backplane = backplane
         if backplane is not None:
@@ -375,9 +377,9 @@ class Hub:
         return plan_resume(position, recovered.epoch, last, held)
 
     def _local_plan(self, position: Position, link: Link) -> ResumePlan | None:
-        """From this hub's own streams and history."""
+        """From this hub's own streams and history, read once per starting point."""
         fanout = self._fanout
-        return plan_from(
+        return self._plans.plan(
             fanout.streams,
             fanout.history,
             position,
@@ -478,6 +480,7 @@ class Hub:
             resumed=self._resumed,
             replayed=self._replayed,
             history_missed=self._history_missed,
+            history_reads=self._plans.reads,
             **{name: int(value) for name, value in total.items()},
         )
 
