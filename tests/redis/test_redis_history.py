@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
 from collections.abc import AsyncIterator
 
 import pytest
@@ -322,3 +323,40 @@ async def test_a_read_kept_for_later_clients_is_not_served_once_its_oldest_has_a
                     await asyncio.sleep(0.05)
             aged = await backplane.read("p", "e1", 0)
     assert [m.offset for m in aged.messages] == [2]
+
+
+def kept_by_bound(sizes: list[int], max_messages: int, max_bytes: int) -> list[int]:
+    """The offsets a stream holds after each of ``sizes`` is appended and the oldest
+    trimmed while over a bound: the model, written apart from the Lua script."""
+    held: list[tuple[int, int]] = []
+    for offset, size in enumerate(sizes, start=1):
+        held.append((offset, size))
+        while held and (len(held) > max_messages or sum(s for _, s in held) > max_bytes):
+            held.pop(0)
+    return [offset for offset, _ in held]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_the_stream_is_trimmed_exactly_however_many_entries_one_message_evicts(
+    seed: int,
+) -> None:
+    # Mostly small messages and, now and then, one nearly the byte bound that evicts
+    # dozens at once, or one larger than the bound that evicts everything, itself too.
+    rng = random.Random(seed)
+    sizes = [rng.choice([*range(1, 9)] * 12 + [250, 299, 301]) for _ in range(400)]
+    bound = History(max_messages=60, max_bytes=300)
+    async with (
+        running_redis() as redis,
+        admin(redis) as client,
+        hub_on(redis.url, "A", history=bound) as a,
+    ):
+        await wait_health(a, connected)
+        for size in sizes:
+            a.publish("x" * size, topic="t")
+        await published(a, len(sizes))
+        held = await entries(client, "t")
+        stored_bytes = int(await client.hget("wsfanout:bytes", "t") or 0)
+    expected = kept_by_bound(sizes, 60, 300)
+    assert [offset for offset, _ in held] == expected
+    assert [len(payload) for _, payload in held] == [sizes[o - 1] for o in expected]
+    assert stored_bytes == sum(sizes[o - 1] for o in expected)
