@@ -360,3 +360,45 @@ async def test_the_stream_is_trimmed_exactly_however_many_entries_one_message_ev
     assert [offset for offset, _ in held] == expected
     assert [len(payload) for _, payload in held] == [sizes[o - 1] for o in expected]
     assert stored_bytes == sum(sizes[o - 1] for o in expected)
+
+
+async def test_a_storm_from_more_places_than_the_pool_has_connections_reads_them_all() -> None:
+    # redis-py's pool opens at most 100 connections; 300 places are read, none fails.
+    async with running_redis() as redis, hub_on(redis.url, "A", history=History()) as a:
+        await wait_health(a, connected)
+        for n in range(5):
+            a.publish(str(n), topic="t")
+        await published(a, 5)
+        backplane = backplane_of(a)
+        found = await asyncio.gather(*(backplane.read("t", f"other{i}", 0) for i in range(300)))
+        health = backplane.health()
+    assert {tuple(m.offset for m in r.messages) for r in found} == {(1, 2, 3, 4, 5)}
+    assert (health.resumes, health.reads) == (300, 300)
+
+
+async def test_a_resume_whose_read_fails_is_closed_to_come_back_not_told_of_a_loss() -> None:
+    history = History(max_messages=1000)
+    async with running_redis() as redis, admin(redis) as client:
+        async with hub_on(redis.url, "A", history=history) as a:
+            await wait_health(a, connected)
+            for n in range(1, 11):
+                a.publish(f"m{n}", topic="t")
+            await published(a, 10)
+            epoch = (await backplane_of(a).read("t", "", 0)).epoch
+        async with hub_on(redis.url, "B", history=history, timeout=0.5) as b, serving(b) as uri:
+            await wait_health(b, lambda h: h.connected and h.topics >= 1)
+            # Redis holds back every script (reads too) longer than B waits for one.
+            await client.client_pause(30_000, all=False)
+            try:
+                reader = Reader.connect(f"{uri}/topic/t", since=[Position("t", epoch, 4)])
+                # Asked twice: the first read failed, and the client came back for more.
+                await wait_health(b, lambda h: h.resumes >= 2)
+            finally:
+                await client.client_unpause()
+            await reader.wait(lambda r: len(r.received) == 6)
+            stats = b.stats()
+            await reader.close()
+    assert [(m.offset, m.data) for m in reader.received] == [(o, f"m{o}") for o in range(5, 11)]
+    assert reader.gaps == []
+    assert reader.client.stats().lost == 0
+    assert stats.history_missed == 0

@@ -148,6 +148,8 @@ class BackplaneHealth:
     """Payloads in the namespace that carry the wire format's marker but do not parse."""
 
 
+MAX_CONCURRENT_READS = 16
+"""History reads in Redis at once (Redis runs one at a time anyway); the rest wait."""
 MAX_KEPT_READS = 256
 """Reads kept for clients resuming later from the same place (past it, the stale go)."""
 
@@ -297,6 +299,9 @@ class RedisBackplane:
         self._repairs: set[asyncio.Task[None]] = set()
         self._reads: dict[tuple[str, str, int], asyncio.Task[_Read]] = {}
         self._kept: dict[tuple[str, str, int], _Read] = {}
+        self._reading = asyncio.Semaphore(MAX_CONCURRENT_READS)
+        """Reads in flight at most: a storm from many places must not take every
+        connection the pool may open (the subscription needs one)."""
         """Reads that clients resuming later from the same place share, while good."""
         self._clients: list[Redis] = []
         self._reader: Redis | None = None
@@ -872,11 +877,12 @@ class RedisBackplane:
     ) -> tuple[str, int, int, list[tuple[int, Item]], float]:
         _, _, key = self._names(stream if stream else None)
         maxn, maxb, maxage = self._limits
-        reply = await self._scripts["read"](
-            keys=[*self._keys, key],
-            args=[stream, epoch, after, upto, PAGE, maxn, maxb, maxage],
-            client=self._reader,
-        )
+        async with self._reading:
+            reply = await self._scripts["read"](
+                keys=[*self._keys, key],
+                args=[stream, epoch, after, upto, PAGE, maxn, maxb, maxage],
+                client=self._reader,
+            )
         found_epoch = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
         topic = stream if stream else None
         entries: list[tuple[int, Item]] = []

@@ -320,6 +320,10 @@ class Hub:
         if remote:
             found = await asyncio.gather(*(self._fetch(p) for p in remote))
             fetched = {p.topic: recovered for p, recovered in zip(remote, found, strict=True)}
+            if link.outbox.closing is None and None in found:
+                # Told nothing rather than told that what the history holds is lost: it
+                # comes back with backoff and resumes from where it was.
+                link.close(Close(1013, "history unavailable", cause="reading history failed"))
         if link.outbox.closing is not None:
             return
         # From here until the link joins the fan-out nothing awaits, so the replay ends
@@ -354,7 +358,8 @@ class Hub:
         self, position: Position, link: Link, recovered: Recovered | None
     ) -> ResumePlan | None:
         """What to send for ``position``: from the backplane's history (``recovered``),
-        then this hub's window of what came after; from the window alone without it."""
+        then this hub's window of what came after; from the window alone when it holds
+        everything (``recovered`` is None: not read)."""
         if recovered is None:
             return self._local_plan(position, link)
         if not recovered.epoch:
