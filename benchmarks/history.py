@@ -7,13 +7,18 @@ measured in the same run, so the ratios compare like with like:
   ``Hub.publish`` with no history against a ``History(max_messages=1000)``, to 0 and to
   100 subscribers, raw and ``wsfanout.v1``; what an offset costs on its own
   (``Streams.advance``) and what keeping a message costs (``MemoryHistory.append``);
-  a resume of 100 messages, and a storm of 1,000 clients resuming from one offset.
+  a resume of 100 messages, and a storm of 1,000 clients resuming from one position
+  against 1,000 clients from 1,000 positions (the same replay, no read shared), with
+  the reads of history each made.
 * **through Redis** (a redis-server of its own on a free port): messages per second
   and Redis' CPU per message, through ``RedisBackplane`` without and with a history
   (the Lua script that numbers, keeps, trims and publishes), against plain pipelined
   ``PUBLISH`` of the same payloads, the way the backplane published before messages
-  had offsets; and the latency from ``publish()`` to the hub's own delivery, which
-  now goes through Redis.
+  had offsets; the latency from ``publish()`` to the hub's own delivery, which
+  now goes through Redis; and the same storms on a hub that has just started (its own
+  window empty), whose replays are read from Redis, at once or one after another.
+
+Resume figures are the best of 3 (5 for one client) runs.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +128,12 @@ async def resume(hub: Hub, count: int, clients: int, *, shared: bool, at_once: b
     return elapsed / clients * 1e6
 
 
+async def best_of(runs: int, case: Callable[[], Awaitable[dict[str, float]]]) -> dict[str, float]:
+    """The run with the lowest µs per client: the machine is shared, a run can stall."""
+    results = [await case() for _ in range(runs)]
+    return min(results, key=lambda r: r["us_per_client"])
+
+
 async def resume_in_memory(count: int, clients: int, *, shared: bool) -> dict[str, float]:
     """A hub with its history in memory: µs per client and the reads of its history."""
     hub = Hub(history=History(max_messages=count + 10), heartbeat=None)
@@ -147,9 +158,13 @@ async def in_process() -> dict[str, Any]:
         "publish_ns": publish,
         "parts_ns": parts_ns(),
         "resume": {
-            "1 client": await resume_in_memory(100, 1, shared=True),
-            "1,000 clients, one position": await resume_in_memory(100, 1000, shared=True),
-            "1,000 clients, 1,000 positions": await resume_in_memory(100, 1000, shared=False),
+            "1 client": await best_of(5, lambda: resume_in_memory(100, 1, shared=True)),
+            "1,000 clients, one position": await best_of(
+                3, lambda: resume_in_memory(100, 1000, shared=True)
+            ),
+            "1,000 clients, 1,000 positions": await best_of(
+                3, lambda: resume_in_memory(100, 1000, shared=False)
+            ),
         },
     }
 
@@ -320,15 +335,17 @@ async def through_redis(count: int, samples: int) -> dict[str, Any]:
             "backplane, history": await own_latency(redis, HISTORY, samples),
         }
         storm = {
-            "1 client": await resume_through_redis(redis, 100, 1, shared=True, at_once=True),
-            "1,000 clients at once, one position": await resume_through_redis(
-                redis, 100, 1000, shared=True, at_once=True
+            "1 client": await best_of(
+                5, lambda: resume_through_redis(redis, 100, 1, shared=True, at_once=True)
             ),
-            "1,000 clients one after another, one position": await resume_through_redis(
-                redis, 100, 1000, shared=True, at_once=False
+            "1,000 clients at once, one position": await best_of(
+                3, lambda: resume_through_redis(redis, 100, 1000, shared=True, at_once=True)
             ),
-            "1,000 clients at once, 1,000 positions": await resume_through_redis(
-                redis, 100, 1000, shared=False, at_once=True
+            "1,000 clients one after another, one position": await best_of(
+                3, lambda: resume_through_redis(redis, 100, 1000, shared=True, at_once=False)
+            ),
+            "1,000 clients at once, 1,000 positions": await best_of(
+                3, lambda: resume_through_redis(redis, 100, 1000, shared=False, at_once=True)
             ),
         }
     finally:
