@@ -302,11 +302,19 @@ class Floor(WebsocketsCase):
 
 
 class Wsfanout(Case):
-    """wsfanout's Hub under one policy."""
+    """wsfanout's Hub under one policy (``timings``: recording its latency histograms, as
+    once metrics or an admin listener are on)."""
 
-    def __init__(self, compression: str, policy: Policy | None, *, cork: bool = True) -> None:
+    def __init__(
+        self,
+        compression: str,
+        policy: Policy | None,
+        *,
+        cork: bool = True,
+        timings: bool | None = None,
+    ) -> None:
         super().__init__(compression)
-        self.hub = Hub(policy=policy, cork=cork)
+        self.hub = Hub(policy=policy, cork=cork, timings=timings)
         self.stalled_subscribers: list[Any] = []
         self.server: Any = None
 
@@ -449,6 +457,7 @@ CASES: dict[str, Callable[[str], Case]] = {
     "wsfanout-batch": lambda c: Wsfanout(c, Batch(max_messages=16, max_delay=0.01)),
     "wsfanout-dropoldest": lambda c: Wsfanout(c, DropOldest(max_messages=64)),
     "wsfanout-nocork": lambda c: Wsfanout(c, None, cork=False),
+    "wsfanout-timed": lambda c: Wsfanout(c, None, timings=True),
     "websockets": Plain,
     "broadcast": Broadcast,
     "naive": Naive,

@@ -32,11 +32,12 @@ FACES = (
     "wsfanout.lowlevel",
     "wsfanout.backplane",
     "wsfanout.exceptions",
+    "wsfanout.metrics",
     "wsfanout.testing",
     "wsfanout.client",
 )
 
-NOT_CONSTRUCTED = {"Subscriber"}
+NOT_CONSTRUCTED = {"Subscriber", "HubMonitor"}
 """Classes users never construct: their constructor is not part of the API."""
 
 

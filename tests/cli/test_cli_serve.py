@@ -116,6 +116,10 @@ def test_a_client_sending_more_than_max_size_is_closed_with_1009(
         ws.send("x" * 1024)  # at the limit: accepted
         ws.send("x" * 1025)
         assert close_code(ws) == 1009
+    assert server.wait_for(r"client disconnected: 127\.0\.0\.1:\d+ / (.*)$")[1] == (
+        "sent 0, dropped 0, closed: 1009 message too big: frame exceeds limit of 1024 bytes "
+        "(max_size)"
+    )
     server.signal(signal.SIGTERM)
     assert server.exit_code() == 0
 
@@ -257,7 +261,7 @@ def test_a_client_that_resumes_gets_what_it_missed_from_serve_history(
     server = wsfanout(["serve", "--policy", "chat", "--port", "0", "--history", "3"])
     line = server.wait_for(r"^wsfanout: listening on (ws://\S+) \((.*)\)$")
     url = line[1]
-    assert line[2] == "policy chat, history 3 messages a topic"
+    assert line[2] == "policy chat, compression shared, history 3 messages a topic"
     with client(url, subprotocols=[Subprotocol("wsfanout.v1")]) as ws:
         server.wait_for(r"client connected: ")
         server.feed("one\n")
@@ -279,4 +283,4 @@ def test_a_client_that_resumes_gets_what_it_missed_from_serve_history(
 def test_history_bounds_without_history_are_a_usage_error(wsfanout: type[Process]) -> None:
     server = wsfanout(["serve", "--policy", "chat", "--history-age", "5s"])
     assert server.exit_code() == 2
-    assert "--history-age needs --history N" in "".join(server.rest())
+    assert "--history-age 5s: needs --history N" in "".join(server.rest())

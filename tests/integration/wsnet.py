@@ -15,15 +15,16 @@ kernel and hide the stall. Calling :meth:`Client.read` later resumes it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import itertools
 import logging
 import socket
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.asyncio.server import Server, ServerConnection
+from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Data
 
@@ -33,6 +34,7 @@ from wsfanout._shell.relay import run_relay
 
 __all__ = [
     "STALLED_RCVBUF",
+    "served",
     "STALLED_SNDBUF",
     "Body",
     "Client",
@@ -126,10 +128,12 @@ class Route:
         sndbuf: int | None,
         body: Body | None,
         on_message: OnMessage | None = None,
+        policy_name: str | None = None,
     ) -> None:
         loop = asyncio.get_running_loop()
         self.path = path
         self.policy = policy
+        self.policy_name = policy_name
         self.topics = None if topics is None else frozenset(topics)
         self.sndbuf = sndbuf
         self.body = body
@@ -311,7 +315,11 @@ class Net:
                 # scheduled now runs once it is attached.
                 asyncio.get_running_loop().call_soon(self._joined, route, ws)
                 stats = await self.hub.serve(
-                    ws, policy=route.policy, topics=route.topics, on_message=route.on_message
+                    ws,
+                    policy=route.policy,
+                    topics=route.topics,
+                    on_message=route.on_message,
+                    policy_name=route.policy_name,
                 )
         except BaseException as exc:
             if not route.joined.done():
@@ -343,6 +351,7 @@ class Net:
         compression: str | None = None,
         body: Body | None = None,
         on_message: OnMessage | None = None,
+        policy_name: str | None = None,
     ) -> Client:
         """Connect a client, wait until the hub has attached it, and return it.
 
@@ -357,6 +366,7 @@ class Net:
             sndbuf=STALLED_SNDBUF if stalled else None,
             body=body,
             on_message=on_message,
+            policy_name=policy_name,
         )
         self.routes[path] = route
         if stalled:
@@ -397,3 +407,16 @@ class Net:
                 route.served.result()  # a handler that failed fails the test here
             if route.joined.done() and not route.joined.cancelled():
                 route.joined.exception()
+
+
+@contextlib.asynccontextmanager
+async def served(hub: Hub, **options: Any) -> AsyncIterator[Net]:
+    """``hub`` behind a real server on 127.0.0.1 port 0 (``options`` are ``serve()``'s),
+    its clients aborted, the hub and the server closed when the block ends."""
+    network = Net(hub)
+    server = await serve(network.handler, "127.0.0.1", 0, **{"close_timeout": 1.0, **options})
+    network.attach_server(server)
+    try:
+        yield network
+    finally:
+        await network.shutdown()

@@ -144,6 +144,9 @@ class BackplaneHealth:
     reads: int
     """Reads of history made in Redis for them: one for all that asked for the same
     place, while it ran or later while the stream had not moved on."""
+    peers: int
+    """Other hubs subscribed to the namespace, as of the last count (at each subscription,
+    then once per ``heartbeat``)."""
     malformed: int
     """Payloads in the namespace that carry the wire format's marker but do not parse."""
 
@@ -258,6 +261,11 @@ class RedisBackplane:
 
         ns = namespace.encode()
         self._pattern = ns + b":*"
+        self._presence = ns + b":hubs"
+        """A channel every hub subscribes to and nobody publishes on: its subscribers
+        are the hubs of the namespace (``PUBSUB NUMSUB``)."""
+        self._peers = 0
+        self._counting: asyncio.Task[None] | None = None
         self._all_channel = ns + b":all"
         self._topic_prefix = ns + b":topic:"
         self._keys = [ns + b":offsets", ns + b":epochs", ns + b":bytes"]
@@ -524,6 +532,7 @@ class RedisBackplane:
             resyncs=self._resyncs,
             resumes=self._resumes,
             reads=self._history_reads,
+            peers=self._peers,
             malformed=self._malformed,
         )
 
@@ -679,6 +688,7 @@ class RedisBackplane:
     # -- receiving ------------------------------------------------------------------
 
     async def _receive_loop(self, client: Redis) -> None:
+        loop = asyncio.get_running_loop()
         delay = self.min_retry_delay
         failures = 0
         while not self._closing:
@@ -687,8 +697,14 @@ class RedisBackplane:
                 # Before subscribing: what this hub need not deliver, the first time.
                 before = None if self._baselined else await self._snapshot()
                 await pubsub.psubscribe(self._pattern)
+                await pubsub.subscribe(self._presence)
                 pinged = False
+                counted = -math.inf
                 while True:
+                    now = loop.time()
+                    if now - counted >= self.heartbeat and self._subscribed:
+                        counted = now
+                        self._count_peers()
                     message = await pubsub.get_message(timeout=self.heartbeat)
                     if message is None:
                         if pinged:
@@ -730,6 +746,28 @@ class RedisBackplane:
                     logger.debug("closing a pubsub failed", exc_info=True)
             await asyncio.sleep(random.uniform(delay / 2, delay))
             delay = min(delay * 2, self.max_retry_delay)
+
+    def _count_peers(self) -> None:
+        """Count the other hubs of the namespace, in a task (the receiver must not wait)."""
+        if self._counting is not None and not self._counting.done():
+            return
+        task = asyncio.get_running_loop().create_task(self._peer_count())
+        self._counting = task
+        self._repairs.add(task)  # ended with the repairs at close
+        task.add_done_callback(self._repairs.discard)
+
+    async def _peer_count(self) -> None:
+        assert self._reader is not None
+        try:
+            ((_, subscribed),) = await self._reader.pubsub_numsub(self._presence)
+        except Exception:
+            logger.debug("counting the hubs of the namespace failed", exc_info=True)
+            return
+        peers = max(0, int(subscribed) - 1)
+        if peers != self._peers:
+            self._peers = peers
+            if self._waiters:
+                self._changed()
 
     async def _snapshot(self) -> dict[str, tuple[str, int]]:
         """Every stream's epoch and last offset in Redis, taken atomically."""

@@ -76,6 +76,7 @@ class WorkerOptions:
     serve_options: Mapping[str, Any] = attrs.field(factory=dict)
     history: History | None = None
     hub_heartbeat: float | None = 15.0
+    setup: Callable[[Hub], None] | None = None
 
 
 class WorkerPool:
@@ -91,7 +92,9 @@ class WorkerPool:
     ``hub_heartbeat`` the hubs' (``Hub(heartbeat=...)``).
     ``serve_options`` are more keyword arguments of websockets' ``serve()``
     (``origins``, ``max_size``, ``process_request``, ...); like ``handler``, they are
-    pickled to each worker.
+    pickled to each worker. ``setup(hub)``, if given, runs in each worker once its hub
+    exists, before it listens (to hand the hub to what ``serve_options`` hold, such as
+    an endpoint that publishes).
     """
 
     def __init__(
@@ -110,6 +113,7 @@ class WorkerPool:
         serve_options: Mapping[str, Any] | None = None,
         history: History | None = None,
         hub_heartbeat: float | None = 15.0,
+        setup: Callable[[Hub], None] | None = None,
     ) -> None:
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise invalid("workers", workers, "must be an int >= 1", ConfigError)
@@ -152,6 +156,7 @@ class WorkerPool:
             serve_options=extra,
             history=history,
             hub_heartbeat=hub_heartbeat,
+            setup=setup,
         )
         self._reservation: socket.socket | None = None
         self._processes: list[BaseProcess] = []
@@ -345,6 +350,8 @@ async def _serve(index: int, options: WorkerOptions, pipe: Connection) -> None:
         close_timeout=options.close_timeout,
         heartbeat=options.hub_heartbeat,
     )
+    if options.setup is not None:
+        options.setup(hub)
     await backplane.start()
 
     async def handler(websocket: ServerConnection) -> None:

@@ -55,6 +55,7 @@ from .._core.stats import HubStats, SubscriberStats, add_stats
 from .._core.validate import check_close, positive_seconds
 from .fanout import Fanout
 from .link import Link
+from .monitor import HubMonitor, Ledger
 from .reading import gate_reading, is_gated, ungate_reading
 from .subscriber import Subscriber, check_topics
 
@@ -68,6 +69,21 @@ MAX_POSITIONS = 256
 """``since`` positions one connection may give."""
 
 DEFAULT_HEARTBEAT = 15.0
+
+POLICY_NAME_MAX = 256
+"""Longest policy name (a policy file's path may be one): a label, not a place for data."""
+
+
+def check_policy_name(name: object) -> str:
+    """A policy name: a non-empty str of at most :data:`POLICY_NAME_MAX` printable characters."""
+    if not isinstance(name, str) or not name or not name.isprintable():
+        raise invalid("policy_name", name, "must be a non-empty printable str", ConfigError)
+    if len(name) > POLICY_NAME_MAX:
+        raise invalid(
+            "policy_name", name, f"must be at most {POLICY_NAME_MAX} characters", ConfigError
+        )
+    return name
+
 
 OnMessage = Callable[[Subscriber, Data], Awaitable[None]]
 """``Hub.serve``'s ``on_message``: called with each message the client sends."""
@@ -86,6 +102,12 @@ class Hub:
     (None, the default: none); with a backplane, history is the backplane's setting.
     ``heartbeat`` is how many seconds a ``wsfanout.v1`` subscriber may receive nothing
     before it is sent a heartbeat (None: never).
+
+    ``policy_name`` names ``policy`` in :attr:`monitor` and metrics (subscribers that
+    name their own policy take ``policy_name`` from :meth:`serve`); ``closed_history``
+    is how many released subscribers :attr:`HubMonitor.closed` remembers;
+    ``timings`` records the latency histograms (:meth:`HubMonitor.timings`): from the
+    start (True), never (False), or once metrics or an admin listener ask (None).
     """
 
     def __init__(
@@ -97,6 +119,9 @@ class Hub:
         cork: bool = True,
         history: History | None = None,
         heartbeat: float | None = DEFAULT_HEARTBEAT,
+        policy_name: str = "default",
+        closed_history: int = 100,
+        timings: bool | None = None,
     ) -> None:
         self.close_timeout = positive_seconds("close_timeout", close_timeout)
         if not isinstance(cork, bool):
@@ -114,14 +139,23 @@ class Hub:
         self.history = history
         """How much of each topic the hub keeps for clients that resume (None: nothing)."""
         self.heartbeat = None if heartbeat is None else positive_seconds("heartbeat", heartbeat)
+        if timings is not None and not isinstance(timings, bool):
+            raise invalid("timings", timings, "must be True, False or None", ConfigError)
+        if isinstance(closed_history, bool) or not isinstance(closed_history, int):
+            raise invalid("closed_history", closed_history, "must be an int >= 0", ConfigError)
+        if closed_history < 0:
+            raise invalid("closed_history", closed_history, "must be >= 0", ConfigError)
         self.policy = DEFAULT_POLICY if policy is None else as_policy(policy)
-        window = None if history is None else MemoryHistory(history)
-        self._fanout = Fanout(cork=cork, history=window)
+        self.policy_name = check_policy_name(policy_name)
         self._live: set[Link] = set()
         """Every link not yet released, attached or not: what stats() and aclose() see."""
-        self._retired: dict[str, float] = {}
-        """Counters of released subscribers, summed."""
-        self._closed_by_policy = 0
+        self._ledger = Ledger(self._live, closed_history=closed_history)
+        """The counters of released subscribers, how they ended, and the timings."""
+        window = None if history is None else MemoryHistory(history)
+        self._fanout = Fanout(cork=cork, history=window)
+        self._monitor = HubMonitor(self._fanout, self._ledger, timings=timings)
+        if timings:
+            self._monitor.start_timings()
         self._resumed = 0
         self._replayed = 0
         self._history_missed = 0
@@ -203,6 +237,7 @@ class Hub:
         on_message: OnMessage | None = None,
         framing: str | None = None,
         since: Iterable[Position | str] | None = None,
+        policy_name: str | None = None,
     ) -> SubscriberStats:
         """Subscribe ``websocket`` and relay to it until the connection closes.
 
@@ -213,12 +248,14 @@ class Hub:
         ``wsfanout.v1`` subprotocol, else ``"raw"``. ``since`` are the positions
         (``Position`` or ``"TOPIC:EPOCH:OFFSET"``) the subscriber resumes from, before
         it receives anything live; by default the request's ``since`` query parameters
-        (a bad one closes the connection with 1008), ``()`` for none. Returns the
-        subscriber's final statistics.
+        (a bad one closes the connection with 1008), ``()`` for none. ``policy_name``
+        labels the subscriber in :attr:`monitor` and metrics: a preset or route name,
+        one of a few (never a client id); by default the hub's ``policy_name`` without
+        ``policy``, else ``"custom"``. Returns the subscriber's final statistics.
         """
         # Not through subscribe(): its context manager would cost every idle
         # subscriber about 500 bytes more (see docs/performance.md).
-        link = self._open(websocket, policy, topics, framing)
+        link = self._open(websocket, policy, topics, framing, policy_name)
         subscriber = link.subscriber
         try:
             await self._start(link, since)
@@ -240,15 +277,16 @@ class Hub:
         topics: Iterable[str] | None = None,
         framing: str | None = None,
         since: Iterable[Position | str] | None = None,
+        policy_name: str | None = None,
     ) -> AsyncIterator[Subscriber]:
         """Subscribe ``websocket`` for the duration of the ``async with`` block.
 
         The block must keep reading from the connection (or the connection stops
         processing close frames and pings); :meth:`serve` does that for you.
-        ``framing`` and ``since`` are as for :meth:`serve`: the block starts once the
-        subscriber has been sent what it missed.
+        ``framing``, ``since`` and ``policy_name`` are as for :meth:`serve`: the block
+        starts once the subscriber has been sent what it missed.
         """
-        link = self._open(websocket, policy, topics, framing)
+        link = self._open(websocket, policy, topics, framing, policy_name)
         try:
             await self._start(link, since)
             yield link.subscriber
@@ -261,6 +299,7 @@ class Hub:
         policy: Policy | None,
         topics: Iterable[str] | None,
         framing: str | None,
+        policy_name: str | None = None,
     ) -> Link:
         fanout = self._fanout
         if fanout.closed:
@@ -279,7 +318,13 @@ class Hub:
                 value=websocket,
             )
         chosen = self.policy if policy is None else as_policy(policy)
-        link = Link(fanout, websocket, chosen, check_topics(topics), self.close_timeout, framing)
+        if policy_name is None:
+            name = self.policy_name if policy is None else "custom"
+        else:
+            name = check_policy_name(policy_name)
+        link = Link(
+            fanout, websocket, chosen, check_topics(topics), self.close_timeout, framing, name
+        )
         link.attached = False  # until _start: resuming comes first
         self._live.add(link)
         gate_reading(websocket)
@@ -454,8 +499,7 @@ class Hub:
         ungate_reading(link.websocket)
         if link in self._live:
             self._live.discard(link)
-            add_stats(self._retired, link.outbox.stats(self._fanout.now()))
-            self._closed_by_policy += link.outbox.closed_by_policy
+            self._ledger.retire(link, self._fanout.now())
 
     # -- lifecycle and statistics ---------------------------------------------------
 
@@ -464,14 +508,19 @@ class Hub:
         """Subscribers currently receiving messages."""
         return tuple(link.subscriber for link in self._fanout.index.members)
 
+    @property
+    def monitor(self) -> HubMonitor:
+        """What the hub has seen, per policy name: for metrics and status pages."""
+        return self._monitor
+
     def __len__(self) -> int:
         return len(self._fanout.index.members)
 
     def stats(self) -> HubStats:
         """Counters summed over every subscriber, present and past."""
-        total = dict(self._retired)
+        total = self._ledger.retired_total()
         max_lag = 0.0
-        closed_by_policy = self._closed_by_policy
+        closed_by_policy = sum(self._ledger.closed_by_policy.values())
         now = self._fanout.now()
         for link in self._live:
             stats = link.outbox.stats(now)

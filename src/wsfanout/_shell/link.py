@@ -58,6 +58,7 @@ class Link:
         "joined_seq",
         "outbox",
         "plain",
+        "policy_name",
         "protocol",
         "relay",
         "stateful",
@@ -78,6 +79,7 @@ class Link:
         topics: frozenset[str] | None,
         close_timeout: float,
         framing: str = "raw",
+        policy_name: str = "custom",
     ) -> None:
         from .subscriber import Subscriber  # the handle wraps the link it is given
 
@@ -88,6 +90,8 @@ class Link:
         low, high = websocket.transport.get_write_buffer_limits()
         self.outbox = Outbox(policy, high=high, low=low)
         self.topics = topics
+        self.policy_name = policy_name
+        """The label of this subscriber's policy in the hub's monitor and metrics."""
         self.attached = True
         """Offered messages: in the fan-out's index, until closing or gone."""
         self.relay: asyncio.Task[None] | None = None
