@@ -39,7 +39,7 @@ from .._core.streams import NO_TOPIC
 
 __all__ = ["Gap", "Tracker", "TrackerStats", "uncovered"]
 
-Source = Literal["notice", "offsets", "heartbeat", "epoch"]
+GapSource = Literal["notice", "offsets", "heartbeat", "epoch"]
 
 
 @attrs.frozen(kw_only=True)
@@ -57,7 +57,7 @@ class Gap:
     epoch: str
     ranges: tuple[Range, ...]
     count: int | None
-    source: Source
+    source: GapSource
     reasons: Mapping[str, int] = attrs.field(factory=dict, eq=False, hash=False)
     keys: tuple[str, ...] = ()
     previous: Position | None = None
@@ -216,7 +216,14 @@ class Tracker:
         )
 
     def _reach(
-        self, topic: str, stream: _Stream, last: int, source: Source, *, seen: bool, gaps: list[Gap]
+        self,
+        topic: str,
+        stream: _Stream,
+        last: int,
+        source: GapSource,
+        *,
+        seen: bool,
+        gaps: list[Gap],
     ) -> None:
         """Everything up to ``last`` is accounted for (``last`` itself received, if
         ``seen``): report what was neither received nor announced, and move on."""
@@ -240,7 +247,7 @@ class Tracker:
         topic: str,
         stream: _Stream,
         ranges: list[Range],
-        source: Source,
+        source: GapSource,
         gaps: list[Gap],
         *,
         reasons: Mapping[str, int] | None = None,
