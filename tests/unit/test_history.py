@@ -315,3 +315,16 @@ def test_a_replayed_twin_has_the_replay_time_and_shares_every_encoded_frame() ->
     assert twin.v1_payload == original.v1_payload
     # Encoded later, through either, the v1 frame is encoded once and shared.
     assert twin.v1_frame(None) is original.v1_frame(None)
+
+
+def test_plans_kept_are_bounded_and_a_crowd_past_the_bound_is_still_served_exactly() -> None:
+    streams, history, plans = Streams(lambda: "e1"), CountingHistory(History()), Plans()
+    published(streams, history, 5)
+    crowd = [Position("p", f"x{i}", 0) for i in range(Plans.MAX_PLANS + 10)]
+    got = [plans.plan(streams, history, p, every_topic=False, now=0.0) for p in crowd]
+    assert {tuple(offsets(plan.messages)) for plan in got if plan} == {(1, 2, 3, 4, 5)}
+    assert history.reads == len(crowd)
+    assert plans._kept <= Plans.MAX_PLANS
+    # The last ones are still shared.
+    plans.plan(streams, history, crowd[-1], every_topic=False, now=0.0)
+    assert history.reads == len(crowd)

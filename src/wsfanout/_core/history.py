@@ -391,16 +391,17 @@ class Plans:
     history (one per distinct position and state), for the hub's statistics.
     """
 
-    __slots__ = ("_topics", "reads")
+    __slots__ = ("_kept", "_topics", "reads")
 
-    MAX_POSITIONS = 256
-    """Plans kept per topic: a storm of more distinct positions reads more, not forever."""
-    MAX_TOPICS = 1024
-    """Topics with plans kept: past it every topic starts over."""
+    MAX_PLANS = 1024
+    """Plans kept at most, over every topic: past it they all go (a plan holds its
+    messages, which history may have let go; a storm of more distinct positions reads
+    more, and is still served exactly)."""
 
     def __init__(self) -> None:
         self._topics: dict[str, tuple[tuple[str, int, int | None], dict[Position, ResumePlan]]]
         self._topics = {}
+        self._kept = 0
         self.reads = 0
 
     def plan(
@@ -422,9 +423,9 @@ class Plans:
         state = (stream.epoch, stream.last, first)
         name = position.topic
         kept = self._topics.get(name)
-        if kept is None or kept[0] != state or len(kept[1]) >= self.MAX_POSITIONS:
-            if kept is None and len(self._topics) >= self.MAX_TOPICS:
-                self._topics.clear()
+        if kept is None or kept[0] != state:
+            if kept is not None:
+                self._kept -= len(kept[1])
             kept = self._topics[name] = (state, {})
         plans = kept[1]
         plan = plans.get(position)
@@ -432,5 +433,10 @@ class Plans:
             self.reads += 1
             plan = plan_from(streams, history, position, every_topic=every_topic, now=now)
             assert plan is not None  # its stream exists
+            if self._kept >= self.MAX_PLANS:
+                self._topics = {name: (state, {})}
+                plans = self._topics[name][1]
+                self._kept = 0
             plans[position] = plan
+            self._kept += 1
         return plan
