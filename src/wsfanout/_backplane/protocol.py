@@ -102,7 +102,9 @@ class Backplane(Protocol):
     async def read(self, topic: str | None, epoch: str, after: int) -> Recovered:
         """What history holds of ``topic`` after offset ``after`` of ``epoch`` (from
         offset 1 if the stream is at another epoch or ``after`` is past its end),
-        returned once this hub has been handed every message up to ``last``."""
+        returned once this hub has been handed every message up to ``last``. Raises
+        when it cannot tell (Redis failed, or the hub did not catch up in time): the hub
+        then closes the resuming subscriber with 1013, to come back."""
         ...
 
     async def aclose(self) -> None: ...

@@ -394,7 +394,11 @@ class RedisBackplane:
             return Recovered("", 0, ())
         position = await self._caught_up(stream, read.epoch)
         if position is None:
-            return Recovered("", 0, ())
+            # Not "no such stream": the caller must not take what Redis holds as lost.
+            raise TimeoutError(
+                f"{self.hub_id} did not reach epoch {read.epoch} of {stream!r} "
+                f"within {self.timeout} s"
+            )
         handed = min(read.last, position)  # what came later reaches the hub, and the client, live
         messages = read.messages
         if messages and messages[-1].offset > handed:
