@@ -47,6 +47,8 @@ ALL_OFF = [
     "aiohttp",
     "picows",
     "floor",
+    "floor-direct",
+    "floor-map",
 ]
 STALLED = [
     "wsfanout",
@@ -347,6 +349,11 @@ def derive(
         "publisher_blocked": served["publisher_blocked"],
         "cpu_s": served["cpu_s"],
         "cpu_us_per_delivery": served["cpu_s"] / offered * 1e6 if offered else None,
+        # User time is the Python (and C extensions) a case runs, system time the
+        # kernel's (mostly send()). The kernel samples the split at each tick: it is
+        # a rough guide, their sum (cpu_s) is exact.
+        "user_us_per_delivery": served["user_s"] / offered * 1e6 if offered else None,
+        "system_us_per_delivery": served["system_s"] / offered * 1e6 if offered else None,
         "publish_us": served["publish_us"],
         "latency_ms": loaded["latency_ms"],
         "delivered_ratio": loaded["records"] / expected if expected else None,

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import gc
+import itertools
 import json
 import os
 import resource
@@ -82,6 +84,18 @@ def serve_kwargs(compression: str) -> dict[str, Any]:
         factory = ServerPerMessageDeflateFactory(**RECOMMENDED_DEFLATE)  # type: ignore[arg-type]
         return {**common, "compression": None, "extensions": [factory]}
     raise ValueError(f"compression={compression!r} is not off, default or recommended")
+
+
+def frame_of(payload: bytes, first: int) -> bytes:
+    """An unmasked server frame: ``first`` (FIN, RSV1 and the opcode) and ``payload``."""
+    n = len(payload)
+    if n < 126:
+        header = bytes((first, n))
+    elif n < 65536:
+        header = bytes((first, 126)) + n.to_bytes(2, "big")
+    else:
+        header = bytes((first, 127)) + n.to_bytes(8, "big")
+    return header + payload
 
 
 class Case:
@@ -286,19 +300,51 @@ class Floor(WebsocketsCase):
             encoder = zlib.compressobj(wbits=-12, memLevel=5)
             payload = (encoder.compress(payload) + encoder.flush(zlib.Z_SYNC_FLUSH))[:-4]
             first |= 0x40
-        n = len(payload)
-        if n < 126:
-            header = bytes((first, n))
-        elif n < 65536:
-            header = bytes((first, 126)) + n.to_bytes(2, "big")
-        else:
-            header = bytes((first, 127)) + n.to_bytes(8, "big")
-        frame = header + payload
+        frame = frame_of(payload, first)
         for ws in self.clients:
             try:  # noqa: SIM105 - free in Python 3.11 unless it raises; suppress() is not
                 ws.transport.write(frame)
             except RuntimeError:  # write() after write_eof(): a client that just left
                 pass
+
+
+class FloorDirect(WebsocketsCase):
+    """One frame built once, ``os.write()`` straight to every connection's socket: the
+    least any Python fan-out can cost per delivery (one system call from a Python loop).
+
+    Unsafe in general, as ``floor``, and more: it ignores the transport's buffer, so
+    bytes could interleave with what the transport holds. With ``mapped``, the loop
+    itself runs in C (``map`` over ``os.write``): no Python bytecode per delivery.
+    """
+
+    mapped = False
+
+    def __init__(self, compression: str) -> None:
+        super().__init__(compression)
+        self.fds: dict[ServerConnection, int] = {}
+
+    async def handler(self, ws: ServerConnection) -> None:
+        self.fds[ws] = ws.transport.get_extra_info("socket").fileno()
+        try:
+            await super().handler(ws)
+        finally:
+            del self.fds[ws]
+
+    def publish(self, text: str) -> None:
+        frame = frame_of(text.encode(), 0x81)
+        fds = self.fds.values()
+        if self.mapped:
+            collections.deque(map(os.write, fds, itertools.repeat(frame)), maxlen=0)
+            return
+        for fd in fds:
+            try:  # noqa: SIM105 - free in Python 3.11 unless it raises; suppress() is not
+                os.write(fd, frame)
+            except OSError:  # a client that just left, or a full socket buffer
+                pass
+
+
+class FloorMap(FloorDirect):
+    mapped = True
 
 
 class Wsfanout(Case):
@@ -468,6 +514,8 @@ CASES: dict[str, Callable[[str], Case]] = {
     "aiohttp": Aiohttp,
     "picows": Picows,
     "floor": Floor,
+    "floor-direct": FloorDirect,
+    "floor-map": FloorMap,
 }
 """Every case the harness knows, by name."""
 
@@ -567,6 +615,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     rss0 = rss()
     sampler = asyncio.create_task(sample_rss())
     cpu0, wall0 = time.process_time(), time.perf_counter()
+    usage0 = resource.getrusage(resource.RUSAGE_SELF)
     task = asyncio.create_task(publisher())
     done, _ = await asyncio.wait([task], timeout=args.duration + 2.0)
     blocked = not done
@@ -576,6 +625,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         raise task.exception()  # type: ignore[misc]
     await asyncio.sleep(args.settle)
     cpu = time.process_time() - cpu0
+    usage1 = resource.getrusage(resource.RUSAGE_SELF)
     wall = time.perf_counter() - wall0
     rss1 = rss()
     sampler.cancel()
@@ -590,6 +640,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "expected_published": int(args.duration * args.rate),
         "publisher_blocked": blocked,
         "cpu_s": cpu,
+        "user_s": usage1.ru_utime - usage0.ru_utime,
+        "system_s": usage1.ru_stime - usage0.ru_stime,
         "wall_s": wall,
         "publish_us": percentiles(timings),
         "rss_start": rss0,

@@ -56,6 +56,19 @@ FRIENDS: dict[tuple[str, str], str] = {
         "Outbox.offer, once per subscriber per publish, tests the queue's dict for "
         "emptiness directly: MessageQueue.__bool__ costs more than the rest of the fast path"
     ),
+    ("_shell/fanout.py", "protocol._state"): (
+        "Fanout.fan_out, once per subscriber per publish, reads websockets' protocol state "
+        "without its property, which costs a tenth of a delivery's Python "
+        "(tests/unit/test_websockets_contract.py checks that state is _state)"
+    ),
+    ("_shell/fanout.py", "transport._closing"): (
+        "Fanout.fan_out reads asyncio's socket transport as its own write() does: "
+        "is_closing() is _closing (tests/unit/test_asyncio_contract.py)"
+    ),
+    ("_shell/fanout.py", "transport._buffer"): (
+        "Fanout.fan_out writes straight to the socket while asyncio's socket transport "
+        "buffers nothing, the test its own write() makes (tests/unit/test_asyncio_contract.py)"
+    ),
     **{
         ("_core/message.py", f"twin.{cache}"): (
             "Message.retimed builds its twin, a Message too, slot by slot, its frame caches "

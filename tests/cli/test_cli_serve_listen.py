@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 from cli_process import GUARD, Process, client
 from conftest import Certificate
+from websockets.asyncio.client import connect
 from websockets.extensions.permessage_deflate import PerMessageDeflate
 from websockets.sync.client import unix_connect
 
@@ -29,10 +31,17 @@ def test_a_wss_client_receives_through_tls(
     tls = ["--tls-cert", str(certificate.cert), "--tls-key", str(certificate.key)]
     server = wsfanout(["serve", "--port", "0", *tls])
     url = server.wait_for(r"^wsfanout: listening on (wss://127\.0\.0\.1:\d+) \(")[1]
-    with client(url, "/", ssl=certificate.client_context()) as ws:
-        server.wait_for("client connected")
-        server.feed(f"{compressible(1)}\nb\n")
-        assert [ws.recv(timeout=GUARD), ws.recv(timeout=GUARD)] == [compressible(1), "b"]
+
+    async def exchange() -> list[str | bytes]:
+        context = certificate.client_context(tls13=True)
+        async with connect(url, ssl=context, open_timeout=GUARD) as ws:
+            assert ws.transport.get_extra_info("ssl_object").version() == "TLSv1.3"
+            server.wait_for("client connected")
+            server.feed(f"{compressible(1)}\nb\n")
+            async with asyncio.timeout(GUARD):
+                return [await ws.recv(), await ws.recv()]
+
+    assert asyncio.run(exchange()) == [compressible(1), "b"]
     server.signal(signal.SIGTERM)
     assert server.exit_code() == 0
 

@@ -117,6 +117,15 @@ def check_connection(ws: ServerConnection) -> None:
     contract(isinstance(protocol, Protocol), "Connection.protocol is a sans-I/O Protocol")
     assert isinstance(protocol, Protocol)
     contract(protocol.state is State.OPEN, "Connection.protocol.state is State.OPEN when open")
+    # The inlined fast path (Fanout.fan_out) reads the property's attribute directly.
+    contract(
+        getattr(protocol, "_state", None) is protocol.state,
+        "Protocol.state is a property over Protocol._state",
+    )
+    contract(
+        getattr(protocol, "expect_continuation_frame", None) is False,
+        "Protocol.expect_continuation_frame is False when no fragmented message is half-sent",
+    )
     contract(
         isinstance(getattr(protocol, "extensions", None), list),
         "protocol.extensions is a list (empty without permessage-deflate)",
@@ -177,6 +186,7 @@ async def test_a_server_connection_exposes_what_the_hub_reads() -> None:
         ("send_in_progress", "busy", r"send_in_progress is None"),
         ("connection_lost_waiter", None, r"connection_lost_waiter is a pending Future"),
         ("send_data", None, r"send_data\(\) exists"),
+        ("protocol.expect_continuation_frame", None, r"expect_continuation_frame is False"),
         ("recv_messages", None, r"recv_messages\.paused is a bool"),
     ],
 )
@@ -184,7 +194,10 @@ async def test_the_connection_check_catches_a_changed_attribute(
     monkeypatch: pytest.MonkeyPatch, attribute: str, replacement: object, complaint: str
 ) -> None:
     async with asyncio.timeout(GUARD), connection() as (ws, _):
-        monkeypatch.setattr(ws, attribute, replacement)
+        owner: object = ws
+        if attribute.startswith("protocol."):
+            owner, attribute = ws.protocol, attribute.removeprefix("protocol.")
+        monkeypatch.setattr(owner, attribute, replacement)
         with pytest.raises(pytest.fail.Exception, match=rf"^websockets .* broke .*{complaint}"):
             check_connection(ws)
         monkeypatch.undo()
@@ -226,6 +239,17 @@ async def test_protocol_frames_match_wsfanout_frames_and_reach_the_client() -> N
         )
 
 
+async def test_the_connection_check_catches_a_state_kept_elsewhere(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with asyncio.timeout(GUARD), connection() as (ws, _):
+        monkeypatch.setattr(type(ws.protocol), "state", property(lambda _: State.OPEN))
+        monkeypatch.setattr(ws.protocol, "_state", State.CLOSED)
+        with pytest.raises(pytest.fail.Exception, match=r"state is a property over"):
+            check_connection(ws)
+        monkeypatch.undo()
+
+
 async def test_send_in_progress_is_a_future_while_a_fragmented_message_is_sent() -> None:
     async with asyncio.timeout(GUARD), connection() as (ws, client):
         gate = asyncio.Event()
@@ -244,11 +268,19 @@ async def test_send_in_progress_is_a_future_while_a_fragmented_message_is_sent()
             isinstance(progress, asyncio.Future) and not progress.done(),
             "Connection.send_in_progress is a pending Future during a fragmented send",
         )
+        contract(
+            ws.protocol.expect_continuation_frame is True,
+            "Protocol.expect_continuation_frame is True between the fragments of a send",
+        )
         gate.set()
         await sending
         contract(
             ws.send_in_progress is None and progress is not None and progress.done(),
             "Connection.send_in_progress is reset to None and its future resolved after the send",
+        )
+        contract(
+            ws.protocol.expect_continuation_frame is False,
+            "Protocol.expect_continuation_frame is False once the last fragment is sent",
         )
         assert await client.recv() == "fragment"
 

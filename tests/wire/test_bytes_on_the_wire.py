@@ -8,6 +8,7 @@ websockets client then checks that it decodes what was published.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -24,6 +25,7 @@ from wire_helpers import (
 )
 
 from wsfanout import Hub, Subscriber
+from wsfanout._shell import fanout, sockets
 from wsfanout.lowlevel import DeflateParams
 
 Start = Callable[..., Any]
@@ -177,25 +179,37 @@ async def test_one_compression_per_distinct_parameter_set(
     assert sorted(params.window_bits for params in compressions) == [10, 15]
 
 
-def record_writes(subscriber: Subscriber) -> list[bytes]:
-    """Every chunk the subscriber's transport is asked to write, from now on."""
+def record_writes(subscriber: Subscriber, monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Every chunk written for the subscriber from now on, in one system call each:
+    straight to its socket (``_shell/sockets.py``) or through its transport."""
     writes: list[bytes] = []
     transport = subscriber.websocket.transport
+    fd = transport.get_extra_info("socket").fileno()
     real_write = transport.write
 
     def recording_write(data: bytes | bytearray | memoryview) -> None:
         writes.append(bytes(data))
         real_write(data)
 
+    def recording_os_write(to: int, data: bytes | bytearray | memoryview) -> int:
+        sent = os.write(to, data)
+        if to == fd:
+            writes.append(bytes(data)[:sent])
+        return sent
+
     transport.write = recording_write  # type: ignore[method-assign]
+    monkeypatch.setattr(fanout, "write", recording_os_write)
+    monkeypatch.setattr(sockets, "write", recording_os_write)
     return writes
 
 
-async def test_a_burst_leaves_in_two_writes_and_in_order(hub_server: Start) -> None:
+async def test_a_burst_leaves_in_two_writes_and_in_order(
+    hub_server: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
     running = await hub_server(compression=None)
     client = await RawClient.connect(running.port, None)
     subscriber = await running.next_subscriber()
-    writes = record_writes(subscriber)
+    writes = record_writes(subscriber, monkeypatch)
     burst = [f"message {n}" for n in range(10)]
     expected = websockets_bytes(reference_protocol(subscriber), burst)
     for message in burst:  # one loop iteration
@@ -206,12 +220,14 @@ async def test_a_burst_leaves_in_two_writes_and_in_order(hub_server: Start) -> N
     client.close()
 
 
-async def test_a_burst_past_the_low_water_mark_is_written_as_it_fills(hub_server: Start) -> None:
+async def test_a_burst_past_the_low_water_mark_is_written_as_it_fills(
+    hub_server: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
     running = await hub_server(compression=None)
     client = await RawClient.connect(running.port, None)
     subscriber = await running.next_subscriber()
     low, _ = subscriber.websocket.transport.get_write_buffer_limits()
-    writes = record_writes(subscriber)
+    writes = record_writes(subscriber, monkeypatch)
     burst = [bytes([n]) * 1000 for n in range(40)]
     expected = websockets_bytes(reference_protocol(subscriber), burst)
     for message in burst:
@@ -290,12 +306,14 @@ async def test_nothing_corked_follows_a_close_frame(hub_server: Start) -> None:
     client.close()
 
 
-async def test_corking_can_be_turned_off(hub_server: Start) -> None:
+async def test_corking_can_be_turned_off(
+    hub_server: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
     hub = Hub(close_timeout=1.0, cork=False)
     running = await hub_server(hub, compression=None)
     client = await RawClient.connect(running.port, None)
     subscriber = await running.next_subscriber()
-    writes = record_writes(subscriber)
+    writes = record_writes(subscriber, monkeypatch)
     burst = [f"message {n}" for n in range(5)]
     expected = websockets_bytes(reference_protocol(subscriber), burst)
     for message in burst:

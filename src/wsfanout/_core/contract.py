@@ -9,7 +9,7 @@ works that fact out with :func:`write_buffer`, passes it to ``offer()`` or
 ``next_action()``, and performs the answer at once. The rules, each written here once:
 
 * **Writable.** A frame may be written while the connection is open, its transport is
-  not closing, and no fragmented ``send()`` of the application is in progress (frames
+  not closing, and no fragmented message of the application is half-sent (frames
   must not interleave with its fragments). Otherwise the outbox is told ``BLOCKED``:
   it queues and writes nothing.
 * **Buffered.** What waits to leave is the transport's write buffer plus the bytes the
@@ -44,7 +44,7 @@ def write_buffer(writable: bool, buffered: int, held: int) -> int:
     """What the outbox is told: ``buffered + held`` bytes, or :data:`BLOCKED`.
 
     ``writable`` is the connection's state (open, transport not closing, no fragmented
-    send in progress); ``buffered`` the transport's write buffer; ``held`` the bytes
+    message half-sent); ``buffered`` the transport's write buffer; ``held`` the bytes
     the shell holds corked for this connection.
     """
     return buffered + held if writable else BLOCKED

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import secrets
+from os import write
 
 from websockets.protocol import State
 
@@ -199,14 +200,22 @@ class Fanout:
         for link in targets:
             try:
                 transport = link.transport
-                if (
-                    link.protocol.state is OPEN
-                    and link.websocket.send_in_progress is None
-                    and not transport.is_closing()
-                ):
-                    buffered = transport.get_write_buffer_size() + link.held_bytes
-                else:
+                protocol = link.protocol
+                fd = link.fd
+                if protocol._state is not OPEN or protocol.expect_continuation_frame:
                     buffered = BLOCKED
+                elif fd is not None:  # asyncio's socket transport: read as its write() does
+                    if transport._closing:  # type: ignore[attr-defined]
+                        buffered = BLOCKED
+                    elif transport._buffer:  # type: ignore[attr-defined]
+                        buffered = transport.get_write_buffer_size() + link.held_bytes
+                        fd = None  # behind what the transport holds: through write()
+                    else:
+                        buffered = link.held_bytes
+                elif transport.is_closing():
+                    buffered = BLOCKED
+                else:
+                    buffered = transport.get_write_buffer_size() + link.held_bytes
                 outcome = link.outbox.offer(msg, now, buffered)
                 if outcome is WRITE:
                     if link.plain:
@@ -215,12 +224,20 @@ class Fanout:
                         data = frame
                     else:
                         data = link.encode(msg)
-                    if link.tick != tick:
-                        link.tick = tick
-                        transport.write(data)
-                        wrote = True
+                    if link.tick == tick or link.held:
+                        link.cork(data)  # behind a frame written this tick, or held ones
                     else:
-                        link.cork(data)
+                        link.tick = tick
+                        wrote = True
+                        if fd is None:
+                            transport.write(data)
+                        else:  # sockets.send_now, inlined
+                            try:
+                                sent = write(fd, data)
+                            except OSError:
+                                sent = 0
+                            if sent != len(data):
+                                transport.write(memoryview(data)[sent:] if sent else data)
                 elif outcome is KICK:
                     link.kick()
                 elif outcome is CLOSE:

@@ -24,7 +24,7 @@ from .._core.outbox import Offer, Outbox
 from .._core.policy import Policy
 from .extensions import shared_deflate
 from .relay import run_relay
-from .sockets import abort_with_reset
+from .sockets import abort_with_reset, direct_fd, send_now
 
 if TYPE_CHECKING:
     from .fanout import Fanout
@@ -52,6 +52,7 @@ class Link:
         "close_timeout",
         "deflate",
         "fanout",
+        "fd",
         "flush_waiting",
         "held",
         "held_bytes",
@@ -86,6 +87,9 @@ class Link:
         self.fanout = fanout
         self.websocket = websocket
         self.transport = websocket.transport
+        self.fd = direct_fd(websocket.transport)
+        """The socket written to directly while the transport buffers nothing, or None:
+        always through the transport (``sockets.py``)."""
         self.protocol = websocket.protocol
         low, high = websocket.transport.get_write_buffer_limits()
         self.outbox = Outbox(policy, high=high, low=low)
@@ -128,9 +132,10 @@ class Link:
 
     def write_buffer(self) -> int:
         """The connection's state as the outbox takes it (``contract.write_buffer``)."""
+        protocol = self.protocol
         writable = (
-            self.protocol.state is OPEN
-            and self.websocket.send_in_progress is None
+            protocol.state is OPEN
+            and not protocol.expect_continuation_frame
             and not self.transport.is_closing()
         )
         return write_buffer(writable, self.transport.get_write_buffer_size(), self.held_bytes)
@@ -176,12 +181,12 @@ class Link:
         corker = self.fanout.corker
         if not corker.enabled:
             corker.tick += 1
-        if self.tick != corker.tick:
+        if self.tick != corker.tick and not self.held:
             self.tick = corker.tick
-            self.transport.write(data)
+            self.send(data)
             corker.wrote()
         else:
-            self.cork(data)
+            self.cork(data)  # behind a frame written this iteration, or frames held
 
     def cork(self, data: bytes) -> None:
         """Hold ``data`` until the iteration ends, or write all that is held if it is full."""
@@ -208,7 +213,7 @@ class Link:
                     self.flush_waiting = True
                     sending.add_done_callback(self._flush_after_send)
                 return
-            self.transport.write(held[0] if len(held) == 1 else b"".join(held))
+            self.send(held[0] if len(held) == 1 else b"".join(held))
         # Otherwise a close frame may already be out: nothing may follow it.
         self.held = None
         self.held_bytes = 0
@@ -232,7 +237,17 @@ class Link:
             held.append(data)
             self.held_bytes += len(data)
         else:
-            self.transport.write(data)
+            self.send(data)
+
+    def send(self, data: bytes) -> None:
+        """Write ``data`` to the connection now: straight to its socket while the
+        transport buffers nothing (``sockets.send_now``), else through the transport."""
+        transport = self.transport
+        fd = self.fd
+        if fd is not None and not transport.get_write_buffer_size() and not transport.is_closing():
+            send_now(transport, fd, data)
+        else:
+            transport.write(data)
 
     def send_control(self, data: str | bytes) -> None:
         """Write a control frame (a notice, a heartbeat) before any later message, now if
