@@ -56,6 +56,7 @@ EXECUTED = [
     "how-to/shutdown.md",
     "how-to/escalate.md",
     "how-to/pacing.md",
+    "how-to/resume.md",
     "how-to/resume-in-a-browser.md",
     "reference.md",
     "explanation.md",

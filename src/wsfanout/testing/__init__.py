@@ -33,6 +33,7 @@ from .._core.guarantees import (
     NewestDelivered,
     NoDuplicates,
     OrderedSubsequence,
+    Resumes,
     StepsApart,
     WithinWriteLimit,
 )
@@ -48,7 +49,19 @@ from ._check import (
     reproduction,
 )
 from ._clock import VirtualClock
-from ._schedule import Advance, Client, Drain, Hangup, Publish, Read, Schedule, Send, Stall, Step
+from ._schedule import (
+    Advance,
+    Client,
+    Drain,
+    Hangup,
+    Publish,
+    Read,
+    Reconnect,
+    Schedule,
+    Send,
+    Stall,
+    Step,
+)
 from ._simulator import (
     SETTLING,
     ClientTrace,
@@ -89,6 +102,7 @@ __all__ = [
     "Stall",
     "Drain",
     "Hangup",
+    "Reconnect",
     # guarantees
     "Guarantee",
     "OrderedSubsequence",
@@ -103,6 +117,7 @@ __all__ = [
     "MaxSendRate",
     "DisconnectsWithin",
     "MaxDrops",
+    "Resumes",
     "FoldedPerKey",
     "StepsApart",
     "LevelBound",
