@@ -13,6 +13,8 @@ from wsfanout.policies import ConflateByKey, DropOldest, SkipToLatest
 from wsfanout.testing import GuaranteeViolation, Schedule, check_guarantees, schedules
 from wsfanout.testing._check import CHECKERS
 
+from .test_resume_guarantees import BROKEN_HISTORIES
+
 # Searching, not shrinking: the first failure is enough to show the checker can fail.
 SEARCH = settings(
     max_examples=500, derandomize=True, database=None, deadline=None, phases=[Phase.generate]
@@ -135,4 +137,6 @@ def test_every_checker_has_a_broken_policy_or_core_it_must_catch() -> None:
         guarantee.partition("(")[0]
         for _, guarantee in (*BROKEN_POLICIES, *BROKEN_CORES, *BROKEN_STEPS)
     }
+    if BROKEN_HISTORIES:  # test_resume_guarantees.py: each breaks Resumes()
+        caught.add("Resumes")
     assert {kind.__name__ for kind in CHECKERS} - caught == set()
