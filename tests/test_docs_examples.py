@@ -53,6 +53,9 @@ EXECUTED = [
     "how-to/subscribe.md",
     "how-to/statistics.md",
     "how-to/shutdown.md",
+    "how-to/gap-notices.md",
+    "how-to/lossless.md",
+    "how-to/change-policy.md",
     "reference.md",
     "explanation.md",
 ]

@@ -20,6 +20,7 @@ import attrs
 
 import wsfanout
 import wsfanout.backplane
+import wsfanout.client
 import wsfanout.exceptions
 import wsfanout.files
 import wsfanout.lowlevel
@@ -32,6 +33,7 @@ FACES = (
     wsfanout.lowlevel,
     wsfanout.backplane,
     wsfanout.exceptions,
+    wsfanout.client,
 )
 
 REFERENCE = Path(__file__).resolve().parent.parent / "docs" / "reference.md"

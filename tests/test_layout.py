@@ -5,7 +5,9 @@ read another object's private attributes.
   nothing of wsfanout outside ``_core/``. ``testing/`` drives the core alone, so the
   same holds for it.
 - ``_files/`` builds on the core; ``_shell/`` on the core and the backplane's protocol;
-  ``_backplane/`` on the core and the shell; only ``_cli/`` and the faces see everything.
+  ``_backplane/`` on the core and the shell; ``_client/`` (what a client of the server
+  uses) on the core alone; only ``_cli/`` and the faces see everything. The client's
+  gap tracker is pure, as the core is.
 - Cross-object ``_private`` access (``other._x``, not ``self._x``) happens only in the
   documented friend pairs below.
 """
@@ -43,6 +45,7 @@ LAYERS: dict[str, frozenset[str]] = {
     "_files": frozenset({"_core", "_files"}),
     "_shell": frozenset({"_core", "_shell", "_backplane.protocol"}),
     "_backplane": frozenset({"_core", "_shell", "_backplane"}),
+    "_client": frozenset({"_core", "_client"}),
 }
 """Which parts of wsfanout each layer may import (``_cli`` and the faces: any).
 ``_public`` is the faces' naming helper, which the toolkit, a face too, uses."""
@@ -122,6 +125,11 @@ def private_reads(source: str) -> Iterator[tuple[int, str]]:
         yield node.lineno, ast.unparse(node)
 
 
+def test_the_client_gap_tracker_does_no_io() -> None:
+    path = PACKAGE / "_client" / "tracker.py"
+    assert layer_problems(path, path.read_text(encoding="utf-8"), "_core") == []
+
+
 @pytest.mark.parametrize("layer", sorted(LAYERS))
 def test_each_layer_imports_only_what_it_may(layer: str) -> None:
     problems = []
@@ -166,4 +174,4 @@ def test_the_top_level_holds_the_faces_and_little_else() -> None:
     folders = sorted(
         path.name for path in PACKAGE.iterdir() if path.is_dir() and path.name != "__pycache__"
     )
-    assert folders == ["_backplane", "_cli", "_core", "_files", "_shell", "testing"]
+    assert folders == ["_backplane", "_cli", "_client", "_core", "_files", "_shell", "testing"]

@@ -42,6 +42,18 @@ def test_a_data_message_decodes_to_what_was_encoded(
     assert decode(raw) == Data(hub_id, epoch, seq, opcode, key, payload)
 
 
+@given(
+    opcode=st.sampled_from([OP_TEXT, OP_BINARY]),
+    key=st.none() | st.text(max_size=20),
+    lossless=st.booleans(),
+)
+def test_a_message_is_lossless_on_the_wire_as_it_was_published(
+    opcode: int, key: str | None, lossless: bool
+) -> None:
+    raw = encode_data(prefixes("A", 1).data, 7, opcode, key, b"payload", lossless)
+    assert decode(raw) == Data("A", 1, 7, opcode, key, b"payload", lossless)
+
+
 @given(hub_id=hub_ids, epoch=u64, settled=u64)
 def test_a_heartbeat_decodes_to_what_was_encoded(hub_id: str, epoch: int, settled: int) -> None:
     raw = encode_heartbeat(prefixes(hub_id, epoch).heartbeat, settled)

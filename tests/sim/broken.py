@@ -8,12 +8,24 @@ import math
 import attrs
 
 from wsfanout import Decision, Policy, Snapshot
-from wsfanout.lowlevel import Action, Message, MessageQueue, Outbox, Overflow, Rules, Write
-from wsfanout.policies import Batch, ConflateByKey, Disconnect, Throttle
+from wsfanout.lowlevel import (
+    Action,
+    Batched,
+    Message,
+    MessageQueue,
+    Notice,
+    Outbox,
+    Overflow,
+    Push,
+    Rules,
+    Write,
+)
+from wsfanout.policies import Batch, ConflateByKey, Disconnect, DropOldest, Throttle, notice_json
 from wsfanout.testing import (
     BatchIntegrity,
     Bounded,
     DisconnectsWithin,
+    GapsAnnounced,
     Guarantee,
     Lossless,
     MaxSendRate,
@@ -181,3 +193,110 @@ class AsksAgainNow(Policy):
 
     def decide(self, snapshot: Snapshot) -> Decision:
         return Decision(recheck_at=snapshot.now)
+
+
+# -- broken gap notices and lossless lanes -------------------------------------------------
+
+
+@attrs.frozen(repr=False)
+class ClaimsNotices(DropOldest):
+    """Promises gap notices but has no ``Notify`` stage: its losses go unannounced."""
+
+    def guarantees(self) -> tuple[Guarantee, ...]:
+        return (*super().guarantees(), GapsAnnounced())
+
+
+class SilentOutbox(Outbox):
+    """A queue that keeps no ledger: a ``Notify`` policy whose losses are never announced."""
+
+    def __init__(self, policy: Policy, *, high: int, low: int) -> None:
+        super().__init__(policy, high=high, low=low)
+        self.queue.ledger = None
+
+
+class LateNoticeOutbox(Outbox):
+    """Announces losses only once the queue is empty: messages published after a loss
+    are written before its notice."""
+
+    def _announce(self, now: float) -> None:
+        if not self.queue:
+            super()._announce(now)
+
+
+class DoubleNoticeOutbox(Outbox):
+    """Writes every notice twice."""
+
+    def next_action(self, now: float, write_buffer: int) -> Action:
+        action = super().next_action(now, write_buffer)
+        if isinstance(action, Write) and any(isinstance(f, Notice) for f in action.frames):
+            return Write(action.frames + action.frames)
+        return action
+
+
+class OffByOneNoticeOutbox(Outbox):
+    """Announces every lost range one offset too far."""
+
+    def _announce(self, now: float) -> None:
+        before = len(self.control)
+        super()._announce(now)
+        for index in range(before, len(self.control)):
+            frame = self.control[index]
+            assert isinstance(frame, Notice)
+            shifted = attrs.evolve(
+                frame.notice, ranges=[(a + 1, b + 1) for a, b in frame.notice.ranges]
+            )
+            self.control[index] = Notice(shifted, notice_json(shifted), time=now)
+
+
+class GarbledNoticeOutbox(Outbox):
+    """Writes notices whose payload is not what the stage's format makes of them."""
+
+    def _announce(self, now: float) -> None:
+        before = len(self.control)
+        super()._announce(now)
+        for index in range(before, len(self.control)):
+            frame = self.control[index]
+            assert isinstance(frame, Notice)
+            self.control[index] = Notice(frame.notice, '{"type":"gap"}', time=now)
+
+
+class CarelessQueue(MessageQueue):
+    """Makes room by evicting the oldest message, lossless or not."""
+
+    def _make_room(self, message: Message, size: int) -> Push:
+        entries = self._entries
+        while entries and (len(entries) >= self.max_messages or self.bytes + size > self.max_bytes):
+            self._lose(next(iter(entries)), "dropped_oldest")
+            self.dropped_oldest += 1
+        return Push.ACCEPTED
+
+
+class CarelessOutbox(Outbox):
+    """An outbox on a queue that evicts lossless messages."""
+
+    def __init__(self, policy: Policy, *, high: int, low: int) -> None:
+        super().__init__(policy, high=high, low=low)
+        self.queue = CarelessQueue(self.rules)
+
+
+class BatchesLosslessOutbox(Outbox):
+    """Packs all the messages of a relay write into one frame, lossless ones included."""
+
+    def next_action(self, now: float, write_buffer: int) -> Action:
+        action = super().next_action(now, write_buffer)
+        if not isinstance(action, Write) or len(action.frames) < 2:
+            return action
+        parts = tuple(
+            part
+            for frame in action.frames
+            for part in (frame.parts if isinstance(frame, Batched) else (frame,))
+        )
+        if any(part.control or part.opcode != parts[0].opcode for part in parts):
+            return action
+        # Counted as it is written, so that only the batching itself is wrong.
+        self.frames -= len(action.frames) - 1
+        self.batched += len(parts) - sum(
+            len(frame.parts) for frame in action.frames if isinstance(frame, Batched)
+        )
+        payload = b"\n".join(part.payload for part in parts)
+        return Write((Batched(parts[0].opcode, payload, parts=parts),))

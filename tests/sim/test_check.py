@@ -16,6 +16,7 @@ from wsfanout.testing import (
     Drains,
     GuaranteeViolation,
     Lossless,
+    LosslessDelivered,
     MaxDrops,
     NewestDelivered,
     NoDuplicates,
@@ -206,6 +207,7 @@ def test_every_policy_gets_the_baseline_whatever_it_declares() -> None:
         WithinWriteLimit(),
         Drains(),
         CountsAddUp(),
+        LosslessDelivered(),
     )
     assert guarantees_of(Throttle(rate=2.0))[-2:] == (
         wsfanout.testing.MaxSendRate(2.0),

@@ -13,7 +13,8 @@ Layout (integers big-endian)::
 
     magic "\\x00WF\\x01" | kind "D" or "H" | id length (1 byte) | hub id (UTF-8)
     | epoch (8 bytes) | seq (8 bytes)
-    data only: | opcode (1 byte) | key length (4 bytes, 0xFFFFFFFF: no key) | key | payload
+    data only: | opcode (1 byte; bit 0x80 set: lossless) | key length (4 bytes, 0xFFFFFFFF:
+               no key) | key | payload
 
 A heartbeat's ``seq`` is the highest sequence number its hub has settled: every data
 message up to it has been written to Redis or dropped, so a receiver that saw less
@@ -29,6 +30,7 @@ import attrs
 from .._core.frames import OP_BINARY, OP_TEXT
 
 __all__ = [
+    "LOSSLESS",
     "MAGIC",
     "Data",
     "Foreign",
@@ -42,6 +44,8 @@ __all__ = [
 ]
 
 MAGIC = b"\x00WF\x01"
+LOSSLESS = 0x80
+"""Set in a data message's opcode byte: the message is lossless on every hub."""
 DATA = ord("D")
 HEARTBEAT = ord("H")
 NO_KEY = 0xFFFFFFFF
@@ -70,8 +74,12 @@ def prefixes(hub_id: str, epoch: int) -> Prefixes:
     return Prefixes(MAGIC + b"D" + tail, MAGIC + b"H" + tail)
 
 
-def encode_data(prefix: bytes, seq: int, opcode: int, key: str | None, payload: bytes) -> bytes:
+def encode_data(
+    prefix: bytes, seq: int, opcode: int, key: str | None, payload: bytes, lossless: bool = False
+) -> bytes:
     """One data message: ``prefix`` from :func:`prefixes`, then the message."""
+    if lossless:
+        opcode |= LOSSLESS
     if key is None:
         return prefix + _DATA_HEAD.pack(seq, opcode, NO_KEY) + payload
     raw = key.encode()
@@ -91,6 +99,7 @@ class Data:
     opcode: int
     key: str | None
     payload: bytes
+    lossless: bool = False
 
 
 @attrs.frozen
@@ -149,6 +158,8 @@ def decode(raw: bytes) -> Decoded:
     if size < start + _DATA_HEAD.size:
         return Malformed(f"{size} bytes is shorter than a data header")
     seq, opcode, key_length = _DATA_HEAD.unpack_from(raw, start)
+    lossless = bool(opcode & LOSSLESS)
+    opcode &= ~LOSSLESS
     if opcode not in _OPCODES:
         return Malformed(f"unknown opcode {opcode:#04x}")
     start += _DATA_HEAD.size
@@ -161,4 +172,4 @@ def decode(raw: bytes) -> Decoded:
         except UnicodeDecodeError:
             return Malformed("key is not UTF-8")
         start += key_length
-    return Data(hub_id, epoch, seq, opcode, key, raw[start:])
+    return Data(hub_id, epoch, seq, opcode, key, raw[start:], lossless)

@@ -24,10 +24,18 @@ class Inbound(Protocol):
         """True once the hub is closed: deliver nothing more."""
         ...
 
-    def receive(self, opcode: int, payload: bytes, topic: str | None, key: str | None) -> int:
+    def receive(
+        self,
+        opcode: int,
+        payload: bytes,
+        topic: str | None,
+        key: str | None,
+        lossless: bool = False,
+    ) -> int:
         """Offer a message of another hub to this hub's subscribers of ``topic``
         (``None``: all of them), as a Text (``opcode`` 1) or Binary (2) frame; ``key``
-        is its conflation key. Returns how many subscribers it was offered to."""
+        is its conflation key, ``lossless`` what ``publish`` was given. Returns how many
+        subscribers it was offered to."""
         ...
 
 

@@ -275,7 +275,14 @@ class RedisBackplane:
             self._discarded += 1
             return
         self._seq = seq = self._seq + 1
-        payload = encode_data(self._data_prefix, seq, message.opcode, message.key, message.payload)
+        payload = encode_data(
+            self._data_prefix,
+            seq,
+            message.opcode,
+            message.key,
+            message.payload,
+            lossless=not message.droppable,
+        )
         self._buffer.push(seq, self._channel(message.topic), payload)
         wake = self._wake
         if wake is not None and not wake.done():
@@ -587,10 +594,10 @@ class RedisBackplane:
             if lost:
                 _log_loss(self.hub_id, decoded.hub_id, lost, decoded.seq - 1, "message")
             message = decoded.payload
-            opcode, key = decoded.opcode, decoded.key
+            opcode, key, lossless = decoded.opcode, decoded.key, decoded.lossless
         elif kind is Foreign:
             assert isinstance(decoded, Foreign)
-            message, opcode, key = decoded.payload, decoded.opcode, None
+            message, opcode, key, lossless = decoded.payload, decoded.opcode, None, False
         else:
             self._malformed += 1
             logger.warning("%s ignored a payload on %r: %s", self.hub_id, channel, decoded)
@@ -598,7 +605,7 @@ class RedisBackplane:
                 self._changed()
             return
         self._received += 1
-        inbound.receive(opcode, message, topic, key)
+        inbound.receive(opcode, message, topic, key, lossless)
         if self._waiters:
             self._changed()
 

@@ -24,7 +24,14 @@ Control frames (a gap notice, a heartbeat, a resume frame: docs/protocol.md) are
 messages: :meth:`Outbox.send_control` puts one in the *control lane*, which no policy
 sees and no message counter counts, and which is written before any later message.
 While the lane holds anything the fast path is off (``fast_limit`` is -1, under any
-buffer size), so a message published meanwhile cannot overtake it.
+buffer size), so a message published meanwhile cannot overtake it. Gap notices
+(``Notify``) use the same lane: while the queue's ledger holds a loss not yet announced
+the fast path is off too, and the ledger becomes notices in the lane as soon as the
+relay may write, so every loss is announced before any later message.
+
+A policy may be replaced while it runs (:meth:`Outbox.set_policy`): the queue is
+reshaped under the new rules at once, the counters go on, and the new policy decides
+from the next snapshot on.
 
 A message leaves the queue only in the action that writes it, so order holds when the
 fast path and the relay alternate: the fast path is taken only when the queue is empty.
@@ -43,9 +50,10 @@ import attrs
 
 from .decision import NEUTRAL, Close, Decision
 from .message import Batched, Message
+from .notices import Notice
 from .policy import Policy
 from .queue import MessageQueue, Push
-from .rules import resolve_rules
+from .rules import Rules, resolve_rules
 from .snapshot import Snapshot
 from .stats import SubscriberStats
 
@@ -130,31 +138,26 @@ class Outbox:
         "sent",
     )
 
+    _decide: Callable[[Snapshot], Decision] | None
+    _decision: Decision | None
+    _memo: object
+
     def __init__(self, policy: Policy, *, high: int, low: int) -> None:
         if not 0 <= low <= high:
             raise ValueError(f"write limits (high={high}, low={low}) need 0 <= low <= high")
-        self.policy = policy
         rules = resolve_rules(policy)
-        self.rules = rules
         self.queue = MessageQueue(rules)
         self.high = high
         self.low = low
         self.fast_limit = low
         """The write buffer up to which a message may take the fast path: ``low``, or -1
-        while a control frame waits (nothing may overtake it)."""
+        while a control frame or a gap notice waits (nothing may overtake it)."""
         self.control: deque[Message] = deque()
         """Control frames waiting to be written before any later message."""
         self.control_bytes = 0
         self.control_frames = 0
         """Control frames written so far (not counted as messages, nor as ``frames``)."""
-        self._batch = rules.batch
-        self._decide: Callable[[Snapshot], Decision] | None = (
-            policy.decide if type(policy).decide is not Policy.decide else None
-        )
-        # A policy that never decides always means "send now", whatever it declares.
-        self._eager = policy.eager or self._decide is None
-        self._decision: Decision | None = None
-        self._memo: object = None
+        self._adopt(policy, rules)
         self.last_send: float | None = None
         # Publish time of the oldest message offered since the last write that the
         # subscriber has not received, queued or dropped since; None when caught up.
@@ -204,6 +207,14 @@ class Outbox:
         if pushed is Push.OVERFLOW:
             self.disconnected += 1
             return self._begin_close(Close(1013, QUEUE_FULL, cause=self._overflow_cause(message)))
+        # Only a subscriber whose policy announces losses has a ledger, and only a loss
+        # fills it: nothing more to test for anyone else.
+        ledger = queue.ledger
+        unannounced = ledger is not None and ledger.weight > 0
+        if unannounced:
+            if self._notices_overflow():
+                return self._begin_close(Close(1013, QUEUE_FULL, cause=self._notices_cause()))
+            self.fast_limit = -1  # no message may overtake the notice
         if not queue:
             if pushed is Push.REFUSED and self._decide is not None:
                 # A message too big for the byte bound, refused at an empty queue: no
@@ -212,7 +223,8 @@ class Outbox:
                 decision = self._ask(now, write_buffer)
                 if decision.close is not None:
                     return self._begin_close(decision.close)
-            return Offer.NONE
+            # The relay writes the notice of a refusal that left nothing queued.
+            return Offer.KICK if unannounced else Offer.NONE
         if was_empty:
             self._behind_since = queue.oldest_time
         if self._decide is not None:
@@ -242,6 +254,7 @@ class Outbox:
         if write_buffer <= self.fast_limit and not self.queue:
             self.control_frames += 1
             return Offer.WRITE
+        self._announce(now)  # losses recorded before this frame are announced before it
         self.control.append(frame)
         self.control_bytes += len(frame.payload)
         self.fast_limit = -1
@@ -262,18 +275,20 @@ class Outbox:
             return CloseAction(self.closing)
         queue = self.queue
         control = self.control
-        if control and write_buffer <= self.high:
-            # Control frames go alone, ahead of any message; no policy holds them back.
-            written = tuple(control)
-            control.clear()
-            self.control_bytes = 0
-            self.control_frames += len(written)
-            self.fast_limit = self.low
-            return Write(written)
+        if write_buffer <= self.high:
+            self._announce(now)
+            if control:
+                # Control frames go alone, ahead of any message; no policy holds them back.
+                written = tuple(control)
+                control.clear()
+                self.control_bytes = 0
+                self.control_frames += len(written)
+                self.fast_limit = self.low
+                return Write(written)
         if not queue:
-            # Control frames wait for the buffer to drain; messages (below) may still
-            # make the policy close the subscriber meanwhile.
-            return Wait(math.inf, drain=True) if control else IDLE
+            # Control frames and notices wait for the buffer to drain; messages (below)
+            # may still make the policy close the subscriber meanwhile.
+            return Wait(math.inf, drain=True) if control or self.fast_limit < 0 else IDLE
         decision = self._ask(now, write_buffer) if self._decide is not None else NEUTRAL
         if decision.close is not None:
             self._begin_close(decision.close)
@@ -301,6 +316,45 @@ class Outbox:
         # Messages evicted later were queued now, so none is older than this.
         self._behind_since = queue.oldest_time
         return Write(tuple(frames))
+
+    def set_policy(self, policy: Policy, now: float, write_buffer: int) -> Offer:
+        """Replace the policy while the subscriber runs; see :class:`Offer` for what the
+        caller must do (never ``WRITE``).
+
+        The queue is reshaped under the new rules at once, as if what is queued arrived
+        again in order: a smaller bound evicts or refuses as the new policy says, or
+        closes the subscriber (``CLOSE``) when it says so or when what may not be
+        evicted does not fit. Losses recorded so far are announced in the old policy's
+        format; counters, ``lag`` and ``last_send`` go on; the new policy's memo starts
+        empty. ``KICK`` when something waits: the relay must plan again.
+        """
+        if self.closing is not None:
+            self._adopt(policy, resolve_rules(policy))
+            return Offer.NONE
+        rules = resolve_rules(policy)
+        self._announce(now)
+        self._adopt(policy, rules)
+        queue = self.queue
+        left_over = queue.reshape(rules)
+        if left_over is not None:
+            self.disconnected += len(left_over)
+            cause = (
+                f"the new policy's bound (max_messages={queue.max_messages}, "
+                f"max_bytes={queue.max_bytes}) cannot hold the lossless messages queued"
+            )
+            return self._begin_close(Close(1013, QUEUE_FULL, cause=cause))
+        ledger = queue.ledger
+        if ledger is not None and ledger.weight:
+            if self._notices_overflow():
+                return self._begin_close(Close(1013, QUEUE_FULL, cause=self._notices_cause()))
+            self.fast_limit = -1
+        if not queue:
+            self._behind_since = None
+        elif self._decide is not None:
+            decision = self._ask(now, write_buffer)
+            if decision.close is not None:
+                return self._begin_close(decision.close)
+        return Offer.KICK if queue or self.fast_limit < 0 else Offer.NONE
 
     def close(self, close: Close) -> bool:
         """Begin closing for a reason outside the policy; False if already closing."""
@@ -375,6 +429,42 @@ class Outbox:
 
     # -- internals ------------------------------------------------------------------
 
+    def _adopt(self, policy: Policy, rules: Rules) -> None:
+        """Take ``policy`` (whose resolved rules are ``rules``) as the one to consult."""
+        self.policy = policy
+        self.rules = rules
+        self._batch = rules.batch
+        self._decide = policy.decide if type(policy).decide is not Policy.decide else None
+        # A policy that never decides always means "send now", whatever it declares.
+        self._eager = policy.eager or self._decide is None
+        self._decision = None
+        self._memo = None
+
+    def _announce(self, now: float) -> None:
+        """Turn the losses not yet announced into gap notices at the head of the lane."""
+        ledger = self.queue.ledger
+        if ledger is None or not ledger.weight:
+            return
+        notify = self.rules.notify
+        assert notify is not None  # a queue keeps a ledger only under a notify rule
+        for notice in ledger.take():
+            frame = Notice(notice, notify(notice), time=now)
+            self.control.append(frame)
+            self.control_bytes += len(frame.payload)
+        self.fast_limit = -1
+
+    def _notices_overflow(self) -> bool:
+        ledger = self.queue.ledger
+        return ledger is not None and ledger.weight + self.control_bytes > self.queue.max_bytes
+
+    def _notices_cause(self) -> str:
+        ledger = self.queue.ledger
+        weight = 0 if ledger is None else ledger.weight
+        return (
+            f"gap notices of about {weight} bytes waited to be written "
+            f"(max_bytes={self.queue.max_bytes})"
+        )
+
     def _ask(self, now: float, write_buffer: int) -> Decision:
         assert self._decide is not None
         decision = self._decide(self.snapshot(now, write_buffer))
@@ -393,6 +483,8 @@ class Outbox:
         self.control.clear()
         self.control_bytes = 0
         self.fast_limit = self.low
+        if self.queue.ledger is not None:
+            self.queue.ledger.clear()  # no notice can reach a subscriber that is closing
 
     def _overflow_cause(self, message: Message) -> str:
         q = self.queue
@@ -405,7 +497,14 @@ class Outbox:
         queue = self.queue
         first = queue.pop()
         batch = self._batch
-        if batch is None or not queue or queue.peek().opcode != first.opcode:
+        # A lossless message (not droppable) always travels in a frame of its own.
+        if (
+            batch is None
+            or not queue
+            or not first.droppable
+            or queue.peek().opcode != first.opcode
+            or not queue.peek().droppable
+        ):
             self.sent += 1
             self.frames += 1
             return first
@@ -414,7 +513,11 @@ class Outbox:
         limit = batch.max_bytes if batch.max_bytes is not None else math.inf
         while queue and len(parts) < batch.max_messages:
             following = queue.peek()
-            if following.opcode != first.opcode or size + len(following.payload) > limit:
+            if (
+                following.opcode != first.opcode
+                or not following.droppable
+                or size + len(following.payload) > limit
+            ):
                 break
             parts.append(queue.pop())
             size += len(following.payload)

@@ -44,10 +44,12 @@ from .._core.builtins import (
     Disconnect,
     DropNewest,
     DropOldest,
+    Notify,
     SkipToLatest,
     Throttle,
 )
 from .._core.errors import PolicyConflictError, PolicyError, PolicyFileError
+from .._core.notices import NOTICE_FORMATS
 from .._core.policy import Policy, as_policy
 from .units import (
     CLOSE_CODE,
@@ -83,6 +85,7 @@ STAGE_KINDS: dict[str, type[Policy]] = {
     "batch": Batch,
     "throttle": Throttle,
     "disconnect": Disconnect,
+    "notify": Notify,
 }
 """The stage kinds a policy file may name, and the built-in class each one builds."""
 
@@ -105,6 +108,23 @@ COMBINER = ValueKind(
     _write_combine,
 )
 
+
+def _write_format(value: object) -> object:
+    if not isinstance(value, str):
+        raise PolicyError(
+            f"format={value!r} is a function, which a policy file cannot hold "
+            f"(expected one of {', '.join(show_toml(name) for name in NOTICE_FORMATS)})"
+        )
+    return value
+
+
+NOTICE_FORMAT = ValueKind(
+    "a notice format name",
+    " or ".join(show_toml(name) for name in NOTICE_FORMATS),
+    parse_text,
+    _write_format,
+)
+
 _PARAMETERS: dict[str, ValueKind] = {
     "max_messages": COUNT,
     "max_bytes": SIZE,
@@ -116,6 +136,7 @@ _PARAMETERS: dict[str, ValueKind] = {
     "code": CLOSE_CODE,
     "reason": TEXT,
     "combine": COMBINER,
+    "format": NOTICE_FORMAT,
 }
 """The value kind of every parameter of every stage kind, by parameter name."""
 
@@ -278,8 +299,9 @@ def parse_policy(text: str, *, filename: str = "<string>") -> Policy:
 def dump_policy(policy: Policy, *, description: str = "") -> str:
     """A policy file's text that :func:`parse_policy` reads back as an equal policy.
 
-    Only built-in stages can be written, and a ``Batch`` only with a named ``combine``;
-    anything else raises :class:`PolicyError` naming the stage.
+    Only built-in stages can be written, a ``Batch`` only with a named ``combine`` and a
+    ``Notify`` only with a named ``format``; anything else raises :class:`PolicyError`
+    naming the stage.
     """
     lines: list[str] = []
     if description:

@@ -101,7 +101,14 @@ class Fanout:
             count += self.fan_out(msg, now, listeners)
         return count
 
-    def receive(self, opcode: int, payload: bytes, topic: str | None, key: str | None) -> int:
+    def receive(
+        self,
+        opcode: int,
+        payload: bytes,
+        topic: str | None,
+        key: str | None,
+        lossless: bool = False,
+    ) -> int:
         """A message from another hub: offer it to local subscribers (the Inbound seam)."""
         now = self.now()
         stream = self.streams.advance(topic)
@@ -112,6 +119,7 @@ class Fanout:
             time=now,
             topic=topic,
             key=key,
+            droppable=not lossless,
             offset=stream.last,
             epoch=stream.epoch,
         )

@@ -21,11 +21,12 @@ from websockets.typing import Data
 
 from .._backplane.protocol import Backplane
 from .._core.builtins import DEFAULT_POLICY
-from .._core.decision import Close
+from .._core.decision import Close, Decision
 from .._core.errors import ConfigError, HubClosedError, invalid
 from .._core.frames import FRAMINGS, SUBPROTOCOL
 from .._core.message import make_message
 from .._core.policy import Policy, as_policy
+from .._core.snapshot import Snapshot
 from .._core.stats import HubStats, SubscriberStats, add_stats
 from .._core.validate import check_close, positive_seconds
 from .fanout import Fanout
@@ -86,12 +87,16 @@ class Hub:
         *,
         topic: str | None = None,
         key: str | None = None,
+        lossless: bool = False,
     ) -> int:
         """Offer ``message`` to every subscriber of ``topic`` (all subscribers if None).
 
         A ``str`` is sent as a Text frame, bytes-like as Binary. ``key`` identifies what
-        the message updates, for ``ConflateByKey``. Never blocks, and never raises for
-        one subscriber's failure. Returns how many subscribers it was offered to.
+        the message updates, for ``ConflateByKey``. A ``lossless`` message is never
+        dropped, skipped, conflated or batched by any policy and keeps its place in
+        publish order; a subscriber whose queue cannot hold it is closed (1013) rather
+        than left without it. Never blocks, and never raises for one subscriber's
+        failure. Returns how many subscribers it was offered to.
         """
         fanout = self._fanout
         if fanout.closed:
@@ -100,6 +105,8 @@ class Hub:
             raise TypeError(f"topic={topic!r} must be a str or None")
         if key is not None and not isinstance(key, str):
             raise TypeError(f"key={key!r} must be a str or None")
+        if lossless is not True and lossless is not False:
+            raise TypeError(f"lossless={lossless!r} must be True or False")
         backplane = self._backplane
         if not fanout.index.members and backplane is None:
             make_message(message, seq=0, time=0.0)  # still reject a wrong type
@@ -113,6 +120,7 @@ class Hub:
             time=now,
             topic=topic,
             key=key,
+            droppable=not lossless,
             offset=stream.last,
             epoch=stream.epoch,
         )
@@ -216,6 +224,44 @@ class Hub:
             self._live.discard(link)
             add_stats(self._retired, link.outbox.stats(self._fanout.now()))
             self._closed_by_policy += link.outbox.closed_by_policy
+
+    # -- changing policies ----------------------------------------------------------
+
+    def set_policy(
+        self,
+        policy: Policy | Callable[[Snapshot], Decision],
+        *,
+        current: Policy | None = None,
+        topic: str | None = None,
+        where: Callable[[Subscriber], bool] | None = None,
+    ) -> int:
+        """Give ``policy`` to the subscribers that match, while they run; return how many.
+
+        A subscriber matches when every condition given holds: its policy equals
+        ``current``, it receives ``topic`` (it subscribed to it, or to all topics), and
+        ``where(subscriber)`` is true. With no condition every subscriber matches. Each
+        one's queue is reshaped at once, as assigning :attr:`Subscriber.policy` does.
+        The hub's default for new subscribers (``Hub.policy``) is not changed.
+        """
+        chosen = as_policy(policy)
+        if current is not None and not isinstance(current, Policy):
+            raise TypeError(f"current={current!r} must be a Policy or None")
+        if topic is not None and not isinstance(topic, str):
+            raise TypeError(f"topic={topic!r} must be a str or None")
+        if where is not None and not callable(where):
+            raise TypeError(f"where={where!r} must be a callable or None")
+        changed = 0
+        for link in list(self._fanout.index.members):
+            if current is not None and link.outbox.policy != current:
+                continue
+            if topic is not None and link.topics is not None and topic not in link.topics:
+                continue
+            if where is not None and not where(link.subscriber):
+                continue
+            if link.outbox.closing is None:
+                link.set_policy(chosen)
+                changed += 1
+        return changed
 
     # -- lifecycle and statistics ---------------------------------------------------
 

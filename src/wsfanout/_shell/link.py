@@ -148,8 +148,9 @@ class Link:
             return message.deflated(self.deflate)
         # Context takeover: the encoder is stateful per connection, websockets encodes.
         payload = message.v1_payload if self.v1 else message.payload
+        opcode = message.v1_opcode if self.v1 else message.opcode
         protocol = self.protocol
-        if message.opcode == OP_TEXT:
+        if opcode == OP_TEXT:
             protocol.send_text(payload)
         else:
             protocol.send_binary(payload)
@@ -227,6 +228,19 @@ class Link:
         if outcome is Offer.WRITE:
             self.emit(self.encode(frame))
         elif outcome is Offer.KICK:
+            self.kick()
+        elif outcome is Offer.CLOSE:
+            self.closing()
+
+    def set_policy(self, policy: Policy) -> None:
+        """Replace the policy now; the outbox reshapes the queue, and its answer is
+        carried out here (the relay plans again, or the subscriber closes)."""
+        try:
+            outcome = self.outbox.set_policy(policy, self.fanout.now(), self.write_buffer())
+        except Exception:  # the new policy raised: as on publish, this subscriber alone ends
+            self.fail("changing the policy of %s failed; aborting its connection")
+            return
+        if outcome is Offer.KICK:
             self.kick()
         elif outcome is Offer.CLOSE:
             self.closing()

@@ -24,8 +24,10 @@ from .._core.guarantees import (
     CountsAddUp,
     DisconnectsWithin,
     Drains,
+    GapsAnnounced,
     Guarantee,
     Lossless,
+    LosslessDelivered,
     MaxDrops,
     MaxSendRate,
     NewestDelivered,
@@ -45,7 +47,19 @@ from ._check import (
     reproduction,
 )
 from ._clock import VirtualClock
-from ._schedule import Advance, Client, Drain, Hangup, Publish, Read, Schedule, Send, Stall, Step
+from ._schedule import (
+    Advance,
+    Client,
+    Drain,
+    Hangup,
+    Publish,
+    Read,
+    Schedule,
+    Send,
+    SetPolicy,
+    Stall,
+    Step,
+)
 from ._simulator import (
     SETTLING,
     ClientTrace,
@@ -55,6 +69,7 @@ from ._simulator import (
     Ended,
     Frame,
     Offered,
+    PolicyChange,
     Sample,
     SimulationError,
     Simulator,
@@ -85,6 +100,7 @@ __all__ = [
     "Stall",
     "Drain",
     "Hangup",
+    "SetPolicy",
     # guarantees
     "Guarantee",
     "OrderedSubsequence",
@@ -93,12 +109,14 @@ __all__ = [
     "WithinWriteLimit",
     "Drains",
     "CountsAddUp",
+    "LosslessDelivered",
     "Lossless",
     "NewestDelivered",
     "BatchIntegrity",
     "MaxSendRate",
     "DisconnectsWithin",
     "MaxDrops",
+    "GapsAnnounced",
     # checking
     "baseline",
     "guarantees_of",
@@ -121,6 +139,7 @@ __all__ = [
     "Offered",
     "Closing",
     "Ended",
+    "PolicyChange",
     "Sample",
     "SimulationError",
     "SETTLING",

@@ -23,21 +23,25 @@ from .._core.guarantees import (
     CountsAddUp,
     DisconnectsWithin,
     Drains,
+    GapsAnnounced,
     Guarantee,
     Lossless,
+    LosslessDelivered,
     MaxDrops,
     MaxSendRate,
     NewestDelivered,
     NoDuplicates,
     OrderedSubsequence,
     WithinWriteLimit,
+    code,
 )
+from .._core.notices import CONFLATED, NOTICE_FORMATS, GapNotice
 from .._core.outbox import Outbox
 from .._core.policy import FunctionPolicy, Policy, as_policy
 from .._core.rules import resolve_rules
 from .._core.snapshot import Snapshot
 from .._core.stats import SubscriberStats
-from ._schedule import Schedule
+from ._schedule import Schedule, SetPolicy
 from ._simulator import SETTLING, ClientTrace, OutboxFactory, Trace, simulate
 
 __all__ = [
@@ -108,7 +112,8 @@ class GuaranteeViolation(AssertionError):
 
 def baseline(policy: Policy) -> tuple[Guarantee, ...]:
     """What the core owes every policy, declared or not: ordering, no duplicates, the
-    resolved queue bound, writes within the watermarks, liveness, counts that add up."""
+    resolved queue bound, writes within the watermarks, liveness, counts that add up,
+    and lossless messages delivered."""
     rules = resolve_rules(policy)
     return (
         OrderedSubsequence(),
@@ -117,6 +122,7 @@ def baseline(policy: Policy) -> tuple[Guarantee, ...]:
         WithinWriteLimit(),
         Drains(),
         CountsAddUp(),
+        LosslessDelivered(),
     )
 
 
@@ -132,12 +138,28 @@ def guarantees_of(policy: Policy, also: Iterable[Guarantee] = ()) -> tuple[Guara
     return tuple(result)
 
 
+def _client_guarantees(client: ClientTrace, also: tuple[Guarantee, ...]) -> list[Guarantee]:
+    """What one client is held to: its policy's guarantees, or, when its policy was
+    replaced, those that every policy it had promises, with the loosest of their bounds."""
+    if not client.changes:
+        return list(guarantees_of(client.policy, also))
+    each = [guarantees_of(policy, also) for policy in client.policies]
+    common = [g for g in each[0] if not isinstance(g, Bounded) and all(g in gs for gs in each)]
+    bounds = [resolve_rules(policy) for policy in client.policies]
+    loosest = Bounded(
+        max_messages=max(rules.max_messages or 0 for rules in bounds),
+        max_bytes=max(rules.max_bytes or 0 for rules in bounds),
+    )
+    return [*common, loosest]
+
+
 def check_trace(trace: Trace, also: Iterable[Guarantee] = ()) -> list[Violation]:
-    """Every violation in ``trace``, per client, of its policy's guarantees and ``also``."""
+    """Every violation in ``trace``, per client, of its policy's guarantees and ``also``
+    (of the guarantees all its policies share, when its policy was replaced)."""
     extra = tuple(also)
     violations: list[Violation] = []
     for client in trace.clients:
-        for guarantee in guarantees_of(client.policy, extra):
+        for guarantee in _client_guarantees(client, extra):
             checker = _checker(guarantee)
             found = checker(guarantee, client, trace)
             if found is not None:
@@ -176,7 +198,9 @@ def reproduction(policy: Policy, schedule: Schedule) -> str:
     if "clients=" in body:
         names.add("Client")
     imports: dict[str, set[str]] = {}
-    for stage in policy.stages:
+    replaced = [step.policy for step in schedule.steps if isinstance(step, SetPolicy)]
+    stages = [stage for each in (policy, *replaced) for stage in each.stages]
+    for stage in stages:
         if isinstance(stage, FunctionPolicy):
             module = getattr(stage.function, "__module__", "__main__")
             name = getattr(stage.function, "__qualname__", "").split(".")[0]
@@ -549,6 +573,147 @@ def _check_max_drops(guarantee: MaxDrops, client: ClientTrace, trace: Trace) -> 
     return None
 
 
+def _check_lossless_delivered(
+    guarantee: LosslessDelivered, client: ClientTrace, trace: Trace
+) -> Found:
+    lossless = [offer for offer in client.offered if not trace.messages[offer.seq].droppable]
+    if not lossless:
+        return None
+    written: set[int] = set()
+    pending = 0  # index into lossless of the first one not yet written
+    for write in client.writes:
+        for frame in write.frames:
+            if frame.control:
+                continue
+            seqs = frame.seqs
+            if len(seqs) > 1:
+                alone = [seq for seq in seqs if not trace.messages[seq].droppable]
+                if alone:
+                    return (
+                        write.step,
+                        write.at,
+                        f"lossless message #{alone[0]} was batched with {list(seqs)}",
+                    )
+            written.update(seqs)
+            newest = max(seqs)
+            while pending < len(lossless) and lossless[pending].seq < newest:
+                offer = lossless[pending]
+                if offer.seq not in written:
+                    return (
+                        write.step,
+                        write.at,
+                        f"lossless message #{offer.seq} was never written, but #{newest}, "
+                        "published after it, was",
+                    )
+                pending += 1
+    if trace.settled and client.open:
+        received = set(client.received)
+        for offer in lossless:
+            if offer.seq not in received:
+                return (
+                    offer.step,
+                    offer.at,
+                    f"lossless message #{offer.seq} never arrived, though the subscriber is "
+                    "open and the client read everything",
+                )
+    return None
+
+
+def _encoded(data: object) -> bytes | None:
+    if isinstance(data, str):
+        return data.encode()
+    return data if isinstance(data, bytes) else None
+
+
+def _notice_problem(notice: GapNotice) -> str | None:
+    """What is wrong with a notice's own numbers, if anything."""
+    if notice.count < 1:
+        return "a notice announced no loss"
+    if sum(notice.reasons.values()) != notice.count:
+        return f"a notice's reasons {notice.reasons} do not add up to its count {notice.count}"
+    if notice.keys and CONFLATED not in notice.reasons:
+        return f"a notice lists keys {list(notice.keys)} but nothing was conflated"
+    return None
+
+
+def _check_announced(guarantee: GapsAnnounced, client: ClientTrace, trace: Trace) -> Found:
+    fmt = guarantee.format
+    encode = NOTICE_FORMATS[fmt] if isinstance(fmt, str) else fmt
+    place = {
+        (message.topic or "", message.epoch, message.offset): seq
+        for seq, message in trace.messages.items()
+        if message.offset
+    }
+    offered = client.offered_seqs
+    offered_set = set(offered)
+    written = {seq for write in client.writes for f in write.frames for seq in f.seqs}
+    announced: set[int] = set()
+    reasons: dict[str, int] = {}
+    so_far: set[int] = set()  # message seqs written so far
+    checked = 0  # index into offered: every one before it is accounted for
+    for write in client.writes:
+        where = write.step, write.at
+        for frame in write.frames:
+            notice = frame.notice
+            if notice is not None:
+                if frame.payload != _encoded(encode(notice)):
+                    return *where, f"a notice's payload is not {code(fmt)} of {notice!r}"
+                problem = _notice_problem(notice)
+                if problem is not None:
+                    return *where, problem
+                for first, last in notice.ranges:
+                    for offset in range(first, last + 1):
+                        seq = place.get((notice.topic, notice.epoch, offset))
+                        what = f"offset {offset} of {notice.topic!r} ({notice.epoch})"
+                        if seq is None or seq not in offered_set:
+                            return *where, f"a notice announced {what}, never offered here"
+                        if seq in written:
+                            return *where, f"a notice announced #{seq}, {what}, which was written"
+                        if seq in announced:
+                            return *where, f"a notice announced #{seq}, {what}, a second time"
+                        announced.add(seq)
+                for reason, n in notice.reasons.items():
+                    reasons[reason] = reasons.get(reason, 0) + n
+                continue
+            if frame.control or not frame.seqs:
+                continue
+            so_far.update(frame.seqs)
+            newest = max(frame.seqs)
+            while checked < len(offered) and offered[checked] < newest:
+                seq = offered[checked]
+                if seq not in so_far and seq not in announced:
+                    return (
+                        *where,
+                        f"message #{seq} was lost, but #{newest}, published after it, was "
+                        "written before any notice announced it",
+                    )
+                checked += 1
+    if not client.samples:
+        return None
+    final = client.samples[-1]
+    stats = final.stats
+    count = len(announced)
+    lost = stats.dropped - stats.disconnected
+    if count > lost:
+        return final.step, final.at, f"notices announced {count} losses, the stats count {lost}"
+    if trace.settled and client.open:
+        if count != lost:
+            return (
+                SETTLING,
+                final.at,
+                f"the subscriber lost {lost} messages, notices announced {count}, though it "
+                "is open and read everything",
+            )
+        for reason, total in reasons.items():
+            if getattr(stats, reason, total) != total:
+                return (
+                    SETTLING,
+                    final.at,
+                    f"notices announced {total} {reason}, the stats count {getattr(stats, reason)}",
+                )
+    return None
+
+
 CHECKERS: dict[type[Guarantee], Checker] = {
     OrderedSubsequence: _check_ordered,
     NoDuplicates: _check_no_duplicates,
@@ -562,6 +727,8 @@ CHECKERS: dict[type[Guarantee], Checker] = {
     MaxSendRate: _check_rate,
     DisconnectsWithin: _check_disconnects,
     MaxDrops: _check_max_drops,
+    LosslessDelivered: _check_lossless_delivered,
+    GapsAnnounced: _check_announced,
 }
 """How each kind of guarantee is checked: ``(guarantee, client_trace, trace)`` to the first
 ``(step, time, detail)`` that breaks it, or None."""

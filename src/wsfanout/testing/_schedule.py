@@ -9,12 +9,15 @@ of a one-client schedule); each step runs at the clock's current time, and only
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import attrs
 
+from .._core.decision import Decision
 from .._core.guarantees import CodeRepr, code
+from .._core.policy import Policy, as_policy
+from .._core.snapshot import Snapshot
 
 __all__ = [
     "Advance",
@@ -25,6 +28,7 @@ __all__ = [
     "Read",
     "Schedule",
     "Send",
+    "SetPolicy",
     "Stall",
     "Step",
 ]
@@ -76,13 +80,15 @@ class Step(CodeRepr):
 class Publish(Step):
     """Publish ``n`` messages of ``size`` payload bytes in one go (no relay runs between
     them), keyed round-robin from ``keys`` (none if empty), under ``topic``, as Text
-    frames or, with ``binary``, Binary frames."""
+    frames or, with ``binary``, Binary frames; with ``lossless``, none may be lost."""
 
     n: int = attrs.field(default=1, validator=_count)
     size: int = attrs.field(default=8, validator=_nonnegative_int)
     keys: tuple[str, ...] = attrs.field(default=(), converter=_keys)
     topic: str | None = None
     binary: bool = False
+    lossless: bool = False
+    """Publish them lossless (``Hub.publish(..., lossless=True)``)."""
 
 
 @attrs.frozen(repr=False)
@@ -127,6 +133,18 @@ class Drain(Step):
 class Hangup(Step):
     """The client's connection is lost; what its write buffer held never arrives."""
 
+    client: int = attrs.field(default=0, validator=_nonnegative_int)
+
+
+def _policy(value: Policy | Callable[[Snapshot], Decision]) -> Policy:
+    return as_policy(value)
+
+
+@attrs.frozen(repr=False)
+class SetPolicy(Step):
+    """``subscriber.policy = policy`` for one client: its queue is reshaped at once."""
+
+    policy: Policy = attrs.field(converter=_policy)
     client: int = attrs.field(default=0, validator=_nonnegative_int)
 
 

@@ -43,13 +43,26 @@ import attrs
 from .._core.contract import cork_is_full, plan_wait, write_buffer
 from .._core.decision import Close, Decision
 from .._core.message import Batched, Message, make_control, make_message
+from .._core.notices import GapNotice, Notice
 from .._core.outbox import CloseAction, Offer, Outbox, Wait, Write
 from .._core.policy import Policy, as_policy
 from .._core.snapshot import Snapshot
 from .._core.stats import SubscriberStats
 from .._core.streams import Streams
 from ._clock import VirtualClock
-from ._schedule import Advance, Client, Drain, Hangup, Publish, Read, Schedule, Send, Stall, Step
+from ._schedule import (
+    Advance,
+    Client,
+    Drain,
+    Hangup,
+    Publish,
+    Read,
+    Schedule,
+    Send,
+    SetPolicy,
+    Stall,
+    Step,
+)
 from ._transport import FakeTransport
 
 __all__ = [
@@ -59,6 +72,7 @@ __all__ = [
     "Ended",
     "Frame",
     "OutboxFactory",
+    "PolicyChange",
     "Sample",
     "SETTLING",
     "SimulationError",
@@ -107,6 +121,8 @@ class Frame:
     written_at: float
     step: int | None
     control: bool = False
+    notice: GapNotice | None = None
+    """The gap notice a control frame carries, if it is one (``Notify``)."""
 
 
 @attrs.frozen
@@ -184,6 +200,15 @@ class Ended:
     step: int | None
 
 
+@attrs.frozen
+class PolicyChange:
+    """The client's policy was replaced (:meth:`Simulator.set_policy`)."""
+
+    policy: Policy
+    at: float
+    step: int | None
+
+
 @attrs.define(eq=False)
 class ClientTrace:
     """Everything that happened to one client."""
@@ -200,6 +225,13 @@ class ClientTrace:
     joined_at: float = 0.0
     left_at: float | None = None
     """When the handler returned (:meth:`Simulator.leave`), if it did."""
+    changes: list[PolicyChange] = attrs.Factory(list)
+    """Each time its policy was replaced, in order; ``policy`` is the first one."""
+
+    @property
+    def policies(self) -> list[Policy]:
+        """Every policy the client had, the first one first."""
+        return [self.policy, *(change.policy for change in self.changes)]
 
     @property
     def received(self) -> list[int]:
@@ -375,16 +407,22 @@ class Simulator:
         *,
         topic: str | None = None,
         key: str | None = None,
+        lossless: bool = False,
     ) -> int:
-        """Publish one message; return its seq."""
-        seq = self._publish(data, topic=topic, key=key)
+        """Publish one message (``lossless``: as ``Hub.publish`` does); return its seq."""
+        seq = self._publish(data, topic=topic, key=key, lossless=lossless)
         self._run_ready()
         return seq
 
-    def publish_many(self, messages: Iterable[tuple[str | bytes, str | None, str | None]]) -> None:
+    def publish_many(
+        self,
+        messages: Iterable[tuple[str | bytes, str | None, str | None]],
+        *,
+        lossless: bool = False,
+    ) -> None:
         """Publish ``(data, topic, key)`` messages back to back, no relay running between."""
         for data, topic, key in messages:
-            self._publish(data, topic=topic, key=key)
+            self._publish(data, topic=topic, key=key, lossless=lossless)
         self._run_ready()
 
     def send(self, client: int, data: str | bytes) -> int:
@@ -414,6 +452,22 @@ class Simulator:
             sub.attached = False
             self._kick(sub)
         self._note_closing(sub)
+        self._sample(sub)
+        self._run_ready()
+
+    def set_policy(self, client: int, policy: Policy | Callable[[Snapshot], Decision]) -> None:
+        """``subscriber.policy = policy``: the client's queue is reshaped under it at once."""
+        sub = self._subscriber(client)
+        chosen = as_policy(policy)
+        sub.trace.changes.append(PolicyChange(chosen, self.clock.now, self.step))
+        if sub.outbox.closing is None and sub.attached:
+            outcome = sub.outbox.set_policy(chosen, self.clock.now, sub.write_buffer())
+            if outcome is Offer.KICK:
+                self._kick(sub)
+            elif outcome is Offer.CLOSE:
+                sub.attached = False
+                self._kick(sub)
+            self._note_closing(sub)
         self._sample(sub)
         self._run_ready()
 
@@ -507,7 +561,9 @@ class Simulator:
         self._seq += 1
         return seq
 
-    def _publish(self, data: str | bytes, *, topic: str | None, key: str | None) -> int:
+    def _publish(
+        self, data: str | bytes, *, topic: str | None, key: str | None, lossless: bool = False
+    ) -> int:
         now = self.clock.now
         stream = self.streams.advance(topic)
         message = make_message(
@@ -516,6 +572,7 @@ class Simulator:
             time=now,
             topic=topic,
             key=key,
+            droppable=not lossless,
             offset=stream.last,
             epoch=stream.epoch,
         )
@@ -596,6 +653,7 @@ class Simulator:
                 now,
                 self.step,
                 m.control,
+                m.notice if isinstance(m, Notice) else None,
             )
             for m in messages
         )
@@ -829,12 +887,19 @@ def _run_publish(sim: Simulator, step: Publish) -> None:
     first = sim.next_seq
     sim.publish_many(
         (
-            _payload(first + i, step.size, step.binary),
-            step.topic,
-            keys[i % len(keys)] if keys else None,
-        )
-        for i in range(step.n)
+            (
+                _payload(first + i, step.size, step.binary),
+                step.topic,
+                keys[i % len(keys)] if keys else None,
+            )
+            for i in range(step.n)
+        ),
+        lossless=step.lossless,
     )
+
+
+def _run_set_policy(sim: Simulator, step: SetPolicy) -> None:
+    sim.set_policy(step.client, step.policy)
 
 
 def _run_send(sim: Simulator, step: Send) -> None:
@@ -869,6 +934,7 @@ _RUNNERS: dict[type[Step], Callable[[Simulator, Any], None]] = {
     Stall: _run_stall,
     Drain: _run_drain,
     Hangup: _run_hangup,
+    SetPolicy: _run_set_policy,
 }
 """What each step does, as a table."""
 

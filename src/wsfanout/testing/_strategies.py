@@ -19,12 +19,25 @@ from .._core.builtins import (
     Disconnect,
     DropNewest,
     DropOldest,
+    Notify,
     SkipToLatest,
     Throttle,
 )
 from .._core.policy import Policy
 from .._public import publish_names
-from ._schedule import Advance, Client, Drain, Hangup, Publish, Read, Schedule, Send, Stall, Step
+from ._schedule import (
+    Advance,
+    Client,
+    Drain,
+    Hangup,
+    Publish,
+    Read,
+    Schedule,
+    Send,
+    SetPolicy,
+    Stall,
+    Step,
+)
 
 __all__ = ["policies", "schedules", "steps"]
 
@@ -57,9 +70,13 @@ def steps(
     binary: bool = True,
     sends: bool = True,
     hangups: bool = True,
+    lossless: bool = True,
+    set_policies: st.SearchStrategy[Policy] | None = None,
 ) -> st.SearchStrategy[Step]:
-    """One schedule step: a publish burst, time passing, a client changing how it reads,
-    reading some bytes, a ``subscriber.send()``, or (with ``hangups``) a client vanishing."""
+    """One schedule step: a publish burst (some of them ``lossless``), time passing, a
+    client changing how it reads, reading some bytes, a ``subscriber.send()``, (with
+    ``hangups``) a client vanishing, or, given ``set_policies``, a client's policy
+    replaced by one it draws."""
     if clients < 1:
         raise ValueError(f"clients={clients!r} must be >= 1")
     if max_burst < 1:
@@ -78,6 +95,8 @@ def steps(
         key_sets,
         st.sampled_from((None, *topics)),
         st.booleans() if binary else st.just(False),
+        # About one burst in four lossless: enough to meet bounds, few enough to lose.
+        st.sampled_from((False, False, False, True)) if lossless else st.just(False),
     ).map(lambda args: Publish(*args))
     choices: list[st.SearchStrategy[Step]] = [
         publish,
@@ -92,6 +111,8 @@ def steps(
         choices.append(st.tuples(client, sizes).map(lambda args: Send(*args)))
     if hangups:
         choices.append(client.map(Hangup))
+    if set_policies is not None:
+        choices.append(st.tuples(set_policies, client).map(lambda args: SetPolicy(*args)))
     return st.one_of(choices)
 
 
@@ -124,16 +145,19 @@ def schedules(
     binary: bool = True,
     sends: bool = True,
     hangups: bool = True,
+    lossless: bool = True,
+    set_policies: st.SearchStrategy[Policy] | None = None,
 ) -> st.SearchStrategy[Schedule]:
     """Schedules of up to ``max_steps`` steps for 1 to ``clients`` clients.
 
     Publish bursts of up to ``max_burst`` messages of up to ``max_size`` bytes, keyed
     from ``keys``, under a topic from ``topics`` (or none), text or (with ``binary``)
-    binary; time passing up to ``max_advance`` seconds a step; clients reading at
-    various rates, stalling, reading in chunks, receiving ``subscriber.send()``
-    messages (``sends``) and vanishing (``hangups``, about one client in five). Each
-    client gets its own write-buffer watermarks, starting read rate and, with
-    ``topics``, subscription.
+    binary, and (with ``lossless``) some bursts lossless; time passing up to
+    ``max_advance`` seconds a step; clients reading at various rates, stalling,
+    reading in chunks, receiving ``subscriber.send()`` messages (``sends``), vanishing
+    (``hangups``, about one client in five) and, given ``set_policies``, having their
+    policy replaced by one drawn from it. Each client gets its own write-buffer
+    watermarks, starting read rate and, with ``topics``, subscription.
     """
     if max_steps < 0:
         raise ValueError(f"max_steps={max_steps!r} must be >= 0")
@@ -151,6 +175,8 @@ def schedules(
             binary=binary,
             sends=sends,
             hangups=False,
+            lossless=lossless,
+            set_policies=set_policies,
         )
         for count in range(1, clients + 1)
     }
@@ -232,6 +258,10 @@ def _disconnect(draw: st.DrawFn, max_messages: int, max_bytes: int) -> Policy:
     )
 
 
+def _notify() -> st.SearchStrategy[Policy]:
+    return st.sampled_from((Notify(), Notify(format="json-binary")))
+
+
 def policies(
     *,
     max_messages: int = 64,
@@ -239,15 +269,16 @@ def policies(
     compose: bool = True,
 ) -> st.SearchStrategy[Policy]:
     """Built-in policies with drawn parameters and, with ``compose``, compositions of them
-    that do not conflict: at most one stage per slot (overflow, arrival, batching), plus
-    optionally ``Throttle`` and ``Disconnect``, in any order. Bounds go up to
-    ``max_messages`` and ``max_bytes`` so schedules reach them."""
+    that do not conflict: at most one stage per slot (overflow, arrival, batching, gap
+    notices), plus optionally ``Throttle`` and ``Disconnect``, in any order. Bounds go up
+    to ``max_messages`` and ``max_bytes`` so schedules reach them."""
     groups = [
         _overflow(max_messages, max_bytes),
         _arrival(max_messages, max_bytes),
         _batch(max_messages, max_bytes),
         _throttle(),
         _disconnect(max_messages, max_bytes),
+        _notify(),
     ]
     single = st.one_of(groups)
     if not compose:
