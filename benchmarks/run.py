@@ -651,6 +651,13 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             [topic[10000] / topic[0]],
             1.2,
         )
+        notify = m.get("notify_per_delivery_ns")
+        if notify:
+            add(
+                "gap notices: delivery to 1000 that lose nothing, with Notify() / without",
+                [notify["drop-oldest+notify"] / notify["drop-oldest"]],
+                1.1,
+            )
     for compression in ("off", "recommended"):
         plain = _rows(results, "idle-memory", f"websockets[{compression}]")
         ours = _rows(results, "idle-memory", f"wsfanout[{compression}]")
