@@ -233,31 +233,35 @@ class DoubleNoticeOutbox(Outbox):
         return action
 
 
-class OffByOneNoticeOutbox(Outbox):
+class _RewritingOutbox(Outbox):
+    """Replaces each notice it announces with what :meth:`rewrite` makes of it."""
+
+    def _announce(self, now: float) -> None:
+        before = len(self.control)
+        super()._announce(now)
+        for index in range(before, len(self.control)):
+            frame = self.control[index]
+            assert isinstance(frame, Notice)
+            self.control[index] = self.rewrite(frame, now)
+
+    def rewrite(self, frame: Notice, now: float) -> Notice:
+        raise NotImplementedError
+
+
+class OffByOneNoticeOutbox(_RewritingOutbox):
     """Announces every lost range one offset too far."""
 
-    def _announce(self, now: float) -> None:
-        before = len(self.control)
-        super()._announce(now)
-        for index in range(before, len(self.control)):
-            frame = self.control[index]
-            assert isinstance(frame, Notice)
-            shifted = attrs.evolve(
-                frame.notice, ranges=[(a + 1, b + 1) for a, b in frame.notice.ranges]
-            )
-            self.control[index] = Notice(shifted, notice_json(shifted), time=now)
+    def rewrite(self, frame: Notice, now: float) -> Notice:
+        ranges = [(a + 1, b + 1) for a, b in frame.notice.ranges]
+        shifted = attrs.evolve(frame.notice, ranges=ranges)
+        return Notice(shifted, notice_json(shifted), time=now)
 
 
-class GarbledNoticeOutbox(Outbox):
+class GarbledNoticeOutbox(_RewritingOutbox):
     """Writes notices whose payload is not what the stage's format makes of them."""
 
-    def _announce(self, now: float) -> None:
-        before = len(self.control)
-        super()._announce(now)
-        for index in range(before, len(self.control)):
-            frame = self.control[index]
-            assert isinstance(frame, Notice)
-            self.control[index] = Notice(frame.notice, '{"type":"gap"}', time=now)
+    def rewrite(self, frame: Notice, now: float) -> Notice:
+        return Notice(frame.notice, '{"type":"gap"}', time=now)
 
 
 class CarelessQueue(MessageQueue):

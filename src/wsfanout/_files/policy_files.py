@@ -92,38 +92,23 @@ STAGE_KINDS: dict[str, type[Policy]] = {
 _KIND_OF: dict[type[Policy], str] = {cls: kind for kind, cls in STAGE_KINDS.items()}
 
 
-def _write_combine(value: object) -> object:
-    if not isinstance(value, str):
-        raise PolicyError(
-            f"combine={value!r} is a function, which a policy file cannot hold "
-            f"(expected one of {', '.join(show_toml(name) for name in sorted(COMBINERS))})"
-        )
-    return value
+def _named(what: str, parameter: str, names: list[str]) -> ValueKind:
+    """A parameter that is a name from a table in files, or a function in code only."""
+    shown = [show_toml(name) for name in names]
+
+    def write(value: object) -> object:
+        if not isinstance(value, str):
+            raise PolicyError(
+                f"{parameter}={value!r} is a function, which a policy file cannot hold "
+                f"(expected one of {', '.join(shown)})"
+            )
+        return value
+
+    return ValueKind(what, " or ".join(shown), parse_text, write)
 
 
-COMBINER = ValueKind(
-    "a combiner name",
-    " or ".join(show_toml(name) for name in sorted(COMBINERS)),
-    parse_text,
-    _write_combine,
-)
-
-
-def _write_format(value: object) -> object:
-    if not isinstance(value, str):
-        raise PolicyError(
-            f"format={value!r} is a function, which a policy file cannot hold "
-            f"(expected one of {', '.join(show_toml(name) for name in NOTICE_FORMATS)})"
-        )
-    return value
-
-
-NOTICE_FORMAT = ValueKind(
-    "a notice format name",
-    " or ".join(show_toml(name) for name in NOTICE_FORMATS),
-    parse_text,
-    _write_format,
-)
+COMBINER = _named("a combiner name", "combine", sorted(COMBINERS))
+NOTICE_FORMAT = _named("a notice format name", "format", list(NOTICE_FORMATS))
 
 _PARAMETERS: dict[str, ValueKind] = {
     "max_messages": COUNT,

@@ -444,14 +444,7 @@ class Simulator:
         frame = make_control(data, time=now)
         buffered = sub.write_buffer()
         outcome = sub.outbox.send_control(frame, now, buffered)
-        if outcome is Offer.WRITE:
-            self._emit(sub, frame, buffered)
-        elif outcome is Offer.KICK:
-            self._kick(sub)
-        elif outcome is Offer.CLOSE:
-            sub.attached = False
-            self._kick(sub)
-        self._note_closing(sub)
+        self._carry_out(sub, outcome, frame, buffered)
         self._sample(sub)
         self._run_ready()
 
@@ -461,13 +454,9 @@ class Simulator:
         chosen = as_policy(policy)
         sub.trace.changes.append(PolicyChange(chosen, self.clock.now, self.step))
         if sub.outbox.closing is None and sub.attached:
-            outcome = sub.outbox.set_policy(chosen, self.clock.now, sub.write_buffer())
-            if outcome is Offer.KICK:
-                self._kick(sub)
-            elif outcome is Offer.CLOSE:
-                sub.attached = False
-                self._kick(sub)
-            self._note_closing(sub)
+            buffered = sub.write_buffer()
+            outcome = sub.outbox.set_policy(chosen, self.clock.now, buffered)
+            self._carry_out(sub, outcome, None, buffered)
         self._sample(sub)
         self._run_ready()
 
@@ -589,7 +578,16 @@ class Simulator:
         buffered = sub.write_buffer()
         outcome = sub.outbox.offer(message, now, buffered)
         sub.trace.offered.append(Offered(message.seq, now, self.step, outcome))
+        self._carry_out(sub, outcome, message, buffered)
+        self._sample(sub)
+
+    def _carry_out(
+        self, sub: _Subscriber, outcome: Offer, message: Message | None, buffered: int
+    ) -> None:
+        """What ``Link`` does with an outbox's answer: write ``message`` now, run the
+        relay, or detach and let the relay close."""
         if outcome is Offer.WRITE:
+            assert message is not None
             self._emit(sub, message, buffered)
         elif outcome is Offer.KICK:
             self._kick(sub)
@@ -597,7 +595,6 @@ class Simulator:
             sub.attached = False
             self._kick(sub)
         self._note_closing(sub)
-        self._sample(sub)
 
     def _emit(self, sub: _Subscriber, message: Message, buffered: int) -> None:
         """``Link.emit``: the first frame of the iteration at once, later ones corked."""
