@@ -174,4 +174,13 @@ def test_the_top_level_holds_the_faces_and_little_else() -> None:
     folders = sorted(
         path.name for path in PACKAGE.iterdir() if path.is_dir() and path.name != "__pycache__"
     )
-    assert folders == ["_backplane", "_cli", "_client", "_core", "_files", "_shell", "testing"]
+    assert folders == [
+        "_backplane",
+        "_cli",
+        "_client",
+        "_core",
+        "_files",
+        "_shell",
+        "static",
+        "testing",
+    ]

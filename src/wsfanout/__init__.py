@@ -27,6 +27,7 @@ from ._core.policy import Composite, Policy, as_policy
 from ._core.snapshot import Snapshot
 from ._core.stats import HubStats, SubscriberStats
 from ._public import publish_names as _publish_names
+from ._shell.client_script import CLIENT_SCRIPT_PATH, client_script, client_script_source
 from ._shell.extensions import select_subprotocol
 from ._shell.hub import Hub
 from ._shell.subscriber import Subscriber
@@ -37,6 +38,10 @@ __all__ = [
     "Subscriber",
     "SUBPROTOCOL",
     "select_subprotocol",
+    # the JavaScript client (docs/js-client.md)
+    "client_script",
+    "client_script_source",
+    "CLIENT_SCRIPT_PATH",
     # writing and composing policies (the built-ins live in wsfanout.policies)
     "Policy",
     "Composite",

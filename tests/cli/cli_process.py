@@ -12,6 +12,7 @@ import base64
 import os
 import queue
 import re
+import resource
 import signal
 import socket
 import subprocess
@@ -33,7 +34,12 @@ class Process:
     """A running ``wsfanout``: its merged stdout and stderr are read line by line."""
 
     def __init__(
-        self, args: list[str], *, env: dict[str, str] | None = None, shell: str = ""
+        self,
+        args: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        shell: str = "",
+        max_descriptors: int | None = None,
     ) -> None:
         command: str | list[str] = [str(WSFANOUT), *args]
         if shell:
@@ -45,6 +51,7 @@ class Process:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
+            preexec_fn=None if max_descriptors is None else _limit_descriptors(max_descriptors),
         )
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.seen: list[str] = []
@@ -98,6 +105,15 @@ class Process:
     def exit_code(self) -> int:
         return self.popen.wait(timeout=GUARD)
 
+    def stop(self) -> None:
+        """Kill the process if it still runs, reap it and close its pipes."""
+        if self.popen.poll() is None:
+            self.popen.kill()
+        self.popen.wait(timeout=GUARD)
+        for stream in (self.popen.stdin, self.popen.stdout):
+            if stream is not None:
+                stream.close()
+
     def rest(self) -> list[str]:
         """Every line printed after the last one waited for, once the process has exited."""
         self.exit_code()
@@ -105,6 +121,13 @@ class Process:
         while (line := self.lines.get(timeout=GUARD)) is not None:
             lines.append(line)
         return lines
+
+
+def _limit_descriptors(limit: int) -> Any:
+    def apply() -> None:  # in the child, before it runs wsfanout
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+    return apply
 
 
 def client(url: str, path: str = "/", **kwargs: Any) -> ClientConnection:

@@ -3,7 +3,7 @@
 from collections.abc import Iterator
 
 import pytest
-from cli_process import GUARD, Process
+from cli_process import Process
 
 from harness.redis_server import RedisServer
 
@@ -19,12 +19,7 @@ def wsfanout() -> Iterator[type[Process]]:
 
     yield Started
     for process in started:
-        if process.popen.poll() is None:
-            process.popen.kill()
-        process.popen.wait(timeout=GUARD)
-        for stream in (process.popen.stdin, process.popen.stdout):
-            if stream is not None:
-                stream.close()
+        process.stop()
 
 
 @pytest.fixture

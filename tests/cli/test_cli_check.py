@@ -33,13 +33,13 @@ def test_check_prints_the_resolved_policy_and_its_bound(
     assert "  bound:      64 messages or 1MiB queued; when full: drop the oldest\n" in out
 
 
-def test_check_reports_every_bad_file_and_exits_1(
+def test_check_reports_every_bad_file_and_exits_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
     Path("good.toml").write_text(GOOD)
     Path("bad.toml").write_text(BAD)
-    assert main(["check", "bad.toml", "good.toml", "missing.toml", "chatt"]) == 1
+    assert main(["check", "bad.toml", "good.toml", "missing.toml", "chatt"]) == 2
     captured = capsys.readouterr()
     assert "good.toml: ok" in captured.out
     assert captured.err.splitlines() == [
@@ -88,7 +88,7 @@ def test_check_as_a_command_exits_non_zero_without_a_traceback(tmp_path: Path) -
     result = subprocess.run(
         [WSFANOUT, "check", "bad.toml"], cwd=tmp_path, capture_output=True, text=True, timeout=30
     )
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stdout == ""
     assert result.stderr.startswith("wsfanout check: error: bad.toml: stage[0].max_lag: ")
     assert len(result.stderr.splitlines()) == 1
@@ -217,7 +217,7 @@ def test_a_bad_policy_for_serve_is_an_error_naming_the_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (tmp_path / "bad.toml").write_text(BAD)
-    assert main(["serve", "--policy", str(tmp_path / "bad.toml")]) == 1
+    assert main(["serve", "--policy", str(tmp_path / "bad.toml")]) == 2
     assert capsys.readouterr().err == (
         f'wsfanout serve: error: {tmp_path / "bad.toml"}: stage[0].max_lag: "5 seconds" is '
         'not a duration (expected e.g. "250ms", "5s")\n'
@@ -248,6 +248,8 @@ def test_tokens_are_taken_from_the_header_or_the_query_and_never_logged() -> Non
     assert presented_token(request("/x")) is None
     assert redacted("/room?token=s3cret&x=1") == "/room?token=***&x=1"
     assert redacted("/room") == "/room"
+    assert redacted("/room?TOKEN=s3cret#token=s3cret") == "/room?TOKEN=***#token=***"
+    assert redacted("/s3cret/x?k=s3cret%2F", "s3cret/") == "/***x?k=***"
 
 
 def test_key_field_takes_the_key_of_json_object_lines_only() -> None:

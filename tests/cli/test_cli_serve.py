@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import http.client
+import json
+import re
 import signal
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +15,18 @@ import pytest
 from cli_process import GUARD, Process, client, close_code, stalled_client
 from websockets.exceptions import InvalidStatus
 from websockets.typing import Origin, Subprotocol
+
+from wsfanout import client_script_source
+
+
+class _Epoch:
+    """Equal to any epoch: eight letters and digits."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str) and re.fullmatch(r"[a-z0-9]{8}", other) is not None
+
+
+ANY_EPOCH = _Epoch()
 
 
 def test_lines_from_stdin_reach_a_connected_client(wsfanout: type[Process]) -> None:
@@ -45,6 +61,48 @@ def test_printf_into_serve_reaches_a_client_then_closes_with_1000(
     with client(url) as ws:
         assert [ws.recv(timeout=GUARD), ws.recv(timeout=GUARD)] == ["a", "b"]
         assert close_code(ws) == 1000
+    assert server.exit_code() == 0
+
+
+def test_serve_serves_the_javascript_client_without_a_token(wsfanout: type[Process]) -> None:
+    server = wsfanout(
+        ["serve", "--policy", "chat", "--port", "0", "--token-env", "FANOUT_TOKEN"],
+        env={"FANOUT_TOKEN": "s3cret"},
+    )
+    port = urllib.parse.urlsplit(server.listening()).port
+    assert port is not None
+    script = http.client.HTTPConnection("127.0.0.1", port, timeout=GUARD)
+    script.request("GET", "/wsfanout.js")
+    response = script.getresponse()
+    assert response.status == 200
+    assert response.getheader("Content-Type") == "text/javascript; charset=utf-8"
+    assert response.read() == client_script_source()
+    script.close()
+    feed = http.client.HTTPConnection("127.0.0.1", port, timeout=GUARD)
+    feed.request("GET", "/feed")  # anything else still needs the token
+    assert feed.getresponse().status == 401
+    feed.close()
+    server.signal(signal.SIGTERM)
+    assert server.exit_code() == 0
+
+
+def test_serve_frames_messages_for_a_client_that_offers_wsfanout_v1(
+    wsfanout: type[Process],
+) -> None:
+    server = wsfanout(["serve", "--policy", "chat", "--port", "0"])
+    url = server.listening()
+    with client(url, subprotocols=[Subprotocol("wsfanout.v1")]) as framed, client(url) as raw:
+        server.wait_for("client connected")
+        server.wait_for("client connected")
+        server.feed("a\n")
+        assert framed.subprotocol == "wsfanout.v1"
+        frame = framed.recv(timeout=GUARD)
+        assert isinstance(frame, str)
+        header, payload = frame.split("\n")
+        assert json.loads(header) == {"o": 1, "e": ANY_EPOCH}
+        assert payload == "a"
+        assert raw.recv(timeout=GUARD) == "a"
+    server.signal(signal.SIGTERM)
     assert server.exit_code() == 0
 
 

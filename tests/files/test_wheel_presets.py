@@ -1,4 +1,5 @@
-"""The presets are found by name after a plain install of the built wheel.
+"""The presets are found by name, and the JavaScript client is there, after a plain
+install of the built wheel.
 
 Builds the wheel with the build backend already in the dev environment (no download),
 installs it in a new virtual environment, and runs it from outside the checkout.
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from wsfanout import client_script_source
 from wsfanout.files import load_policy, preset_names
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,7 +34,9 @@ def run(*command: str | Path, cwd: Path) -> str:
 
 
 @pytest.mark.wheel
-def test_the_installed_wheel_finds_every_preset_by_name(tmp_path: Path) -> None:
+def test_the_installed_wheel_finds_every_preset_and_the_javascript_client(
+    tmp_path: Path,
+) -> None:
     pip = (sys.executable, "-m", "pip")
     run(
         *pip,
@@ -56,11 +60,13 @@ def test_the_installed_wheel_finds_every_preset_by_name(tmp_path: Path) -> None:
         "print(wsfanout.__file__)\n"
         "print(' '.join(wsfanout.files.preset_names()))\n"
         "print(repr(wsfanout.files.load_policy('market-data')))\n"
+        "print(wsfanout.client_script_source().hex())\n"
     )
-    where, names, market_data = run(python, "-c", script, cwd=tmp_path).splitlines()
+    where, names, market_data, script_hex = run(python, "-c", script, cwd=tmp_path).splitlines()
     assert Path(where).is_relative_to(venv), "imported the checkout, not the wheel"
     assert tuple(names.split()) == preset_names()
     assert market_data == repr(load_policy("market-data"))
+    assert bytes.fromhex(script_hex) == client_script_source()
     listing = run(venv / "bin" / "wsfanout", "check", "--list", cwd=tmp_path)
     for name in preset_names():
         assert f"  {name}\n" in listing

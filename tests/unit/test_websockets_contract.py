@@ -144,6 +144,23 @@ def check_connection(ws: ServerConnection) -> None:
         "Connection.connection_lost_waiter is a pending Future while connected",
     )
     contract(callable(getattr(ws, "send_data", None)), "Connection.send_data() exists")
+    # The read gate (_shell/reading.py) swaps the connection's class for a subclass that
+    # overrides these asyncio protocol callbacks, and defers to websockets' own read
+    # flow control, whose state it reads.
+    for method in ("data_received", "resume_writing", "connection_lost"):
+        contract(
+            callable(getattr(type(ws), method, None)),
+            f"Connection.{method}() is a method of the connection's class",
+        )
+    contract(
+        hasattr(ws, "__dict__"),
+        "Connection instances have a __dict__ (the read gate keeps its state there and "
+        "swaps the instance's class)",
+    )
+    contract(
+        isinstance(getattr(getattr(ws, "recv_messages", None), "paused", None), bool),
+        "Connection.recv_messages.paused is a bool (websockets' own read flow control)",
+    )
 
 
 async def test_a_server_connection_exposes_what_the_hub_reads() -> None:
@@ -160,6 +177,7 @@ async def test_a_server_connection_exposes_what_the_hub_reads() -> None:
         ("send_in_progress", "busy", r"send_in_progress is None"),
         ("connection_lost_waiter", None, r"connection_lost_waiter is a pending Future"),
         ("send_data", None, r"send_data\(\) exists"),
+        ("recv_messages", None, r"recv_messages\.paused is a bool"),
     ],
 )
 async def test_the_connection_check_catches_a_changed_attribute(

@@ -38,6 +38,7 @@ from .._core.errors import ConfigError, invalid
 from .._core.policy import Policy
 from .._core.validate import positive_seconds
 from .._shell.hub import Hub
+from .._shell.sockets import abort_with_reset
 from .redis import RedisBackplane
 
 __all__ = ["Handler", "WorkerPool", "run_workers"]
@@ -347,7 +348,7 @@ async def _serve(index: int, options: WorkerOptions, pipe: Connection) -> None:
             await server.wait_closed()
     except TimeoutError:  # a connection that never became a subscriber
         for connection in server.all_connections:
-            connection.transport.abort()
+            abort_with_reset(connection.transport)
     pipe.close()
 
 

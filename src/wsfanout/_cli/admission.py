@@ -4,27 +4,38 @@ The token check runs in ``process_request`` (401 without a token, 403 with a wro
 one), websockets' own ``origins`` check refuses foreign origins (403), and
 ``process_response`` caps the number of admitted clients (503) once the handshake
 would otherwise succeed. Secrets never reach a log line: paths and Redis URLs are
-redacted first.
+redacted first. The JavaScript client (``GET /wsfanout.js``) is public and served
+before any of this.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hmac
 import http
+import resource
 import urllib.parse
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import InvalidOrigin
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
+from .._shell.client_script import client_script
+from .._shell.sockets import abort_with_reset
+
 if TYPE_CHECKING:
     from .serve import Log, ServeOptions
 
 __all__ = [
+    "HANDSHAKE_TIMEOUT",
     "Gate",
+    "GuardedConnection",
+    "Handshakes",
+    "default_max_handshakes",
     "SelectSubprotocol",
     "Slots",
     "peer",
@@ -45,14 +56,32 @@ def presented_token(request: Request) -> str | None:
     return values[0] if values else None
 
 
-def redacted(path: str) -> str:
-    """The request path for logs, with a ``token`` query parameter's value hidden."""
+def redacted(path: str, secret: str | bytes | None = None) -> str:
+    """The request path for logs, with what looks like a token hidden wherever it is.
+
+    The value of a ``token`` parameter (any case) in the query or the fragment becomes
+    ``***``, and so does the ``secret`` itself, as written or percent-encoded, in a
+    path segment or anywhere else.
+    """
+    if secret:
+        text = secret.decode() if isinstance(secret, bytes) else secret
+        forms = {text, urllib.parse.quote(text, safe=""), urllib.parse.quote_plus(text)}
+        for form in sorted(forms, key=len, reverse=True):
+            path = path.replace(form, "***")
     url = urllib.parse.urlsplit(path)
-    if not url.query:
-        return path
-    pairs = urllib.parse.parse_qsl(url.query, keep_blank_values=True)
-    shown = [(name, "***" if name == "token" else value) for name, value in pairs]
-    return urllib.parse.urlunsplit(url._replace(query=urllib.parse.urlencode(shown, safe="*")))
+    return urllib.parse.urlunsplit(
+        url._replace(query=_redacted_pairs(url.query), fragment=_redacted_pairs(url.fragment))
+    )
+
+
+def _redacted_pairs(text: str) -> str:
+    if "=" not in text:
+        return text
+    pairs = urllib.parse.parse_qsl(text, keep_blank_values=True)
+    if not any(name.lower() == "token" for name, _ in pairs):
+        return text
+    shown = [(name, "***" if name.lower() == "token" else value) for name, value in pairs]
+    return urllib.parse.urlencode(shown, safe="*")
 
 
 def redacted_url(url: str) -> str:
@@ -91,16 +120,21 @@ class Gate:
     def __init__(self, options: ServeOptions, log: Log, slots: Slots | None) -> None:
         self.token = None if options.token is None else options.token.encode()
         self.max_clients = options.max_clients
+        limit = options.max_handshakes
+        self.handshakes = Handshakes(default_max_handshakes() if limit is None else limit, log)
         self.slots = slots
         self.log = log
 
     def _refuse(self, connection: ServerConnection, status: http.HTTPStatus, why: str) -> Response:
         request = connection.request
-        path = redacted(request.path) if request is not None else "?"
+        path = redacted(request.path, self.token) if request is not None else "?"
         self.log(f"refused {peer(connection)} {path}: {status.value} {why}")
         return connection.respond(status, f"{why}\n")
 
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        script = client_script(connection, request)
+        if script is not None:
+            return script
         if self.token is None:
             return None
         presented = presented_token(request)
@@ -119,7 +153,7 @@ class Gate:
             if isinstance(connection.protocol.handshake_exc, InvalidOrigin):
                 origin = request.headers.get("Origin", "none")
                 why = f"403 origin {origin} not allowed"
-                self.log(f"refused {peer(connection)} {redacted(request.path)}: {why}")
+                self.log(f"refused {peer(connection)} {redacted(request.path, self.token)}: {why}")
             return None
         slots = self.slots
         if slots is None:
@@ -147,3 +181,103 @@ class SelectSubprotocol:
             if name in offered:
                 return Subprotocol(name)
         return None
+
+
+HANDSHAKE_TIMEOUT = 3.0
+"""Seconds a client gets to finish its opening handshake (websockets' default is 10)."""
+
+
+def default_max_handshakes() -> int:
+    """Pending handshakes allowed by default: a quarter of the descriptors this process
+    may open (64 under a limit of 256), so half-open connections cannot starve the
+    clients, the listening socket and Redis of descriptors; at least 16."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        soft = 65536
+    return max(16, soft // 4)
+
+
+class Handshakes:
+    """The connections whose opening handshake is under way, at most ``limit`` of them.
+
+    A connection past the limit makes room by cutting the oldest pending one (a reset):
+    a legitimate client finishes its handshake in a round trip or two, so the oldest
+    is, in all likelihood, a slowloris that opened it and never finished. Cuts are
+    logged once per ``interval`` seconds with their count, not once per connection.
+    """
+
+    def __init__(self, limit: int, log: Log, interval: float = 10.0) -> None:
+        self.limit = limit
+        self.log = log
+        self.interval = interval
+        self.pending: dict[ServerConnection, None] = {}
+        self.cut = 0
+        self._unlogged = 0
+        self._logged_at: float | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickled to each worker process, where it starts with nothing pending.
+        return {"limit": self.limit, "log": self.log, "interval": self.interval}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["limit"], state["log"], state["interval"])  # type: ignore[misc]
+
+    def begin(self, connection: ServerConnection) -> None:
+        pending = self.pending
+        while len(pending) >= self.limit:
+            oldest = next(iter(pending))
+            del pending[oldest]
+            self.cut += 1
+            self._unlogged += 1
+            abort_with_reset(oldest.transport)
+        pending[connection] = None
+        if self._unlogged:
+            self._report()
+
+    def end(self, connection: ServerConnection) -> None:
+        self.pending.pop(connection, None)
+
+    def cut_all(self) -> None:
+        """Shutting down: cut every pending handshake (nothing was subscribed on them)."""
+        while self.pending:
+            connection, _ = self.pending.popitem()
+            abort_with_reset(connection.transport)
+
+    def _report(self) -> None:
+        now = asyncio.get_running_loop().time()
+        if self._logged_at is not None and now - self._logged_at < self.interval:
+            return
+        self._logged_at = now
+        self.log(
+            f"cut {self._unlogged} pending handshakes, oldest first "
+            f"(max {self.limit} pending; {self.cut} so far)",
+            always=True,
+        )
+        self._unlogged = 0
+
+    def connection_class(self) -> type[ServerConnection]:
+        """websockets' ``create_connection``: connections counted while they handshake
+        (a partial, not a class, so that it pickles to worker processes)."""
+        return cast(type[ServerConnection], functools.partial(GuardedConnection, guard=self))
+
+
+class GuardedConnection(ServerConnection):
+    """A server connection counted in ``guard`` from accept to the handshake's end."""
+
+    def __init__(self, *args: Any, guard: Handshakes, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.guard = guard
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.guard.begin(self)
+
+    async def handshake(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            await super().handshake(*args, **kwargs)
+        finally:
+            self.guard.end(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.guard.end(self)
+        super().connection_lost(exc)

@@ -1,14 +1,17 @@
 """The ``wsfanout`` command: ``serve``, ``demo`` and ``check``.
 
-Exit codes are a shell user's: 0 success, 1 an error (a bad file, a port in use, a
-check that failed), 2 a usage error (argparse's), 130 interrupted by Ctrl-C. Errors
-are one line on standard error, ``wsfanout <command>: error: ...``, never a traceback.
+Exit codes are a shell user's: 0 success, 1 a failure to run (a port in use, Redis
+unreachable, a worker that died), 2 bad input (a usage error, argparse's, or a bad
+policy or routing file), 130 interrupted by Ctrl-C, 141 standard output closed by its
+reader (``check --list | head -1``, as SIGPIPE would). Errors are one line on standard
+error, ``wsfanout <command>: error: ...``, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib.util
 import os
 import re
@@ -19,11 +22,18 @@ from pathlib import Path
 from typing import IO, Any
 
 from .. import __version__
-from .._core.errors import ConfigError, PolicyError, PolicyFileError
+from .._core.errors import ConfigError, PolicyError
 from .._core.notices import NOTICE_FORMATS
 from .._core.policy import Policy
 from .._core.rules import Overflow, resolve_rules
-from .._files.policy_files import STAGE_KINDS, PolicyFile, parameters, parse_policy_file, read_toml
+from .._files.policy_files import (
+    STAGE_KINDS,
+    PolicyFile,
+    parameters,
+    parse_policy_file,
+    read_text,
+    read_toml,
+)
 from .._files.presets import load_policy_file, looks_like_path, presets
 from .._files.routes import Route, Routes, is_routing_document, load_routes
 from .._files.units import format_size, parse_duration, parse_size
@@ -187,6 +197,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-clients", type=_positive_int, metavar="N", help="refuse clients past N with 503"
     )
     serve.add_argument(
+        "--max-handshakes",
+        type=_positive_int,
+        metavar="N",
+        help="opening handshakes under way at once; past N the oldest is cut "
+        "(default: a quarter of the descriptor limit, at least 16)",
+    )
+    serve.add_argument(
+        "--handshake-timeout",
+        type=_seconds(allow_zero=False),
+        default=3.0,
+        metavar="DURATION",
+        help="how long a client gets to finish its opening handshake (default: 3s)",
+    )
+    serve.add_argument(
         "--max-size",
         type=_bytes,
         default=4096,
@@ -298,11 +322,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     subparser: argparse.ArgumentParser = args.parser
     try:
         return run(args, subparser)
+    except PolicyError as exc:  # a bad policy or routing file, a preset that is not one
+        print(f"{subparser.prog}: error: {exc}", file=sys.stderr)
+        return 2
     except (CommandError, ConfigError) as exc:
         print(f"{subparser.prog}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        return stdout_closed()
+
+
+def stdout_closed() -> int:
+    """Standard output's reader left (``| head -1``): exit quietly, as SIGPIPE would.
+
+    Standard output is pointed at /dev/null first, so that the interpreter's own flush
+    at exit does not fail again and print a traceback.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 141
 
 
 # -- serve ---------------------------------------------------------------------------
@@ -342,6 +384,8 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         origins=None if args.origins is None else tuple(args.origins),
         token=token,
         max_clients=args.max_clients,
+        max_handshakes=args.max_handshakes,
+        handshake_timeout=args.handshake_timeout,
         max_size=args.max_size,
         exit_on_eof=args.exit_on_eof,
         wait_clients=args.wait_clients,
@@ -463,16 +507,11 @@ def describe_policy(policy: Policy) -> list[str]:
 
 def _check_one(argument: str, out: IO[str]) -> None:
     path = Path(argument)
-    if not path.is_file() and not looks_like_path(argument):
+    if not looks_like_path(argument) and not path.is_file():
         preset = load_policy_file(argument)
         _print_policy_file(f"{argument} (preset)", preset, out)
         return
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise PolicyFileError(f"{argument}: no such file", filename=argument) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PolicyFileError(f"{argument}: cannot read: {exc}", filename=argument) from None
+    text = read_text(argument)
     if is_routing_document(read_toml(text, argument)):
         routes = load_routes(path)
         print(f"{argument}: ok (routing file)", file=out)
@@ -522,5 +561,6 @@ def _check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         except PolicyError as exc:
             failed += 1
             print(f"{parser.prog}: error: {exc}", file=sys.stderr)
-    out.flush()
-    return 1 if failed else 0
+    if out is not None:  # None: standard output closed (>&-); print() wrote nothing
+        out.flush()
+    return 2 if failed else 0

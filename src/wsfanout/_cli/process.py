@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 from collections.abc import Awaitable
@@ -17,7 +18,16 @@ from typing import IO, TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .serve import Log
 
-__all__ = ["STARTUP_TIMEOUT", "ServeError", "Signals", "cancel", "within", "worker_ended"]
+__all__ = [
+    "STARTUP_TIMEOUT",
+    "ServeError",
+    "OncePerInterval",
+    "Signals",
+    "announce",
+    "cancel",
+    "within",
+    "worker_ended",
+]
 
 
 STARTUP_TIMEOUT = 30.0
@@ -63,6 +73,66 @@ class Signals:
             return 0
         log(f"stopped by {signal.Signals(self.received[0]).name}")
         return 130 if self.received[0] == signal.SIGINT else 0
+
+
+class OncePerInterval(logging.Filter):
+    """Lets each distinct log message or loop error through once per ``interval`` seconds.
+
+    A flood of one failure (``socket.accept()`` out of descriptors under a slowloris,
+    asyncio's "socket.send() raised exception." hundreds of times per reset
+    connection) then costs one line per interval, which says how many were held back;
+    the first of each still has its traceback.
+    """
+
+    def __init__(self, log: Log, interval: float = 10.0) -> None:
+        super().__init__()
+        self.log = log
+        self.interval = interval
+        self._last: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def _admit(self, key: str, now: float) -> bool:
+        last = self._last.get(key)
+        if last is not None and now - last < self.interval:
+            self._held[key] = self._held.get(key, 0) + 1
+            return False
+        self._last[key] = now
+        held = self._held.pop(key, 0)
+        if held:
+            self.log(f"{held} more of {key!r} in the last {self.interval:g} s", always=True)
+        return True
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self._admit(f"{record.name}: {record.msg}", record.created)
+
+    def install(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Filter asyncio's and websockets' loggers and the loop's exception handler."""
+        for name in ("asyncio", "websockets"):
+            logging.getLogger(name).addFilter(self)
+
+        def handle(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+            if self._admit(str(context.get("message")), loop.time()):
+                loop.default_exception_handler(context)
+
+        loop.set_exception_handler(handle)
+
+    def remove(self) -> None:
+        for name in ("asyncio", "websockets"):
+            logging.getLogger(name).removeFilter(self)
+
+
+def announce(stdout: IO[str] | None, line: str, log: Log) -> None:
+    """Print the listening line on standard output; if it is closed (``>&-``) or its
+    reader left, say so on standard error and serve anyway: the server did listen."""
+    try:
+        if stdout is None:
+            raise OSError("standard output is closed")
+        print(line, file=stdout)
+        stdout.flush()
+    except (OSError, ValueError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        shown = line.removeprefix("wsfanout: ")
+        log(f"cannot print the listening line on standard output ({why}): {shown}", always=True)
 
 
 async def cancel(task: asyncio.Task[None] | None) -> None:

@@ -42,11 +42,29 @@ from websockets.typing import Origin, Subprotocol
 from .._backplane.redis import RedisBackplane
 from .._backplane.workers import WorkerPool
 from .._core.errors import HubClosedError
+from .._core.frames import SUBPROTOCOL
 from .._files.routes import Routes
 from .._shell.hub import Hub
-from .admission import Gate, SelectSubprotocol, peer, redacted, redacted_url
+from .._shell.sockets import abort_with_reset
+from .admission import (
+    HANDSHAKE_TIMEOUT,
+    Gate,
+    SelectSubprotocol,
+    peer,
+    redacted,
+    redacted_url,
+)
 from .input import Publisher, follow_channels, redis_unreachable, start_input
-from .process import STARTUP_TIMEOUT, ServeError, Signals, cancel, within, worker_ended
+from .process import (
+    STARTUP_TIMEOUT,
+    OncePerInterval,
+    ServeError,
+    Signals,
+    announce,
+    cancel,
+    within,
+    worker_ended,
+)
 
 __all__ = ["NAMESPACE", "Log", "ServeError", "ServeOptions", "run_server"]
 
@@ -76,6 +94,10 @@ class ServeOptions:
     wait_clients: int = 0
     key_field: str | None = None
     close_timeout: float = 2.0
+    max_handshakes: int | None = None
+    """Opening handshakes under way at once; None: a quarter of the descriptor limit."""
+    handshake_timeout: float = HANDSHAKE_TIMEOUT
+    """Seconds a client gets to finish its opening handshake."""
     drain_timeout: float = 5.0
     quiet: bool = False
     redis: str | None = None
@@ -101,7 +123,11 @@ class Log:
     def __call__(self, line: str, *, always: bool = False) -> None:
         if always or not self.quiet:
             tag = f"worker {os.getpid()}: " if self.worker else ""
-            print(f"wsfanout: {tag}{line}", file=self.stream or sys.stderr, flush=True)
+            stream = self.stream or sys.stderr
+            # One write per line, newline included: workers share one standard error,
+            # and an unbuffered stream would write print()'s newline apart.
+            stream.write(f"wsfanout: {tag}{line}\n")
+            stream.flush()
 
 
 class _Subscribers:
@@ -112,16 +138,23 @@ class _Subscribers:
     """
 
     def __init__(
-        self, routes: Routes, log: Log, joined: Callable[[Hub], None] | None = None
+        self,
+        routes: Routes,
+        log: Log,
+        joined: Callable[[Hub], None] | None = None,
+        *,
+        secret: str | None = None,
     ) -> None:
         self.routes = routes
         self.log = log
         self.joined = joined
+        self.secret = secret
+        """The token, hidden wherever it appears in a logged path."""
 
     async def __call__(self, hub: Hub, connection: ServerConnection) -> None:
         assert connection.request is not None
         route = self.routes.route_for(connection.request, connection.subprotocol)
-        who = f"{peer(connection)} {redacted(connection.request.path)}"
+        who = f"{peer(connection)} {redacted(connection.request.path, self.secret)}"
         try:
             async with hub.subscribe(connection, policy=route.policy) as subscriber:
                 self.log(f"client connected: {who} policy {route.policy_name}")
@@ -142,16 +175,19 @@ def _serve_options(options: ServeOptions, gate: Gate) -> dict[str, Any]:
     origins: list[Origin | None] | None = None
     if options.origins is not None:
         origins = [None if o is None else Origin(o) for o in options.origins]
-    wanted = options.routes.subprotocols
+    # What routes name first, then the wsfanout.v1 framing (docs/protocol.md).
+    wanted = tuple(dict.fromkeys((*options.routes.subprotocols, SUBPROTOCOL)))
     return {
         "origins": origins,
         "process_request": gate.process_request,
         "process_response": gate.process_response,
-        "select_subprotocol": SelectSubprotocol(wanted) if wanted else None,
-        "subprotocols": [Subprotocol(name) for name in wanted] or None,
+        "select_subprotocol": SelectSubprotocol(wanted),
+        "subprotocols": [Subprotocol(name) for name in wanted],
         "compression": None,
         "max_size": options.max_size,
         "close_timeout": options.close_timeout,
+        "open_timeout": options.handshake_timeout,
+        "create_connection": gate.handshakes.connection_class(),
     }
 
 
@@ -167,7 +203,9 @@ def _ws_url(host: str, port: int) -> str:
     return f"ws://[{host}]:{port}" if ":" in host else f"ws://{host}:{port}"
 
 
-async def run_server(options: ServeOptions, stdin: int, stdout: IO[str], stderr: IO[str]) -> int:
+async def run_server(
+    options: ServeOptions, stdin: int, stdout: IO[str] | None, stderr: IO[str]
+) -> int:
     """Serve until a signal, or the end of input with ``exit_on_eof``; return the exit code.
 
     Raises :class:`ServeError` when it cannot start, OSError when it cannot listen.
@@ -177,12 +215,15 @@ async def run_server(options: ServeOptions, stdin: int, stdout: IO[str], stderr:
         if why is not None:
             raise ServeError(f"cannot reach Redis at {redacted_url(options.redis)}: {why}")
     signals = Signals(asyncio.get_running_loop(), stderr)
+    quieter = OncePerInterval(Log(stderr, False))
+    quieter.install(asyncio.get_running_loop())
     try:
         if options.workers > 1:
             return await _run_pool(options, stdin, stdout, stderr, signals)
         return await _run_single(options, stdin, stdout, stderr, signals)
     finally:
         signals.remove()
+        quieter.remove()
 
 
 async def _start_backplane(backplane: RedisBackplane | None, options: ServeOptions) -> None:
@@ -232,7 +273,7 @@ def _warn_if_open(options: ServeOptions, log: Log) -> None:
 
 
 async def _run_single(
-    options: ServeOptions, stdin: int, stdout: IO[str], stderr: IO[str], signals: Signals
+    options: ServeOptions, stdin: int, stdout: IO[str] | None, stderr: IO[str], signals: Signals
 ) -> int:
     """One process: its hub has the subscribers, and publishes the input."""
     log = Log(stderr, options.quiet)
@@ -249,7 +290,7 @@ async def _run_single(
         if len(hub) >= options.wait_clients:
             enough_clients.set()
 
-    subscribers = _Subscribers(options.routes, log, joined)
+    subscribers = _Subscribers(options.routes, log, joined, secret=options.token)
     slots = None if options.max_clients is None else threading.BoundedSemaphore(options.max_clients)
     gate = Gate(options, log, slots)
     channels: asyncio.Task[None] | None = None
@@ -263,8 +304,7 @@ async def _run_single(
             await subscribers(hub, connection)
 
         server = await serve(handler, options.host, options.port, **_serve_options(options, gate))
-        print(f"wsfanout: listening on {_listening(server)} ({_describe(options)})", file=stdout)
-        stdout.flush()
+        announce(stdout, f"wsfanout: listening on {_listening(server)} ({_describe(options)})", log)
         _warn_if_open(options, log)
 
         async def feed() -> None:
@@ -287,6 +327,7 @@ async def _run_single(
         await cancel(channels)
         if server is not None:
             server.close(close_connections=False)
+        gate.handshakes.cut_all()  # no one is subscribed there: nothing to wait for
         await hub.aclose(code=code, timeout=options.close_timeout)
         if server is not None:
             try:
@@ -294,12 +335,12 @@ async def _run_single(
                     await server.wait_closed()
             except TimeoutError:
                 for connection in server.all_connections:
-                    connection.transport.abort()
+                    abort_with_reset(connection.transport)
     return signals.exit_code(log)
 
 
 async def _run_pool(
-    options: ServeOptions, stdin: int, stdout: IO[str], stderr: IO[str], signals: Signals
+    options: ServeOptions, stdin: int, stdout: IO[str] | None, stderr: IO[str], signals: Signals
 ) -> int:
     """N worker processes serve the clients; this one publishes the input through Redis."""
     assert options.redis is not None
@@ -320,7 +361,7 @@ async def _run_pool(
         port=options.port,
         namespace=NAMESPACE,
         hub_id=hub_id,
-        handler=_Subscribers(options.routes, worker_log),
+        handler=_Subscribers(options.routes, worker_log, secret=options.token),
         close_timeout=options.close_timeout,
         serve_options=_serve_options(options, gate),
     )
@@ -341,8 +382,7 @@ async def _run_pool(
         channels = await _start_channels(options, publisher)
         if not signals.stop.is_set():
             url = _ws_url(options.host, pool.port)
-            print(f"wsfanout: listening on {url} ({_describe(options)})", file=stdout)
-            stdout.flush()
+            announce(stdout, f"wsfanout: listening on {url} ({_describe(options)})", log)
             _warn_if_open(options, log)
             start_input(stdin, publisher)
 

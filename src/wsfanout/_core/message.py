@@ -17,7 +17,15 @@ from .frames import OP_BINARY, OP_TEXT, encode_frame
 if TYPE_CHECKING:
     from .deflate import DeflateParams
 
-__all__ = ["CONTROL_SEQ", "Batched", "Message", "make_control", "make_message", "v1_header"]
+__all__ = [
+    "CONTROL_SEQ",
+    "Batched",
+    "Message",
+    "encode_payload",
+    "make_control",
+    "make_message",
+    "v1_header",
+]
 
 CONTROL_SEQ = -1
 """The ``seq`` of every control frame: it is in no queue and numbers nothing."""
@@ -218,6 +226,29 @@ def make_control(data: str | bytes, *, time: float) -> Message:
     raise TypeError(f"a control frame must be str or bytes, not {type(data).__name__}")
 
 
+def encode_payload(data: object) -> tuple[int, bytes]:
+    """The opcode and payload of ``data``: a ``str`` as UTF-8 text, bytes-like as binary.
+
+    Raises ``TypeError`` for anything else, and ``ValueError`` for a ``str`` that is
+    not Unicode text (a lone surrogate such as ``"\\ud800"`` has no UTF-8 form, and a
+    Text frame must be UTF-8).
+    """
+    if isinstance(data, str):
+        try:
+            return OP_TEXT, data.encode()
+        except UnicodeEncodeError as exc:
+            raise ValueError(
+                f"message has a lone surrogate {data[exc.start]!r} at index {exc.start}: "
+                "a Text frame must be UTF-8 (publish bytes for binary data)"
+            ) from None
+    if isinstance(data, bytes):
+        return OP_BINARY, data
+    if isinstance(data, (bytearray, memoryview)):
+        # Copy once so a caller reusing its buffer cannot change what is queued.
+        return OP_BINARY, bytes(data)
+    raise TypeError(f"message must be str or bytes-like, not {type(data).__name__}")
+
+
 def make_message(
     data: object,
     *,
@@ -230,18 +261,7 @@ def make_message(
     epoch: str = "",
 ) -> Message:
     """Encode ``data`` once: ``str`` becomes a Text frame, bytes-like a Binary frame."""
-    if isinstance(data, str):
-        payload = data.encode()
-        opcode = OP_TEXT
-    elif isinstance(data, bytes):
-        payload = data
-        opcode = OP_BINARY
-    elif isinstance(data, (bytearray, memoryview)):
-        # Copy once so a caller reusing its buffer cannot change what is queued.
-        payload = bytes(data)
-        opcode = OP_BINARY
-    else:
-        raise TypeError(f"message must be str or bytes-like, not {type(data).__name__}")
+    opcode, payload = encode_payload(data)
     return Message(
         opcode,
         payload,

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from .errors import PolicyConflictError
+from .validate import optional_size
 
 if TYPE_CHECKING:
     from .notices import NoticeFormat
@@ -75,10 +76,11 @@ class BatchRule:
 
 @attrs.frozen(kw_only=True)
 class Rules:
-    """A policy's queue rules. ``None`` means "not declared by this stage"."""
+    """A policy's queue rules. ``None`` means "not declared by this stage"; a declared
+    bound is an int >= 1 (0 would read as "not declared" and silently become the default)."""
 
-    max_messages: int | None = None
-    max_bytes: int | None = None
+    max_messages: int | None = attrs.field(default=None, validator=optional_size)
+    max_bytes: int | None = attrs.field(default=None, validator=optional_size)
     overflow: Overflow | None = None
     arrival: Arrival | None = None
     batch: BatchRule | None = None

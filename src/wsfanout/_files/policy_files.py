@@ -59,6 +59,7 @@ from .units import (
     SIZE,
     TEXT,
     ValueKind,
+    brief,
     parse_text,
     show_toml,
 )
@@ -177,10 +178,38 @@ def read_toml(text: str, filename: str) -> dict[str, Any]:
             line=int(where[1]) if where else None,
             column=int(where[2]) if where else None,
         ) from None
+    except RecursionError:
+        raise PolicyFileError(
+            f"{filename}: not a policy or routing file: arrays or tables nested too deeply",
+            filename=filename,
+        ) from None
+    except ValueError as exc:  # an integer past Python's 4,300-digit conversion limit
+        raise PolicyFileError(
+            f"{filename}: not a policy or routing file: {str(exc).split(':')[0]}",
+            filename=filename,
+        ) from None
+
+
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_.\[\]-]{1,80}$")
+MAX_MESSAGE = 300
+"""Characters of an error message past which it is cut: a hostile value stays one line."""
+
+
+def shown_key(key: str) -> str:
+    """A key path as an error message shows it: as written if plain, else quoted and cut."""
+    return key if _BARE_KEY.match(key) else brief(key)
+
+
+def one_line(message: str) -> str:
+    """``message`` on one line of at most :data:`MAX_MESSAGE` characters."""
+    message = message.replace("\r", "\\r").replace("\n", "\\n")
+    return message if len(message) <= MAX_MESSAGE else f"{message[: MAX_MESSAGE - 3]}..."
 
 
 def _fail(filename: str, key: str, message: str) -> PolicyFileError:
-    return PolicyFileError(f"{filename}: {key}: {message}", filename=filename, key=key)
+    return PolicyFileError(
+        one_line(f"{filename}: {shown_key(key)}: {message}"), filename=filename, key=key
+    )
 
 
 def unknown_key(filename: str, key: str, known: object) -> PolicyFileError:
@@ -195,7 +224,7 @@ def parse_policy_file(text: str, *, filename: str = "<string>") -> PolicyFile:
             raise unknown_key(filename, key, _TOP_KEYS)
     description = document.get("description", "")
     if not isinstance(description, str):
-        raise _fail(filename, "description", f"{show_toml(description)} is not a string")
+        raise _fail(filename, "description", f"{brief(description)} is not a string")
     if "stage" not in document:
         raise _fail(filename, "stage", "missing (expected at least one [[stage]] table)")
     tables = document["stage"]
@@ -203,7 +232,7 @@ def parse_policy_file(text: str, *, filename: str = "<string>") -> PolicyFile:
         raise _fail(
             filename,
             "stage",
-            f"{show_toml(tables)} is not a list of stages (expected [[stage]] tables)",
+            f"{brief(tables)} is not a list of stages (expected [[stage]] tables)",
         )
     if not tables:
         raise _fail(filename, "stage", "empty (expected at least one [[stage]] table)")
@@ -230,7 +259,7 @@ def _build_stage(filename: str, where: str, table: Mapping[str, object]) -> Poli
         raise _fail(
             filename,
             f"{where}.kind",
-            f"{show_toml(kind)} is not a stage kind ({expected_one_of(STAGE_KINDS)})",
+            f"{brief(kind)} is not a stage kind ({expected_one_of(STAGE_KINDS)})",
         )
     accepted = parameters(kind)
     arguments: dict[str, object] = {}
@@ -250,8 +279,16 @@ def _build_stage(filename: str, where: str, table: Mapping[str, object]) -> Poli
             raise _fail(
                 filename,
                 f"{where}.{key}",
-                f"{show_toml(raw)} is not {value_kind.what} (expected {value_kind.expected})",
+                f"{brief(raw)} is not {value_kind.what} (expected {value_kind.expected})",
             ) from None
+    for key, value_kind in accepted.items():
+        if key not in arguments and key not in defaults(kind):
+            raise _fail(
+                filename,
+                f"{where}.{key}",
+                f"missing: {show_toml(kind)} needs {value_kind.what} "
+                f"(expected {value_kind.expected})",
+            )
     try:
         return STAGE_KINDS[kind](**arguments)
     except PolicyError as exc:
@@ -259,18 +296,39 @@ def _build_stage(filename: str, where: str, table: Mapping[str, object]) -> Poli
         raise _fail(filename, key, str(exc)) from exc
 
 
+MAX_FILE_BYTES = 1024 * 1024
+"""The largest policy or routing file read: anything longer (``/dev/zero``) is refused."""
+
+
 def read_text(filename: str) -> str:
-    """A file's text, or a :class:`PolicyFileError` that says in one line why not."""
+    """A file's text, or a :class:`PolicyFileError` that says in one line why not.
+
+    At most :data:`MAX_FILE_BYTES` are read, so a device or a huge file is refused
+    rather than read without end.
+    """
+    shown = filename if filename.isprintable() else show_toml(filename)[1:-1]
     try:
-        return Path(filename).read_text(encoding="utf-8")
+        with open(filename, "rb") as file:
+            data = file.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
-        raise PolicyFileError(f"{filename}: no such file", filename=filename) from None
-    except UnicodeDecodeError:
-        raise PolicyFileError(f"{filename}: not UTF-8 text", filename=filename) from None
+        raise PolicyFileError(f"{shown}: no such file", filename=filename) from None
     except OSError as exc:
         raise PolicyFileError(
-            f"{filename}: cannot read: {exc.strerror or exc}", filename=filename
+            f"{shown}: cannot read: {exc.strerror or exc}", filename=filename
         ) from None
+    except ValueError:  # a NUL in the name
+        raise PolicyFileError(
+            f"{shown}: not a file name (it holds a NUL character)", filename=filename
+        ) from None
+    if len(data) > MAX_FILE_BYTES:
+        raise PolicyFileError(
+            f"{shown}: larger than {MAX_FILE_BYTES} bytes: not a policy or routing file",
+            filename=filename,
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise PolicyFileError(f"{shown}: not UTF-8 text", filename=filename) from None
 
 
 def parse_policy(text: str, *, filename: str = "<string>") -> Policy:

@@ -15,7 +15,7 @@ from pathlib import Path
 from .._core.errors import PolicyFileError
 from .._core.policy import Policy
 from .policy_files import PolicyFile, expected_one_of, parse_policy_file, read_text
-from .units import show_toml
+from .units import brief
 
 __all__ = ["load_policy", "load_policy_file", "looks_like_path", "preset_names", "presets"]
 
@@ -66,7 +66,7 @@ def load_policy_file(name_or_path: str | os.PathLike[str]) -> PolicyFile:
     entry = files.get(name_or_path)
     if entry is None:
         raise PolicyFileError(
-            f"{show_toml(name_or_path)} is not a preset ({expected_one_of(files)}; "
+            f"{brief(name_or_path)} is not a preset ({expected_one_of(files)}; "
             "or a path to a .toml file)",
             filename=name_or_path,
         )

@@ -38,9 +38,9 @@ from websockets.http11 import Request
 
 from .._core.errors import PolicyFileError
 from .._core.policy import Policy
-from .policy_files import read_text, read_toml, unknown_key
+from .policy_files import one_line, read_text, read_toml, shown_key, unknown_key
 from .presets import load_policy_file, looks_like_path
-from .units import show_toml
+from .units import brief, show_toml
 
 __all__ = ["Route", "Routes", "load_routes", "parse_routes"]
 
@@ -128,10 +128,14 @@ class Routes:
         return tuple(dict.fromkeys(named))
 
 
+def _error(message: str, *, filename: str, key: str) -> PolicyFileError:
+    return PolicyFileError(one_line(message), filename=filename, key=key)
+
+
 def _pairs(filename: str, where: str, value: object) -> tuple[tuple[str, str], ...]:
     if not isinstance(value, dict):
-        raise PolicyFileError(
-            f"{filename}: {where}: {show_toml(value)} is not a table "
+        raise _error(
+            f"{filename}: {where}: {brief(value)} is not a table "
             '(expected e.g. { name = "pattern" })',
             filename=filename,
             key=where,
@@ -139,14 +143,15 @@ def _pairs(filename: str, where: str, value: object) -> tuple[tuple[str, str], .
     pairs = []
     for name, pattern in value.items():
         if not isinstance(pattern, str):
-            raise PolicyFileError(
-                f"{filename}: {where}.{name}: {show_toml(pattern)} is not a string pattern",
+            raise _error(
+                f"{filename}: {shown_key(f'{where}.{name}')}: "
+                f"{brief(pattern)} is not a string pattern",
                 filename=filename,
                 key=f"{where}.{name}",
             )
         pairs.append((name, pattern))
     if not pairs:
-        raise PolicyFileError(
+        raise _error(
             f"{filename}: {where}: empty (expected at least one name = pattern)",
             filename=filename,
             key=where,
@@ -156,8 +161,8 @@ def _pairs(filename: str, where: str, value: object) -> tuple[tuple[str, str], .
 
 def _string(filename: str, where: str, value: object) -> str:
     if not isinstance(value, str) or not value:
-        raise PolicyFileError(
-            f"{filename}: {where}: {show_toml(value)} is not a non-empty string",
+        raise _error(
+            f"{filename}: {where}: {brief(value)} is not a non-empty string",
             filename=filename,
             key=where,
         )
@@ -172,7 +177,7 @@ def _policy(filename: str, where: str, value: object, base: Path | None) -> tupl
     try:
         return load_policy_file(target).policy, name
     except PolicyFileError as exc:
-        raise PolicyFileError(f"{filename}: {where}: {exc}", filename=filename, key=where) from exc
+        raise _error(f"{filename}: {where}: {exc}", filename=filename, key=where) from exc
 
 
 def parse_routes(
@@ -188,7 +193,7 @@ def _routes_from(document: Mapping[str, Any], filename: str, base: Path | None) 
         if key not in _TOP_KEYS:
             raise unknown_key(filename, key, _TOP_KEYS)
     if "default" not in document:
-        raise PolicyFileError(
+        raise _error(
             f"{filename}: default: missing (expected the policy of subscribers no route "
             'matches, e.g. default = "dashboard")',
             filename=filename,
@@ -198,8 +203,8 @@ def _routes_from(document: Mapping[str, Any], filename: str, base: Path | None) 
     default = Route(policy=policy, policy_name=name)
     tables = document.get("route", [])
     if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
-        raise PolicyFileError(
-            f"{filename}: route: {show_toml(tables)} is not a list of routes "
+        raise _error(
+            f"{filename}: route: {brief(tables)} is not a list of routes "
             "(expected [[route]] tables)",
             filename=filename,
             key="route",
@@ -213,14 +218,14 @@ def _route(filename: str, index: int, table: Mapping[str, Any], base: Path | Non
         if key not in _ROUTE_KEYS:
             raise unknown_key(filename, f"{where}.{key}", _ROUTE_KEYS)
     if "policy" not in table:
-        raise PolicyFileError(
+        raise _error(
             f"{filename}: {where}.policy: missing "
             '(expected a preset name or a .toml file, e.g. "chat")',
             filename=filename,
             key=f"{where}.policy",
         )
     if not any(condition in table for condition in _CONDITIONS):
-        raise PolicyFileError(
+        raise _error(
             f"{filename}: {where}: no condition (expected at least one of "
             f"{', '.join(_CONDITIONS)}; default covers everyone else)",
             filename=filename,

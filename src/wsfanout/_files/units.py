@@ -12,7 +12,7 @@ import json
 import math
 import re
 from collections.abc import Callable
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 import attrs
@@ -25,6 +25,7 @@ __all__ = [
     "SIZE",
     "TEXT",
     "ValueKind",
+    "brief",
     "format_duration",
     "format_size",
     "parse_duration",
@@ -56,6 +57,43 @@ def show_toml(value: object) -> str:
         return "[" + ", ".join(show_toml(v) for v in value) + "]"
     return str(value)
 
+
+def brief(value: object, limit: int = 60) -> str:
+    """``value`` as TOML for an error message: nesting past two levels and text past
+    ``limit`` characters are elided, so a hostile value still makes a one-line error."""
+    if isinstance(value, str) and len(value) > limit:
+        return f'{show_toml(value[: limit - 10])[:-1]}..." ({len(value)} characters)'
+    text = _brief(value, 2)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
+def _brief(value: object, depth: int) -> str:
+    if isinstance(value, dict):
+        if depth == 0:
+            return "{...}"
+        items = list(value.items())
+        shown = ", ".join(f"{_brief_key(k)} = {_brief(v, depth - 1)}" for k, v in items[:4])
+        return "{" + shown + (", ..." if len(items) > 4 else "") + "}"
+    if isinstance(value, list):
+        if depth == 0:
+            return "[...]"
+        shown = ", ".join(_brief(v, depth - 1) for v in value[:4])
+        return "[" + shown + (", ..." if len(value) > 4 else "") + "]"
+    if isinstance(value, str) and len(value) > 60:
+        return show_toml(value[:50])[:-1] + '..."'
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
+        return f"an integer of {len(str(abs(value)))} digits"
+    return show_toml(value)
+
+
+def _brief_key(key: object) -> str:
+    return key if isinstance(key, str) and _BARE.match(key) else _brief(key, 0)
+
+
+_BARE = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
+
+MAX_INT = 2**63 - 1
+"""The largest count or size a file may give: TOML's own integer range."""
 
 _NUMBER = r"(\d+(?:\.\d*)?|\.\d+)"
 _DURATION = re.compile(rf"^\s*{_NUMBER}\s*([a-z]+)\s*$")
@@ -95,28 +133,48 @@ def parse_duration(value: object) -> float:
         match = _DURATION.match(value)
         if match and match[2] in _DURATION_UNITS:
             # Decimal arithmetic, then one rounding: "100ms" is exactly the float 0.1.
-            return float(Decimal(match[1]) * _DURATION_UNITS[match[2]])
-    raise ValueError(f"{value!r} is not a duration")
+            # A number of a million digits overflows the decimal context: not a duration.
+            try:
+                return float(Decimal(match[1]) * _DURATION_UNITS[match[2]])
+            except ArithmeticError:
+                pass
+    raise ValueError(f"{_short_repr(value)} is not a duration")
 
 
 def parse_size(value: object) -> int:
     """Bytes from an integer or a string such as ``"512"``, ``"64KiB"``, ``"1MiB"``, ``"2MB"``."""
     if isinstance(value, int) and not isinstance(value, bool):
-        return value
+        return _in_range(value)
     if isinstance(value, str):
         match = _SIZE.match(value)
         if match and match[2].lower() in _SIZE_UNITS:
-            amount = Decimal(match[1]) * _SIZE_UNITS[match[2].lower()]
-            if amount == amount.to_integral_value():
-                return int(amount)
-    raise ValueError(f"{value!r} is not a size")
+            try:
+                amount = Decimal(match[1]) * _SIZE_UNITS[match[2].lower()]
+                if amount == amount.to_integral_value() and amount <= MAX_INT:
+                    return int(amount)
+            except ArithmeticError:  # a million digits overflow the decimal context
+                pass
+    raise ValueError(f"{_short_repr(value)} is not a size")
+
+
+def _short_repr(value: object) -> str:
+    if isinstance(value, int) and abs(value) > MAX_INT:
+        return f"an integer of {len(str(abs(value)))} digits"
+    text = repr(value) if not isinstance(value, str) or len(value) <= 60 else repr(value[:60])
+    return text if len(text) <= 80 else f"{text[:77]}..."
+
+
+def _in_range(value: int) -> int:
+    if abs(value) > MAX_INT:
+        raise ValueError(f"{_short_repr(value)} is out of range (at most {MAX_INT})")
+    return value
 
 
 def parse_int(value: object) -> int:
     """An integer as written in TOML (a count, a close code); ``true`` is not one."""
     if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    raise ValueError(f"{value!r} is not an integer")
+        return _in_range(value)
+    raise ValueError(f"{_short_repr(value)} is not an integer")
 
 
 def parse_rate(value: object) -> float:
@@ -127,15 +185,15 @@ def parse_rate(value: object) -> float:
         if match and match[2] in _DURATION_UNITS:
             try:
                 return float(Decimal(match[1]) / _DURATION_UNITS[match[2]])
-            except InvalidOperation:  # pragma: no cover - the regex admits only numbers
+            except ArithmeticError:  # a million digits overflow the decimal context
                 pass
-    raise ValueError(f"{value!r} is not a rate")
+    raise ValueError(f"{_short_repr(value)} is not a rate")
 
 
 def parse_text(value: object) -> str:
     if isinstance(value, str):
         return value
-    raise ValueError(f"{value!r} is not a string")
+    raise ValueError(f"{_short_repr(value)} is not a string")
 
 
 def _plain(number: Decimal) -> str:

@@ -24,13 +24,14 @@ from .._core.builtins import DEFAULT_POLICY
 from .._core.decision import Close, Decision
 from .._core.errors import ConfigError, HubClosedError, invalid
 from .._core.frames import FRAMINGS, SUBPROTOCOL
-from .._core.message import make_message
+from .._core.message import Message, encode_payload
 from .._core.policy import Policy, as_policy
 from .._core.snapshot import Snapshot
 from .._core.stats import HubStats, SubscriberStats, add_stats
 from .._core.validate import check_close, positive_seconds
 from .fanout import Fanout
 from .link import Link
+from .reading import gate_reading, is_gated, ungate_reading
 from .subscriber import Subscriber, check_topics
 
 __all__ = ["Hub", "OnMessage"]
@@ -97,6 +98,9 @@ class Hub:
         publish order; a subscriber whose queue cannot hold it is closed (1013) rather
         than left without it. Never blocks, and never raises for one subscriber's
         failure. Returns how many subscribers it was offered to.
+        Raises ``TypeError`` for a message that is neither, and ``ValueError`` for a
+        ``str`` with no UTF-8 form (a lone surrogate, such as ``"\\ud800"``); either
+        way nothing is published and no offset is taken.
         """
         fanout = self._fanout
         if fanout.closed:
@@ -108,14 +112,16 @@ class Hub:
         if lossless is not True and lossless is not False:
             raise TypeError(f"lossless={lossless!r} must be True or False")
         backplane = self._backplane
+        # Encoded before the stream advances: a message refused here takes no offset.
+        opcode, payload = encode_payload(message)
         if not fanout.index.members and backplane is None:
-            make_message(message, seq=0, time=0.0)  # still reject a wrong type
             fanout.streams.advance(topic)  # the stream goes on without listeners
             return 0
         now = fanout.now()
         stream = fanout.streams.advance(topic)
-        msg = make_message(
-            message,
+        msg = Message(
+            opcode,
+            payload,
             seq=fanout.next_seq(),
             time=now,
             topic=topic,
@@ -199,9 +205,17 @@ class Hub:
             raise invalid(
                 "framing", framing, f"is not a framing (expected one of {FRAMINGS})", ConfigError
             )
+        if is_gated(websocket):
+            raise ConfigError(
+                f"websocket {websocket.id} is already subscribed (to this hub or another): "
+                "a connection has one subscription, or each message would reach it twice",
+                name="websocket",
+                value=websocket,
+            )
         chosen = self.policy if policy is None else as_policy(policy)
         link = Link(fanout, websocket, chosen, check_topics(topics), self.close_timeout, framing)
         self._live.add(link)
+        gate_reading(websocket)
         fanout.attach(link)
         websocket.connection_lost_waiter.add_done_callback(link.connection_lost)
         if websocket.protocol.state is not OPEN:
@@ -220,6 +234,7 @@ class Hub:
                 with contextlib.suppress(asyncio.CancelledError):
                     await relay
         link.outbox.discard()
+        ungate_reading(link.websocket)
         if link in self._live:
             self._live.discard(link)
             add_stats(self._retired, link.outbox.stats(self._fanout.now()))

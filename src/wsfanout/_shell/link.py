@@ -24,6 +24,7 @@ from .._core.outbox import Offer, Outbox
 from .._core.policy import Policy
 from .extensions import shared_deflate
 from .relay import run_relay
+from .sockets import abort_with_reset
 
 if TYPE_CHECKING:
     from .fanout import Fanout
@@ -272,7 +273,7 @@ class Link:
         """
         logger.exception(message, self)
         self.outbox.discard()
-        self.transport.abort()
+        abort_with_reset(self.transport)
 
     def connection_lost(self, _: object = None) -> None:
         """websockets' ``connection_lost_waiter`` is done: nothing more can be written."""

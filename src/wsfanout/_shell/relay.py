@@ -15,7 +15,8 @@ writing (the future joins websockets' ``drain_waiters``), or the connection bein
 Closing never hangs: websockets' ``close()`` waits for the write buffer to drain before
 its own timeout starts, which never happens on a stalled client. We send the close
 frame ourselves, wait at most ``close_timeout`` for the connection to end, then abort
-the transport; a stalled client therefore sees 1006, not the close code.
+the transport with a reset (``sockets.py``: the kernel frees its send buffer at once);
+a stalled client therefore sees 1006, not the close code.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from websockets.protocol import State
 
 from .._core.contract import BLOCKED, plan_wait
 from .._core.outbox import CloseAction, Wait, Write
+from .sockets import abort_with_reset
 
 if TYPE_CHECKING:
     from .link import Link
@@ -123,5 +125,5 @@ async def close_connection(ws: Connection, code: int, reason: str, timeout: floa
         async with asyncio.timeout(timeout):
             await ws.wait_closed()
     except TimeoutError:
-        ws.transport.abort()
+        abort_with_reset(ws.transport)
         await ws.wait_closed()
