@@ -53,6 +53,7 @@ EXECUTED = [
     "how-to/subscribe.md",
     "how-to/statistics.md",
     "how-to/shutdown.md",
+    "how-to/kernel-buffers.md",
     "reference.md",
     "explanation.md",
 ]

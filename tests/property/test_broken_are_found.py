@@ -33,6 +33,7 @@ BROKEN_CORES: list[tuple[Callable[..., Outbox], str]] = [
     (broken.ReorderingOutbox, "OrderedSubsequence()"),
     (broken.DuplicatingOutbox, "NoDuplicates()"),
     (broken.HighBlindOutbox, "WithinWriteLimit()"),
+    (broken.GreedyOutbox, "HeldWithin(max_messages=32, max_bytes=1048576)"),
     (broken.MiscountingOutbox, "CountsAddUp()"),
 ]
 

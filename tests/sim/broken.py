@@ -4,6 +4,7 @@ must catch it (a checker that cannot fail is worse than none)."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import attrs
 
@@ -142,8 +143,8 @@ class ReorderingQueue(MessageQueue):
 class ReorderingOutbox(Outbox):
     """An outbox on a queue that reorders."""
 
-    def __init__(self, policy: Policy, *, high: int, low: int) -> None:
-        super().__init__(policy, high=high, low=low)
+    def __init__(self, policy: Policy, *, high: int, low: int, **probe: Any) -> None:
+        super().__init__(policy, high=high, low=low, **probe)
         self.queue = ReorderingQueue(self.rules)
 
 
@@ -154,6 +155,20 @@ class DuplicatingOutbox(Outbox):
         action = super().next_action(now, write_buffer)
         if isinstance(action, Write):
             return Write(action.frames[:1] + action.frames)
+        return action
+
+
+class GreedyOutbox(Outbox):
+    """A relay that starts writing only at or under the high-water mark, as it should,
+    then writes everything queued in that one go: the write buffer takes the queue."""
+
+    def next_action(self, now: float, write_buffer: int) -> Action:
+        action = super().next_action(now, write_buffer)
+        if isinstance(action, Write) and self.queue and not self.control:
+            rest = []
+            while self.queue:
+                rest.append(self._take_frame())
+            return Write(action.frames + tuple(rest))
         return action
 
 

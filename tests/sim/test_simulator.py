@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from wsfanout import Close
+from wsfanout import Close, Decision, Snapshot
 from wsfanout.lowlevel import Batched, Outbox, Write, make_message
 from wsfanout.policies import (
     Batch,
@@ -60,6 +60,39 @@ def test_a_stalled_client_queues_once_the_buffer_is_past_low_and_gets_a_relay() 
     assert sim.transport(client).buffered == 70
     assert len(sim.outbox(client).queue) == 3
     assert all(write.buffered <= 64 for write in trace.writes)
+
+
+def test_a_kernel_below_the_buffer_takes_its_low_water_mark_first() -> None:
+    sim = Simulator()
+    client = sim.join(DropOldest(max_messages=100), Client(high=64, low=16, notsent_lowat=50))
+    sim.stall(client)
+    for _ in range(20):
+        sim.publish("12345678")  # a 10-byte frame
+    transport = sim.transport(client)
+    # The kernel took 50 bytes; the buffer filled over high as without it.
+    assert (transport.kernel_unsent, transport.buffered) == (50, 70)
+    assert len([write for write in sim.trace.clients[client].writes if write.fast]) == 7
+    sample = sim.trace.clients[client].samples[-1]
+    assert (sample.kernel_unsent, sample.write_buffer) == (50, 70)
+
+
+def test_a_policy_behind_sees_what_the_simulated_kernel_holds() -> None:
+    seen: list[int | None] = []
+
+    def records(snapshot: Snapshot) -> Decision:
+        seen.append(snapshot.kernel_unsent)
+        return Decision()
+
+    sim = Simulator()
+    client = sim.join(records, Client(high=64, low=16, notsent_lowat=30))
+    sim.stall(client)
+    for _ in range(6):
+        sim.publish("12345678")
+    # Five on the fast path (the kernel takes three, the buffer two): not read there.
+    assert seen[:5] == [None] * 5
+    # The sixth is queued behind a full kernel and a buffer over low, then the relay asks.
+    assert set(seen[5:]) == {30}
+    assert sim.transport(client).kernel_unsent == 30
 
 
 def test_the_relay_resumes_when_the_buffer_drains_to_low_and_ends_when_the_queue_is_empty() -> None:

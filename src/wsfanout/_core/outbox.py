@@ -29,7 +29,14 @@ buffer size), so a message published meanwhile cannot overtake it.
 A message leaves the queue only in the action that writes it, so order holds when the
 fast path and the relay alternate: the fast path is taken only when the queue is empty.
 Writes stop once the buffer passes the high-water mark, and nothing is written while it
-is over, so a stalled client holds at most its queue bound plus one write limit.
+is over, so a stalled client holds at most its queue bound plus one write limit: the
+high-water mark and the frame that crossed it (the relay counts each frame with its
+header, so a write of many small frames stops there too).
+
+Below the write buffer, the kernel holds bytes of its own. A policy that decides sees
+them on the slow path only: the shell may give the outbox a probe (``kernel_unsent``),
+which it calls when it builds a snapshot for a subscriber that is behind, never on the
+fast path.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ from collections.abc import Callable
 import attrs
 
 from .decision import NEUTRAL, Close, Decision
+from .frames import frame_size
 from .message import Batched, Message
 from .policy import Policy
 from .queue import MessageQueue, Push
@@ -110,6 +118,7 @@ class Outbox:
         "_decision",
         "_eager",
         "_memo",
+        "_probe",
         "batched",
         "closed_by_policy",
         "closing",
@@ -129,7 +138,14 @@ class Outbox:
         "sent",
     )
 
-    def __init__(self, policy: Policy, *, high: int, low: int) -> None:
+    def __init__(
+        self,
+        policy: Policy,
+        *,
+        high: int,
+        low: int,
+        kernel_unsent: Callable[[], int | None] | None = None,
+    ) -> None:
         if not 0 <= low <= high:
             raise ValueError(f"write limits (high={high}, low={low}) need 0 <= low <= high")
         self.policy = policy
@@ -156,6 +172,8 @@ class Outbox:
         self._eager = policy.eager or self._decide is None
         self._decision: Decision | None = None
         self._memo: object = None
+        # Bytes the kernel has not sent, read only when a snapshot is built off the fast path.
+        self._probe = kernel_unsent
         self.last_send: float | None = None
         # Publish time of the oldest message offered since the last write that the
         # subscriber has not received, queued or dropped since; None when caught up.
@@ -189,7 +207,7 @@ class Outbox:
                 self.frames += 1
                 self.last_send = now
                 return _WRITE
-            decision = self._ask(now, write_buffer)
+            decision = self._ask(now, write_buffer, None)
             if decision.close is not None:
                 self.disconnected += 1
                 return self._begin_close(decision.close)
@@ -210,7 +228,7 @@ class Outbox:
                 # A message too big for the byte bound, refused at an empty queue: no
                 # recheck condition can announce this drop, so tell the policy now (it
                 # may be counting drops). Rare: only oversize messages come here.
-                decision = self._ask(now, write_buffer)
+                decision = self._ask(now, write_buffer, self._kernel())
                 if decision.close is not None:
                     return self._begin_close(decision.close)
             return Offer.NONE
@@ -224,7 +242,7 @@ class Outbox:
                 or len(queue) >= standing.recheck_messages
                 or queue.bytes >= standing.recheck_bytes
             ):
-                decision = self._ask(now, write_buffer)
+                decision = self._ask(now, write_buffer, self._kernel())
                 if decision.close is not None:
                     return self._begin_close(decision.close)
                 return Offer.KICK
@@ -275,7 +293,12 @@ class Outbox:
             # Control frames wait for the buffer to drain; messages (below) may still
             # make the policy close the subscriber meanwhile.
             return Wait(math.inf, drain=True) if control else IDLE
-        decision = self._ask(now, write_buffer) if self._decide is not None else NEUTRAL
+        kernel = None
+        if self._decide is not None:
+            kernel = self._kernel()  # once per turn: nothing is written before the loop ends
+            decision = self._ask(now, write_buffer, kernel)
+        else:
+            decision = NEUTRAL
         if decision.close is not None:
             self._begin_close(decision.close)
             self._close_emitted = True
@@ -289,12 +312,12 @@ class Outbox:
         while True:
             frame = self._take_frame()
             frames.append(frame)
-            buffered += len(frame.payload)
+            buffered += frame_size(len(frame.payload))
             self.last_send = now
             if not queue or buffered > self.high:
                 break
             if self._decide is not None:
-                decision = self._ask(now, buffered)
+                decision = self._ask(now, buffered, kernel)
                 if decision.close is not None or decision.send_at > now:
                     break
         if self._decide is not None:
@@ -336,6 +359,10 @@ class Outbox:
         return max(0.0, now - since)
 
     def snapshot(self, now: float, write_buffer: int) -> Snapshot:
+        """What the policy would see now, the kernel's unsent bytes read from the probe."""
+        return self._snapshot(now, write_buffer, self._kernel())
+
+    def _snapshot(self, now: float, write_buffer: int, kernel_unsent: int | None) -> Snapshot:
         queue = self.queue
         return Snapshot(
             now=now,
@@ -347,6 +374,7 @@ class Outbox:
             sent=self.sent,
             dropped=self.dropped,
             memo=self._memo,
+            kernel_unsent=kernel_unsent,
         )
 
     @property
@@ -376,9 +404,13 @@ class Outbox:
 
     # -- internals ------------------------------------------------------------------
 
-    def _ask(self, now: float, write_buffer: int) -> Decision:
+    def _kernel(self) -> int | None:
+        probe = self._probe
+        return None if probe is None else probe()
+
+    def _ask(self, now: float, write_buffer: int, kernel_unsent: int | None) -> Decision:
         assert self._decide is not None
-        decision = self._decide(self.snapshot(now, write_buffer))
+        decision = self._decide(self._snapshot(now, write_buffer, kernel_unsent))
         self._decision = decision
         self._memo = decision.memo
         return decision

@@ -69,8 +69,8 @@ __all__ = [
 ]
 
 OutboxFactory = Callable[..., Outbox]
-"""``(policy, *, high, low) -> Outbox``: the core under test (a broken one, in the toolkit's
-own tests)."""
+"""``(policy, *, high, low, kernel_unsent) -> Outbox``: the core under test (a broken one,
+in the toolkit's own tests); ``kernel_unsent`` is the probe of the simulated kernel."""
 
 MAX_TURNS_PER_INSTANT = 1000
 """Relay turns at one virtual instant before the simulator calls it a spin."""
@@ -149,6 +149,8 @@ class Sample:
     queued_bytes: int
     lag: float
     write_buffer: int
+    kernel_unsent: int
+    """Bytes the simulated kernel holds below the write buffer, not yet read."""
     open: bool
     """Attached and not closing: the hub still offers it messages."""
     stats: SubscriberStats
@@ -333,9 +335,14 @@ class Simulator:
         chosen = as_policy(policy)
         client = Client() if client is None else client
         index = len(self._subscribers)
-        outbox = self.outbox_factory(chosen, high=client.high, low=client.low)
         transport: FakeTransport[Frame | CloseFrame] = FakeTransport(
-            high=client.high, low=client.low, rate=client.rate
+            high=client.high, low=client.low, rate=client.rate, notsent_lowat=client.notsent_lowat
+        )
+        outbox = self.outbox_factory(
+            chosen,
+            high=client.high,
+            low=client.low,
+            kernel_unsent=lambda: transport.kernel_unsent,
         )
         trace = ClientTrace(index, chosen, client, joined_at=self.clock.now)
         self.trace.clients.append(trace)
@@ -769,7 +776,7 @@ class Simulator:
                     self._delivered(sub, transport.drain(transport.buffered - transport.low))
                 frame = sub.close_frame
                 if frame is not None and when + transport.seconds_until_read(frame) <= when:
-                    self._delivered(sub, transport.drain(transport.buffered))
+                    self._delivered(sub, transport.drain(transport.unread))
             if sub.trace.ended is None and sub.close_deadline <= when:
                 transport.abort()
                 self._end(sub, "aborted", 1006, when)
@@ -797,6 +804,7 @@ class Simulator:
                 queued_bytes=queue.bytes,
                 lag=outbox.lag(now),
                 write_buffer=sub.transport.buffered,
+                kernel_unsent=sub.transport.kernel_unsent,
                 open=sub.attached and outbox.closing is None,
                 stats=outbox.stats(now),
             )

@@ -31,6 +31,9 @@ __all__ = ["policies", "schedules", "steps"]
 _SECONDS = (0.001, 0.01, 0.1, 0.25, 1.0, 5.0, 30.0)
 _RATES = (math.inf, 10.0, 100.0, 1_000.0, 10_000.0)
 _HIGHS = (1024, 0, 64, 256, 4096, 65536)
+_LOWATS = (0, 16, 256, 4096)
+"""Kernel low-water marks of simulated clients: none, smaller than one message, a few
+messages, and more than most bursts."""
 
 
 def _seconds(max_advance: float) -> st.SearchStrategy[float]:
@@ -106,6 +109,7 @@ def _clients(topics: Sequence[str]) -> st.SearchStrategy[Client]:
                 st.sampled_from((high // 4, 0, high)),
                 st.sampled_from(_RATES),
                 subscriptions,
+                st.sampled_from(_LOWATS),
             ).map(lambda args: Client(*args))
             for high in _HIGHS
         ]
