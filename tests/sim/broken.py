@@ -101,6 +101,15 @@ class NeverSends(Policy):
 
 
 @attrs.frozen(repr=False)
+class HoldsAnHour(Policy):
+    """Asks to send an hour from now each time it is asked: the relay wakes every hour
+    and writes nothing. Settling gives up after one horizon instead of running on."""
+
+    def decide(self, snapshot: Snapshot) -> Decision:
+        return Decision(send_at=snapshot.now + 3600.0 if snapshot.queued_messages else -math.inf)
+
+
+@attrs.frozen(repr=False)
 class OverfullBatch(Batch):
     """Promises batches of 2 while its rule packs up to ``max_messages``."""
 

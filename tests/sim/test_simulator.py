@@ -18,6 +18,7 @@ from wsfanout.testing import (
     Advance,
     Client,
     Drain,
+    GuaranteeViolation,
     Publish,
     Read,
     Schedule,
@@ -29,7 +30,7 @@ from wsfanout.testing import (
     simulate,
 )
 
-from .broken import AsksAgainNow
+from .broken import AsksAgainNow, HoldsAnHour
 
 SMALL = Client(high=64, low=16)
 """A transport whose write buffer fills after a few small messages."""
@@ -287,3 +288,29 @@ def test_advancing_by_a_negative_time_is_an_error() -> None:
         sim.advance(-1.0)
     assert sim.now == 0.0
     assert math.isfinite(sim.now)
+
+
+def test_settling_gives_up_after_its_horizon_with_nothing_written() -> None:
+    # A relay that asks to send an hour from now each time it is asked never writes:
+    # settling stops one horizon after the last write instead of running on for ever.
+    schedule = Schedule(steps=[Stall(), Publish(n=3, size=8)], clients=[SMALL])
+    trace = simulate(HoldsAnHour(), schedule, settle_horizon=100.0)
+    assert trace.error is None
+    assert trace.gave_up == "nothing was written for 100.0s (the settling horizon)"
+    assert trace.clients[0].samples[-1].queued_messages > 0
+    with pytest.raises(GuaranteeViolation, match=r"the settling horizon"):
+        check_guarantees(HoldsAnHour(), schedule)
+
+
+def test_a_policy_that_writes_within_the_horizon_settles_completely() -> None:
+    # Throttle writes once per 50 s: every write renews the horizon, so all of it drains.
+    schedule = Schedule(steps=[Stall(), Publish(n=4, size=8)], clients=[SMALL])
+    trace = simulate(Throttle(rate=0.02), schedule, settle_horizon=60.0)
+    assert trace.gave_up is None
+    assert trace.clients[0].samples[-1].queued_messages == 0
+    assert trace.clients[0].received == [0, 1, 2, 3]
+
+
+def test_a_settling_horizon_that_is_not_a_positive_number_is_an_error() -> None:
+    with pytest.raises(ValueError, match=r"^horizon=0\.0 must be a finite number"):
+        Simulator().settle(0.0)

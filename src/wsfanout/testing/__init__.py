@@ -48,6 +48,8 @@ from ._check import (
 from ._clock import VirtualClock
 from ._schedule import Advance, Client, Drain, Hangup, Publish, Read, Schedule, Send, Stall, Step
 from ._simulator import (
+    SETTLE_HORIZON,
+    SETTLE_WAKEUPS,
     SETTLING,
     ClientTrace,
     CloseFrame,
@@ -126,6 +128,8 @@ __all__ = [
     "Sample",
     "SimulationError",
     "SETTLING",
+    "SETTLE_HORIZON",
+    "SETTLE_WAKEUPS",
 ]
 
 _STRATEGIES = frozenset({"schedules", "steps", "policies"})

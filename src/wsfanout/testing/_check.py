@@ -41,7 +41,7 @@ from .._core.rules import resolve_rules
 from .._core.snapshot import Snapshot
 from .._core.stats import SubscriberStats
 from ._schedule import Schedule
-from ._simulator import SETTLING, ClientTrace, OutboxFactory, Trace, simulate
+from ._simulator import SETTLE_HORIZON, SETTLING, ClientTrace, OutboxFactory, Trace, simulate
 
 __all__ = [
     "CHECKERS",
@@ -161,15 +161,24 @@ def check_guarantees(
     also: Iterable[Guarantee] = (),
     close_timeout: float = 5.0,
     outbox_factory: OutboxFactory = Outbox,
+    settle_horizon: float = SETTLE_HORIZON,
 ) -> Trace:
     """Run ``policy`` through ``schedule`` on the simulator and check its guarantees.
 
     Checks the baseline every policy owes (:func:`baseline`), what the policy declares
     (:meth:`Policy.guarantees`) and ``also``; raises :class:`GuaranteeViolation` listing
     each broken one, with the schedule as code. Returns the trace for further checks.
+    ``settle_horizon`` is how long the final settling waits with nothing written before
+    what is still queued counts as a liveness failure (:data:`SETTLE_HORIZON`).
     """
     chosen = as_policy(policy)
-    trace = simulate(chosen, schedule, close_timeout=close_timeout, outbox_factory=outbox_factory)
+    trace = simulate(
+        chosen,
+        schedule,
+        close_timeout=close_timeout,
+        outbox_factory=outbox_factory,
+        settle_horizon=settle_horizon,
+    )
     violations = check_trace(trace, also)
     if violations:
         raise GuaranteeViolation(chosen, schedule, violations, trace)
@@ -328,11 +337,12 @@ def _check_drains(guarantee: Drains, client: ClientTrace, trace: Trace) -> Found
         return None
     last = client.samples[-1]
     if client.open and last.queued_messages:
+        why = f": {trace.gave_up}" if trace.gave_up is not None else ""
         return (
             SETTLING,
             last.at,
             f"{last.queued_messages} messages still queued after the client read everything "
-            f"until t={last.at!r} (oldest {last.lag!r}s old)",
+            f"until t={last.at!r} (oldest {last.lag!r}s old){why}",
         )
     if client.open and (last.write_buffer or last.kernel_unsent):
         return (
