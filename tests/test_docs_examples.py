@@ -57,6 +57,7 @@ EXECUTED = [
     "how-to/lossless.md",
     "how-to/change-policy.md",
     "how-to/resume-in-a-browser.md",
+    "how-to/kernel-buffers.md",
     "reference.md",
     "explanation.md",
     "js-client.md",

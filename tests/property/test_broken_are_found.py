@@ -25,6 +25,7 @@ BROKEN_POLICIES: list[tuple[Policy, str]] = [
     (broken.HalfThrottle(rate=10.0), "MaxSendRate(rate=10.0)"),
     (broken.DropsButClaimsLossless(), "Lossless()"),
     (broken.NeverSends(), "Drains()"),
+    (broken.HoldsAnHour(), "Drains()"),
     (broken.OverfullBatch(max_messages=4), "BatchIntegrity(max_messages=2)"),
     (broken.ForgetfulDisconnect(max_lag=1.0), "DisconnectsWithin(max_lag=1.0)"),
     (broken.ClaimsNotices(max_messages=4), "GapsAnnounced()"),
@@ -34,6 +35,7 @@ BROKEN_CORES: list[tuple[Callable[..., Outbox], str]] = [
     (broken.ReorderingOutbox, "OrderedSubsequence()"),
     (broken.DuplicatingOutbox, "NoDuplicates()"),
     (broken.HighBlindOutbox, "WithinWriteLimit()"),
+    (broken.GreedyOutbox, "HeldWithin(max_messages=32, max_bytes=1048576)"),
     (broken.MiscountingOutbox, "CountsAddUp()"),
 ]
 

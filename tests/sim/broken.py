@@ -4,6 +4,7 @@ must catch it (a checker that cannot fail is worse than none)."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import attrs
 
@@ -112,6 +113,15 @@ class NeverSends(Policy):
 
 
 @attrs.frozen(repr=False)
+class HoldsAnHour(Policy):
+    """Asks to send an hour from now each time it is asked: the relay wakes every hour
+    and writes nothing. Settling gives up after one horizon instead of running on."""
+
+    def decide(self, snapshot: Snapshot) -> Decision:
+        return Decision(send_at=snapshot.now + 3600.0 if snapshot.queued_messages else -math.inf)
+
+
+@attrs.frozen(repr=False)
 class OverfullBatch(Batch):
     """Promises batches of 2 while its rule packs up to ``max_messages``."""
 
@@ -154,8 +164,8 @@ class ReorderingQueue(MessageQueue):
 class ReorderingOutbox(Outbox):
     """An outbox on a queue that reorders."""
 
-    def __init__(self, policy: Policy, *, high: int, low: int) -> None:
-        super().__init__(policy, high=high, low=low)
+    def __init__(self, policy: Policy, *, high: int, low: int, **probe: Any) -> None:
+        super().__init__(policy, high=high, low=low, **probe)
         self.queue = ReorderingQueue(self.rules)
 
 
@@ -166,6 +176,20 @@ class DuplicatingOutbox(Outbox):
         action = super().next_action(now, write_buffer)
         if isinstance(action, Write):
             return Write(action.frames[:1] + action.frames)
+        return action
+
+
+class GreedyOutbox(Outbox):
+    """A relay that starts writing only at or under the high-water mark, as it should,
+    then writes everything queued in that one go: the write buffer takes the queue."""
+
+    def next_action(self, now: float, write_buffer: int) -> Action:
+        action = super().next_action(now, write_buffer)
+        if isinstance(action, Write) and self.queue and not self.control:
+            rest = []
+            while self.queue:
+                rest.append(self._take_frame())
+            return Write(action.frames + tuple(rest))
         return action
 
 
@@ -209,8 +233,8 @@ class ClaimsNotices(DropOldest):
 class SilentOutbox(Outbox):
     """A queue that keeps no ledger: a ``Notify`` policy whose losses are never announced."""
 
-    def __init__(self, policy: Policy, *, high: int, low: int) -> None:
-        super().__init__(policy, high=high, low=low)
+    def __init__(self, policy: Policy, *, high: int, low: int, **probe: Any) -> None:
+        super().__init__(policy, high=high, low=low, **probe)
         self.queue.ledger = None
 
 
@@ -278,8 +302,8 @@ class CarelessQueue(MessageQueue):
 class CarelessOutbox(Outbox):
     """An outbox on a queue that evicts lossless messages."""
 
-    def __init__(self, policy: Policy, *, high: int, low: int) -> None:
-        super().__init__(policy, high=high, low=low)
+    def __init__(self, policy: Policy, *, high: int, low: int, **probe: Any) -> None:
+        super().__init__(policy, high=high, low=low, **probe)
         self.queue = CarelessQueue(self.rules)
 
 

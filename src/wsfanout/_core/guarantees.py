@@ -40,6 +40,7 @@ __all__ = [
     "Drains",
     "GapsAnnounced",
     "Guarantee",
+    "HeldWithin",
     "Lossless",
     "LosslessDelivered",
     "MaxDrops",
@@ -148,6 +149,23 @@ class Bounded(Guarantee):
     def __attrs_post_init__(self) -> None:
         if self.max_messages is None and self.max_bytes is None:
             raise PolicyError("Bounded() needs max_messages or max_bytes")
+
+
+@attrs.frozen(repr=False)
+class HeldWithin(Guarantee):
+    """What the server holds for a subscriber stays bounded, the kernel included: the
+    queue's payload bytes, the write buffer and the bytes the kernel has not sent never
+    exceed the queue's bound in bytes (``max_bytes``, or ``max_messages`` of the largest
+    message offered, whichever is less), plus the high-water mark and the one frame
+    that crossed it, plus the kernel's low-water mark (``TCP_NOTSENT_LOWAT``). Every
+    policy has this with its resolved bound."""
+
+    max_messages: int | None = attrs.field(default=None, validator=optional_size)
+    max_bytes: int | None = attrs.field(default=None, validator=optional_size)
+
+    def __attrs_post_init__(self) -> None:
+        if self.max_messages is None and self.max_bytes is None:
+            raise PolicyError("HeldWithin() needs max_messages or max_bytes")
 
 
 # -- what a stage declares -----------------------------------------------------------

@@ -36,7 +36,14 @@ from the next snapshot on.
 A message leaves the queue only in the action that writes it, so order holds when the
 fast path and the relay alternate: the fast path is taken only when the queue is empty.
 Writes stop once the buffer passes the high-water mark, and nothing is written while it
-is over, so a stalled client holds at most its queue bound plus one write limit.
+is over, so a stalled client holds at most its queue bound plus one write limit: the
+high-water mark and the frame that crossed it (the relay counts each frame with its
+header, so a write of many small frames stops there too).
+
+Below the write buffer, the kernel holds bytes of its own. A policy that decides sees
+them on the slow path only: the shell may give the outbox a probe (``kernel_unsent``),
+which it calls when it builds a snapshot for a subscriber that is behind, never on the
+fast path.
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ from collections.abc import Callable
 import attrs
 
 from .decision import NEUTRAL, Close, Decision
+from .frames import frame_size
 from .message import Batched, Message
 from .notices import Notice
 from .policy import Policy
@@ -118,6 +126,7 @@ class Outbox:
         "_decision",
         "_eager",
         "_memo",
+        "_probe",
         "batched",
         "closed_by_policy",
         "closing",
@@ -142,7 +151,14 @@ class Outbox:
     _decision: Decision | None
     _memo: object
 
-    def __init__(self, policy: Policy, *, high: int, low: int) -> None:
+    def __init__(
+        self,
+        policy: Policy,
+        *,
+        high: int,
+        low: int,
+        kernel_unsent: Callable[[], int | None] | None = None,
+    ) -> None:
         if not 0 <= low <= high:
             raise ValueError(f"write limits (high={high}, low={low}) need 0 <= low <= high")
         rules = resolve_rules(policy)
@@ -164,6 +180,8 @@ class Outbox:
         self.control_frames = 0
         """Control frames written so far (not counted as messages, nor as ``frames``)."""
         self._adopt(policy, rules)
+        # Bytes the kernel has not sent, read only when a snapshot is built off the fast path.
+        self._probe = kernel_unsent
         self.last_send: float | None = None
         # Publish time of the oldest message offered since the last write that the
         # subscriber has not received, queued or dropped since; None when caught up.
@@ -202,7 +220,7 @@ class Outbox:
                 self.last_send = now
                 return _WRITE
             try:
-                decision = self._ask(now, write_buffer)
+                decision = self._ask(now, write_buffer, None)
             except Exception:
                 # The policy raised: the shell discards this subscriber; the message,
                 # neither sent nor queued, is counted as lost with it.
@@ -236,7 +254,7 @@ class Outbox:
                 # A message too big for the byte bound, refused at an empty queue: no
                 # recheck condition can announce this drop, so tell the policy now (it
                 # may be counting drops). Rare: only oversize messages come here.
-                decision = self._ask(now, write_buffer)
+                decision = self._ask(now, write_buffer, self._kernel())
                 if decision.close is not None:
                     return self._begin_close(decision.close)
             # The relay writes the notice of a refusal that left nothing queued.
@@ -251,7 +269,7 @@ class Outbox:
                 or len(queue) >= standing.recheck_messages
                 or queue.bytes >= standing.recheck_bytes
             ):
-                decision = self._ask(now, write_buffer)
+                decision = self._ask(now, write_buffer, self._kernel())
                 if decision.close is not None:
                     return self._begin_close(decision.close)
                 return Offer.KICK
@@ -305,7 +323,12 @@ class Outbox:
             # Control frames and notices wait for the buffer to drain; messages (below)
             # may still make the policy close the subscriber meanwhile.
             return Wait(math.inf, drain=True) if control or self.fast_limit < 0 else IDLE
-        decision = self._ask(now, write_buffer) if self._decide is not None else NEUTRAL
+        kernel = None
+        if self._decide is not None:
+            kernel = self._kernel()  # once per turn: nothing is written before the loop ends
+            decision = self._ask(now, write_buffer, kernel)
+        else:
+            decision = NEUTRAL
         if decision.close is not None:
             self._begin_close(decision.close)
             self._close_emitted = True
@@ -319,13 +342,13 @@ class Outbox:
         while True:
             frame = self._take_frame()
             frames.append(frame)
-            buffered += len(frame.payload)
+            buffered += frame_size(len(frame.payload))
             self.last_send = now
             if not queue or buffered > self.high:
                 break
             if self._decide is not None:
                 try:
-                    decision = self._ask(now, buffered)
+                    decision = self._ask(now, buffered, kernel)
                 except Exception:
                     # The policy raised mid-write: the frames taken were never written.
                     self._unsend(frames)
@@ -373,7 +396,7 @@ class Outbox:
         if not queue:
             self._behind_since = None
         elif self._decide is not None:
-            decision = self._ask(now, write_buffer)
+            decision = self._ask(now, write_buffer, self._kernel())
             if decision.close is not None:
                 return self._begin_close(decision.close)
         return Offer.KICK if queue or self.fast_limit < 0 else Offer.NONE
@@ -411,6 +434,10 @@ class Outbox:
         return max(0.0, now - since)
 
     def snapshot(self, now: float, write_buffer: int) -> Snapshot:
+        """What the policy would see now, the kernel's unsent bytes read from the probe."""
+        return self._snapshot(now, write_buffer, self._kernel())
+
+    def _snapshot(self, now: float, write_buffer: int, kernel_unsent: int | None) -> Snapshot:
         queue = self.queue
         return Snapshot(
             now=now,
@@ -422,6 +449,7 @@ class Outbox:
             sent=self.sent,
             dropped=self.dropped,
             memo=self._memo,
+            kernel_unsent=kernel_unsent,
         )
 
     @property
@@ -487,9 +515,13 @@ class Outbox:
             f"(max_bytes={self.queue.max_bytes})"
         )
 
-    def _ask(self, now: float, write_buffer: int) -> Decision:
+    def _kernel(self) -> int | None:
+        probe = self._probe
+        return None if probe is None else probe()
+
+    def _ask(self, now: float, write_buffer: int, kernel_unsent: int | None) -> Decision:
         assert self._decide is not None
-        decision = self._decide(self.snapshot(now, write_buffer))
+        decision = self._decide(self._snapshot(now, write_buffer, kernel_unsent))
         self._decision = decision
         self._memo = decision.memo
         return decision

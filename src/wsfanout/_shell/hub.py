@@ -32,9 +32,14 @@ from .._core.validate import check_close, positive_seconds
 from .fanout import Fanout
 from .link import Link
 from .reading import gate_reading, is_gated, ungate_reading
+from .sockets import NOTSENT_LOWAT
 from .subscriber import Subscriber, check_topics
 
-__all__ = ["Hub", "OnMessage"]
+__all__ = ["DEFAULT_NOTSENT_LOWAT", "Hub", "OnMessage"]
+
+DEFAULT_NOTSENT_LOWAT = 16384
+"""``Hub(notsent_lowat=...)``'s default: unsent bytes the kernel may hold per TCP
+subscriber before the rest waits in the write buffer, where its policy sees it."""
 
 OPEN = State.OPEN
 
@@ -50,7 +55,10 @@ class Hub:
     the hub performs, after which the transport is aborted. With a ``backplane``
     (see :mod:`wsfanout.backplane`), messages published on any hub sharing it reach
     the subscribers of every one of them. ``cork`` (on by default) sends a burst of
-    frames for one connection in one loop iteration as one write.
+    frames for one connection in one loop iteration as one write. ``notsent_lowat``
+    (bytes, or None to leave sockets as they are) is the ``TCP_NOTSENT_LOWAT`` set on
+    every subscribed TCP connection, so that what a stalled client cannot take waits
+    where its policy sees it rather than in the kernel.
     """
 
     def __init__(
@@ -60,8 +68,21 @@ class Hub:
         close_timeout: float = 5.0,
         backplane: Backplane | None = None,
         cork: bool = True,
+        notsent_lowat: int | None = DEFAULT_NOTSENT_LOWAT,
     ) -> None:
         self.close_timeout = positive_seconds("close_timeout", close_timeout)
+        if notsent_lowat is not None and (
+            isinstance(notsent_lowat, bool)
+            or not isinstance(notsent_lowat, int)
+            or not 1 <= notsent_lowat <= 2**31 - 1
+        ):
+            raise invalid(
+                "notsent_lowat",
+                notsent_lowat,
+                "must be a number of bytes >= 1, or None",
+                ConfigError,
+            )
+        self.notsent_lowat = notsent_lowat
         if not isinstance(cork, bool):
             raise ConfigError(f"cork={cork!r} must be True or False", name="cork", value=cork)
         self.policy = DEFAULT_POLICY if policy is None else as_policy(policy)
@@ -213,7 +234,15 @@ class Hub:
                 value=websocket,
             )
         chosen = self.policy if policy is None else as_policy(policy)
-        link = Link(fanout, websocket, chosen, check_topics(topics), self.close_timeout, framing)
+        link = Link(
+            fanout,
+            websocket,
+            chosen,
+            check_topics(topics),
+            self.close_timeout,
+            framing,
+            self.notsent_lowat,
+        )
         self._live.add(link)
         gate_reading(websocket)
         fanout.attach(link)
@@ -303,6 +332,8 @@ class Hub:
             subscribers=len(self),
             closed_by_policy=closed_by_policy,
             max_lag=max_lag,
+            notsent_lowat=self.notsent_lowat if NOTSENT_LOWAT is not None else None,
+            notsent_lowat_supported=NOTSENT_LOWAT is not None,
             **{name: int(value) for name, value in total.items()},
         )
 

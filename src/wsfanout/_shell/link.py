@@ -24,7 +24,7 @@ from .._core.outbox import Offer, Outbox
 from .._core.policy import Policy
 from .extensions import shared_deflate
 from .relay import run_relay
-from .sockets import abort_with_reset
+from .sockets import abort_with_reset, is_tcp, kernel_unsent, set_notsent_lowat
 
 if TYPE_CHECKING:
     from .fanout import Fanout
@@ -58,6 +58,7 @@ class Link:
         "plain",
         "protocol",
         "relay",
+        "sock",
         "stateful",
         "subscriber",
         "tick",
@@ -76,6 +77,7 @@ class Link:
         topics: frozenset[str] | None,
         close_timeout: float,
         framing: str = "raw",
+        notsent_lowat: int | None = None,
     ) -> None:
         from .subscriber import Subscriber  # the handle wraps the link it is given
 
@@ -84,7 +86,15 @@ class Link:
         self.transport = websocket.transport
         self.protocol = websocket.protocol
         low, high = websocket.transport.get_write_buffer_limits()
-        self.outbox = Outbox(policy, high=high, low=low)
+        # A TCP connection's kernel holds unsent bytes below the write buffer: bound them
+        # with the low-water mark, and let a policy that decides read what is left.
+        sock = websocket.transport.get_extra_info("socket")
+        self.sock = sock if is_tcp(sock) else None
+        """The connection's TCP socket (asyncio's ``TransportSocket``), or None."""
+        if self.sock is not None and notsent_lowat is not None:
+            set_notsent_lowat(self.sock, notsent_lowat)
+        probe = self.kernel_unsent if self.sock is not None else None
+        self.outbox = Outbox(policy, high=high, low=low, kernel_unsent=probe)
         self.topics = topics
         self.attached = True
         """Offered messages: in the fan-out's index, until closing or gone."""
@@ -124,6 +134,10 @@ class Link:
             and not self.transport.is_closing()
         )
         return write_buffer(writable, self.transport.get_write_buffer_size(), self.held_bytes)
+
+    def kernel_unsent(self) -> int | None:
+        """Bytes the kernel holds for this connection that it has not sent, if it says."""
+        return kernel_unsent(self.sock)
 
     # -- the fast path's steps, readable ---------------------------------------------
 

@@ -26,6 +26,7 @@ from .._core.guarantees import (
     Drains,
     GapsAnnounced,
     Guarantee,
+    HeldWithin,
     Lossless,
     LosslessDelivered,
     MaxDrops,
@@ -61,6 +62,8 @@ from ._schedule import (
     Step,
 )
 from ._simulator import (
+    SETTLE_HORIZON,
+    SETTLE_WAKEUPS,
     SETTLING,
     ClientTrace,
     CloseFrame,
@@ -107,6 +110,7 @@ __all__ = [
     "NoDuplicates",
     "Bounded",
     "WithinWriteLimit",
+    "HeldWithin",
     "Drains",
     "CountsAddUp",
     "LosslessDelivered",
@@ -143,6 +147,8 @@ __all__ = [
     "Sample",
     "SimulationError",
     "SETTLING",
+    "SETTLE_HORIZON",
+    "SETTLE_WAKEUPS",
 ]
 
 _STRATEGIES = frozenset({"schedules", "steps", "policies"})

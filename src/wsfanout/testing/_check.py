@@ -1,8 +1,9 @@
 """Guarantee checkers: judge a simulation's trace against what a policy promises.
 
 Every policy is checked for the guarantees the core owes any policy (:func:`baseline`):
-ordering, no duplicates, its resolved queue bound, writes within the watermarks,
-liveness, and statistics that add up. On top come the guarantees it declares
+ordering, no duplicates, its resolved queue bound, writes within the watermarks, what
+the server holds (queue, write buffer and kernel) within that bound plus the write and
+kernel limits, liveness, and statistics that add up. On top come the guarantees it declares
 (:meth:`Policy.guarantees`) and any a test adds. Each checker is a function from a
 guarantee and one client's trace to the first violation, in a table keyed by the
 guarantee's type.
@@ -10,6 +11,7 @@ guarantee's type.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -25,6 +27,7 @@ from .._core.guarantees import (
     Drains,
     GapsAnnounced,
     Guarantee,
+    HeldWithin,
     Lossless,
     LosslessDelivered,
     MaxDrops,
@@ -42,7 +45,7 @@ from .._core.rules import resolve_rules
 from .._core.snapshot import Snapshot
 from .._core.stats import SubscriberStats
 from ._schedule import Schedule, SetPolicy
-from ._simulator import SETTLING, ClientTrace, OutboxFactory, Trace, simulate
+from ._simulator import SETTLE_HORIZON, SETTLING, ClientTrace, OutboxFactory, Trace, simulate
 
 __all__ = [
     "CHECKERS",
@@ -57,6 +60,9 @@ __all__ = [
 
 # Float tolerance for comparing times computed along different paths.
 _EPS = 1e-9
+
+# The largest close frame: a 2-byte header and at most 125 bytes of code and reason.
+_CLOSE_FRAME = 127
 
 
 @attrs.frozen
@@ -112,14 +118,15 @@ class GuaranteeViolation(AssertionError):
 
 def baseline(policy: Policy) -> tuple[Guarantee, ...]:
     """What the core owes every policy, declared or not: ordering, no duplicates, the
-    resolved queue bound, writes within the watermarks, liveness, counts that add up,
-    and lossless messages delivered."""
+    resolved queue bound, writes within the watermarks, held bytes within the bound and
+    the limits below it, liveness, counts that add up, and lossless messages delivered."""
     rules = resolve_rules(policy)
     return (
         OrderedSubsequence(),
         NoDuplicates(),
         Bounded(max_messages=rules.max_messages, max_bytes=rules.max_bytes),
         WithinWriteLimit(),
+        HeldWithin(max_messages=rules.max_messages, max_bytes=rules.max_bytes),
         Drains(),
         CountsAddUp(),
         LosslessDelivered(),
@@ -175,15 +182,24 @@ def check_guarantees(
     also: Iterable[Guarantee] = (),
     close_timeout: float = 5.0,
     outbox_factory: OutboxFactory = Outbox,
+    settle_horizon: float = SETTLE_HORIZON,
 ) -> Trace:
     """Run ``policy`` through ``schedule`` on the simulator and check its guarantees.
 
     Checks the baseline every policy owes (:func:`baseline`), what the policy declares
     (:meth:`Policy.guarantees`) and ``also``; raises :class:`GuaranteeViolation` listing
     each broken one, with the schedule as code. Returns the trace for further checks.
+    ``settle_horizon`` is how long the final settling waits with nothing written before
+    what is still queued counts as a liveness failure (:data:`SETTLE_HORIZON`).
     """
     chosen = as_policy(policy)
-    trace = simulate(chosen, schedule, close_timeout=close_timeout, outbox_factory=outbox_factory)
+    trace = simulate(
+        chosen,
+        schedule,
+        close_timeout=close_timeout,
+        outbox_factory=outbox_factory,
+        settle_horizon=settle_horizon,
+    )
     violations = check_trace(trace, also)
     if violations:
         raise GuaranteeViolation(chosen, schedule, violations, trace)
@@ -308,6 +324,34 @@ def _check_bounded(guarantee: Bounded, client: ClientTrace, trace: Trace) -> Fou
     return None
 
 
+def _check_held(guarantee: HeldWithin, client: ClientTrace, trace: Trace) -> Found:
+    largest_payload = max(
+        (len(trace.messages[offer.seq].payload) for offer in client.offered), default=0
+    )
+    largest_frame = max(
+        (len(frame.data) for write in client.writes for frame in write.frames), default=0
+    )
+    queue = math.inf if guarantee.max_bytes is None else guarantee.max_bytes
+    if guarantee.max_messages is not None:
+        queue = min(queue, guarantee.max_messages * largest_payload)
+    spec = client.client
+    limit = queue + spec.high + largest_frame + spec.notsent_lowat
+    for sample in client.samples:
+        held = sample.queued_bytes + sample.write_buffer + sample.kernel_unsent
+        closing = 0 if sample.open else _CLOSE_FRAME
+        if held > limit + closing:
+            return (
+                sample.step,
+                sample.at,
+                f"the server held {held} bytes (queue {sample.queued_bytes}, write buffer "
+                f"{sample.write_buffer}, kernel {sample.kernel_unsent}), more than "
+                f"{limit + closing}: the queue's {queue} + high={spec.high} + a "
+                f"{largest_frame}-byte frame + notsent_lowat={spec.notsent_lowat}"
+                + (f" + a close frame of at most {_CLOSE_FRAME}" if closing else ""),
+            )
+    return None
+
+
 def _check_drains(guarantee: Drains, client: ClientTrace, trace: Trace) -> Found:
     error = trace.error
     if error is not None and error.client in (None, client.index):
@@ -316,17 +360,19 @@ def _check_drains(guarantee: Drains, client: ClientTrace, trace: Trace) -> Found
         return None
     last = client.samples[-1]
     if client.open and last.queued_messages:
+        why = f": {trace.gave_up}" if trace.gave_up is not None else ""
         return (
             SETTLING,
             last.at,
             f"{last.queued_messages} messages still queued after the client read everything "
-            f"until t={last.at!r} (oldest {last.lag!r}s old)",
+            f"until t={last.at!r} (oldest {last.lag!r}s old){why}",
         )
-    if client.open and last.write_buffer:
+    if client.open and (last.write_buffer or last.kernel_unsent):
         return (
             SETTLING,
             last.at,
-            f"{last.write_buffer} bytes still in the write buffer of a client reading everything",
+            f"{last.write_buffer} bytes still in the write buffer and {last.kernel_unsent} in "
+            "the kernel of a client reading everything",
         )
     return None
 
@@ -718,6 +764,7 @@ CHECKERS: dict[type[Guarantee], Checker] = {
     OrderedSubsequence: _check_ordered,
     NoDuplicates: _check_no_duplicates,
     WithinWriteLimit: _check_write_limit,
+    HeldWithin: _check_held,
     Bounded: _check_bounded,
     Drains: _check_drains,
     CountsAddUp: _check_counts,

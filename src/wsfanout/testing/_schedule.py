@@ -151,12 +151,15 @@ class SetPolicy(Step):
 @attrs.frozen(repr=False)
 class Client(CodeRepr):
     """A client's transport: write-buffer watermarks ``high``/``low`` (bytes), the rate it
-    reads at to begin with, and the topics it subscribes to (``None``: all)."""
+    reads at to begin with, the topics it subscribes to (``None``: all), and the bytes its
+    kernel takes below the write buffer before the rest waits there (``notsent_lowat``,
+    as ``TCP_NOTSENT_LOWAT`` bounds them; 0: no kernel buffer)."""
 
     high: int = attrs.field(default=1024, validator=_nonnegative_int)
     low: int = attrs.field(default=256, validator=_nonnegative_int)
     rate: float = attrs.field(default=math.inf, validator=_rate)
     topics: frozenset[str] | None = attrs.field(default=None, converter=_topics)
+    notsent_lowat: int = attrs.field(default=0, validator=_nonnegative_int)
 
     def __attrs_post_init__(self) -> None:
         if self.low > self.high:

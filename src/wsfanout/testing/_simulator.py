@@ -24,6 +24,12 @@ Time moves only in :meth:`Simulator.advance`, from one event to the next (a time
 transport resuming, a close frame read or timing out), so minutes of virtual time cost
 only the events in them. Clients read at a scripted rate in between.
 
+Settling (:meth:`Simulator.settle`, the end of every checked run) has a horizon: once
+:data:`SETTLE_HORIZON` seconds of virtual time, or :data:`SETTLE_WAKEUPS` events, pass
+with nothing written and no connection ending, it stops, and whatever is still queued
+for a client that reads everything is a liveness failure. A core that holds a message
+forever is reported after one horizon, not after settling until time runs out.
+
 Everything observable is recorded in a :class:`Trace`: what was offered to each client,
 every write with the buffer size it was made at, every frame the client finished
 reading (with the messages it carried), closes, and a :class:`Sample` of the
@@ -74,6 +80,8 @@ __all__ = [
     "OutboxFactory",
     "PolicyChange",
     "Sample",
+    "SETTLE_HORIZON",
+    "SETTLE_WAKEUPS",
     "SETTLING",
     "SimulationError",
     "Simulator",
@@ -83,8 +91,8 @@ __all__ = [
 ]
 
 OutboxFactory = Callable[..., Outbox]
-"""``(policy, *, high, low) -> Outbox``: the core under test (a broken one, in the toolkit's
-own tests)."""
+"""``(policy, *, high, low, kernel_unsent) -> Outbox``: the core under test (a broken one,
+in the toolkit's own tests); ``kernel_unsent`` is the probe of the simulated kernel."""
 
 MAX_TURNS_PER_INSTANT = 1000
 """Relay turns at one virtual instant before the simulator calls it a spin."""
@@ -94,6 +102,16 @@ SETTLING = -1
 
 MAX_EVENTS = 200_000
 """Events one :meth:`Simulator.advance` or :meth:`Simulator.settle` may process."""
+
+SETTLE_HORIZON = 3600.0
+"""Seconds of virtual time settling waits for something to be written (or a connection
+to end) before it gives up: what is still queued then is a liveness failure. A policy
+that legitimately holds a message longer (a ``Throttle`` slower than one frame an
+hour) needs ``settle_horizon=`` raised."""
+
+SETTLE_WAKEUPS = 10_000
+"""Events settling processes in a row with nothing written before it gives up, so a
+relay that wakes over and over without writing fails fast too."""
 
 
 class SimulationError(Exception):
@@ -165,6 +183,8 @@ class Sample:
     queued_bytes: int
     lag: float
     write_buffer: int
+    kernel_unsent: int
+    """Bytes the simulated kernel holds below the write buffer, not yet read."""
     open: bool
     """Attached and not closing: the hub still offers it messages."""
     stats: SubscriberStats
@@ -258,6 +278,9 @@ class Trace:
     error: SimulationError | None = None
     settled: bool = False
     """True if the run ended with a settle phase (clients reading everything)."""
+    gave_up: str | None = None
+    """Why settling stopped before nothing was left to happen (its horizon passed with
+    nothing written), or None: then whatever is still queued is a liveness failure."""
 
 
 # -- the simulator ------------------------------------------------------------------------
@@ -355,6 +378,8 @@ class Simulator:
         """The schedule step being run, recorded with every event."""
         self._subscribers: list[_Subscriber] = []
         self._seq = 0
+        self._progress = 0
+        """Writes, close frames and ended connections so far: what settling waits for."""
 
     # -- subscribers ----------------------------------------------------------------
 
@@ -365,9 +390,14 @@ class Simulator:
         chosen = as_policy(policy)
         client = Client() if client is None else client
         index = len(self._subscribers)
-        outbox = self.outbox_factory(chosen, high=client.high, low=client.low)
         transport: FakeTransport[Frame | CloseFrame] = FakeTransport(
-            high=client.high, low=client.low, rate=client.rate
+            high=client.high, low=client.low, rate=client.rate, notsent_lowat=client.notsent_lowat
+        )
+        outbox = self.outbox_factory(
+            chosen,
+            high=client.high,
+            low=client.low,
+            kernel_unsent=lambda: transport.kernel_unsent,
         )
         trace = ClientTrace(index, chosen, client, joined_at=self.clock.now)
         self.trace.clients.append(trace)
@@ -515,21 +545,43 @@ class Simulator:
                 return
         self._fail("events never ended while advancing", None)
 
-    def settle(self) -> bool:
+    def settle(self, horizon: float = SETTLE_HORIZON) -> bool:
         """Publishing has stopped; every connected client reads everything. Run until
-        nothing is left to happen; return True if every open subscriber's queue emptied.
-        What happens meanwhile is recorded at step :data:`SETTLING`."""
+        nothing is left to happen, or until ``horizon`` seconds (or
+        :data:`SETTLE_WAKEUPS` events) pass with nothing written and no connection
+        ending (then ``trace.gave_up`` says so); return True if every open subscriber's
+        queue emptied. What happens meanwhile is recorded at step :data:`SETTLING`."""
+        if not horizon > 0 or not math.isfinite(horizon):
+            raise ValueError(f"horizon={horizon!r} must be a finite number of seconds > 0")
         self.step = SETTLING
         for sub in self._subscribers:
             if sub.trace.ended is None:
                 self._delivered(sub, sub.transport.set_rate(math.inf))
                 self._after_read(sub)
         self._run_ready()
+        progress = self._progress
+        deadline = self.clock.now + horizon
+        idle = 0
         for _ in range(MAX_EVENTS):
             when = self._next_event()
             if when == math.inf:
                 break
+            if when > deadline:
+                self._move_to(deadline)
+                self.trace.gave_up = f"nothing was written for {horizon!r}s (the settling horizon)"
+                break
             self._move_to(when)
+            if self._progress != progress:
+                progress, idle = self._progress, 0
+                deadline = self.clock.now + horizon
+            else:
+                idle += 1
+                if idle >= SETTLE_WAKEUPS:
+                    self.trace.gave_up = (
+                        f"the relays woke {idle} times in a row without writing anything "
+                        "(the settling horizon)"
+                    )
+                    break
         else:
             self._fail("events never ended while settling", None)
         for sub in self._subscribers:
@@ -655,6 +707,7 @@ class Simulator:
             for m in messages
         )
         sub.trace.writes.append(WriteEvent(frames, now, self.step, buffered, fast))
+        self._progress += 1
         for frame in frames:
             self._delivered(sub, sub.transport.write(frame, len(frame.data)))
 
@@ -696,6 +749,7 @@ class Simulator:
         sub.held_bytes = 0
         sub.outbox.discard()
         sub.trace.ended = Ended(how, code, at, self.step)
+        self._progress += 1
         relay = sub.relay
         if relay is not None and relay.state == _CLOSING:
             sub.relay = None  # wait_closed() returns
@@ -780,6 +834,7 @@ class Simulator:
         if not sub.connected or sub.transport.closed or sub.trace.ended is not None:
             return False
         frame = CloseFrame(code, reason, bytes(4) + reason.encode())
+        self._progress += 1
         sub.connected = False  # the protocol is CLOSING: no more data frames
         sub.close_frame = frame
         sub.close_deadline = self.clock.now + self.close_timeout
@@ -824,7 +879,7 @@ class Simulator:
                     self._delivered(sub, transport.drain(transport.buffered - transport.low))
                 frame = sub.close_frame
                 if frame is not None and when + transport.seconds_until_read(frame) <= when:
-                    self._delivered(sub, transport.drain(transport.buffered))
+                    self._delivered(sub, transport.drain(transport.unread))
             if sub.trace.ended is None and sub.close_deadline <= when:
                 transport.abort()
                 self._end(sub, "aborted", 1006, when)
@@ -852,6 +907,7 @@ class Simulator:
                 queued_bytes=queue.bytes,
                 lag=outbox.lag(now),
                 write_buffer=sub.transport.buffered,
+                kernel_unsent=sub.transport.kernel_unsent,
                 open=sub.attached and outbox.closing is None,
                 stats=outbox.stats(now),
             )
@@ -943,12 +999,15 @@ def simulate(
     settle: bool = True,
     close_timeout: float = 5.0,
     outbox_factory: OutboxFactory = Outbox,
+    settle_horizon: float = SETTLE_HORIZON,
 ) -> Trace:
     """Run ``schedule`` with every client under ``policy`` and return the trace.
 
     With ``settle`` (the default) the run ends as a liveness check does: publishing
     stops, every client still connected reads everything, and time runs until nothing
-    is left to happen. A :class:`SimulationError` is recorded in ``trace.error``.
+    is left to happen, or until ``settle_horizon`` seconds pass with nothing written
+    (:meth:`Simulator.settle`). A :class:`SimulationError` is recorded in
+    ``trace.error``.
     """
     sim = Simulator(
         start=schedule.start, close_timeout=close_timeout, outbox_factory=outbox_factory
@@ -960,7 +1019,7 @@ def simulate(
             sim.step = index
             sim.run(step)
         if settle:
-            sim.settle()
+            sim.settle(settle_horizon)
             sim.trace.settled = True
     except SimulationError as error:
         sim.trace.error = error
