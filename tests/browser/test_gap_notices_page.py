@@ -1,5 +1,6 @@
-"""The JavaScript of docs/how-to/gap-notices.md, run in a headless Chromium against a
-real hub: it reports each loss the server announces, and finds the ones it does not."""
+"""The browser snippet of docs/how-to/gap-notices.md (wsfanout.js), run in a headless
+Chromium against a real hub: it reports each loss the server announces, and finds the
+ones it does not."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from wsfanout import Hub, Policy, select_subprotocol
+from wsfanout import Hub, Policy, client_script, select_subprotocol
 from wsfanout.policies import DropOldest, Notify, Throttle
 
 from .chromium import GUARD, Page
@@ -23,10 +24,10 @@ FENCE = re.compile(r"^```(\w+)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 
 
 def snippet() -> str:
-    """The how-to's definition of ``followStreams``, exactly as printed."""
+    """The how-to's browser snippet, exactly as printed."""
     blocks = [body for lang, body in FENCE.findall(HOW_TO.read_text()) if lang == "js"]
-    (definition,) = [block for block in blocks if block.lstrip("/ \n").startswith("Follow")]
-    return str(definition)
+    (page,) = [block for block in blocks if "wsfanout.js" in block]
+    return str(page)
 
 
 PAGE = """<!doctype html>
@@ -34,14 +35,14 @@ PAGE = """<!doctype html>
 <title>gap notices</title>
 <link rel="icon" href="data:,">
 <script>
-%s
   window.data = [];
   window.gaps = [];
-  const feed = new URLSearchParams(location.search).get("feed");
-  followStreams(`ws://${location.host}/${feed}`, {
-    onData: (payload, places) => window.data.push([payload, places.map((p) => p[0])]),
-    onGap: (gap) => window.gaps.push(gap),
-  });
+  window.show = (data, offset) => window.data.push([data, offset]);
+  window.warn = (topic, ranges, source, reasons) =>
+    window.gaps.push(reasons ? { topic, ranges, source, reasons } : { topic, ranges, source });
+</script>
+<script type="module">
+%s
 </script>
 """
 
@@ -53,29 +54,29 @@ FEEDS: dict[str, Policy] = {
 
 
 class Site:
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: Hub, policy: Policy) -> None:
         self.hub = hub
+        self.policy = policy
         self.port = 0
         self.joined: asyncio.Queue[str] = asyncio.Queue()
 
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        if not request.path.startswith("/page"):
-            return None
+        script = client_script(connection, request)
+        if script is not None or not request.path.startswith("/page"):
+            return script
         response = connection.respond(HTTPStatus.OK, PAGE % snippet())
         del response.headers["Content-Type"]
         response.headers["Content-Type"] = "text/html; charset=utf-8"
         return response
 
     async def handler(self, websocket: ServerConnection) -> None:
-        assert websocket.request is not None
-        feed = websocket.request.path.lstrip("/")
         asyncio.get_running_loop().call_soon(self.joined.put_nowait, str(websocket.subprotocol))
-        await self.hub.serve(websocket, policy=FEEDS[feed])
+        await self.hub.serve(websocket, policy=self.policy)
 
 
 @asynccontextmanager
-async def site_of(hub: Hub) -> AsyncIterator[Site]:
-    site = Site(hub)
+async def site_of(hub: Hub, policy: Policy) -> AsyncIterator[Site]:
+    site = Site(hub, policy)
     async with serve(
         site.handler,
         "127.0.0.1",
@@ -92,8 +93,8 @@ async def site_of(hub: Hub) -> AsyncIterator[Site]:
 
 async def run_feed(page: Page, feed: str) -> tuple[list[object], list[object]]:
     hub = Hub()
-    async with asyncio.timeout(GUARD), site_of(hub) as site:
-        await page.goto(f"http://127.0.0.1:{site.port}/page?feed={feed}")
+    async with asyncio.timeout(GUARD), site_of(hub, FEEDS[feed]) as site:
+        await page.goto(f"http://127.0.0.1:{site.port}/page")
         assert await site.joined.get() == "wsfanout.v1"
         for n in range(1, 11):
             hub.publish(f"price {n}", topic="prices")
@@ -103,12 +104,12 @@ async def run_feed(page: Page, feed: str) -> tuple[list[object], list[object]]:
 
 async def test_the_page_reports_each_announced_loss_once(page: Page) -> None:
     data, gaps = await run_feed(page, "notify")
-    assert data == [["price 1", [1]], ["price 9", [9]], ["price 10", [10]]]
+    assert data == [["price 1", 1], ["price 9", 9], ["price 10", 10]]
     assert gaps == [
         {
             "topic": "prices",
             "ranges": [[2, 8]],
-            "announced": True,
+            "source": "notice",
             "reasons": {"dropped_oldest": 7},
         }
     ]
@@ -116,5 +117,5 @@ async def test_the_page_reports_each_announced_loss_once(page: Page) -> None:
 
 async def test_the_page_finds_a_loss_nobody_announced(page: Page) -> None:
     data, gaps = await run_feed(page, "silent")
-    assert data == [["price 1", [1]], ["price 9", [9]], ["price 10", [10]]]
-    assert gaps == [{"topic": "prices", "ranges": [[2, 8]], "announced": False}]
+    assert data == [["price 1", 1], ["price 9", 9], ["price 10", 10]]
+    assert gaps == [{"topic": "prices", "ranges": [[2, 8]], "source": "offsets"}]

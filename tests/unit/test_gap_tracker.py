@@ -87,6 +87,7 @@ def test_heartbeats_reveal_a_loss_at_the_tail_and_epochs_that_changed() -> None:
     assert beat.kind == "control"
     assert [(g.topic, g.ranges) for g in beat.gaps] == [("p", ((6, 7),))]
     assert tracker.positions["p"] == ("e1", 5), "resume from what was received"
+    assert tracker.positions["q"] == ("x", 3), "a stream first heard of starts there"
     assert tracker.feed(data(8)).gaps == ()
     restarted = tracker.feed(data(1, epoch="e2"))
     assert restarted.gaps == (Gap("p", "e2", (), False, previous="e1"),)
@@ -105,6 +106,89 @@ def test_resuming_counts_from_since_and_a_changed_epoch_is_announced() -> None:
     )
     assert resume.gaps == (Gap("q", "new", (), True, previous="old"),)
     assert other.feed(data(1, topic="q", epoch="new")).gaps == ()
+
+
+# -- the four behaviours docs/protocol.md settles (wsfanout.js behaves the same) ----------
+
+
+def test_a_stream_whose_first_frame_is_a_heartbeat_starts_at_the_heartbeats_offset() -> None:
+    # "A client that has seen nothing of a topic yet takes the heartbeat's offset as
+    # where it starts following it": nothing before it is lost, and it resumes from it.
+    tracker = GapTracker()
+    beat = tracker.feed('{"type":"heartbeat","offsets":{"a":["E",7]}}')
+    assert beat.gaps == ()
+    assert tracker.positions == {"a": ("E", 7)}
+    assert tracker.since() == ["a:E:7"]
+    assert tracker.feed(data(8, topic="a", epoch="E")).gaps == ()
+    (hole,) = tracker.feed(data(10, topic="a", epoch="E")).gaps
+    assert (hole.ranges, hole.announced) == (((9, 9),), False)
+    assert tracker.positions == {"a": ("E", 10)}
+
+
+def test_a_notice_for_a_stream_not_seen_yet_is_reported_but_gives_no_position() -> None:
+    # A notice may announce offsets after frames still to arrive: what is below its
+    # ranges is not known to be lost, so the client has no position until a frame comes.
+    tracker = GapTracker()
+    notice = tracker.feed(gap([[21, 30]], topic="a", dropped_newest=10))
+    assert [(g.ranges, g.announced) for g in notice.gaps] == [(((21, 30),), True)]
+    assert tracker.positions == {}
+    assert tracker.since() == []
+    gaps = [g for n in [*range(11, 21), 31] for g in tracker.feed(data(n, topic="a")).gaps]
+    assert gaps == [], "the older messages, then the one after the announced range"
+    assert tracker.positions == {"a": ("e1", 31)}
+    assert tracker.lost == 10
+
+
+def test_a_duplicate_is_left_out_and_counted_not_delivered_again() -> None:
+    tracker = GapTracker()
+    for n in (1, 2, 3):
+        tracker.feed(data(n))
+    again = tracker.feed(data(2))
+    assert (again.kind, again.messages, again.gaps) == ("duplicate", (), ())
+    assert again.duplicates == (Position("p", "e1", 2),)
+    # A batch that overlaps what was received keeps only its new messages.
+    batch = tracker.feed('{"b":[[3,"e1","p"],[4,"e1","p"]]}\nxy')
+    assert batch.kind == "data"
+    assert [m.offset for m in batch.messages] == [4]
+    assert [m.offset for m in batch.duplicates] == [3]
+    assert tracker.duplicates == 2
+    assert tracker.positions == {"p": ("e1", 4)}
+    assert tracker.lost == 0
+
+
+def test_a_heartbeat_in_another_epoch_reports_the_change_and_the_new_epochs_offsets() -> None:
+    # The epoch changed: the client has nothing of the new one, so the heartbeat's
+    # offsets 1..N are lost (a resume from offset 0 of the new epoch asks for them).
+    tracker = GapTracker(since={"a": ("old", 5)})
+    beat = tracker.feed('{"type":"heartbeat","offsets":{"a":["new",3]}}')
+    assert beat.gaps == (
+        Gap("a", "new", (), False, previous="old"),
+        Gap("a", "new", ((1, 3),), False),
+    )
+    assert tracker.lost == 3
+    assert tracker.positions == {"a": ("new", 0)}
+    assert tracker.feed(data(4, topic="a", epoch="new")).gaps == ()
+
+
+def test_a_notice_repeating_what_the_client_found_itself_reports_only_the_rest() -> None:
+    tracker = GapTracker()
+    for n in (1, 2, 5):
+        tracker.feed(data(n))
+    # 3 and 4 were reported as a hole and 5 received: only 6 and 7 are news.
+    notice = tracker.feed(gap([[3, 7]]))
+    assert [g.ranges for g in notice.gaps] == [((6, 7),)]
+    assert tracker.feed(gap([[6, 7]])).gaps == (), "told already: no gap"
+    assert tracker.lost == 4
+
+
+def test_offsets_reported_missing_then_replayed_count_as_recovered() -> None:
+    tracker = GapTracker()
+    tracker.feed(data(1))
+    tracker.feed(gap([[3, 4]]))
+    assert tracker.since() == ["p:e1:1"], "a reconnect asks for what was lost after 1"
+    for n in (2, 3, 4, 5):  # replayed from history, then live
+        tracker.feed(data(n))
+    assert (tracker.lost, tracker.recovered, tracker.duplicates) == (2, 2, 0)
 
 
 def test_the_raw_framing_recognises_notices_only() -> None:

@@ -12,9 +12,14 @@ ahead of it, an epoch that changed under it. With a server that keeps its promis
 (docs/protocol.md), every loss while connected is announced, before any later message.
 
 Per topic the tracker keeps the last offset received (:attr:`GapTracker.positions`,
-what a reconnecting client resumes from, :meth:`GapTracker.since`) and how far it has
-accounted for, received or reported, so each gap is reported once. It is pure: no I/O,
-no clock; the ``raw`` framing carries no offsets, so there it reports the notices only.
+what a reconnecting client resumes from, :meth:`GapTracker.since`), how far it has
+accounted for, received or reported, and the announced offsets beyond that, so each
+offset is reported once. It follows docs/protocol.md as wsfanout.js does: a stream
+first heard of in a heartbeat starts at its offset; a notice alone gives no position
+(what is below its ranges may still arrive); an offset at or below the last received
+is a duplicate; another epoch restarts the stream at offset 0, so a heartbeat in it
+reveals offsets 1 to N as lost. It is pure: no I/O, no clock; the ``raw`` framing
+carries no offsets, so there it reports the notices only.
 """
 
 from __future__ import annotations
@@ -72,26 +77,31 @@ class Received:
 
     ``kind`` is ``"data"`` (``data`` is the payload, ``messages`` the places of the
     messages it carries, several for a batch, none in the ``raw`` framing or for a
-    message sent to this subscriber alone), ``"gap"`` (a gap notice) or ``"control"``
-    (another control frame); ``control`` is a control frame's JSON object.
+    message sent to this subscriber alone), ``"duplicate"`` (a data frame whose every
+    message was received already: do not act on it again), ``"gap"`` (a gap notice) or
+    ``"control"`` (another control frame); ``control`` is a control frame's JSON
+    object. ``duplicates`` are the places of a data frame's messages received already,
+    left out of ``messages``.
     """
 
-    kind: Literal["data", "gap", "control"]
+    kind: Literal["data", "duplicate", "gap", "control"]
     data: str | bytes
     messages: tuple[Position, ...] = ()
     control: Mapping[str, Any] | None = None
     gaps: tuple[Gap, ...] = ()
+    duplicates: tuple[Position, ...] = ()
 
 
 class _Topic:
     __slots__ = ("announced", "epoch", "received", "seen")
 
-    def __init__(self, epoch: str, offset: int) -> None:
+    def __init__(self, epoch: str, offset: int | None) -> None:
         self.epoch = epoch
         self.received = offset
-        """The last offset received (or resumed from)."""
+        """The last offset received (or where the client began to follow the stream):
+        where it resumes from; None until the client learns where the stream stands."""
         self.seen = offset
-        """The last offset accounted for: received, or reported missing."""
+        """The last offset accounted for: received, or reported missing; None as above."""
         self.announced: list[tuple[int, int]] = []
         """Announced ranges beyond ``seen``, ascending."""
 
@@ -115,6 +125,12 @@ class GapTracker:
         }
         self.gaps: list[Gap] = []
         """Every gap reported so far, in order."""
+        self.duplicates = 0
+        """Messages received again (an offset not above the last one received of its
+        stream), left out of :attr:`Received.messages`."""
+        self.recovered = 0
+        """Messages reported missing, then received all the same (replayed after a
+        reconnect): ``lost - recovered`` are gone for good."""
 
     # -- what a client calls --------------------------------------------------------
 
@@ -129,34 +145,57 @@ class GapTracker:
             return self._control(json.loads(frame), frame)
         header = json.loads(frame[:newline])
         places = _places(header)
-        gaps = [gap for place in places for gap in self._receive(place)]
-        return self._report(Received("data", frame[newline + 1 :], places, None, tuple(gaps)))
+        gaps: list[Gap] = []
+        fresh: list[Position] = []
+        again: list[Position] = []
+        for place in places:
+            (fresh if self._receive(place, gaps) else again).append(place)
+        kind: Literal["data", "duplicate"] = "duplicate" if places and not fresh else "data"
+        body = frame[newline + 1 :]
+        return self._report(Received(kind, body, tuple(fresh), None, tuple(gaps), tuple(again)))
 
     def notice(self, value: Mapping[str, Any], frame: str | bytes = "") -> Received:
         """A gap notice the application decoded itself (a custom ``Notify`` format):
-        ``value`` has the protocol's keys (``t``, ``e``, ``ranges``, ...)."""
+        ``value`` has the protocol's keys (``t``, ``e``, ``ranges``, ...).
+
+        In the ``v1`` framing the gap holds only what the client did not know yet:
+        offsets already received or already reported missing are left out (and a notice
+        that tells nothing new reports no gap). A notice of a stream not seen yet gives
+        no position in it: the offsets below the notice's are not known to be lost."""
         topic, epoch = value.get("t", ""), value.get("e", "")
         ranges = tuple((int(first), int(last)) for first, last in value.get("ranges", ()))
-        gap = Gap(
-            topic,
-            epoch,
-            ranges,
-            announced=True,
-            reasons=dict(value.get("reasons", {})),
-            keys=tuple(value.get("keys", ())),
-        )
-        if self.framing == "v1" and ranges:
-            state = self._topics.get(topic)
-            if state is None:  # lost before the first message: count on from there
-                state = self._topics[topic] = _Topic(epoch, ranges[0][0] - 1)
-            if state.epoch == epoch:
-                state.announced = _merge(state.announced, ranges)
-        return self._report(Received("gap", frame, (), value, (gap,)))
+        gaps: list[Gap] = []
+        if self.framing == "v1":
+            state = self._stream(topic, epoch, gaps, announced=True)
+            news: list[tuple[int, int]] = []
+            for first, last in ranges:
+                parts = _without(max(first, (state.seen or 0) + 1), last, state.announced)
+                state.announced = _merge(state.announced, parts)
+                news += parts
+            ranges = tuple(news)
+        if ranges:
+            gaps.append(
+                Gap(
+                    topic,
+                    epoch,
+                    ranges,
+                    announced=True,
+                    reasons=dict(value.get("reasons", {})),
+                    keys=tuple(value.get("keys", ())),
+                )
+            )
+        return self._report(Received("gap", frame, (), value, tuple(gaps)))
 
     @property
     def positions(self) -> dict[str, tuple[str, int]]:
-        """Per topic, the epoch and the last offset received: where to resume from."""
-        return {topic: (state.epoch, state.received) for topic, state in self._topics.items()}
+        """Per topic, the epoch and the last offset received (or where the client began
+        to follow the stream, a heartbeat's offset): where to resume from. A stream the
+        client knows only from a gap notice has no position yet."""
+        return {
+            topic: (state.epoch, state.received)
+            for topic, state in self._topics.items()
+            if state.received is not None
+        }
 
     def since(self) -> list[str]:
         """The ``since`` values of a resume URL, ``TOPIC:EPOCH:OFFSET`` per topic
@@ -181,45 +220,56 @@ class GapTracker:
         gaps: list[Gap] = []
         if kind == "heartbeat":
             for topic, (epoch, last) in value.get("offsets", {}).items():
-                gaps += self._reach(topic, epoch, int(last), received=False)
+                state = self._stream(topic, epoch, gaps, announced=False)
+                self._reach(topic, state, int(last), gaps, received=False)
         elif kind == "resume":
-            topic, epoch = value.get("t", ""), value.get("e", "")
-            previous = value.get("previous")
-            state = self._topics.get(topic)
-            if previous is not None:
-                gaps.append(Gap(topic, epoch, (), announced=True, previous=previous))
-                self._topics[topic] = _Topic(epoch, 0)
-            elif state is None:
-                self._topics[topic] = _Topic(epoch, int(value.get("since", 0)))
+            self._stream(value.get("t", ""), value.get("e", ""), gaps, announced=True)
         return self._report(Received("control", frame, (), value, tuple(gaps)))
 
-    def _receive(self, place: Position) -> list[Gap]:
-        return self._reach(place.topic, place.epoch, place.offset, received=True)
-
-    def _reach(self, topic: str, epoch: str, offset: int, *, received: bool) -> list[Gap]:
-        """The stream of ``topic`` is at ``offset``: what between is neither received nor
-        announced is an unannounced gap."""
+    def _stream(self, topic: str, epoch: str, gaps: list[Gap], *, announced: bool) -> _Topic:
+        """The state of ``topic``'s stream, moved to ``epoch``: another epoch than the one
+        followed is a gap of unknown size, after which offsets count again from 0."""
         state = self._topics.get(topic)
-        if state is None:  # the first we hear of it: nothing before counts as missed
-            state = self._topics[topic] = _Topic(epoch, offset if received else 0)
-            state.seen = offset
-            return []
-        gaps: list[Gap] = []
-        if state.epoch != epoch:
-            gaps.append(Gap(topic, epoch, (), announced=False, previous=state.epoch))
-            self._topics[topic] = state = _Topic(epoch, 0)
-            if not received:
-                state.seen = offset
-                return gaps
+        if state is None:
+            state = self._topics[topic] = _Topic(epoch, None)
+        elif state.epoch != epoch:
+            gaps.append(Gap(topic, epoch, (), announced=announced, previous=state.epoch))
+            state = self._topics[topic] = _Topic(epoch, 0)
+        return state
+
+    def _receive(self, place: Position, gaps: list[Gap]) -> bool:
+        """A message at ``place``: False for a duplicate (at or below the last offset
+        received of its stream), which changes nothing."""
+        state = self._stream(place.topic, place.epoch, gaps, announced=False)
+        offset = place.offset
+        if state.received is not None and offset <= state.received:
+            self.duplicates += 1
+            return False
+        if any(a <= offset <= b for a, b in state.announced) or (
+            state.seen is not None and offset <= state.seen
+        ):
+            self.recovered += 1  # reported missing, replayed after all
+        self._reach(place.topic, state, offset, gaps, received=True)
+        state.received = offset
+        return True
+
+    def _reach(
+        self, topic: str, state: _Topic, offset: int, gaps: list[Gap], *, received: bool
+    ) -> None:
+        """The stream of ``topic`` is at ``offset`` (received, or named by a heartbeat):
+        what before it is neither received nor announced is an unannounced gap. A stream
+        without a position starts there."""
         end = offset - 1 if received else offset
-        missing = _without(state.seen + 1, end, state.announced)
-        if missing:
-            gaps.append(Gap(topic, epoch, tuple(missing), announced=False))
-        state.seen = max(state.seen, offset)
-        state.announced = [(a, b) for a, b in state.announced if b > state.seen]
-        if received:
-            state.received = max(state.received, offset)
-        return gaps
+        if state.seen is None:
+            state.seen = state.received = offset
+        else:
+            missing = _without(state.seen + 1, end, state.announced)
+            if missing:
+                gaps.append(Gap(topic, state.epoch, tuple(missing), announced=False))
+            state.seen = max(state.seen, offset)
+        state.announced = [
+            (max(a, state.seen + 1), b) for a, b in state.announced if b > state.seen
+        ]
 
 
 def _is_text(frame: str | bytes, prefix: str) -> bool:
