@@ -7,6 +7,7 @@ slowloris opens far more connections than that and never finishes a handshake.
 from __future__ import annotations
 
 import contextlib
+import errno
 import socket
 import struct
 
@@ -117,3 +118,19 @@ def test_the_token_is_redacted_wherever_a_client_puts_it() -> None:
     finally:
         if server.popen.poll() is None:
             server.popen.kill()
+
+
+def test_accept_out_of_descriptors_is_one_line_naming_the_limit() -> None:
+    from wsfanout._cli.process import resource_exhaustion
+
+    emfile = OSError(errno.EMFILE, "Too many open files")
+    message = "socket.accept() out of system resource"
+    line = resource_exhaustion({"message": message, "exception": emfile})
+    assert line is not None
+    assert "EMFILE" in line
+    assert "ulimit -n" in line
+    # Any other loop error keeps asyncio's report, traceback and all.
+    reset = OSError(errno.ECONNRESET, "reset")
+    assert resource_exhaustion({"message": "x", "exception": reset}) is None
+    assert resource_exhaustion({"message": "x", "exception": ValueError("no errno")}) is None
+    assert resource_exhaustion({"message": "x"}) is None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import signal
@@ -81,7 +82,8 @@ class OncePerInterval(logging.Filter):
     A flood of one failure (``socket.accept()`` out of descriptors under a slowloris,
     asyncio's "socket.send() raised exception." hundreds of times per reset
     connection) then costs one line per interval, which says how many were held back;
-    the first of each still has its traceback.
+    the first of each still has its traceback, except ``accept()`` out of descriptors
+    or memory, which is one line naming the limit (:func:`resource_exhaustion`).
     """
 
     def __init__(self, log: Log, interval: float = 10.0) -> None:
@@ -111,7 +113,12 @@ class OncePerInterval(logging.Filter):
             logging.getLogger(name).addFilter(self)
 
         def handle(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-            if self._admit(str(context.get("message")), loop.time()):
+            if not self._admit(str(context.get("message")), loop.time()):
+                return
+            line = resource_exhaustion(context)
+            if line is not None:
+                self.log(line, always=True)
+            else:
                 loop.default_exception_handler(context)
 
         loop.set_exception_handler(handle)
@@ -119,6 +126,27 @@ class OncePerInterval(logging.Filter):
     def remove(self) -> None:
         for name in ("asyncio", "websockets"):
             logging.getLogger(name).removeFilter(self)
+
+
+RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+"""``accept()`` errors asyncio survives by itself: it retries a second later."""
+
+
+def resource_exhaustion(context: dict[str, Any]) -> str | None:
+    """One line for an ``accept()`` out of descriptors or memory, or None for any
+    other loop error: the operator needs the limit that was hit, not a traceback."""
+    exc = context.get("exception")
+    if not isinstance(exc, OSError) or exc.errno not in RESOURCE_ERRORS:
+        return None
+    name = errno.errorcode.get(exc.errno, str(exc.errno))
+    hint = ""
+    if exc.errno == errno.EMFILE:
+        with contextlib.suppress(ImportError, OSError, ValueError):
+            import resource
+
+            soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+            hint = f"; the descriptor limit (ulimit -n) is {soft}"
+    return f"{context.get('message')}: {name} ({exc.strerror}){hint}; accepting again in 1 s"
 
 
 def announce(stdout: IO[str] | None, line: str, log: Log) -> None:
