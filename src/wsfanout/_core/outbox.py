@@ -173,7 +173,7 @@ class Outbox:
         the queue would refuse is refused (or closes the subscriber) on the fast path too,
         and what the fast path writes is bounded by what the queue could have held."""
         # A list, not a deque: 56 bytes against 760 for every idle subscriber, and the
-        # lane is only ever appended to and emptied whole.
+        # lane is appended to and emptied from the front a write at a time.
         self.control: list[Message] = []
         """Control frames waiting to be written before any later message."""
         self.control_bytes = 0
@@ -313,11 +313,21 @@ class Outbox:
             self._announce(now)
             if control:
                 # Control frames go alone, ahead of any message; no policy holds them back.
-                written = tuple(control)
-                control.clear()
-                self.control_bytes = 0
-                self.control_frames += len(written)
-                self.fast_limit = self.low
+                # Like messages, a write stops after the frame that crosses the high-water
+                # mark: the rest wait in the lane for the buffer to drain.
+                buffered = write_buffer
+                count = 0
+                for frame in control:
+                    count += 1
+                    buffered += frame_size(len(frame.payload))
+                    if buffered > self.high:
+                        break
+                written = tuple(control[:count])
+                del control[:count]
+                self.control_bytes -= sum(len(frame.payload) for frame in written)
+                self.control_frames += count
+                if not control:
+                    self.fast_limit = self.low
                 return Write(written)
         if not queue:
             # Control frames and notices wait for the buffer to drain; messages (below)
