@@ -4,9 +4,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # Folders that exist on this branch (benchmarks/ may not yet).
-LINTED := $(wildcard src tests benchmarks examples)
+LINTED := $(wildcard src tests benchmarks examples mkdocs_hooks.py)
 
-.PHONY: setup test lint typecheck unit demo bench clean debian-packages bench-redis
+.PHONY: setup test lint typecheck unit docs demo bench clean debian-packages bench-redis
 
 BENCH_STAMP := $(VENV)/.bench-installed
 
@@ -26,10 +26,12 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # What the tests run from Debian, as COMMAND=PACKAGE: the Redis backplane's tests start
-# their own redis-server on a free port of 127.0.0.1, and tests/browser/ drives
-# /usr/bin/chromium headless. debian-packages installs those whose command is missing
-# (apt-get, as root), all in one apt-get.
-DEBIAN_PACKAGES := redis-server=redis-server /usr/bin/chromium=chromium
+# their own redis-server on a free port of 127.0.0.1, tests/browser/ drives
+# /usr/bin/chromium headless, and the serve tests publish with curl and make a
+# throwaway TLS certificate with openssl. debian-packages installs those whose command
+# is missing (apt-get, as root), all in one apt-get.
+DEBIAN_PACKAGES := redis-server=redis-server /usr/bin/chromium=chromium curl=curl \
+	openssl=openssl
 
 debian-packages:
 	@missing=""; \
@@ -44,7 +46,12 @@ debian-packages:
 unit: $(STAMP) debian-packages
 	$(BIN)/pytest
 
-test: lint typecheck unit
+# The documentation site, into site/: warnings (a broken link or anchor, a docstring
+# mkdocstrings cannot read) are errors.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+test: lint typecheck docs unit
 
 demo: $(STAMP)
 	$(BIN)/wsfanout demo
@@ -63,4 +70,4 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks.run $(ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis dist build
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis dist build site

@@ -5,7 +5,9 @@ discards what it is given, so what is measured is the Python work per delivery t
 sits on top of the system call: the part wsfanout can change. Three questions:
 
 - per delivery: ``Hub.publish`` against ``broadcast()`` and a bare ``transport.write``
-  loop (the floor), one message per loop iteration;
+  loop (the floor), one message per loop iteration; and the same hub recording its
+  latency histograms (``Hub(timings=True)``, as once metrics are registered), what
+  timing each publish costs;
 - topics: the cost of a publish to a topic with 10 subscribers while 0 or 10,000
   other subscribers listen to other topics (the index makes them cost nothing);
 - queue depth: the cost of offering a message to a subscriber that fell behind, with
@@ -94,10 +96,10 @@ async def per_call(fn: Callable[[], object], calls: int) -> float:
     return best
 
 
-async def hub_of(clients: int, policy: Policy | None = None) -> Hub:
+async def hub_of(clients: int, policy: Policy | None = None, **options: Any) -> Hub:
     """A hub with ``clients`` subscribers on discarding transports, subscribed until it
     closes (the ``subscribe()`` contexts are kept on the hub's side of this module)."""
-    hub = Hub(policy=policy)
+    hub = Hub(policy=policy, **options)
     contexts = [hub.subscribe(ws) for ws in connections(clients)]
     for context in contexts:
         await context.__aenter__()
@@ -111,6 +113,8 @@ _SUBSCRIBED: dict[Hub, list[Any]] = {}
 
 async def per_delivery(clients: int) -> dict[str, float]:
     hub = await hub_of(clients)
+    # A connection has one subscription: the timed hub gets connections of its own.
+    timed = await hub_of(clients, timings=True)
     conns = [subscriber.websocket for subscriber in hub.subscribers]
     text = "x" * 1024
     frame = b"\x81\x7e\x04\x00" + text.encode()
@@ -121,11 +125,13 @@ async def per_delivery(clients: int) -> dict[str, float]:
 
     result = {
         "wsfanout": await per_call(lambda: hub.publish(text), 200) / clients * 1e9,
+        "wsfanout, timings on": await per_call(lambda: timed.publish(text), 200) / clients * 1e9,
         "broadcast": await per_call(lambda: broadcast(conns, text), 200) / clients * 1e9,
         "floor": await per_call(floor, 200) / clients * 1e9,
     }
-    await hub.aclose(timeout=0.1)
-    _SUBSCRIBED.pop(hub)
+    for one in (hub, timed):
+        await one.aclose(timeout=0.1)
+        _SUBSCRIBED.pop(one)
     return result
 
 
@@ -146,9 +152,9 @@ async def notify_per_delivery(clients: int) -> dict[str, float]:
     return best
 
 
-async def topics(others: int) -> float:
+async def topics(others: int, *, timings: bool | None = None) -> float:
     """µs per publish to a topic of 10 subscribers, with ``others`` on other topics."""
-    hub = Hub()
+    hub = Hub(timings=timings)
     for n, ws in enumerate(connections(10 + others)):
         topic = "news" if n < 10 else f"other-{n % 100}"
         await hub.subscribe(ws, topics=[topic]).__aenter__()
@@ -181,6 +187,7 @@ async def _main() -> dict[str, Any]:
     return {
         "per_delivery_ns": {n: await per_delivery(n) for n in (100, 1000)},
         "topic_publish_us": {n: await topics(n) for n in (0, 10000)},
+        "topic_publish_timed_us": await topics(0, timings=True),
         "offer_ns_by_queue_depth": {n: queue_depth(n) for n in (0, 100, 1000)},
         "offer_notify_ns_by_queue_depth": {n: queue_depth(n, True) for n in (0, 100, 1000)},
         "notify_per_delivery_ns": await notify_per_delivery(1000),
@@ -203,6 +210,10 @@ def table(result: dict[str, Any]) -> str:
             lines.append(f"| ns per delivery, {clients} clients, {case} | {ns:.0f} |")
     for others, us in result["topic_publish_us"].items():
         lines.append(f"| µs per publish to 10 subscribers, {others} on other topics | {us:.1f} |")
+    timed = result["topic_publish_timed_us"]
+    lines.append(
+        f"| µs per publish to 10 subscribers, 0 on other topics, timings on | {timed:.1f} |"
+    )
     for depth, ns in result["offer_ns_by_queue_depth"].items():
         lines.append(f"| ns per offer to a lagging subscriber, {depth} queued | {ns:.0f} |")
     for depth, ns in result.get("offer_notify_ns_by_queue_depth", {}).items():

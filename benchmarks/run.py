@@ -103,7 +103,14 @@ def matrix(mode: str, duration: float) -> list[Cell]:
     d = duration
     if mode == "quick":
         return [
-            Cell("healthy-200", 200, 1024, 40, d, ["wsfanout", "broadcast", "picows", "floor"]),
+            Cell(
+                "healthy-200",
+                200,
+                1024,
+                40,
+                d,
+                ["wsfanout", "wsfanout-timed", "broadcast", "picows", "floor"],
+            ),
         ]
     key = ["wsfanout", "broadcast", "queue", "picows", "floor"]
     cells = [

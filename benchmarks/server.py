@@ -300,7 +300,8 @@ class Floor(WebsocketsCase):
 
 
 class Wsfanout(Case):
-    """wsfanout's Hub under one policy."""
+    """wsfanout's Hub under one policy (``timings``: recording its latency histograms, as
+    once metrics or an admin listener are on)."""
 
     def __init__(
         self,
@@ -309,11 +310,12 @@ class Wsfanout(Case):
         *,
         cork: bool = True,
         lowat: bool = True,
+        timings: bool | None = None,
     ) -> None:
         super().__init__(compression)
         # lowat=False: the hub leaves every socket as it is (no TCP_NOTSENT_LOWAT).
         off: dict[str, Any] = {} if lowat else {"notsent_lowat": None}
-        self.hub = Hub(policy=policy, cork=cork, **off)
+        self.hub = Hub(policy=policy, cork=cork, timings=timings, **off)
         self.stalled_subscribers: list[Any] = []
         self.server: Any = None
 
@@ -455,6 +457,7 @@ CASES: dict[str, Callable[[str], Case]] = {
     "wsfanout-dropoldest": lambda c: Wsfanout(c, DropOldest(max_messages=64)),
     "wsfanout-dropoldest-nolowat": lambda c: Wsfanout(c, DropOldest(max_messages=64), lowat=False),
     "wsfanout-nocork": lambda c: Wsfanout(c, None, cork=False),
+    "wsfanout-timed": lambda c: Wsfanout(c, None, timings=True),
     "websockets": Plain,
     "broadcast": Broadcast,
     "naive": Naive,

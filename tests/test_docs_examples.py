@@ -52,6 +52,7 @@ EXECUTED = [
     "how-to/topics.md",
     "how-to/subscribe.md",
     "how-to/statistics.md",
+    "how-to/observability.md",
     "how-to/shutdown.md",
     "how-to/gap-notices.md",
     "how-to/lossless.md",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import enum
 import inspect
 import re
+import typing
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +25,7 @@ import wsfanout.client
 import wsfanout.exceptions
 import wsfanout.files
 import wsfanout.lowlevel
+import wsfanout.metrics
 import wsfanout.policies
 
 FACES = (
@@ -34,6 +36,7 @@ FACES = (
     wsfanout.backplane,
     wsfanout.exceptions,
     wsfanout.client,
+    wsfanout.metrics,
 )
 
 REFERENCE = Path(__file__).resolve().parent.parent / "docs" / "reference.md"
@@ -41,7 +44,7 @@ REFERENCE = Path(__file__).resolve().parent.parent / "docs" / "reference.md"
 HEADING = re.compile(r"^(#{1,6}) `([A-Za-z_][\w.]*)", re.MULTILINE)
 ANY_HEADING = re.compile(r"^(#{1,6}) ", re.MULTILINE)
 
-NOT_CONSTRUCTED = {"Subscriber", "Backplane", "Inbound"}
+NOT_CONSTRUCTED = {"Subscriber", "Backplane", "Inbound", "HubMonitor"}
 """Classes users never construct: their constructor parameters are not documented."""
 
 
@@ -87,6 +90,10 @@ def members(cls: type) -> list[str]:
 
 
 def parameters(function: object) -> list[str]:
+    if typing.get_origin(function) is not None:
+        # A type alias (``Handler = Callable[...]``): Python 3.13 gives it the signature
+        # (*args, **kwargs), which are no parameters of wsfanout's.
+        return []
     try:
         signature = inspect.signature(function)  # type: ignore[arg-type]
     except (TypeError, ValueError):

@@ -33,10 +33,11 @@ FACES = (
     "wsfanout.backplane",
     "wsfanout.exceptions",
     "wsfanout.client",
+    "wsfanout.metrics",
     "wsfanout.testing",
 )
 
-NOT_CONSTRUCTED = {"Subscriber"}
+NOT_CONSTRUCTED = {"Subscriber", "HubMonitor"}
 """Classes users never construct: their constructor is not part of the API."""
 
 

@@ -9,7 +9,7 @@ See docs/how-to/policy-files.md; ``wsfanout check`` validates the same files.
 
 from ._files.policy_files import STAGE_KINDS, PolicyFile, dump_policy, parse_policy
 from ._files.presets import load_policy, load_policy_file, preset_names, presets
-from ._files.routes import Route, Routes, load_routes, parse_routes
+from ._files.routes import Route, Routes, TopicNotAllowed, load_routes, parse_routes
 from ._files.units import parse_duration, parse_size
 from ._public import publish_names as _publish_names
 
@@ -28,6 +28,7 @@ __all__ = [
     "parse_routes",
     "Routes",
     "Route",
+    "TopicNotAllowed",
     # values as files write them
     "parse_duration",
     "parse_size",

@@ -9,6 +9,7 @@ test folder's conftest can shadow.
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import queue
 import re
@@ -133,6 +134,23 @@ def _limit_descriptors(limit: int) -> Any:
 def client(url: str, path: str = "/", **kwargs: Any) -> ClientConnection:
     ws: ClientConnection = connect(url + path, open_timeout=GUARD, close_timeout=GUARD, **kwargs)
     return ws
+
+
+def one_client_per_worker(
+    server: Process, url: str, workers: int, stack: contextlib.ExitStack, query: str = ""
+) -> list[ClientConnection]:
+    """One client on each of ``workers`` worker processes, each with ``query`` (such as
+    ``?topic=a``): clients connect until each worker has one (the kernel picks the
+    worker; at most 64 tries), the others stay open in ``stack``."""
+    chosen: dict[int, ClientConnection] = {}
+    for n in range(64):
+        path = f"/w{n}{query}"
+        ws = stack.enter_context(client(url, path))
+        found = server.wait_for(rf"worker (\d+): client connected: \S+ {re.escape(path)} ")
+        chosen.setdefault(int(found[1]), ws)
+        if len(chosen) == workers:
+            return list(chosen.values())
+    raise AssertionError(f"64 clients, all on workers {sorted(chosen)}")
 
 
 def close_code(ws: ClientConnection) -> int | None:

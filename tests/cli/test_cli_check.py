@@ -120,7 +120,43 @@ SERVE = ["serve", "--policy", "chat"]
 @pytest.mark.parametrize(
     ("args", "env", "message"),
     [
-        (["serve"], {}, "serve: error: one of the arguments --policy --routes is required"),
+        (
+            [*SERVE, "--unix", "/tmp/x.sock", "--port", "9000"],
+            {},
+            "serve: error: --port 9000: give --unix PATH or a host and port, not both",
+        ),
+        (
+            [*SERVE, "--tls-cert", "cert.pem"],
+            {},
+            "serve: error: --tls-cert cert.pem: needs --tls-key FILE too",
+        ),
+        (
+            [*SERVE, "--compression", "zip"],
+            {},
+            "serve: error: argument --compression: 'zip' is not one of shared, per-connection, off",
+        ),
+        (
+            [*SERVE, "--publish-token-env", "WSFANOUT_TEST_EMPTY", "--no-http-publish"],
+            {"WSFANOUT_TEST_EMPTY": "x"},
+            "serve: error: --publish-token-env WSFANOUT_TEST_EMPTY: needs --http-publish, "
+            "which is off",
+        ),
+        (
+            SERVE,
+            {"WSFANOUT_PORT": "http"},
+            "serve: error: WSFANOUT_PORT='http' is not a port number",
+        ),
+        (
+            SERVE,
+            {"WSFANOUT_EXIT_ON_EOF": "sometimes"},
+            "serve: error: WSFANOUT_EXIT_ON_EOF='sometimes' is not a boolean (expected true or "
+            "false, 1 or 0, yes or no, on or off)",
+        ),
+        (
+            ["serve"],
+            {"WSFANOUT_POLICY": "chat", "WSFANOUT_ROUTES": "r.toml"},
+            "serve: error: WSFANOUT_POLICY and WSFANOUT_ROUTES: give one of them, not both",
+        ),
         (
             [*SERVE, "--routes", "r.toml"],
             {},
@@ -177,7 +213,7 @@ SERVE = ["serve", "--policy", "chat"]
         (
             [*SERVE, "--key-field", ""],
             {},
-            "serve: error: --key-field: expected a field name, not an empty string",
+            "serve: error: argument --key-field: '' is empty (expected a field name)",
         ),
         (["demo", "--clients", "0"], {}, "demo: error: argument --clients: '0' must be >= 1"),
         (
@@ -190,8 +226,8 @@ SERVE = ["serve", "--policy", "chat"]
         (
             [*SERVE, "--host", ""],
             {},
-            "serve: error: --host: expected an address, not an empty string "
-            "(0.0.0.0 means every interface)",
+            "serve: error: argument --host: '' is empty "
+            "(expected an address; 0.0.0.0 means every interface)",
         ),
     ],
 )

@@ -39,13 +39,53 @@ def test_a_short_demo_shows_the_crowd_and_a_summary(display: str) -> None:
         ("slow-6", "dashboard"),
     ]:
         assert re.search(rf"^{name} +{policy} +\S", out, re.MULTILINE), f"{name} not in the table"
-    assert "  fast-1 (chat): received 400 of 400, all of them, in order" in out
-    assert "  fast-5 (log-tail): received 400 of 400, all of them, in order" in out
-    conflated = re.search(
-        r"slow-2 \(market-data\): received \d+; its policy dropped \d+ and replaced (\d+)", out
+    assert "  fast-1 (chat): read 400 of 400, all of them, in order" in out
+    assert "  fast-5 (log-tail): read 400 of 400, all of them, in order" in out
+    assert "written: messages the server wrote to the client's connection; read:" in out
+    slow = re.search(
+        r"slow-2 \(market-data\): read \d+; its policy dropped (\d+) \((\d+) of them replaced",
+        out,
     )
-    assert conflated is not None
-    assert int(conflated[1]) > 0, "a slow market-data client should have had updates conflated"
+    assert slow is not None
+    replaced, dropped = int(slow[2]), int(slow[1])
+    assert replaced > 0, "a slow market-data client should have had updates conflated"
+    assert dropped >= replaced, "dropped counts every message let go, the replaced ones too"
+    # The last table's columns: a fast client read what was written to it.
+    rows = re.findall(r"^fast-1 +chat +\S+ +(\d+) +(\d+) +(\d+) +(\d+)", out, re.MULTILINE)
+    assert rows, "fast-1 not in the table"
+    assert rows[-1] == ("400", "400", "0", "0")
     assert out.rstrip().endswith(
         "Fast clients were unaffected by the 4 others: every message, in order."
     )
+
+
+def test_the_demo_serves_its_crowd_on_the_status_page() -> None:
+    import json
+    import urllib.request
+
+    demo = subprocess.Popen(
+        [str(WSFANOUT), "demo", "--duration", "3", "--clients", "5", "--plain"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert demo.stdout is not None
+        for line in demo.stdout:
+            found = re.search(r"Watch them live in a browser: (http://127\.0\.0\.1:\d+/)$", line)
+            if found:
+                break
+        else:
+            raise AssertionError("the demo printed no status page address")
+        with urllib.request.urlopen(found[1] + "clients", timeout=15) as response:
+            page = json.load(response)
+        # Each client under its preset's name (the flapping one may be away just now).
+        policies = {c["policy"] for c in page["clients"]}
+        assert {"chat", "market-data", "notifications", "log-tail"} <= policies
+        assert policies <= {"chat", "market-data", "notifications", "log-tail", "dashboard"}
+        with urllib.request.urlopen(found[1], timeout=15) as response:
+            assert b"<title>wsfanout status</title>" in response.read()
+        assert demo.wait(timeout=60) == 0
+    finally:
+        demo.kill()
+        demo.wait()

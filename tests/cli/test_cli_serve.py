@@ -116,6 +116,10 @@ def test_a_client_sending_more_than_max_size_is_closed_with_1009(
         ws.send("x" * 1024)  # at the limit: accepted
         ws.send("x" * 1025)
         assert close_code(ws) == 1009
+    assert server.wait_for(r"client disconnected: 127\.0\.0\.1:\d+ / (.*)$")[1] == (
+        "sent 0, dropped 0, closed: 1009 message too big: frame exceeds limit of 1024 bytes "
+        "(max_size)"
+    )
     server.signal(signal.SIGTERM)
     assert server.exit_code() == 0
 

@@ -83,7 +83,8 @@ def test_two_workers_on_one_port_give_every_client_every_line_in_order(
     listening = server.wait_for(r"^wsfanout: listening on (ws://127\.0\.0\.1:\d+) \((.*)\)$")
     url = listening[1]
     assert listening[2] == (
-        f"policy {policy}, 2 workers, redis {redis_server.url}, input channel news"
+        f"policy {policy}, compression shared, 2 workers, redis {redis_server.url}, "
+        "input channel news"
     )
     with contextlib.ExitStack() as stack:
         clients = clients_on_every_worker(server, url, 2, stack)
@@ -124,7 +125,8 @@ def test_servers_sharing_a_redis_deliver_each_others_input_once(
     a = wsfanout(["serve", "--policy", "chat", "--port", "0", "--redis", redis_server.url])
     b = wsfanout(["serve", "--policy", "chat", "--port", "0", "--redis", redis_server.url])
     pattern = (
-        r"^wsfanout: listening on (ws://\S+) \(policy chat, redis redis://127\.0\.0\.1:\d+/0\)$"
+        r"^wsfanout: listening on (ws://\S+) "
+        r"\(policy chat, compression shared, redis redis://127\.0\.0\.1:\d+/0\)$"
     )
     url_a, url_b = a.wait_for(pattern)[1], b.wait_for(pattern)[1]
     with client(url_a, "/on-a") as on_a, client(url_b, "/on-b") as on_b:
@@ -165,9 +167,12 @@ def test_workers_close_their_clients_and_exit_when_serve_is_killed(
     # SO_REUSEPORT lets processes of one user share a port: a second server must not.
     other = wsfanout(["serve", "--policy", "chat", "--port", str(port), *scaling])
     assert other.exit_code() == 1
-    assert other.rest() == [
+    rest = other.rest()
+    assert rest[-1] == (
         f"wsfanout serve: error: cannot listen on 127.0.0.1:{port}: Address already in use"
-    ]
+    )
+    # Before it, only the backplane's own news: it connected to Redis.
+    assert all(re.search(r"^wsfanout: \S+ connected to Redis at ", line) for line in rest[:-1])
     with contextlib.ExitStack() as stack:
         clients = clients_on_every_worker(server, url, 2, stack)
         server.popen.kill()  # no signal handler runs: the workers see their parent vanish
@@ -278,15 +283,15 @@ REDIS = ["serve", "--policy", "chat", "--redis", "redis://127.0.0.1:6379/0"]
         ),
         (
             ["serve", "--policy", "chat", "--workers", "2"],
-            "--workers needs --redis URL: worker processes share messages through it",
+            "--workers 2: needs --redis URL (worker processes share messages through it)",
         ),
         (
             ["serve", "--policy", "chat", "--workers", "1"],
-            "--workers needs --redis URL: worker processes share messages through it",
+            "--workers 1: needs --redis URL (worker processes share messages through it)",
         ),
         (
             ["serve", "--policy", "chat", "--input-channel", "news"],
-            "--input-channel needs --redis URL",
+            "--input-channel news: needs --redis URL",
         ),
         (
             ["serve", "--policy", "chat", "--redis", "http://127.0.0.1:6379"],
@@ -305,7 +310,7 @@ REDIS = ["serve", "--policy", "chat", "--redis", "redis://127.0.0.1:6379/0"]
         ),
         (
             [*REDIS, "--input-channel", ""],
-            "--input-channel: expected a channel name, not an empty string",
+            "argument --input-channel: '' is empty (expected a Redis channel name or pattern)",
         ),
         (
             [*REDIS, "--input-channel", "wsfanout:all"],
@@ -313,14 +318,24 @@ REDIS = ["serve", "--policy", "chat", "--redis", "redis://127.0.0.1:6379/0"]
             "reach every client; name another channel",
         ),
         (
+            [*REDIS, "--input-channel", "news", "--input-channel", "wsfan*"],
+            "--input-channel wsfan*: the backplane's own channels (wsfanout:*) already "
+            "reach every client; name another channel",
+        ),
+        (
+            [*REDIS, "--workers", "2", "--unix", "/tmp/wsfanout.sock"],
+            "--workers 2: needs a host and port: worker processes share a TCP port, not a "
+            "Unix socket",
+        ),
+        (
             [*REDIS, "--workers", "2", "--exit-on-eof"],
-            "--exit-on-eof needs a single process, not --workers 2: the process reading "
-            "standard input has no clients of its own",
+            "--exit-on-eof: needs a single process, not --workers 2 (the process reading "
+            "standard input has no clients of its own)",
         ),
         (
             [*REDIS, "--workers", "3", "--wait-clients", "1"],
-            "--wait-clients needs a single process, not --workers 3: the process reading "
-            "standard input has no clients of its own",
+            "--wait-clients 1: needs a single process, not --workers 3 (the process reading "
+            "standard input has no clients of its own)",
         ),
     ],
 )

@@ -8,7 +8,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request
 
 from wsfanout import PolicyFileError
-from wsfanout.files import Route, Routes, load_policy, load_routes, parse_routes
+from wsfanout.files import Route, Routes, TopicNotAllowed, load_policy, load_routes, parse_routes
 from wsfanout.policies import DropOldest, SkipToLatest
 
 ROUTES = """
@@ -101,7 +101,17 @@ def test_routes_written_in_code_are_the_same_function() -> None:
         ),
         (
             'default = "chat"\nroutes = []\n',
-            r'^routes\.toml: routes: unknown key \(expected one of "default", "route"\)$',
+            r'^routes\.toml: routes: unknown key \(expected one of "default", "default_topics", '
+            r'"route"\)$',
+        ),
+        (
+            'default = "chat"\n[[route]]\npath = "/a"\npolicy = "chat"\ntopics = "news"\n',
+            r'^routes\.toml: route\[0\]\.topics: "news" is not a list of topic names '
+            r'\(expected e\.g\. \["news", "alerts"\]\)$',
+        ),
+        (
+            'default = "chat"\ndefault_topics = ["news", ""]\n',
+            r'^routes\.toml: default_topics: \["news", ""\] is not a list of topic names ',
         ),
         (
             'default = "chat"\n[[route]]\npath = "/a"\n',
@@ -116,7 +126,7 @@ def test_routes_written_in_code_are_the_same_function() -> None:
         (
             'default = "chat"\n[[route]]\npath = "/a"\npolicy = "chat"\nmethod = "GET"\n',
             r'^routes\.toml: route\[0\]\.method: unknown key \(expected one of "path", "query", '
-            r'"header", "subprotocol", "policy"\)$',
+            r'"header", "subprotocol", "policy", "topics"\)$',
         ),
         (
             'default = "chat"\n[[route]]\nquery = "client=mobile"\npolicy = "chat"\n',
@@ -162,3 +172,25 @@ def test_an_error_in_a_referenced_policy_file_names_both_files(tmp_path: Path) -
         match=rf'^{routes_file}: default: {mine}: stage\[0\]\.rate: "fast" is not a rate ',
     ):
         load_routes(tmp_path / "routes.toml")
+
+
+def test_a_route_sets_or_restricts_the_topics_of_its_subscribers() -> None:
+    routes = parse_routes(
+        'default = "dashboard"\ndefault_topics = ["public"]\n'
+        '[[route]]\npath = "/desk/*"\npolicy = "chat"\ntopics = ["news", "alerts", "news"]\n'
+        '[[route]]\npath = "/all/*"\npolicy = "chat"\n',
+        filename="routes.toml",
+    )
+    desk, anything = routes.routes
+    assert desk.topics == ("news", "alerts")
+    assert desk.topics_for(None) == frozenset({"news", "alerts"})
+    assert desk.topics_for(["alerts"]) == frozenset({"alerts"})
+    with pytest.raises(TopicNotAllowed) as refused:
+        desk.topics_for(["alerts", "secret", "payroll"])
+    assert str(refused.value) == (
+        'topic "payroll" not allowed here (expected one of "news", "alerts")'
+    )
+    assert (refused.value.topic, refused.value.allowed) == ("payroll", ("news", "alerts"))
+    assert anything.topics_for(None) is None  # every topic
+    assert anything.topics_for(["x", "y"]) == frozenset({"x", "y"})
+    assert routes.default.topics_for(None) == frozenset({"public"})

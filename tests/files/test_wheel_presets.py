@@ -1,5 +1,6 @@
-"""The presets are found by name, and the JavaScript client is there, after a plain
-install of the built wheel.
+"""The presets are found by name, and the JavaScript client and the status page are
+there, after a plain install of the built wheel, which carries its licence and the one
+version.
 
 Builds the wheel with the build backend already in the dev environment (no download),
 installs it in a new virtual environment, and runs it from outside the checkout.
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+import wsfanout
 from wsfanout import client_script_source
 from wsfanout.files import load_policy, preset_names
 
@@ -61,8 +63,14 @@ def test_the_installed_wheel_finds_every_preset_and_the_javascript_client(
         "print(' '.join(wsfanout.files.preset_names()))\n"
         "print(repr(wsfanout.files.load_policy('market-data')))\n"
         "print(wsfanout.client_script_source().hex())\n"
+        "import importlib.resources\n"
+        "page = importlib.resources.files('wsfanout._cli').joinpath('status.html')\n"
+        "print(page.read_text().count('<title>wsfanout status</title>'))\n"
     )
-    where, names, market_data, script_hex = run(python, "-c", script, cwd=tmp_path).splitlines()
+    where, names, market_data, script_hex, page = run(
+        python, "-c", script, cwd=tmp_path
+    ).splitlines()
+    assert page == "1", "the status page is not in the wheel"
     assert Path(where).is_relative_to(venv), "imported the checkout, not the wheel"
     assert tuple(names.split()) == preset_names()
     assert market_data == repr(load_policy("market-data"))
@@ -70,3 +78,16 @@ def test_the_installed_wheel_finds_every_preset_and_the_javascript_client(
     listing = run(venv / "bin" / "wsfanout", "check", "--list", cwd=tmp_path)
     for name in preset_names():
         assert f"  {name}\n" in listing
+
+    # Packaging: the licence ships, and the version has one source.
+    metadata = "import importlib.metadata as m\nd = m.metadata('wsfanout')\n" + (
+        "print(d['Version']); print(d['License-Expression']); print(d['License-File'])\n"
+        "import wsfanout; print(wsfanout.__version__)\n"
+        "print(sorted(m.files('wsfanout'), key=str) and "
+        "any(str(f).endswith('licenses/LICENSE') for f in m.files('wsfanout')))\n"
+    )
+    version, expression, license_file, module_version, shipped = run(
+        python, "-c", metadata, cwd=tmp_path
+    ).splitlines()
+    assert (version, module_version) == (wsfanout.__version__, wsfanout.__version__)
+    assert (expression, license_file, shipped) == ("MIT", "LICENSE", "True")

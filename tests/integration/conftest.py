@@ -6,11 +6,10 @@ import logging
 from collections.abc import AsyncIterator
 
 import pytest
-from websockets.asyncio.server import serve
 
 from wsfanout import Hub
 
-from .wsnet import LoopGuard, Net
+from .wsnet import LoopGuard, Net, served
 
 CLOSE_TIMEOUT = 0.5
 """The hub's close timeout in these tests: a stalled client is aborted after it."""
@@ -29,10 +28,5 @@ async def loop_guard(caplog: pytest.LogCaptureFixture) -> AsyncIterator[None]:
 @pytest.fixture
 async def net(loop_guard: None) -> AsyncIterator[Net]:
     """A hub served on 127.0.0.1 port 0; connect clients with ``net.connect(...)``."""
-    network = Net(Hub(close_timeout=CLOSE_TIMEOUT))
-    server = await serve(network.handler, "127.0.0.1", 0, close_timeout=1.0)
-    network.attach_server(server)
-    try:
+    async with served(Hub(close_timeout=CLOSE_TIMEOUT)) as network:
         yield network
-    finally:
-        await network.shutdown()

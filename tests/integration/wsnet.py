@@ -17,15 +17,16 @@ keeps its kernel from hiding the stall. Calling :meth:`Client.read` later resume
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import itertools
 import logging
 import socket
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.asyncio.server import Server, ServerConnection
+from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Data
 
@@ -35,6 +36,7 @@ from wsfanout._shell.relay import run_relay
 
 __all__ = [
     "STALLED_RCVBUF",
+    "served",
     "Body",
     "Client",
     "LoopGuard",
@@ -125,10 +127,12 @@ class Route:
         topics: Iterable[str] | None,
         body: Body | None,
         on_message: OnMessage | None = None,
+        policy_name: str | None = None,
     ) -> None:
         loop = asyncio.get_running_loop()
         self.path = path
         self.policy = policy
+        self.policy_name = policy_name
         self.topics = None if topics is None else frozenset(topics)
         self.body = body
         self.on_message = on_message
@@ -306,7 +310,11 @@ class Net:
                 # scheduled now runs once it is attached.
                 asyncio.get_running_loop().call_soon(self._joined, route, ws)
                 stats = await self.hub.serve(
-                    ws, policy=route.policy, topics=route.topics, on_message=route.on_message
+                    ws,
+                    policy=route.policy,
+                    topics=route.topics,
+                    on_message=route.on_message,
+                    policy_name=route.policy_name,
                 )
         except BaseException as exc:
             if not route.joined.done():
@@ -338,6 +346,7 @@ class Net:
         compression: str | None = None,
         body: Body | None = None,
         on_message: OnMessage | None = None,
+        policy_name: str | None = None,
     ) -> Client:
         """Connect a client, wait until the hub has attached it, and return it.
 
@@ -351,6 +360,7 @@ class Net:
             topics=topics,
             body=body,
             on_message=on_message,
+            policy_name=policy_name,
         )
         self.routes[path] = route
         if stalled:
@@ -391,3 +401,16 @@ class Net:
                 route.served.result()  # a handler that failed fails the test here
             if route.joined.done() and not route.joined.cancelled():
                 route.joined.exception()
+
+
+@contextlib.asynccontextmanager
+async def served(hub: Hub, **options: Any) -> AsyncIterator[Net]:
+    """``hub`` behind a real server on 127.0.0.1 port 0 (``options`` are ``serve()``'s),
+    its clients aborted, the hub and the server closed when the block ends."""
+    network = Net(hub)
+    server = await serve(network.handler, "127.0.0.1", 0, **{"close_timeout": 1.0, **options})
+    network.attach_server(server)
+    try:
+        yield network
+    finally:
+        await network.shutdown()

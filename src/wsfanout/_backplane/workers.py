@@ -73,6 +73,7 @@ class WorkerOptions:
     handler: Handler
     close_timeout: float = 5.0
     serve_options: Mapping[str, Any] = attrs.field(factory=dict)
+    setup: Callable[[Hub], None] | None = None
 
 
 class WorkerPool:
@@ -86,7 +87,9 @@ class WorkerPool:
     ``close_timeout`` bounds each client's close when a worker stops.
     ``serve_options`` are more keyword arguments of websockets' ``serve()``
     (``origins``, ``max_size``, ``process_request``, ...); like ``handler``, they are
-    pickled to each worker.
+    pickled to each worker. ``setup(hub)``, if given, runs in each worker once its hub
+    exists, before it listens (to hand the hub to what ``serve_options`` hold, such as
+    an endpoint that publishes).
     """
 
     def __init__(
@@ -103,6 +106,7 @@ class WorkerPool:
         handler: Handler = subscribe_all,
         close_timeout: float = 5.0,
         serve_options: Mapping[str, Any] | None = None,
+        setup: Callable[[Hub], None] | None = None,
     ) -> None:
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise invalid("workers", workers, "must be an int >= 1", ConfigError)
@@ -139,6 +143,7 @@ class WorkerPool:
             handler=handler,
             close_timeout=float(close_timeout),
             serve_options=extra,
+            setup=setup,
         )
         self._reservation: socket.socket | None = None
         self._processes: list[BaseProcess] = []
@@ -326,6 +331,8 @@ async def _serve(index: int, options: WorkerOptions, pipe: Connection) -> None:
         heartbeat=options.heartbeat,
     )
     hub = Hub(policy=options.policy, backplane=backplane, close_timeout=options.close_timeout)
+    if options.setup is not None:
+        options.setup(hub)
     await backplane.start()
 
     async def handler(websocket: ServerConnection) -> None:

@@ -20,12 +20,12 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from websockets.asyncio.server import ServerConnection
-from websockets.exceptions import InvalidOrigin
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from .._shell.client_script import client_script
 from .._shell.sockets import abort_with_reset
+from .logs import log_refused
 
 if TYPE_CHECKING:
     from .serve import Log, ServeOptions
@@ -38,10 +38,12 @@ __all__ = [
     "default_max_handshakes",
     "SelectSubprotocol",
     "Slots",
+    "check_token",
     "peer",
     "presented_token",
     "redacted",
     "redacted_url",
+    "refuse",
 ]
 
 
@@ -99,7 +101,36 @@ def peer(connection: ServerConnection) -> str:
     if isinstance(address, tuple) and len(address) >= 2:
         host = address[0]
         return f"[{host}]:{address[1]}" if ":" in host else f"{host}:{address[1]}"
-    return str(address)
+    return str(address) or "unix"  # a Unix socket's peer has no address
+
+
+def refuse(
+    connection: ServerConnection,
+    log: Log,
+    status: http.HTTPStatus,
+    why: str,
+    secret: str | bytes | None = None,
+) -> Response:
+    """A plain text refusal, logged as ``refused PEER PATH: STATUS WHY`` with the path
+    redacted (``secret`` hidden wherever it appears)."""
+    request = connection.request
+    path = redacted(request.path, secret) if request is not None else "?"
+    log_refused(log, peer(connection), path, status.value, why)
+    return connection.respond(status, f"{why}\n")
+
+
+def check_token(
+    connection: ServerConnection, request: Request, token: bytes, log: Log
+) -> Response | None:
+    """401 without a token, 403 with a wrong one (compared in constant time), else None."""
+    presented = presented_token(request)
+    if presented is None:
+        response = refuse(connection, log, http.HTTPStatus.UNAUTHORIZED, "missing token", token)
+        response.headers["WWW-Authenticate"] = 'Bearer realm="wsfanout"'
+        return response
+    if not hmac.compare_digest(presented.encode(), token):
+        return refuse(connection, log, http.HTTPStatus.FORBIDDEN, "wrong token", token)
+    return None
 
 
 class Slots(Protocol):
@@ -125,44 +156,29 @@ class Gate:
         self.slots = slots
         self.log = log
 
-    def _refuse(self, connection: ServerConnection, status: http.HTTPStatus, why: str) -> Response:
-        request = connection.request
-        path = redacted(request.path, self.token) if request is not None else "?"
-        self.log(f"refused {peer(connection)} {path}: {status.value} {why}")
-        return connection.respond(status, f"{why}\n")
-
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         script = client_script(connection, request)
         if script is not None:
             return script
         if self.token is None:
             return None
-        presented = presented_token(request)
-        if presented is None:
-            response = self._refuse(connection, http.HTTPStatus.UNAUTHORIZED, "missing token")
-            response.headers["WWW-Authenticate"] = 'Bearer realm="wsfanout"'
-            return response
-        if not hmac.compare_digest(presented.encode(), self.token):
-            return self._refuse(connection, http.HTTPStatus.FORBIDDEN, "wrong token")
-        return None
+        return check_token(connection, request, self.token, self.log)
 
     def process_response(
         self, connection: ServerConnection, request: Request, response: Response
     ) -> Response | None:
         if response.status_code != http.HTTPStatus.SWITCHING_PROTOCOLS:
-            if isinstance(connection.protocol.handshake_exc, InvalidOrigin):
-                origin = request.headers.get("Origin", "none")
-                why = f"403 origin {origin} not allowed"
-                self.log(f"refused {peer(connection)} {redacted(request.path, self.token)}: {why}")
-            return None
+            return None  # refused by websockets itself: logged by http.log_refusals
         slots = self.slots
         if slots is None:
             return None
         if not slots.acquire(False):
-            return self._refuse(
+            return refuse(
                 connection,
+                self.log,
                 http.HTTPStatus.SERVICE_UNAVAILABLE,
                 f"too many clients (max {self.max_clients})",
+                self.token,
             )
         connection.connection_lost_waiter.add_done_callback(lambda _: slots.release())
         return None

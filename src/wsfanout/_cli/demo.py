@@ -22,6 +22,7 @@ import json
 import random
 import socket
 import sys
+import textwrap
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -36,6 +37,7 @@ from .._files.presets import load_policy, preset_names
 from .._files.routes import Route, Routes
 from .._shell.hub import Hub
 from .._shell.subscriber import Subscriber
+from .admin import AdminServer
 
 __all__ = ["run_demo"]
 
@@ -100,9 +102,9 @@ class Member:
             every.append(current)
         close = next((s.close for s in reversed(every) if s.close is not None), None)
         return {
-            "delivered": sum(s.sent for s in every),
-            "dropped": sum(s.dropped_oldest + s.dropped_newest + s.disconnected for s in every),
-            "conflated": sum(s.conflated + s.skipped for s in every),
+            "written": sum(s.sent for s in every),
+            "dropped": sum(s.dropped for s in every),
+            "replaced": sum(s.conflated + s.skipped for s in every),
             "queued": current.queued_messages if current is not None else 0,
             "peak": max((s.peak_messages for s in every), default=0),
             "lag": current.lag if current is not None else 0.0,
@@ -197,7 +199,16 @@ async def _client(uri: str, member: Member, done: asyncio.Event, rng: random.Ran
 
 # -- rendering ------------------------------------------------------------------------
 
-COLUMNS = ("client", "policy", "state", "delivered", "dropped", "conflated", "queue", "lag")
+COLUMNS = ("client", "policy", "state", "written", "read", "dropped", "replaced", "queue", "lag")
+
+LEGEND = (
+    "written: messages the server wrote to the client's connection; read: messages the "
+    "client read; dropped: messages its policy let go, for any reason (SubscriberStats."
+    "dropped: evicted, refused, replaced, or queued when it closed); replaced: the "
+    "dropped ones a newer message replaced (conflated by key, or skipped to the latest); "
+    "queue: messages waiting; lag: seconds behind."
+)
+"""What each column counts, printed under the table: one meaning per word."""
 
 
 def rows(members: list[Member]) -> Iterator[tuple[str, ...]]:
@@ -207,9 +218,10 @@ def rows(members: list[Member]) -> Iterator[tuple[str, ...]]:
             m.name,
             m.preset,
             m.state(),
-            str(t["delivered"]),
+            str(t["written"]),
+            str(m.received),
             str(t["dropped"]),
-            str(t["conflated"]),
+            str(t["replaced"]),
             str(t["queued"]),
             f"{t['lag']:.1f}s",
         )
@@ -297,7 +309,9 @@ class _Screen:
 # -- the demo -------------------------------------------------------------------------
 
 
-async def _run(duration: float, size: int, rate: int, plain: bool) -> int:
+async def _run(
+    duration: float, size: int, rate: int, plain: bool, admin_at: tuple[str, int]
+) -> int:
     members = crowd(size)
     by_name = {m.name: m for m in members}
     routes = demo_routes()
@@ -309,8 +323,12 @@ async def _run(duration: float, size: int, rate: int, plain: bool) -> int:
     async def handler(ws: ServerConnection) -> None:
         assert ws.request is not None
         member = by_name[ws.request.path.split("?")[0].strip("/")]
+        assert ws.request is not None
+        route = routes.route_for(ws.request, ws.subprotocol)
         try:
-            async with hub.subscribe(ws, policy=routes(ws)) as subscriber:
+            async with hub.subscribe(
+                ws, policy=route.policy, policy_name=route.policy_name
+            ) as subscriber:
                 member.subscriber = subscriber
                 member.connections += 1
                 if all(m.connections for m in members):
@@ -324,57 +342,70 @@ async def _run(duration: float, size: int, rate: int, plain: bool) -> int:
         member.subscriber = None
 
     screen = _Screen(members, plain)
-    async with serve(handler, "127.0.0.1", 0, compression=None) as server:
-        port = server.sockets[0].getsockname()[1]
-        rng = random.Random(5)
-        tasks = [
-            asyncio.create_task(
-                _client(f"ws://127.0.0.1:{port}/{m.name}?policy={m.preset}", m, done, rng)
+    admin = AdminServer(hub, interval=0.5)
+    try:
+        await admin.start(*admin_at)
+    except OSError as exc:
+        screen.write(f"cannot serve the status page on {admin_at[0]}:{admin_at[1]}: {exc}")
+        return 1
+    try:
+        async with serve(handler, "127.0.0.1", 0, compression=None) as server:
+            port = server.sockets[0].getsockname()[1]
+            rng = random.Random(5)
+            tasks = [
+                asyncio.create_task(
+                    _client(f"ws://127.0.0.1:{port}/{m.name}?policy={m.preset}", m, done, rng)
+                )
+                for m in members
+            ]
+            try:
+                await asyncio.wait_for(joined.wait(), SETTLE)
+            except TimeoutError:
+                screen.write("the crowd did not join in time")
+                return 1
+            kinds = ", ".join(
+                f"{sum(m.speed == s for m in members)} {s}"
+                for s in ("fast", "slow", "stalled", "flapping")
             )
-            for m in members
-        ]
-        try:
-            await asyncio.wait_for(joined.wait(), SETTLE)
-        except TimeoutError:
-            screen.write("the crowd did not join in time")
-            return 1
-        kinds = ", ".join(
-            f"{sum(m.speed == s for m in members)} {s}"
-            for s in ("fast", "slow", "stalled", "flapping")
-        )
-        screen.write(
-            f"wsfanout demo: publishing {rate} messages/s for {duration:g} s to {len(members)} "
-            f"clients ({kinds}), each under a preset.\n"
-        )
-        start = screen.last_plain = loop.time()
-        published = 0
-        total = max(1, round(duration * rate))
-        screen.start("starting")
-        tick = 0.05
-        while published < total:
-            now = loop.time()
-            due = min(int((now - start) * rate) + 1, total)
-            for seq in range(published, due):
-                key = f"SYM{seq % KEYS}"
-                hub.publish(json.dumps({"seq": seq, "key": key, "pad": PAD}), key=key)
-            published = max(published, due)
-            screen.update(f"t = {now - start:4.1f} s, {published} published", now)
-            await asyncio.sleep(tick)
+            admin.ready()
+            screen.write(
+                f"wsfanout demo: publishing {rate} messages/s for {duration:g} s to {len(members)} "
+                f"clients ({kinds}), each under a preset.\n"
+                f"Watch them live in a browser: {admin.url}\n"
+            )
+            screen.write(textwrap.fill(LEGEND, 88) + "\n")
+            start = screen.last_plain = loop.time()
+            published = 0
+            total = max(1, round(duration * rate))
+            screen.start("starting")
+            tick = 0.05
+            while published < total:
+                now = loop.time()
+                due = min(int((now - start) * rate) + 1, total)
+                for seq in range(published, due):
+                    key = f"SYM{seq % KEYS}"
+                    hub.publish(json.dumps({"seq": seq, "key": key, "pad": PAD}), key=key)
+                published = max(published, due)
+                screen.update(f"t = {now - start:4.1f} s, {published} published", now)
+                await asyncio.sleep(tick)
 
-        # Fast clients have every message on its way; give them a moment to read it.
-        fast = [m for m in members if m.speed == "fast"]
-        deadline = loop.time() + SETTLE
-        while loop.time() < deadline and any(m.received < published for m in fast):
-            screen.update(f"finishing: {published} published", loop.time())
-            await asyncio.sleep(tick)
-        screen.stop(f"after {duration:g} s: {published} published")
-        final = {m.name: m.totals() for m in members}  # before closing counts as losses
+            # Fast clients have every message on its way; give them a moment to read it.
+            fast = [m for m in members if m.speed == "fast"]
+            deadline = loop.time() + SETTLE
+            while loop.time() < deadline and any(m.received < published for m in fast):
+                screen.update(f"finishing: {published} published", loop.time())
+                await asyncio.sleep(tick)
+            screen.stop(f"after {duration:g} s: {published} published")
+            final = {m.name: m.totals() for m in members}  # before closing counts as losses
 
-        done.set()
-        await hub.aclose(code=1001, timeout=0.5)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+            done.set()
+            admin.stopping()
+            await hub.aclose(code=1001, timeout=0.5)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        await admin.aclose()
     return _summary(members, final, published, screen.write)
 
 
@@ -392,13 +423,11 @@ def _summary(
             whole = m.received == published and m.missed == 0 and m.reordered == 0
             unaffected &= whole
             verdict = "all of them, in order" if whole else f"missed {published - m.received}"
-            lines.append(
-                f"  {m.name} ({m.preset}): received {m.received} of {published}, {verdict}"
-            )
+            lines.append(f"  {m.name} ({m.preset}): read {m.received} of {published}, {verdict}")
         elif m.speed == "slow":
             lines.append(
-                f"  {m.name} ({m.preset}): received {m.received}; its policy dropped "
-                f"{t['dropped']} and replaced {t['conflated']} with newer ones, "
+                f"  {m.name} ({m.preset}): read {m.received}; its policy dropped "
+                f"{t['dropped']} ({t['replaced']} of them replaced by newer ones), "
                 f"{t['queued']} queued at the end"
             )
         elif m.speed == "stalled":
@@ -411,7 +440,7 @@ def _summary(
         else:
             lines.append(
                 f"  {m.name} ({m.preset}): connected {m.connections} times, "
-                f"received {m.received} while connected"
+                f"read {m.received} while connected"
             )
     others = sum(m.speed != "fast" for m in members)
     if unaffected:
@@ -424,10 +453,20 @@ def _summary(
     return 0 if unaffected else 1
 
 
-def run_demo(*, duration: float, clients: int, rate: int, plain: bool) -> int:
-    """Run the demo; exit code 0 if every fast client received every message in order."""
+def run_demo(
+    *,
+    duration: float,
+    clients: int,
+    rate: int,
+    plain: bool,
+    admin: tuple[str, int] = ("127.0.0.1", 0),
+) -> int:
+    """Run the demo; exit code 0 if every fast client received every message in order.
+
+    The status page of the admin listener (``admin.py``) serves the crowd at ``admin``.
+    """
     try:
-        return asyncio.run(_run(duration, clients, rate, plain))
+        return asyncio.run(_run(duration, clients, rate, plain, admin))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

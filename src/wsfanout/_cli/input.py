@@ -5,7 +5,9 @@ them into lines and hands each batch of lines to the event loop, waiting until t
 loop has published them: the reader never runs ahead of the hub, and one handoff
 carries many lines when input is fast. Every line is one message (text if it is
 UTF-8, binary otherwise). Messages of ``--input-channel`` Redis channels are
-published the same way, one Redis message to one WebSocket message. With a
+published the same way, one Redis message to one WebSocket message, on the topic
+the channel names (a pattern's matching channel). With ``--topic-field`` and
+``--key-field``, a JSON object line gives its message's topic and key. With a
 backplane, publishing waits while its publish buffer is more than half full (and
 Redis connected), so fast input slows down to what Redis takes instead of
 overflowing the buffer.
@@ -33,7 +35,10 @@ __all__ = [
     "PACE_HIGH",
     "PACE_LOW",
     "Publisher",
+    "field_of",
     "follow_channels",
+    "is_pattern",
+    "json_object",
     "key_of",
     "read_input",
     "redis_unreachable",
@@ -68,31 +73,45 @@ class Publisher:
         self.hub = hub
         self.backplane = backplane
         self.key_field = options.key_field
+        self.topic_field = options.topic_field
         self.log = log
         self.published = 0
         self.eof = asyncio.Event()
 
-    def publish(self, data: bytes) -> bool:
-        """Publish one message; False once the hub is closed."""
-        message: str | bytes
+    def publish(
+        self,
+        data: bytes,
+        *,
+        topic: str | None = None,
+        key: str | None = None,
+        binary: bool = False,
+    ) -> int | None:
+        """Publish one message; how many subscribers it was offered to, or None once
+        the hub is closed. A topic or key given wins over the one a field gives."""
+        message: str | bytes = data
+        if not binary:
+            with contextlib.suppress(UnicodeDecodeError):
+                message = data.decode()
+        topic_field = self.topic_field if topic is None else None
+        key_field = self.key_field if key is None else None
+        if (topic_field or key_field) and isinstance(message, str):
+            document = json_object(message)
+            if document is not None:
+                if topic_field is not None:
+                    topic = field_of(document, topic_field)
+                if key_field is not None:
+                    key = field_of(document, key_field)
         try:
-            message = data.decode()
-        except UnicodeDecodeError:
-            message = data
-        key = None
-        if self.key_field is not None and isinstance(message, str):
-            key = key_of(message, self.key_field)
-        try:
-            self.hub.publish(message, key=key)
+            offered = self.hub.publish(message, topic=topic, key=key)
         except HubClosedError:  # input still arriving while shutting down
-            return False
+            return None
         self.published += 1
-        return True
+        return offered
 
     async def publish_lines(self, lines: list[bytes]) -> None:
         for start in range(0, len(lines), SLICE):
             for line in lines[start : start + SLICE]:
-                if not self.publish(line.removesuffix(b"\r")):
+                if self.publish(line.removesuffix(b"\r")) is None:
                     return
             await self.pace()
 
@@ -105,18 +124,36 @@ class Publisher:
             await backplane.wait_for(lambda h: not h.connected or h.buffered <= PACE_LOW)
 
 
-def key_of(line: str, field: str) -> str | None:
-    """The conflation key of a JSON object line: the value of ``field``, if present."""
+def json_object(line: str) -> dict[str, object] | None:
+    """A line's JSON object, or None if it is not one (only lines starting with ``{``
+    are parsed)."""
     if not line.startswith("{"):
         return None
     try:
         document = json.loads(line)
     except ValueError:
         return None
-    if not isinstance(document, dict) or field not in document:
+    return document if isinstance(document, dict) else None
+
+
+def field_of(document: dict[str, object], field: str) -> str | None:
+    """A field of a JSON object as a topic or key: a string as it is, any other value
+    as JSON (``7`` is ``"7"``); None if absent."""
+    if field not in document:
         return None
     value = document[field]
     return value if isinstance(value, str) else json.dumps(value)
+
+
+def key_of(line: str, field: str) -> str | None:
+    """The conflation key of a JSON object line: the value of ``field``, if present."""
+    document = json_object(line)
+    return None if document is None else field_of(document, field)
+
+
+def is_pattern(channel: str) -> bool:
+    """Whether an input channel is a Redis glob pattern (subscribed with PSUBSCRIBE)."""
+    return any(char in channel for char in "*?[")
 
 
 def read_input(fd: int, loop: asyncio.AbstractEventLoop, publisher: Publisher) -> None:
@@ -154,7 +191,8 @@ def read_input(fd: int, loop: asyncio.AbstractEventLoop, publisher: Publisher) -
 async def follow_channels(
     url: str, channels: tuple[str, ...], publisher: Publisher, subscribed: asyncio.Event
 ) -> None:
-    """Publish every message of the Redis ``channels``; resubscribe when Redis fails.
+    """Publish every message of the Redis ``channels`` (names or patterns) on the topic
+    of the channel it came on; resubscribe when Redis fails.
 
     Sets ``subscribed`` once Redis has confirmed every channel.
     """
@@ -174,16 +212,20 @@ async def follow_channels(
             pubsub = client.pubsub()
             confirmed = 0
             try:
-                await pubsub.subscribe(*channels)
+                if names_only := [c for c in channels if not is_pattern(c)]:
+                    await pubsub.subscribe(*names_only)
+                if patterns := [c for c in channels if is_pattern(c)]:
+                    await pubsub.psubscribe(*patterns)
                 while True:
                     message = await pubsub.get_message(timeout=None)
                     if message is None:
                         continue
-                    if message["type"] == "message":
-                        if not publisher.publish(message["data"]):
+                    if message["type"] in ("message", "pmessage"):
+                        topic = message["channel"].decode(errors="replace")
+                        if publisher.publish(message["data"], topic=topic) is None:
                             return
                         await publisher.pace()
-                    elif message["type"] == "subscribe":
+                    elif message["type"] in ("subscribe", "psubscribe"):
                         confirmed += 1
                         if confirmed == len(channels):
                             delay = RETRY_DELAYS[0]

@@ -12,9 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib.util
 import os
-import re
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
@@ -22,7 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .. import __version__
-from .._core.errors import ConfigError, PolicyError
+from .._core.errors import ConfigError, PolicyError, PolicyFileError
 from .._core.notices import NOTICE_FORMATS
 from .._core.policy import Policy
 from .._core.rules import Overflow, resolve_rules
@@ -35,14 +33,22 @@ from .._files.policy_files import (
     read_toml,
 )
 from .._files.presets import load_policy_file, looks_like_path, presets
-from .._files.routes import Route, Routes, is_routing_document, load_routes
-from .._files.units import format_size, parse_duration, parse_size
+from .._files.routes import is_routing_document, load_routes
+from .._files.units import format_size, parse_duration
+from .admin import add_admin_argument
+from .configure import CommandError, build_options, print_configuration
+from .options import (
+    ENV_PREFIX,
+    SERVE_OPTIONS,
+    UsageError,
+    add_arguments,
+    is_config_document,
+    parse_config,
+    read_config,
+    resolve,
+)
 
 __all__ = ["main"]
-
-
-class CommandError(Exception):
-    """An error to report in one line and exit 1."""
 
 
 # -- argument types: each refuses a wrong value rather than switching a limit off -----
@@ -55,16 +61,6 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
-    return value
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0-65535; 0 picks one)")
     return value
 
 
@@ -83,65 +79,28 @@ def _seconds(*, allow_zero: bool) -> Callable[[str], float]:
     return read
 
 
-def _bytes(text: str) -> int:
-    try:
-        value = parse_size(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f'{text!r} is not a size (expected e.g. 4096, "4KiB", "1MiB")'
-        ) from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1 byte")
-    return value
-
-
-def _redis_url(text: str) -> str:
-    if not text.startswith(("redis://", "rediss://", "unix://")):
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a Redis URL (expected redis://HOST[:PORT][/DB], "
-            "rediss://... for TLS, or unix://PATH)"
-        )
-    try:
-        from redis.connection import parse_url
-    except ImportError:  # pragma: no cover - reported as an error once parsing is done
-        return text
-    try:
-        parse_url(text)  # type: ignore[no-untyped-call]
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a Redis URL: {exc}") from None
-    return text
-
-
-_ORIGIN = re.compile(r"^[a-z][a-z0-9+.-]*://[^/\s?#]+$")
-
-
-def _origin(text: str) -> str | None:
-    if text == "none":
-        return None
-    if text == "null" or _ORIGIN.match(text):
-        return text
-    raise argparse.ArgumentTypeError(
-        f"{text!r} is not an origin (expected scheme://host[:port], e.g. https://example.com, "
-        'or "none" to admit clients that send no Origin)'
-    )
-
-
 # -- the parser ----------------------------------------------------------------------
 
 SERVE_EPILOG = """\
 examples:
-  tail -F app.log | wsfanout serve --policy log-tail
+  tail -F app.log | wsfanout serve
   printf 'a\\nb\\n' | wsfanout serve --policy chat --wait-clients 1 --exit-on-eof
-  WSFANOUT_TOKEN="$(cat token.txt)" wsfanout serve --policy market-data \\
-      --key-field symbol --host 0.0.0.0 --token-env WSFANOUT_TOKEN \\
-      --origin https://app.example.com
-  app-events | wsfanout serve --policy chat --redis redis://127.0.0.1:6379/0 \\
-      --workers 4 --input-channel alerts
+  price-feed | wsfanout serve --policy market-data --topic-field symbol --key-field symbol
+  WSFANOUT_TOKEN="$(cat token.txt)" wsfanout serve --config /etc/wsfanout.toml \\
+      --host 0.0.0.0 --token-env WSFANOUT_TOKEN --tls-cert cert.pem --tls-key key.pem
+  app-events | wsfanout serve --redis redis://127.0.0.1:6379/0 --workers 4 \\
+      --input-channel alerts --http-publish
 
 It prints one line on standard output once it listens ("wsfanout: listening on
-ws://127.0.0.1:8765 (...)") and a line per client on standard error. SIGINT or
-SIGTERM closes every client with 1001 (exit 130 and 0); --exit-on-eof closes with 1000
-after delivering what is queued (exit 0).
+ws://127.0.0.1:8765 (policy default, compression shared)") and a line per client on
+standard error. SIGINT or SIGTERM closes every client with 1001 (exit 130 and 0);
+--exit-on-eof closes with 1000 after delivering what is queued (exit 0).
+
+A client chooses its topics with ?topic=NAME (repeatable); without one it receives
+every message. Every option is also a key of the configuration file (--config FILE,
+or WSFANOUT_CONFIG) and an environment variable (WSFANOUT_ and the key in capitals,
+e.g. WSFANOUT_MAX_CLIENTS); a flag beats a variable, which beats the file, which
+beats the default. wsfanout check FILE validates a configuration file.
 
 With --redis, the server shares a Redis backplane: what it publishes reaches every
 server on that Redis, and theirs reach its clients. With --workers N (N >= 2), N
@@ -165,112 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=SERVE_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    which = serve.add_mutually_exclusive_group(required=True)
-    which.add_argument(
-        "--policy", metavar="NAME|FILE", help="a preset name (see check --list) or a policy file"
-    )
-    which.add_argument(
-        "--routes", metavar="FILE", help="a routing file: a policy per kind of subscriber"
-    )
     serve.add_argument(
-        "--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1)"
+        "--config",
+        metavar="FILE",
+        help="read options from this TOML file (default: $WSFANOUT_CONFIG, if set)",
     )
-    serve.add_argument(
-        "--port", type=_port, default=8765, help="port to listen on, 0 for any (default: 8765)"
-    )
-    serve.add_argument(
-        "--origin",
-        dest="origins",
-        action="append",
-        type=_origin,
-        metavar="ORIGIN",
-        help="admit only browsers from this origin (repeatable); "
-        '"none" also admits clients that send no Origin header',
-    )
-    serve.add_argument(
-        "--token-env",
-        metavar="VAR",
-        help="require the token held in this environment variable, as "
-        '"Authorization: Bearer TOKEN" or "?token=TOKEN"',
-    )
-    serve.add_argument(
-        "--max-clients", type=_positive_int, metavar="N", help="refuse clients past N with 503"
-    )
-    serve.add_argument(
-        "--max-handshakes",
-        type=_positive_int,
-        metavar="N",
-        help="opening handshakes under way at once; past N the oldest is cut "
-        "(default: a quarter of the descriptor limit, at least 16)",
-    )
-    serve.add_argument(
-        "--handshake-timeout",
-        type=_seconds(allow_zero=False),
-        default=3.0,
-        metavar="DURATION",
-        help="how long a client gets to finish its opening handshake (default: 3s)",
-    )
-    serve.add_argument(
-        "--max-size",
-        type=_bytes,
-        default=4096,
-        metavar="BYTES",
-        help="largest message a client may send (default: 4KiB)",
-    )
-    serve.add_argument(
-        "--key-field",
-        metavar="NAME",
-        help="for JSON object lines, use this field as the key for conflate-by-key",
-    )
-    serve.add_argument(
-        "--wait-clients",
-        type=_positive_int,
-        default=0,
-        metavar="N",
-        help="read standard input only once N clients are connected",
-    )
-    serve.add_argument(
-        "--exit-on-eof",
-        action="store_true",
-        help="at the end of input, deliver what is queued, close with 1000 and exit",
-    )
-    serve.add_argument(
-        "--drain-timeout",
-        type=_seconds(allow_zero=True),
-        default=5.0,
-        metavar="DURATION",
-        help="with --exit-on-eof, how long to wait for queues to empty (default: 5s)",
-    )
-    serve.add_argument(
-        "--close-timeout",
-        type=_seconds(allow_zero=False),
-        default=2.0,
-        metavar="DURATION",
-        help="how long a client gets to finish closing before it is cut (default: 2s)",
-    )
-    serve.add_argument(
-        "-q", "--quiet", action="store_true", help="no line per client on standard error"
-    )
-    scale = serve.add_argument_group("scaling out with Redis")
-    scale.add_argument(
-        "--redis",
-        type=_redis_url,
-        metavar="URL",
-        help="share a Redis backplane (redis://HOST[:PORT][/DB]) with every server on it",
-    )
-    scale.add_argument(
-        "--workers",
-        type=_positive_int,
-        metavar="N",
-        help="serve the port with N processes (needs --redis; default: 1, this process)",
-    )
-    scale.add_argument(
-        "--input-channel",
-        dest="input_channels",
-        action="append",
-        metavar="NAME",
-        help="also publish every message of this Redis channel (repeatable; needs --redis)",
-    )
+    add_arguments(serve, SERVE_OPTIONS)
     serve.set_defaults(run=_serve, parser=serve)
 
     demo = commands.add_parser(
@@ -297,15 +156,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="messages published per second (default: 200)",
     )
     demo.add_argument("--plain", action="store_true", help="plain text, even if rich is installed")
+    add_admin_argument(demo, " (default: 127.0.0.1, any free port)")
     demo.set_defaults(run=_demo, parser=demo)
 
     check = commands.add_parser(
         "check",
-        help="validate policy and routing files and show what they resolve to",
-        description="Validate policy files, routing files and preset names; print each "
-        "resolved policy, its queue bound and the guarantees it declares.",
+        help="validate policy, routing and configuration files and show what they resolve to",
+        description="Validate policy files, routing files, configuration files and preset "
+        "names; print each resolved policy, its queue bound and the guarantees it declares, "
+        "and what a configuration file sets.",
     )
-    check.add_argument("files", nargs="*", metavar="FILE", help="policy or routing files")
+    check.add_argument(
+        "files", nargs="*", metavar="FILE", help="policy, routing or configuration files"
+    )
     check.add_argument("--list", action="store_true", help="list the presets and the stage kinds")
     check.set_defaults(run=_check, parser=check)
     return parser
@@ -351,62 +214,24 @@ def stdout_closed() -> int:
 
 
 def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from .serve import ServeError, ServeOptions, run_server
+    from .listen import ListenError
+    from .serve import ServeError, run_server
 
-    token = None
-    if args.token_env is not None:
-        token = os.environ.get(args.token_env)
-        if token is None:
-            parser.error(f"--token-env {args.token_env}: that environment variable is not set")
-        # Whitespace around it (a token file's newline) is never part of a token.
-        token = token.strip()
-        if not token:
-            parser.error(f"--token-env {args.token_env}: that environment variable is empty")
-    if not args.host:
-        parser.error(
-            "--host: expected an address, not an empty string (0.0.0.0 means every interface)"
-        )
-    if args.key_field is not None and not args.key_field:
-        parser.error("--key-field: expected a field name, not an empty string")
-    workers, channels = _check_scaling(args, parser)
-    if args.routes is not None:
-        routes = load_routes(args.routes)
-        describe = f"routes {args.routes}"
-    else:
-        loaded = load_policy_file(args.policy)
-        routes = Routes((), Route(policy=loaded.policy, policy_name=args.policy))
-        describe = f"policy {args.policy}"
-    options = ServeOptions(
-        routes=routes,
-        describe=describe,
-        host=args.host,
-        port=args.port,
-        origins=None if args.origins is None else tuple(args.origins),
-        token=token,
-        max_clients=args.max_clients,
-        max_handshakes=args.max_handshakes,
-        handshake_timeout=args.handshake_timeout,
-        max_size=args.max_size,
-        exit_on_eof=args.exit_on_eof,
-        wait_clients=args.wait_clients,
-        key_field=args.key_field,
-        close_timeout=args.close_timeout,
-        drain_timeout=args.drain_timeout,
-        quiet=args.quiet,
-        redis=args.redis,
-        workers=workers,
-        input_channels=channels,
-    )
+    environ = os.environ
+    try:
+        config = None
+        path = args.config or environ.get(ENV_PREFIX + "CONFIG")
+        if path is not None:
+            config = read_config(path)
+        settings = resolve(args, environ, config)
+        options = build_options(settings, environ)
+    except UsageError as exc:
+        parser.error(str(exc))
     stdin = _stdin_fd()
     try:
         return asyncio.run(run_server(options, stdin, sys.stdout, sys.stderr))
-    except ServeError as exc:
+    except (ServeError, ListenError) as exc:
         raise CommandError(str(exc)) from None
-    except OSError as exc:
-        # asyncio rewords a failed bind ("error while attempting to bind on address
-        # ('127.0.0.1', 8765): address already in use"); the errno says it plainly.
-        why = os.strerror(exc.errno) if exc.errno else str(exc)
-        raise CommandError(f"cannot listen on {args.host}:{args.port}: {why}") from None
 
 
 def _stdin_fd() -> int:
@@ -418,50 +243,19 @@ def _stdin_fd() -> int:
         return -1
 
 
-def _check_scaling(
-    args: argparse.Namespace, parser: argparse.ArgumentParser
-) -> tuple[int, tuple[str, ...]]:
-    """The worker count and input channels, once the flags agree with each other."""
-    from .serve import NAMESPACE
-
-    channels = tuple(dict.fromkeys(args.input_channels or ()))
-    if args.redis is None:
-        if args.workers is not None:
-            parser.error("--workers needs --redis URL: worker processes share messages through it")
-        if channels:
-            parser.error("--input-channel needs --redis URL")
-        return 1, ()
-    if importlib.util.find_spec("redis") is None:
-        raise CommandError("--redis needs redis-py: pip install 'wsfanout[redis]'")
-    workers = args.workers or 1
-    if workers > 1:
-        for flag, given in (
-            ("--exit-on-eof", args.exit_on_eof),
-            ("--wait-clients", args.wait_clients),
-        ):
-            if given:
-                parser.error(
-                    f"{flag} needs a single process, not --workers {workers}: the process "
-                    "reading standard input has no clients of its own"
-                )
-    for name in channels:
-        if not name:
-            parser.error("--input-channel: expected a channel name, not an empty string")
-        if name.startswith(f"{NAMESPACE}:"):
-            parser.error(
-                f"--input-channel {name}: the backplane's own channels ({NAMESPACE}:*) "
-                "already reach every client; name another channel"
-            )
-    return workers, channels
-
-
 # -- demo ----------------------------------------------------------------------------
 
 
 def _demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from .demo import run_demo
 
-    return run_demo(duration=args.duration, clients=args.clients, rate=args.rate, plain=args.plain)
+    return run_demo(
+        duration=args.duration,
+        clients=args.clients,
+        rate=args.rate,
+        plain=args.plain,
+        admin=args.admin or ("127.0.0.1", 0),
+    )
 
 
 # -- check ---------------------------------------------------------------------------
@@ -512,12 +306,24 @@ def _check_one(argument: str, out: IO[str]) -> None:
         _print_policy_file(f"{argument} (preset)", preset, out)
         return
     text = read_text(argument)
-    if is_routing_document(read_toml(text, argument)):
+    document = read_toml(text, argument)
+    if is_config_document(document):
+        config = parse_config(text, filename=argument, base=path.parent)
+        settings = resolve({}, {}, config)
+        try:
+            options = build_options(settings, None)
+        except UsageError as exc:  # only the file gives options here: it is the file's
+            raise PolicyFileError(f"{argument}: {exc}", filename=argument) from None
+        print(f"{argument}: ok (configuration file)", file=out)
+        print_configuration(settings, options, describe_policy, out)
+        return
+    if is_routing_document(document):
         routes = load_routes(path)
         print(f"{argument}: ok (routing file)", file=out)
         for n, route in enumerate((*routes.routes, routes.default)):
             where = f"route[{n}]" if route is not routes.default else "default"
-            print(f"  {where}: {route.describe()} -> {route.policy_name}", file=out)
+            topics = "" if route.topics is None else f", topics {', '.join(route.topics)}"
+            print(f"  {where}: {route.describe()} -> {route.policy_name}{topics}", file=out)
             for line in describe_policy(route.policy):
                 print(f"    {line}", file=out)
         return
@@ -558,7 +364,7 @@ def _check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     for argument in args.files:
         try:
             _check_one(argument, out)
-        except PolicyError as exc:
+        except (PolicyError, CommandError) as exc:
             failed += 1
             print(f"{parser.prog}: error: {exc}", file=sys.stderr)
     if out is not None:  # None: standard output closed (>&-); print() wrote nothing

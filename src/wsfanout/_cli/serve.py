@@ -2,10 +2,16 @@
 
 Theory of operation
 -------------------
-Every line of standard input (``input.py``) is one message published to every
-subscriber, each under the policy its route gives it; who may subscribe is settled
-before the upgrade (``admission.py``); signals and start-up failures are
-``process.py``'s.
+Every line of standard input (``input.py``) is one message published to the
+subscribers of its topic (every subscriber if it has none), each under the policy
+its route gives it; ``POST /publish`` (``publish.py``) and Redis input channels
+publish the same way. What a request gets is settled before the upgrade, by the
+steps of one ``process_request`` chain and one ``process_response`` chain
+(:func:`request_steps`, :func:`response_steps`): the publish endpoint, the token
+check (``admission.py``), the topics a client may have (``topics.py``) and the cap
+on clients. Where and how the server listens (TLS, a Unix socket, compression) is
+``listen.py``'s; its options come from flags, the environment and a configuration
+file (``options.py``); signals and start-up failures are ``process.py``'s.
 
 With ``--redis``, the hub has a :class:`RedisBackplane`: what this server publishes
 also reaches every hub on that Redis, and what they publish reaches this server's
@@ -26,16 +32,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import multiprocessing
 import os
 import socket
-import sys
 import threading
 from collections.abc import Callable
 from typing import IO, Any
 
 import attrs
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import Server, ServerConnection, serve, unix_serve
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Origin, Subprotocol
 
@@ -46,6 +52,8 @@ from .._core.frames import SUBPROTOCOL
 from .._files.routes import Routes
 from .._shell.hub import Hub
 from .._shell.sockets import abort_with_reset
+from .._shell.subscriber import Subscriber
+from .admin import AdminServer, start_admin
 from .admission import (
     HANDSHAKE_TIMEOUT,
     Gate,
@@ -54,7 +62,26 @@ from .admission import (
     redacted,
     redacted_url,
 )
+from .http import (
+    ConnectionFactory,
+    RequestStep,
+    ResponseStep,
+    ResponseSteps,
+    Steps,
+    log_refusals,
+    only_get,
+)
 from .input import Publisher, follow_channels, redis_unreachable, start_input
+from .listen import (
+    ListenError,
+    TLSContext,
+    cannot_listen,
+    check_socket_path,
+    compression_settings,
+    remove_socket,
+    ws_url,
+)
+from .logs import NOTICE, DropSummary, LogSettings, event, install, log_closed, log_connected
 from .process import (
     STARTUP_TIMEOUT,
     OncePerInterval,
@@ -65,8 +92,18 @@ from .process import (
     within,
     worker_ended,
 )
+from .publish import PublishEndpoint, PublishOff
+from .topics import TopicGate, topics_of
 
-__all__ = ["NAMESPACE", "Log", "ServeError", "ServeOptions", "run_server"]
+__all__ = [
+    "NAMESPACE",
+    "Log",
+    "ServeError",
+    "ServeOptions",
+    "request_steps",
+    "response_steps",
+    "run_server",
+]
 
 
 LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
@@ -86,6 +123,12 @@ class ServeOptions:
     """What the listening line says about the policy: ``policy chat``, ``routes r.toml``."""
     host: str = "127.0.0.1"
     port: int = 8765
+    unix: str | None = None
+    """A Unix socket path to listen on instead of ``host`` and ``port``."""
+    tls: TLSContext | None = None
+    """Serve ``wss://`` with this context (``--tls-cert``, ``--tls-key``)."""
+    compression: str = "shared"
+    """``shared``, ``per-connection`` or ``off`` (see ``listen.COMPRESSION``)."""
     origins: tuple[str | None, ...] | None = None
     token: str | None = None
     max_clients: int | None = None
@@ -93,6 +136,12 @@ class ServeOptions:
     exit_on_eof: bool = False
     wait_clients: int = 0
     key_field: str | None = None
+    topic_field: str | None = None
+    http_publish: bool = False
+    """Accept messages by ``POST /publish``."""
+    publish_token: str | None = None
+    """The publishers' own token; ``None``: the subscribers' ``token``, if any."""
+    publish_max_size: int = 1024 * 1024
     close_timeout: float = 2.0
     max_handshakes: int | None = None
     """Opening handshakes under way at once; None: a quarter of the descriptor limit."""
@@ -105,29 +154,68 @@ class ServeOptions:
     workers: int = 1
     """Processes serving the port; 2 or more need ``redis`` and run a worker pool."""
     input_channels: tuple[str, ...] = ()
-    """Redis pub/sub channels whose messages are published like lines of input."""
+    """Redis pub/sub channels (or patterns) whose messages are published like lines of
+    input, on the topic of the channel each came on."""
+    warnings: tuple[str, ...] = ()
+    """Lines to log once the server listens (an unknown ``WSFANOUT_*`` variable)."""
+    log: LogSettings | None = None
+    """``--log-level`` and ``--log-format``; None: info, or notice with ``quiet``."""
+    admin: tuple[str, int] | None = None
+    """``--admin HOST:PORT``: where the admin listener (``admin.py``) serves, if at all."""
+
+    @property
+    def effective_publish_token(self) -> str | None:
+        return self.publish_token if self.publish_token is not None else self.token
 
 
 class Log:
-    """Lines for people on standard error, flushed at once so scripts can follow them.
+    """The command's events, through the ``wsfanout.serve`` logger (see ``logs.py``).
 
     ``stream=None`` writes to ``sys.stderr`` of the process it runs in: a worker's log
-    is pickled to it. A worker's lines name its process id.
+    is pickled to it and installs ``settings`` there on first use. ``quiet`` without
+    ``settings`` logs warnings only. A worker's lines name its process id.
     """
 
-    def __init__(self, stream: IO[str] | None, quiet: bool, *, worker: bool = False) -> None:
+    def __init__(
+        self,
+        stream: IO[str] | None,
+        quiet: bool,
+        *,
+        worker: bool = False,
+        settings: LogSettings | None = None,
+    ) -> None:
         self.stream = stream
         self.quiet = quiet
         self.worker = worker
+        if settings is None:
+            settings = LogSettings(level=NOTICE if quiet else logging.INFO)
+        self.settings = attrs.evolve(settings, worker=worker)
+        self.installed_in: int | None = None
+        """The process that installed the settings (a worker's copy installs its own)."""
+        self.logger = logging.getLogger("wsfanout.serve")
+        if stream is not None:
+            self._install()
+
+    def _install(self) -> None:
+        if self.installed_in != os.getpid():
+            install(self.settings, self.stream)
+            self.installed_in = os.getpid()
 
     def __call__(self, line: str, *, always: bool = False) -> None:
-        if always or not self.quiet:
-            tag = f"worker {os.getpid()}: " if self.worker else ""
-            stream = self.stream or sys.stderr
-            # One write per line, newline included: workers share one standard error,
-            # and an unbuffered stream would write print()'s newline apart.
-            stream.write(f"wsfanout: {tag}{line}\n")
-            stream.flush()
+        """A line for people, at ``NOTICE`` level if ``always`` (shown with ``-q``), as a
+        warning if it starts with ``warning:``."""
+        self._install()
+        level = NOTICE if always else logging.INFO
+        if line.startswith("warning: "):
+            line, level = line.removeprefix("warning: "), logging.WARNING
+        self.logger.log(level, line)
+
+    def event(
+        self, name: str, message: str, *, level: int = logging.INFO, **fields: object
+    ) -> None:
+        """An event programs may read: ``message`` for people, ``fields`` in JSON lines."""
+        self._install()
+        self.logger.log(level, message, extra=event(name, **fields))
 
 
 class _Subscribers:
@@ -148,16 +236,26 @@ class _Subscribers:
         self.routes = routes
         self.log = log
         self.joined = joined
+        self.drops: asyncio.Task[None] | None = None
+        """The hub's drop summary (``logs.py``), started with the first client."""
         self.secret = secret
         """The token, hidden wherever it appears in a logged path."""
 
     async def __call__(self, hub: Hub, connection: ServerConnection) -> None:
-        assert connection.request is not None
-        route = self.routes.route_for(connection.request, connection.subprotocol)
-        who = f"{peer(connection)} {redacted(connection.request.path, self.secret)}"
+        request = connection.request
+        assert request is not None
+        if self.drops is None:
+            summary = DropSummary(self.log.logger, self.log.settings.drops_every)
+            self.drops = asyncio.create_task(summary.run(hub, _who))
+        route = self.routes.route_for(request, connection.subprotocol)
+        topics = topics_of(route, request)  # checked before the upgrade (TopicGate)
+        who, path = peer(connection), redacted(request.path, self.secret)
+        name = route.policy_name or "custom"
         try:
-            async with hub.subscribe(connection, policy=route.policy) as subscriber:
-                self.log(f"client connected: {who} policy {route.policy_name}")
+            async with hub.subscribe(
+                connection, policy=route.policy, topics=topics, policy_name=name
+            ) as subscriber:
+                log_connected(self.log, connection, who, path, name, topics)
                 if self.joined is not None:
                     self.joined(hub)
                 with contextlib.suppress(ConnectionClosed):
@@ -165,42 +263,93 @@ class _Subscribers:
                         pass
         except HubClosedError:  # joined while shutting down
             return
-        stats = subscriber.stats()
-        close = f", closed: {stats.close.code} {stats.close.cause}" if stats.close else ""
-        self.log(f"client disconnected: {who} sent {stats.sent}, dropped {stats.dropped}{close}")
+        # Said once the connection is gone, and its place with it (--max-clients): a
+        # client that reconnects on reading this line finds room.
+        await connection.wait_closed()
+        log_closed(self.log, connection, who, path, subscriber.stats())
 
 
-def _serve_options(options: ServeOptions, gate: Gate) -> dict[str, Any]:
+def _who(subscriber: Subscriber) -> str:
+    """A subscriber as log lines name it: its address and redacted path."""
+    websocket = subscriber.websocket
+    request = getattr(websocket, "request", None)
+    path = redacted(request.path) if request is not None else ""
+    return f"{peer(websocket)} {path}"  # type: ignore[arg-type]
+
+
+def request_steps(
+    options: ServeOptions, gate: Gate, publish: PublishEndpoint | None, log: Log
+) -> list[RequestStep]:
+    """``process_request``'s steps, in order: what answers a request before the upgrade.
+
+    The publish endpoint has its own token rules, so it comes before the subscribers'
+    token check; a route serving a file of its own would go there too.
+    """
+    secret = options.token
+    return [
+        publish if publish is not None else PublishOff(log, secret),
+        only_get(log, secret),
+        gate.process_request,  # serves /wsfanout.js first, then checks the token
+    ]
+
+
+def response_steps(options: ServeOptions, gate: Gate, log: Log) -> list[ResponseStep]:
+    """``process_response``'s steps, in order; the cap on clients (which takes a place)
+    comes last, once nothing else refuses."""
+    secret = options.token
+    return [
+        log_refusals(log, secret),
+        TopicGate(options.routes, log, secret),
+        gate.process_response,
+    ]
+
+
+def _serve_options(
+    options: ServeOptions, gate: Gate, publish: PublishEndpoint | None, log: Log
+) -> dict[str, Any]:
     """websockets' ``serve()`` keyword arguments, the same for one server or N workers."""
     origins: list[Origin | None] | None = None
     if options.origins is not None:
         origins = [None if o is None else Origin(o) for o in options.origins]
     # What routes name first, then the wsfanout.v1 framing (docs/protocol.md).
     wanted = tuple(dict.fromkeys((*options.routes.subprotocols, SUBPROTOCOL)))
+    body = options.publish_max_size if options.http_publish else 0
     return {
         "origins": origins,
-        "process_request": gate.process_request,
-        "process_response": gate.process_response,
+        "process_request": Steps(request_steps(options, gate, publish, log)),
+        "process_response": ResponseSteps(response_steps(options, gate, log)),
         "select_subprotocol": SelectSubprotocol(wanted),
         "subprotocols": [Subprotocol(name) for name in wanted],
-        "compression": None,
+        # Counted while it handshakes (--max-handshakes), and reading request bodies.
+        "create_connection": ConnectionFactory(gate.handshakes, body).as_factory(),
+        "ssl": options.tls,
+        **compression_settings(options.compression),
         "max_size": options.max_size,
         "close_timeout": options.close_timeout,
         "open_timeout": options.handshake_timeout,
-        "create_connection": gate.handshakes.connection_class(),
     }
 
 
-def _listening(server: Server) -> str:
+def _listening(server: Server, options: ServeOptions) -> str:
+    if options.unix is not None:
+        return f"unix:{options.unix}"
     urls = []
     for sock in server.sockets:
         host, port = sock.getsockname()[:2]
-        urls.append(_ws_url(host, port))
+        urls.append(ws_url(host, port, tls=options.tls is not None))
     return " ".join(urls)
 
 
-def _ws_url(host: str, port: int) -> str:
-    return f"ws://[{host}]:{port}" if ":" in host else f"ws://{host}:{port}"
+@attrs.frozen
+class _BindPublisher:
+    """A worker's ``setup``: gives the publish endpoint a publisher on the worker's hub."""
+
+    endpoint: PublishEndpoint
+    options: ServeOptions
+    log: Log
+
+    def __call__(self, hub: Hub) -> None:
+        self.endpoint.bind(Publisher(hub, None, self.options, self.log))
 
 
 async def run_server(
@@ -208,14 +357,19 @@ async def run_server(
 ) -> int:
     """Serve until a signal, or the end of input with ``exit_on_eof``; return the exit code.
 
-    Raises :class:`ServeError` when it cannot start, OSError when it cannot listen.
+    Raises :class:`ServeError` when it cannot start, :class:`ListenError` when it
+    cannot listen where it was told.
     """
+    if options.unix is not None:
+        check_socket_path(options.unix)
+    else:
+        await _resolve(options.host, options.port)
     if options.redis is not None:
         why = await redis_unreachable(options.redis)
         if why is not None:
             raise ServeError(f"cannot reach Redis at {redacted_url(options.redis)}: {why}")
     signals = Signals(asyncio.get_running_loop(), stderr)
-    quieter = OncePerInterval(Log(stderr, False))
+    quieter = OncePerInterval(Log(stderr, False, settings=options.log))
     quieter.install(asyncio.get_running_loop())
     try:
         if options.workers > 1:
@@ -224,6 +378,27 @@ async def run_server(
     finally:
         signals.remove()
         quieter.remove()
+
+
+async def _resolve(host: str, port: int) -> None:
+    """Refuse a host name that does not resolve before anything starts."""
+    try:
+        await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise ListenError(cannot_listen(exc, f"{host}:{port}")) from None
+
+
+async def _listen(
+    handler: Callable[[ServerConnection], Any], options: ServeOptions, settings: dict[str, Any]
+) -> Server:
+    """Listen on the address or the Unix socket; ListenError if the system refuses."""
+    where = f"unix:{options.unix}" if options.unix is not None else f"{options.host}:{options.port}"
+    try:
+        if options.unix is not None:
+            return await unix_serve(handler, options.unix, **settings)
+        return await serve(handler, options.host, options.port, **settings)
+    except OSError as exc:
+        raise ListenError(cannot_listen(exc, where)) from None
 
 
 async def _start_backplane(backplane: RedisBackplane | None, options: ServeOptions) -> None:
@@ -253,7 +428,9 @@ async def _start_channels(options: ServeOptions, publisher: Publisher) -> asynci
 
 
 def _describe(options: ServeOptions) -> str:
-    parts = [options.describe]
+    parts = [options.describe, f"compression {options.compression}"]
+    if options.http_publish:
+        parts.append("POST /publish")
     if options.workers > 1:
         parts.append(f"{options.workers} workers")
     if options.redis is not None:
@@ -263,11 +440,22 @@ def _describe(options: ServeOptions) -> str:
     return ", ".join(parts)
 
 
-def _warn_if_open(options: ServeOptions, log: Log) -> None:
-    if options.host not in LOOPBACK and options.token is None:
+def _warn(options: ServeOptions, log: Log) -> None:
+    """Say what the options leave open, and what they got wrong but could ignore."""
+    for line in options.warnings:
+        log(line, always=True)
+    if options.unix is not None or options.host in LOOPBACK:
+        return  # a Unix socket is guarded by its file's permissions
+    if options.token is None:
         log(
             f"warning: listening on {options.host} without --token-env: anyone who can "
             "reach this port can subscribe",
+            always=True,
+        )
+    if options.http_publish and options.effective_publish_token is None:
+        log(
+            f"warning: POST /publish on {options.host} without a token: anyone who can "
+            "reach this port can publish",
             always=True,
         )
 
@@ -276,7 +464,7 @@ async def _run_single(
     options: ServeOptions, stdin: int, stdout: IO[str] | None, stderr: IO[str], signals: Signals
 ) -> int:
     """One process: its hub has the subscribers, and publishes the input."""
-    log = Log(stderr, options.quiet)
+    log = Log(stderr, options.quiet, settings=options.log)
     backplane = None
     if options.redis is not None:
         backplane = RedisBackplane(options.redis, namespace=NAMESPACE)
@@ -293,19 +481,31 @@ async def _run_single(
     subscribers = _Subscribers(options.routes, log, joined, secret=options.token)
     slots = None if options.max_clients is None else threading.BoundedSemaphore(options.max_clients)
     gate = Gate(options, log, slots)
+    publish = None
+    if options.http_publish:
+        publish = PublishEndpoint(options.effective_publish_token, log, publisher)
     channels: asyncio.Task[None] | None = None
     server: Server | None = None
+    inode: int | None = None
     code = 1001
+    admin: AdminServer | None = None
     try:
+        admin = await start_admin(options.admin, hub, log)
         await _start_backplane(backplane, options)
         channels = await _start_channels(options, publisher)
 
         async def handler(connection: ServerConnection) -> None:
             await subscribers(hub, connection)
 
-        server = await serve(handler, options.host, options.port, **_serve_options(options, gate))
-        announce(stdout, f"wsfanout: listening on {_listening(server)} ({_describe(options)})", log)
-        _warn_if_open(options, log)
+        server = await _listen(handler, options, _serve_options(options, gate, publish, log))
+        if options.unix is not None:
+            inode = os.stat(options.unix).st_ino
+        listening = _listening(server, options)
+        described = _describe(options) + (f", admin {admin.url}" if admin is not None else "")
+        announce(stdout, f"wsfanout: listening on {listening} ({described})", log)
+        _warn(options, log)
+        if admin is not None:
+            admin.ready()
 
         async def feed() -> None:
             await enough_clients.wait()
@@ -324,7 +524,12 @@ async def _run_single(
         feeding.cancel()
         stopping.cancel()
     finally:
+        if admin is not None:
+            admin.stopping()  # /healthz: 503 from now on
+        if server is not None:
+            log(f"shutting down: closing {len(hub)} clients with {code}")
         await cancel(channels)
+        await cancel(subscribers.drops)
         if server is not None:
             server.close(close_connections=False)
         gate.handshakes.cut_all()  # no one is subscribed there: nothing to wait for
@@ -336,6 +541,10 @@ async def _run_single(
             except TimeoutError:
                 for connection in server.all_connections:
                     abort_with_reset(connection.transport)
+        if options.unix is not None:
+            remove_socket(options.unix, inode)
+        if admin is not None:
+            await admin.aclose()
     return signals.exit_code(log)
 
 
@@ -344,16 +553,20 @@ async def _run_pool(
 ) -> int:
     """N worker processes serve the clients; this one publishes the input through Redis."""
     assert options.redis is not None
-    log = Log(stderr, options.quiet)
+    log = Log(stderr, options.quiet, settings=options.log)
     hub_id = f"{socket.gethostname()}/{os.getpid()}"
     backplane = RedisBackplane(options.redis, namespace=NAMESPACE, hub_id=hub_id)
     hub = Hub(backplane=backplane)
     publisher = Publisher(hub, backplane, options, log)
-    worker_log = Log(None, options.quiet, worker=True)
+    worker_log = Log(None, options.quiet, worker=True, settings=options.log)
     slots = None
     if options.max_clients is not None:
         slots = multiprocessing.get_context("spawn").BoundedSemaphore(options.max_clients)
     gate = Gate(options, worker_log, slots)
+    publish = setup = None
+    if options.http_publish:
+        publish = PublishEndpoint(options.effective_publish_token, worker_log)
+        setup = _BindPublisher(publish, options, worker_log)
     pool = WorkerPool(
         options.workers,
         options.redis,
@@ -363,7 +576,8 @@ async def _run_pool(
         hub_id=hub_id,
         handler=_Subscribers(options.routes, worker_log, secret=options.token),
         close_timeout=options.close_timeout,
-        serve_options=_serve_options(options, gate),
+        serve_options=_serve_options(options, gate, publish, worker_log),
+        setup=setup,
     )
     loop = asyncio.get_running_loop()
     ended: asyncio.Future[int] = loop.create_future()
@@ -375,15 +589,17 @@ async def _run_pool(
             await asyncio.to_thread(pool.start, timeout=STARTUP_TIMEOUT)
         except RuntimeError as exc:
             raise ServeError(f"the workers did not start: {exc}") from None
+        except OSError as exc:  # reserving the port
+            raise ListenError(cannot_listen(exc, f"{options.host}:{options.port}")) from None
         for process in pool.processes:
             watched.append(process.sentinel)
             loop.add_reader(process.sentinel, worker_ended, ended, process.pid)
         # Only now: a message published before every worker subscribed would miss some.
         channels = await _start_channels(options, publisher)
         if not signals.stop.is_set():
-            url = _ws_url(options.host, pool.port)
+            url = ws_url(options.host, pool.port, tls=options.tls is not None)
             announce(stdout, f"wsfanout: listening on {url} ({_describe(options)})", log)
-            _warn_if_open(options, log)
+            _warn(options, log)
             start_input(stdin, publisher)
 
             async def end_of_input() -> None:

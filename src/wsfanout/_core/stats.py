@@ -6,7 +6,16 @@ import attrs
 
 from .decision import Close
 
-__all__ = ["Counts", "HubStats", "SubscriberStats"]
+__all__ = [
+    "DROP_REASONS",
+    "SUMMED",
+    "ClosedSubscriber",
+    "Counts",
+    "HubStats",
+    "PolicyStats",
+    "SubscriberStats",
+    "dropped_by_reason",
+]
 
 
 @attrs.frozen(kw_only=True)
@@ -52,7 +61,23 @@ class Counts:
         )
 
 
-_SUMMED = tuple(field.name for field in attrs.fields(Counts))
+SUMMED = tuple(field.name for field in attrs.fields(Counts))
+"""The counters that add up over subscribers, in :class:`Counts`' order."""
+
+DROP_REASONS: dict[str, str] = {
+    "oldest": "dropped_oldest",
+    "newest": "dropped_newest",
+    "skipped": "skipped",
+    "conflated": "conflated",
+    "disconnected": "disconnected",
+}
+"""Why messages are lost, as metrics and logs name the reason -> the :class:`Counts`
+field that counts it; their sum is :attr:`Counts.dropped`."""
+
+
+def dropped_by_reason(stats: Counts) -> dict[str, int]:
+    """``{reason: messages}`` for every reason of :data:`DROP_REASONS`, in its order."""
+    return {reason: getattr(stats, field) for reason, field in DROP_REASONS.items()}
 
 
 @attrs.frozen(kw_only=True)
@@ -89,5 +114,49 @@ class HubStats(Counts):
 
 def add_stats(total: dict[str, float], stats: Counts) -> None:
     """Accumulate one subscriber's counters into ``total``."""
-    for name in _SUMMED:
+    for name in SUMMED:
         total[name] = total.get(name, 0) + getattr(stats, name)
+
+
+@attrs.frozen(kw_only=True)
+class PolicyStats(HubStats):
+    """:class:`HubStats` of the subscribers of one declared policy name, present and past."""
+
+    opened: int = 0
+    """Subscribers that have had this policy name, connected now or gone."""
+    behind: int = 0
+    """Connected subscribers with messages queued: off the fast path now."""
+    write_buffer: int = 0
+    """Bytes waiting in the write buffers of connected subscribers (corked frames included)."""
+    closes: tuple[tuple[str, int], ...] = ()
+    """``(ended, count)`` pairs for the subscribers gone, sorted; how they ended: the
+    close code wsfanout sent (``"1013"``), ``"client"`` (the client closed first),
+    ``"app"`` (the application ended the subscription or closed the connection) or
+    ``"lost"`` (no closing handshake)."""
+
+
+@attrs.frozen(kw_only=True)
+class ClosedSubscriber:
+    """A subscriber gone: who it was, how it ended and its final counters."""
+
+    id: str
+    """The connection's id (``websocket.id``), to match log lines."""
+    remote: str
+    """The client's address, ``host:port``."""
+    path: str
+    """The request path, without the query string (which may hold a token)."""
+    policy_name: str
+    """The policy name it was served under."""
+    closed_at: float
+    """When it was released, in seconds since the epoch (``time.time()``)."""
+    ended: str
+    """How it ended, as in :attr:`PolicyStats.closes`: a close code wsfanout sent
+    (``"1013"``), ``"client"``, ``"app"`` or ``"lost"``."""
+    code: int | None
+    """The close code: the one wsfanout, the client or the application sent; None when
+    the connection ended without one (1006)."""
+    cause: str
+    """Why, for people: the policy's cause (``lag 5.0s >= max_lag=5.0``), the client's
+    close reason, or what happened to the connection."""
+    stats: SubscriberStats
+    """Its counters when it was released."""

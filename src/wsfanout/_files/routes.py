@@ -15,6 +15,9 @@ conditions all hold wins, and ``default`` covers everyone else::
     header = { "X-Network" = "slow*" }   # request headers, names case-insensitive
     subprotocol = "chat.v1"              # the negotiated subprotocol, exactly
     policy = "notifications"
+    topics = ["alerts", "news"]          # the topics these subscribers may receive
+
+``default_topics`` does for the default route what ``topics`` does for a route.
 
 Patterns use :func:`fnmatch.fnmatchcase` (``*``, ``?``, ``[...]``). A :class:`Routes`
 is a function from a connection to a policy, which is all ``Hub.serve`` needs::
@@ -42,11 +45,11 @@ from .policy_files import one_line, read_text, read_toml, shown_key, unknown_key
 from .presets import load_policy_file, looks_like_path
 from .units import brief, show_toml
 
-__all__ = ["Route", "Routes", "load_routes", "parse_routes"]
+__all__ = ["Route", "Routes", "TopicNotAllowed", "load_routes", "parse_routes"]
 
 _CONDITIONS = ("path", "query", "header", "subprotocol")
-_ROUTE_KEYS = (*_CONDITIONS, "policy")
-_TOP_KEYS = ("default", "route")
+_ROUTE_KEYS = (*_CONDITIONS, "policy", "topics")
+_TOP_KEYS = ("default", "default_topics", "route")
 
 
 def _lower_names(pairs: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
@@ -71,6 +74,26 @@ class Route:
     """(header name, pattern) pairs; names are compared case-insensitively."""
     subprotocol: str | None = None
     """The subprotocol negotiated with the client, compared exactly."""
+    topics: tuple[str, ...] | None = None
+    """The topics its subscribers may receive, or ``None`` for any (see :meth:`topics_for`)."""
+
+    def topics_for(self, requested: Iterable[str] | None) -> frozenset[str] | None:
+        """The topics of a subscriber that asked for ``requested`` (``None``: it named none).
+
+        Without route topics, a subscriber gets what it asked for (every topic if it
+        named none). With them, a subscriber that names none gets all of the route's,
+        and one that names some gets those; naming one outside the route's raises
+        :class:`TopicNotAllowed`.
+        """
+        if self.topics is None:
+            return None if requested is None else frozenset(requested)
+        if requested is None:
+            return frozenset(self.topics)
+        wanted = frozenset(requested)
+        outside = sorted(wanted.difference(self.topics))
+        if outside:
+            raise TopicNotAllowed(outside[0], self.topics)
+        return wanted
 
     def matches(self, request: Request, subprotocol: str | None = None) -> bool:
         """Whether a connection that sent ``request`` and negotiated ``subprotocol`` matches."""
@@ -100,6 +123,18 @@ class Route:
         if self.subprotocol is not None:
             parts.append(f"subprotocol = {show_toml(self.subprotocol)}")
         return ", ".join(parts) or "*"
+
+
+class TopicNotAllowed(ValueError):
+    """A subscriber asked for a topic its route does not give (``topic``; ``allowed``)."""
+
+    def __init__(self, topic: str, allowed: tuple[str, ...]) -> None:
+        super().__init__(
+            f"topic {show_toml(topic)} not allowed here "
+            f"(expected one of {', '.join(show_toml(t) for t in allowed)})"
+        )
+        self.topic = topic
+        self.allowed = allowed
 
 
 @attrs.frozen
@@ -169,6 +204,21 @@ def _string(filename: str, where: str, value: object) -> str:
     return value
 
 
+def _topics(filename: str, where: str, value: object) -> tuple[str, ...]:
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(topic, str) and topic for topic in value)
+    ):
+        raise PolicyFileError(
+            f"{filename}: {where}: {show_toml(value)} is not a list of topic names "
+            '(expected e.g. ["news", "alerts"])',
+            filename=filename,
+            key=where,
+        )
+    return tuple(dict.fromkeys(value))
+
+
 def _policy(filename: str, where: str, value: object, base: Path | None) -> tuple[Policy, str]:
     name = _string(filename, where, value)
     target: str | Path = name
@@ -200,7 +250,10 @@ def _routes_from(document: Mapping[str, Any], filename: str, base: Path | None) 
             key="default",
         )
     policy, name = _policy(filename, "default", document["default"], base)
-    default = Route(policy=policy, policy_name=name)
+    topics = None
+    if "default_topics" in document:
+        topics = _topics(filename, "default_topics", document["default_topics"])
+    default = Route(policy=policy, policy_name=name, topics=topics)
     tables = document.get("route", [])
     if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
         raise _error(
@@ -243,6 +296,7 @@ def _route(filename: str, index: int, table: Mapping[str, Any], base: Path | Non
             if "subprotocol" in table
             else None
         ),
+        topics=_topics(filename, f"{where}.topics", table["topics"]) if "topics" in table else None,
     )
 
 
@@ -254,4 +308,4 @@ def load_routes(path: str | os.PathLike[str]) -> Routes:
 
 def is_routing_document(document: Mapping[str, object]) -> bool:
     """Whether a parsed TOML document is a routing file rather than a policy file."""
-    return "stage" not in document and ("route" in document or "default" in document)
+    return "stage" not in document and any(key in document for key in _TOP_KEYS)

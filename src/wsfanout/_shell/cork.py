@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .link import Link
+    from .monitor import Timing
 
 __all__ = ["Corker"]
 
@@ -31,10 +32,12 @@ class Corker:
     publish is a tick of its own, so nothing is ever held.
     """
 
-    __slots__ = ("enabled", "held", "loop", "scheduled", "tick")
+    __slots__ = ("enabled", "held", "loop", "scheduled", "tick", "timing")
 
     def __init__(self, *, enabled: bool) -> None:
         self.enabled = enabled
+        self.timing: Timing | None = None
+        """The hub's latency histograms: corked frames' publish-to-write ends here."""
         self.tick = 0
         self.held: list[Link] = []
         """Links holding frames until the iteration ends."""
@@ -61,3 +64,6 @@ class Corker:
                     link.flush()
                 except Exception:
                     link.fail()
+        timing = self.timing
+        if timing is not None and timing.corked:
+            timing.flushed()

@@ -28,6 +28,7 @@ from .._core.outbox import Offer
 from .._core.streams import Streams
 from .cork import Corker
 from .link import Link
+from .monitor import Timing
 from .topics import TopicIndex
 
 __all__ = ["Fanout"]
@@ -46,11 +47,13 @@ def new_epoch() -> str:
 class Fanout:
     """Who gets a message, and the fast path that gives it to them."""
 
-    __slots__ = ("closed", "corker", "index", "loop", "seq", "streams")
+    __slots__ = ("closed", "corker", "index", "loop", "seq", "streams", "timing")
 
     def __init__(self, *, cork: bool) -> None:
         self.index: TopicIndex[Link] = TopicIndex()
         self.corker = Corker(enabled=cork)
+        self.timing: Timing | None = None
+        """The hub's latency histograms, once it records them (``HubMonitor.start_timings``)."""
         self.seq = itertools.count()
         """Local sequence numbers: every message a link is offered has its own."""
         self.streams = Streams(new_epoch)
@@ -91,14 +94,19 @@ class Fanout:
 
     def deliver(self, msg: Message, now: float) -> int:
         """Offer ``msg`` to the links of its topic; return how many it was offered to."""
+        timing = self.timing
+        start = timing.clock() if timing is not None else 0.0
         topic = msg.topic
         index = self.index
         if topic is None:
-            return self.fan_out(msg, now, index.members)
-        count = self.fan_out(msg, now, index.wildcard)
-        listeners = index.by_topic.get(topic)
-        if listeners:
-            count += self.fan_out(msg, now, listeners)
+            count = self.fan_out(msg, now, index.members)
+        else:
+            count = self.fan_out(msg, now, index.wildcard)
+            listeners = index.by_topic.get(topic)
+            if listeners:
+                count += self.fan_out(msg, now, listeners)
+        if timing is not None:
+            timing.published(start, bool(self.corker.held))
         return count
 
     def receive(

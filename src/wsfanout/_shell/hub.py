@@ -31,6 +31,7 @@ from .._core.stats import HubStats, SubscriberStats, add_stats
 from .._core.validate import check_close, positive_seconds
 from .fanout import Fanout
 from .link import Link
+from .monitor import HubMonitor, Ledger
 from .reading import gate_reading, is_gated, ungate_reading
 from .sockets import NOTSENT_LOWAT
 from .subscriber import Subscriber, check_topics
@@ -42,6 +43,21 @@ DEFAULT_NOTSENT_LOWAT = 16384
 subscriber before the rest waits in the write buffer, where its policy sees it."""
 
 OPEN = State.OPEN
+
+POLICY_NAME_MAX = 256
+"""Longest policy name (a policy file's path may be one): a label, not a place for data."""
+
+
+def check_policy_name(name: object) -> str:
+    """A policy name: a non-empty str of at most :data:`POLICY_NAME_MAX` printable characters."""
+    if not isinstance(name, str) or not name or not name.isprintable():
+        raise invalid("policy_name", name, "must be a non-empty printable str", ConfigError)
+    if len(name) > POLICY_NAME_MAX:
+        raise invalid(
+            "policy_name", name, f"must be at most {POLICY_NAME_MAX} characters", ConfigError
+        )
+    return name
+
 
 OnMessage = Callable[[Subscriber, Data], Awaitable[None]]
 """``Hub.serve``'s ``on_message``: called with each message the client sends."""
@@ -59,6 +75,12 @@ class Hub:
     (bytes, or None to leave sockets as they are) is the ``TCP_NOTSENT_LOWAT`` set on
     every subscribed TCP connection, so that what a stalled client cannot take waits
     where its policy sees it rather than in the kernel.
+
+    ``policy_name`` names ``policy`` in :attr:`monitor` and metrics (subscribers that
+    name their own policy take ``policy_name`` from :meth:`serve`); ``closed_history``
+    is how many released subscribers :attr:`HubMonitor.closed` remembers;
+    ``timings`` records the latency histograms (:meth:`HubMonitor.timings`): from the
+    start (True), never (False), or once metrics or an admin listener ask (None).
     """
 
     def __init__(
@@ -69,6 +91,9 @@ class Hub:
         backplane: Backplane | None = None,
         cork: bool = True,
         notsent_lowat: int | None = DEFAULT_NOTSENT_LOWAT,
+        policy_name: str = "default",
+        closed_history: int = 100,
+        timings: bool | None = None,
     ) -> None:
         self.close_timeout = positive_seconds("close_timeout", close_timeout)
         if notsent_lowat is not None and (
@@ -85,13 +110,22 @@ class Hub:
         self.notsent_lowat = notsent_lowat
         if not isinstance(cork, bool):
             raise ConfigError(f"cork={cork!r} must be True or False", name="cork", value=cork)
+        if timings is not None and not isinstance(timings, bool):
+            raise invalid("timings", timings, "must be True, False or None", ConfigError)
+        if isinstance(closed_history, bool) or not isinstance(closed_history, int):
+            raise invalid("closed_history", closed_history, "must be an int >= 0", ConfigError)
+        if closed_history < 0:
+            raise invalid("closed_history", closed_history, "must be >= 0", ConfigError)
         self.policy = DEFAULT_POLICY if policy is None else as_policy(policy)
-        self._fanout = Fanout(cork=cork)
+        self.policy_name = check_policy_name(policy_name)
         self._live: set[Link] = set()
         """Every link not yet released, attached or not: what stats() and aclose() see."""
-        self._retired: dict[str, float] = {}
-        """Counters of released subscribers, summed."""
-        self._closed_by_policy = 0
+        self._ledger = Ledger(self._live, closed_history=closed_history)
+        """The counters of released subscribers, how they ended, and the timings."""
+        self._fanout = Fanout(cork=cork)
+        self._monitor = HubMonitor(self._fanout, self._ledger, timings=timings)
+        if timings:
+            self._monitor.start_timings()
         self._backplane = backplane
         if backplane is not None:
             backplane.bind(self._fanout)
@@ -165,6 +199,7 @@ class Hub:
         topics: Iterable[str] | None = None,
         on_message: OnMessage | None = None,
         framing: str | None = None,
+        policy_name: str | None = None,
     ) -> SubscriberStats:
         """Subscribe ``websocket`` and relay to it until the connection closes.
 
@@ -172,12 +207,14 @@ class Hub:
         each message goes to ``on_message(subscriber, message)`` if given. ``framing``
         is ``"raw"`` (payloads as published) or ``"v1"`` (each with its offset; see
         docs/protocol.md); by default ``"v1"`` if the connection negotiated the
-        ``wsfanout.v1`` subprotocol, else ``"raw"``. Returns the subscriber's final
-        statistics.
+        ``wsfanout.v1`` subprotocol, else ``"raw"``. ``policy_name`` labels the
+        subscriber in :attr:`monitor` and metrics: a preset or route name, one of a few
+        (never a client id); by default the hub's ``policy_name`` without ``policy``,
+        else ``"custom"``. Returns the subscriber's final statistics.
         """
         # Not through subscribe(): its context manager would cost every idle
         # subscriber about 500 bytes more (see docs/performance.md).
-        link = self._open(websocket, policy, topics, framing)
+        link = self._open(websocket, policy, topics, framing, policy_name)
         subscriber = link.subscriber
         try:
             async for data in websocket:
@@ -197,14 +234,15 @@ class Hub:
         policy: Policy | None = None,
         topics: Iterable[str] | None = None,
         framing: str | None = None,
+        policy_name: str | None = None,
     ) -> AsyncIterator[Subscriber]:
         """Subscribe ``websocket`` for the duration of the ``async with`` block.
 
         The block must keep reading from the connection (or the connection stops
         processing close frames and pings); :meth:`serve` does that for you.
-        ``framing`` is as for :meth:`serve`.
+        ``framing`` and ``policy_name`` are as for :meth:`serve`.
         """
-        link = self._open(websocket, policy, topics, framing)
+        link = self._open(websocket, policy, topics, framing, policy_name)
         try:
             yield link.subscriber
         finally:
@@ -216,6 +254,7 @@ class Hub:
         policy: Policy | None,
         topics: Iterable[str] | None,
         framing: str | None,
+        policy_name: str | None = None,
     ) -> Link:
         fanout = self._fanout
         if fanout.closed:
@@ -234,6 +273,10 @@ class Hub:
                 value=websocket,
             )
         chosen = self.policy if policy is None else as_policy(policy)
+        if policy_name is None:
+            name = self.policy_name if policy is None else "custom"
+        else:
+            name = check_policy_name(policy_name)
         link = Link(
             fanout,
             websocket,
@@ -241,7 +284,8 @@ class Hub:
             check_topics(topics),
             self.close_timeout,
             framing,
-            self.notsent_lowat,
+            policy_name=name,
+            notsent_lowat=self.notsent_lowat,
         )
         self._live.add(link)
         gate_reading(websocket)
@@ -266,8 +310,7 @@ class Hub:
         ungate_reading(link.websocket)
         if link in self._live:
             self._live.discard(link)
-            add_stats(self._retired, link.outbox.stats(self._fanout.now()))
-            self._closed_by_policy += link.outbox.closed_by_policy
+            self._ledger.retire(link, self._fanout.now())
 
     # -- changing policies ----------------------------------------------------------
 
@@ -314,14 +357,19 @@ class Hub:
         """Subscribers currently receiving messages."""
         return tuple(link.subscriber for link in self._fanout.index.members)
 
+    @property
+    def monitor(self) -> HubMonitor:
+        """What the hub has seen, per policy name: for metrics and status pages."""
+        return self._monitor
+
     def __len__(self) -> int:
         return len(self._fanout.index.members)
 
     def stats(self) -> HubStats:
         """Counters summed over every subscriber, present and past."""
-        total = dict(self._retired)
+        total = self._ledger.retired_total()
         max_lag = 0.0
-        closed_by_policy = self._closed_by_policy
+        closed_by_policy = sum(self._ledger.closed_by_policy.values())
         now = self._fanout.now()
         for link in self._live:
             stats = link.outbox.stats(now)

@@ -56,6 +56,7 @@ class Link:
         "held_bytes",
         "outbox",
         "plain",
+        "policy_name",
         "protocol",
         "relay",
         "sock",
@@ -77,6 +78,7 @@ class Link:
         topics: frozenset[str] | None,
         close_timeout: float,
         framing: str = "raw",
+        policy_name: str = "custom",
         notsent_lowat: int | None = None,
     ) -> None:
         from .subscriber import Subscriber  # the handle wraps the link it is given
@@ -96,6 +98,8 @@ class Link:
         probe = self.kernel_unsent if self.sock is not None else None
         self.outbox = Outbox(policy, high=high, low=low, kernel_unsent=probe)
         self.topics = topics
+        self.policy_name = policy_name
+        """The label of this subscriber's policy in the hub's monitor and metrics."""
         self.attached = True
         """Offered messages: in the fan-out's index, until closing or gone."""
         self.relay: asyncio.Task[None] | None = None

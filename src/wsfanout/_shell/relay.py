@@ -65,6 +65,9 @@ async def run_relay(link: Link) -> None:
             action = outbox.next_action(now, buffered)
             if type(action) is Write:
                 link.write(action.frames)
+                timing = link.fanout.timing
+                if timing is not None:
+                    timing.left_queue(link.policy_name, action.frames, now)
             elif type(action) is Wait:
                 plan = plan_wait(
                     action.until,

@@ -72,6 +72,17 @@ class Subscriber:
         self._link.set_policy(chosen)
 
     @property
+    def policy_name(self) -> str:
+        """The name of its policy in the hub's monitor and metrics (see ``Hub.serve``)."""
+        return self._link.policy_name
+
+    @property
+    def write_buffer(self) -> int:
+        """Bytes waiting to leave: the transport's write buffer and any corked frames."""
+        link = self._link
+        return link.transport.get_write_buffer_size() + link.held_bytes
+
+    @property
     def topics(self) -> frozenset[str] | None:
         """The topics this subscriber receives; ``None`` means all of them."""
         return self._link.topics
