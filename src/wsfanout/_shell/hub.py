@@ -123,7 +123,13 @@ class Hub:
         self._ledger = Ledger(self._live, closed_history=closed_history)
         """The counters of released subscribers, how they ended, and the timings."""
         self._fanout = Fanout(cork=cork)
-        self._monitor = HubMonitor(self._fanout, self._ledger, timings=timings)
+        self._monitor = HubMonitor(
+            self._fanout,
+            self._ledger,
+            timings=timings,
+            notsent_lowat=notsent_lowat if NOTSENT_LOWAT is not None else None,
+            notsent_lowat_supported=NOTSENT_LOWAT is not None,
+        )
         if timings:
             self._monitor.start_timings()
         self._backplane = backplane
