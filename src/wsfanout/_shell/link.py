@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from typing import TYPE_CHECKING
 
 from websockets.asyncio.connection import Connection
 from websockets.protocol import State
 
-from .._core.contract import cork_is_full, write_buffer
+from .._core.contract import BLOCKED, cork_is_full, plan_wait, write_buffer
 from .._core.decision import Close
 from .._core.frames import OP_TEXT
 from .._core.message import Message, make_control
-from .._core.outbox import Offer, Outbox
+from .._core.outbox import Action, CloseAction, Offer, Outbox, Wait, Write
 from .._core.policy import Policy
 from .extensions import shared_deflate
 from .relay import run_relay
@@ -50,6 +51,7 @@ class Link:
         "attached",
         "close_timeout",
         "deflate",
+        "due",
         "fanout",
         "fd",
         "flush_waiting",
@@ -100,6 +102,8 @@ class Link:
         """The relay task, while the subscriber is behind or closing."""
         self.wake: asyncio.Future[None] | None = None
         """What the relay waits on, while it waits."""
+        self.due: int | None = None
+        """The hub's deadline (``timers.py``) this link waits for, if it waits for one."""
         self.close_timeout = close_timeout
         # How frames are encoded for this connection, fixed by the handshake and its
         # framing: a shared frame (no extension), a shared compressed frame
@@ -252,11 +256,62 @@ class Link:
             self.closing()
 
     def kick(self) -> None:
-        """The outbox has work: start the relay task, or wake it if it waits."""
-        if self.relay is None:
-            self.relay = asyncio.get_running_loop().create_task(run_relay(self))
-        elif self.wake is not None and not self.wake.done():
-            self.wake.set_result(None)
+        """The outbox has work: wake the relay task if there is one; start it to close or
+        to await a full write buffer; else pump this link once the loop iteration's
+        callbacks have run (``timers.py``), where the relay's first turn used to be."""
+        if self.relay is not None:
+            if self.wake is not None and not self.wake.done():
+                self.wake.set_result(None)
+        elif self.outbox.closing is not None or self.write_buffer() > self.outbox.high:
+            self.start_relay()
+        else:
+            self.fanout.timers.soon(self)
+
+    def start_relay(self, first: Action | None = None) -> None:
+        """Hand this link to a relay task, for what must be awaited; ``first`` is an
+        action already taken from the outbox, performed before asking it again."""
+        self.fanout.timers.discard(self)
+        self.relay = asyncio.get_running_loop().create_task(run_relay(self, first))
+
+    def pump(self, now: float) -> None:
+        """The relay's turns, without awaiting: write what is due, then wait for the next
+        deadline on the hub's shared timers (no task, no wake of one), or hand over to a
+        relay task for what must be awaited (a drain, a fragmented send, a close)."""
+        if self.relay is not None:
+            return  # the task owns the outbox until it ends
+        outbox = self.outbox
+        ws = self.websocket
+        first: Action | None = None
+        try:
+            while outbox.closing is None and ws.send_in_progress is None:
+                buffered = self.write_buffer()
+                action = outbox.next_action(now, buffered)
+                if type(action) is Write:
+                    self.write(action.frames)
+                    timing = self.fanout.timing
+                    if timing is not None:
+                        timing.left_queue(self.policy_name, action.frames, now)
+                elif type(action) is Wait:
+                    plan = plan_wait(
+                        action.until,
+                        action.drain,
+                        now,
+                        writable=buffered != BLOCKED,
+                        paused=ws.paused,
+                    )
+                    if plan.on_drain or plan.until == math.inf:
+                        break
+                    self.fanout.timers.at(self, plan.until)
+                    return
+                elif type(action) is CloseAction:
+                    first = action  # taken: the relay performs it
+                    break
+                else:
+                    return
+        except Exception:
+            self.fail("relay failed for %s; aborting the connection")
+            return
+        self.start_relay(first)
 
     # -- ending ----------------------------------------------------------------------
 
@@ -285,6 +340,7 @@ class Link:
         self.held = None
         self.held_bytes = 0
         self.fanout.detach(self)
+        self.fanout.timers.discard(self)
         self.outbox.discard()
         if self.wake is not None and not self.wake.done():
             self.wake.set_result(None)
