@@ -15,7 +15,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-from wsfanout import Policy
+from wsfanout import Close, Policy
 from wsfanout._shell.fanout import Fanout
 from wsfanout._shell.link import Link
 from wsfanout._shell.timers import RESOLUTION
@@ -37,7 +37,7 @@ class VirtualLoop(asyncio.SelectorEventLoop):
     def time(self) -> float:
         return self.now
 
-    def call_at(self, when: float, callback: Any, *args: Any, context: Any = None) -> Any:
+    def call_at(self, when: float, callback: Any, *args: Any, context: Any = None) -> Any:  # type: ignore[override]
         self.timers += 1
         return super().call_at(when, callback, *args, context=context)
 
@@ -46,7 +46,8 @@ class VirtualLoop(asyncio.SelectorEventLoop):
         return super().create_task(coro, **kwargs)
 
     def pending_timers(self) -> int:
-        return sum(1 for handle in self._scheduled if not handle.cancelled())  # type: ignore[attr-defined]
+        scheduled: list[asyncio.TimerHandle] = self._scheduled  # type: ignore[attr-defined]
+        return sum(1 for handle in scheduled if not handle.cancelled())
 
 
 @contextmanager
@@ -114,7 +115,8 @@ def test_a_batch_deadline_is_one_timer_for_every_subscriber_and_wakes_no_task() 
             assert loop.timers - timers_before == 5
             assert loop.tasks - tasks_before == 0
             assert all(link.relay is None for link in links)
-            assert len(fanout.timers) == 0 and loop.pending_timers() == 0
+            assert len(fanout.timers) == 0
+            assert loop.pending_timers() == 0
 
         run(loop, test)
 
@@ -137,7 +139,8 @@ def test_a_throttle_slot_is_shared_by_subscribers_due_in_the_same_resolution_ste
             assert fanout.timers.timers == 1
             await advance(loop, 0.05 + RESOLUTION)
             for link in links:
-                assert len(writes(link)) == 1 and writes(link)[0].endswith(b"v4")
+                assert len(writes(link)) == 1
+                assert writes(link)[0].endswith(b"v4")
             assert loop.timers - timers_before == 1
             assert loop.tasks - tasks_before == 0
 
@@ -153,13 +156,12 @@ def test_a_closed_subscriber_leaves_no_timer_behind(how: str) -> None:
             links = make_links(fanout, Batch(max_messages=16, max_delay=0.01), 3)
             publish(fanout, loop, "waits", 0)
             await advance(loop, 0)
-            assert fanout.timers.timers == 1 and len(fanout.timers) == 3
+            assert fanout.timers.timers == 1
+            assert len(fanout.timers) == 3
             for link in links:
                 if how == "connection lost":
                     link.connection_lost()
                 else:
-                    from wsfanout._core.decision import Close
-
                     link.close(Close(1001, "", cause="hub closed"))
             assert len(fanout.timers) == 0
             assert fanout.timers.timers == 0
@@ -187,10 +189,12 @@ def test_a_link_moves_to_its_new_deadline_and_the_old_timer_goes_when_it_empties
             timers.at(late, loop.now + 0.008)
             assert timers.timers == 2
             timers.at(early, loop.now + 0.008)  # the first deadline is left with nobody
-            assert timers.timers == 1 and loop.pending_timers() == 1
+            assert timers.timers == 1
+            assert loop.pending_timers() == 1
             timers.discard(early)
             timers.discard(late)
-            assert timers.timers == 0 and loop.pending_timers() == 0
+            assert timers.timers == 0
+            assert loop.pending_timers() == 0
 
         run(loop, test)
 

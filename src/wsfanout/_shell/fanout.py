@@ -185,7 +185,7 @@ class Fanout:
                             if sent != len(data):
                                 transport.write(memoryview(data)[sent:] if sent else data)
                 elif outcome is KICK:
-                    link.kick()
+                    link.queued(buffered, now)
                 elif outcome is CLOSE:
                     if closing is None:
                         closing = []

@@ -142,11 +142,12 @@ class Link:
 
     def offer(self, message: Message, now: float) -> None:
         """Offer ``message`` and carry out the answer; ``Fanout.fan_out`` inlines this."""
-        outcome = self.outbox.offer(message, now, self.write_buffer())
+        buffered = self.write_buffer()
+        outcome = self.outbox.offer(message, now, buffered)
         if outcome is Offer.WRITE:
             self.emit(self.encode(message))
         elif outcome is Offer.KICK:
-            self.kick()
+            self.queued(buffered, now)
         elif outcome is Offer.CLOSE:
             self.closing()
 
@@ -267,6 +268,24 @@ class Link:
         else:
             self.fanout.timers.soon(self)
 
+    def queued(self, buffered: int, now: float) -> None:
+        """An offer at ``now`` with ``buffered`` bytes waiting queued a message and kicked.
+
+        Under the low-water mark the policy held it on purpose (a batch lingering, a
+        throttle's slot): pump now, so the link takes its deadline on the hub's timers
+        in this very call. Over the high-water mark a relay task awaits the drain. In
+        between the relay's first turn comes after this loop iteration, as always.
+        """
+        if self.relay is not None:
+            if self.wake is not None and not self.wake.done():
+                self.wake.set_result(None)
+        elif buffered > self.outbox.high:
+            self.start_relay()
+        elif buffered <= self.outbox.low:
+            self.pump(now)
+        else:
+            self.fanout.timers.soon(self)
+
     def start_relay(self, first: Action | None = None) -> None:
         """Hand this link to a relay task, for what must be awaited; ``first`` is an
         action already taken from the outbox, performed before asking it again."""
@@ -292,16 +311,17 @@ class Link:
                     if timing is not None:
                         timing.left_queue(self.policy_name, action.frames, now)
                 elif type(action) is Wait:
-                    plan = plan_wait(
-                        action.until,
-                        action.drain,
-                        now,
-                        writable=buffered != BLOCKED,
-                        paused=ws.paused,
-                    )
-                    if plan.on_drain or plan.until == math.inf:
+                    until = action.until
+                    if action.drain:  # plan_wait's first rule, (until, no drain), read inline
+                        plan = plan_wait(
+                            until, True, now, writable=buffered != BLOCKED, paused=ws.paused
+                        )
+                        if plan.on_drain:
+                            break
+                        until = plan.until
+                    if until == math.inf:
                         break
-                    self.fanout.timers.at(self, plan.until)
+                    self.fanout.timers.at(self, until)
                     return
                 elif type(action) is CloseAction:
                     first = action  # taken: the relay performs it
