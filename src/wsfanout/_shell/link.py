@@ -282,7 +282,7 @@ class Link:
         elif buffered > self.outbox.high:
             self.start_relay()
         elif buffered <= self.outbox.low:
-            self.pump(now)
+            self.pump(now, buffered)
         else:
             self.fanout.timers.soon(self)
 
@@ -292,10 +292,11 @@ class Link:
         self.fanout.timers.discard(self)
         self.relay = asyncio.get_running_loop().create_task(run_relay(self, first))
 
-    def pump(self, now: float) -> None:
+    def pump(self, now: float, buffered: int | None = None) -> None:
         """The relay's turns, without awaiting: write what is due, then wait for the next
         deadline on the hub's shared timers (no task, no wake of one), or hand over to a
-        relay task for what must be awaited (a drain, a fragmented send, a close)."""
+        relay task for what must be awaited (a drain, a fragmented send, a close).
+        ``buffered`` is :meth:`write_buffer` when the caller has just read it."""
         if self.relay is not None:
             return  # the task owns the outbox until it ends
         outbox = self.outbox
@@ -303,10 +304,12 @@ class Link:
         first: Action | None = None
         try:
             while outbox.closing is None and ws.send_in_progress is None:
-                buffered = self.write_buffer()
+                if buffered is None:
+                    buffered = self.write_buffer()
                 action = outbox.next_action(now, buffered)
                 if type(action) is Write:
                     self.write(action.frames)
+                    buffered = None  # it changed
                     timing = self.fanout.timing
                     if timing is not None:
                         timing.left_queue(self.policy_name, action.frames, now)
