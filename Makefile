@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # Folders that exist on this branch (benchmarks/ may not yet).
 LINTED := $(wildcard src tests benchmarks examples mkdocs_hooks.py)
 
-.PHONY: setup test lint typecheck unit docs demo bench clean debian-packages bench-redis
+.PHONY: setup test lint typecheck unit docs demo bench clean debian-packages bench-redis bench-history
 
 BENCH_STAMP := $(VENV)/.bench-installed
 
@@ -59,6 +59,11 @@ demo: $(STAMP)
 bench-redis: DEBIAN_PACKAGES := redis-server=redis-server
 bench-redis: $(STAMP) debian-packages
 	$(BIN)/python benchmarks/redis_scaling.py
+
+# What offsets, history and resuming cost per message, in process and through Redis.
+bench-history: DEBIAN_PACKAGES := redis-server=redis-server
+bench-history: $(STAMP) debian-packages
+	$(BIN)/python benchmarks/history.py $(ARGS)
 
 # The bench extra (aiohttp, picows, uvloop, matplotlib) is optional: cases whose
 # package is missing are reported as skipped. ARGS=--quick (about 30 s) or ARGS=--full.
