@@ -40,6 +40,7 @@ from ._core.message import (
     make_message,
     v1_header,
 )
+from ._core.notices import REASONS, GapLedger, Notice
 from ._core.outbox import IDLE, Action, CloseAction, Idle, Offer, Outbox, Wait, Write
 from ._core.policy import FunctionPolicy
 from ._core.queue import MessageQueue, Push
@@ -103,6 +104,10 @@ __all__ = [
     "MessageQueue",
     "Push",
     "DrainMeter",
+    # gap notices in the core
+    "GapLedger",
+    "Notice",
+    "REASONS",
     # queue rules and decisions
     "Rules",
     "Overflow",

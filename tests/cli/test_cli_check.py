@@ -47,8 +47,8 @@ def test_check_reports_every_bad_file_and_exits_2(
         '(expected e.g. "250ms", "5s")',
         "wsfanout check: error: missing.toml: no such file",
         'wsfanout check: error: "chatt" is not a preset (expected one of "chat", "dashboard", '
-        '"live-feed", "log-tail", "market-data", "mobile", "notifications"; or a path to a '
-        ".toml file)",
+        '"event-feed", "live-feed", "log-tail", "market-data", "mobile", "notifications"; '
+        "or a path to a .toml file)",
     ]
 
 

@@ -16,13 +16,14 @@ from wsfanout.policies import (
     DropNewest,
     DropOldest,
     Escalate,
+    Notify,
     SkipToLatest,
     Throttle,
 )
 
 KINDS = (
     '"drop-oldest", "drop-newest", "skip-to-latest", "conflate-by-key", "batch", "throttle", '
-    '"disconnect", "escalate", "adaptive"'
+    '"disconnect", "escalate", "adaptive", "notify"'
 )
 
 
@@ -97,6 +98,7 @@ def test_the_registry_covers_every_built_in_and_every_parameter_has_a_kind() -> 
         Disconnect,
         Escalate,
         Adaptive,
+        Notify,
     }
     for kind in STAGE_KINDS:
         parameters(kind)  # raises KeyError if a constructor parameter has no value kind
@@ -284,8 +286,9 @@ def test_a_policy_error_is_reraised_with_the_file_and_the_key(
 def test_an_unknown_preset_lists_the_presets() -> None:
     with pytest.raises(
         PolicyFileError,
-        match=r'^"chatt" is not a preset \(expected one of "chat", "dashboard", "live-feed", '
-        r'"log-tail", "market-data", "mobile", "notifications"; or a path to a \.toml file\)$',
+        match=r'^"chatt" is not a preset \(expected one of "chat", "dashboard", "event-feed", '
+        r'"live-feed", "log-tail", "market-data", "mobile", "notifications"; or a path to a '
+        r"\.toml file\)$",
     ):
         load_policy("chatt")
 

@@ -36,6 +36,7 @@ from wsfanout.policies import (
     DropOldest,
     Escalate,
     Level,
+    Notify,
     SkipToLatest,
     Throttle,
 )
@@ -49,6 +50,7 @@ REQUIRED = (
     "notifications",
     "mobile",
     "live-feed",
+    "event-feed",
 )
 
 
@@ -107,6 +109,9 @@ def test_the_presets_are_the_policies_their_descriptions_promise() -> None:
             ),
         ],
         hold=2.0,
+    )
+    assert load_policy("event-feed") == (
+        DropOldest(max_messages=1000, max_bytes=1024 * 1024) | Notify() | Disconnect(max_lag=30.0)
     )
 
 

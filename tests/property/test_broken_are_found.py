@@ -9,7 +9,7 @@ from hypothesis import Phase, given, settings
 from sim import broken
 from wsfanout import Policy
 from wsfanout.lowlevel import Outbox
-from wsfanout.policies import ConflateByKey, DropOldest, SkipToLatest
+from wsfanout.policies import ConflateByKey, DropOldest, Notify, SkipToLatest
 from wsfanout.testing import GuaranteeViolation, Schedule, check_guarantees, schedules
 from wsfanout.testing._check import CHECKERS
 
@@ -28,6 +28,7 @@ BROKEN_POLICIES: list[tuple[Policy, str]] = [
     (broken.HalfThrottle(rate=10.0), "MaxSendRate(rate=10.0)"),
     (broken.DropsButClaimsLossless(), "Lossless()"),
     (broken.NeverSends(), "Drains()"),
+    (broken.HoldsAnHour(), "Drains()"),
     (broken.OverfullBatch(max_messages=4), "BatchIntegrity(max_messages=2)"),
     (broken.ForgetfulDisconnect(max_lag=1.0), "DisconnectsWithin(max_lag=1.0)"),
     (
@@ -36,14 +37,29 @@ BROKEN_POLICIES: list[tuple[Policy, str]] = [
     ),
     (broken.ForgetfulFold(reduce=broken.concat), "FoldedPerKey(reduce=concat)"),
     (broken.KeepsDropping(), "MaxDrops(count=2, window=10.0)"),
+    (broken.ClaimsNotices(max_messages=4), "GapsAnnounced()"),
 ]
 
 BROKEN_CORES: list[tuple[Callable[..., Outbox], str]] = [
     (broken.ReorderingOutbox, "OrderedSubsequence()"),
     (broken.DuplicatingOutbox, "NoDuplicates()"),
     (broken.HighBlindOutbox, "WithinWriteLimit()"),
+    (broken.GreedyOutbox, "HeldWithin(max_messages=32, max_bytes=1048576)"),
     (broken.MiscountingOutbox, "CountsAddUp()"),
 ]
+
+NOTIFYING = DropOldest(max_messages=4) | Notify()
+
+BROKEN_CORES_UNDER: list[tuple[Callable[..., Outbox], Policy, str]] = [
+    (broken.SilentOutbox, NOTIFYING, "GapsAnnounced()"),
+    (broken.LateNoticeOutbox, NOTIFYING, "GapsAnnounced()"),
+    (broken.DoubleNoticeOutbox, NOTIFYING, "GapsAnnounced()"),
+    (broken.OffByOneNoticeOutbox, NOTIFYING, "GapsAnnounced()"),
+    (broken.GarbledNoticeOutbox, NOTIFYING, "GapsAnnounced()"),
+    (broken.CarelessOutbox, DropOldest(max_messages=4), "LosslessDelivered()"),
+    (broken.BatchesLosslessOutbox, DropOldest(max_messages=16), "LosslessDelivered()"),
+]
+"""Cores broken in what only some policies exercise, each with such a policy."""
 
 
 def _found(run: Callable[[], None]) -> GuaranteeViolation:
@@ -104,6 +120,23 @@ def test_a_core_that_breaks_a_promise_across_steps_is_found(
     assert guarantee in [repr(violation.guarantee) for violation in error.violations]
 
 
+@pytest.mark.parametrize(
+    ("core", "policy", "guarantee"),
+    BROKEN_CORES_UNDER,
+    ids=lambda c: getattr(c, "__name__", repr(c)),
+)
+def test_a_core_broken_under_some_policy_is_found(
+    core: Callable[..., Outbox], policy: Policy, guarantee: str
+) -> None:
+    @SEARCH
+    @given(schedules())
+    def test_the_core_keeps_its_promises(schedule: Schedule) -> None:
+        check_guarantees(policy, schedule, outbox_factory=core)
+
+    error = _found(test_the_core_keeps_its_promises)
+    assert guarantee in [repr(violation.guarantee) for violation in error.violations]
+
+
 def test_a_failure_shrinks_to_a_short_schedule_printed_as_code() -> None:
     @settings(max_examples=200, derandomize=True, database=None, deadline=None)
     @given(schedules())
@@ -136,7 +169,7 @@ def test_every_checker_has_a_broken_policy_or_core_it_must_catch() -> None:
     caught = {
         guarantee.partition("(")[0]
         for _, guarantee in (*BROKEN_POLICIES, *BROKEN_CORES, *BROKEN_STEPS)
-    }
+    } | {guarantee.partition("(")[0] for _, _, guarantee in BROKEN_CORES_UNDER}
     if BROKEN_HISTORIES:  # test_resume_guarantees.py: each breaks Resumes()
         caught.add("Resumes")
     assert {kind.__name__ for kind in CHECKERS} - caught == set()

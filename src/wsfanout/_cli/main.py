@@ -24,6 +24,7 @@ from .._core.adaptive import RATIO, Adaptive
 from .._core.builtins import REDUCERS
 from .._core.errors import ConfigError, PolicyError, PolicyFileError
 from .._core.ladder import Escalate, Ladder
+from .._core.notices import NOTICE_FORMATS
 from .._core.policy import Policy
 from .._core.rules import Overflow, Rules, resolve_rules
 from .._files.conditions import format_condition
@@ -291,6 +292,10 @@ def _rules_lines(rules: Rules) -> list[str]:
     if rules.batch is not None:
         limit = "" if rules.batch.max_bytes is None else f" or {_size_text(rules.batch.max_bytes)}"
         lines.append(f"batch:      up to {rules.batch.max_messages} messages{limit} per frame")
+    if rules.notify is not None:
+        names = [name for name, fmt in NOTICE_FORMATS.items() if fmt is rules.notify]
+        shown = names[0] if names else getattr(rules.notify, "__qualname__", repr(rules.notify))
+        lines.append(f"notices:    every loss announced before the next message ({shown})")
     return lines
 
 

@@ -3,9 +3,12 @@
 The queue is ordered by publish order. Conflation removes the older message of a key
 and appends the newer one at the tail (folded into it by the rules' reducer, if any;
 a reducer never merges a text and a binary message, which then both stay), so
-delivery stays a subsequence of publish order. Messages marked not droppable are
-never evicted. :meth:`MessageQueue.reshape` switches to other rules (a ladder's next
-level) and makes what is queued fit them at once.
+delivery stays a subsequence of publish order. Messages marked not droppable
+(lossless) are never evicted. Under a policy that announces losses (``Rules.notify``)
+the queue records each message it loses in its
+:class:`~wsfanout._core.notices.GapLedger`, at the only places it loses one.
+:meth:`MessageQueue.reshape` switches to other rules (a live policy change, or a
+ladder's next level) and makes what is queued fit them at once.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 
 from .message import Message, merge_messages
+from .notices import CONFLATED, DROPPED_NEWEST, DROPPED_OLDEST, SKIPPED, GapLedger
 from .rules import Arrival, Overflow, Rules
 
 __all__ = ["MessageQueue", "Push"]
@@ -38,6 +42,7 @@ class MessageQueue:
         "conflated",
         "dropped_newest",
         "dropped_oldest",
+        "ledger",
         "max_bytes",
         "max_messages",
         "overflow",
@@ -50,14 +55,7 @@ class MessageQueue:
     )
 
     def __init__(self, rules: Rules) -> None:
-        assert rules.max_messages is not None
-        assert rules.max_bytes is not None
-        assert rules.overflow is not None
-        self.max_messages: int = rules.max_messages
-        self.max_bytes: int = rules.max_bytes
-        self.overflow: Overflow = rules.overflow
-        self.arrival: Arrival | None = rules.arrival
-        self.reduce = rules.reduce
+        self._apply(rules)
         # Keyed by Message.seq: O(1) removal from the middle (conflation) and from the head.
         self._entries: OrderedDict[int, Message] = OrderedDict()
         self._keys: dict[str, int] = {}
@@ -71,6 +69,18 @@ class MessageQueue:
         self.dropped_newest = 0
         self.skipped = 0
         self.conflated = 0
+
+    def _apply(self, rules: Rules) -> None:
+        assert rules.max_messages is not None
+        assert rules.max_bytes is not None
+        assert rules.overflow is not None
+        self.max_messages: int = rules.max_messages
+        self.max_bytes: int = rules.max_bytes
+        self.overflow: Overflow = rules.overflow
+        self.arrival: Arrival | None = rules.arrival
+        self.reduce = rules.reduce
+        self.ledger: GapLedger | None = GapLedger() if rules.notify is not None else None
+        """Where lost messages are recorded for gap notices; None unless announced."""
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -117,10 +127,10 @@ class MessageQueue:
                 if seq is not None and entries[seq].droppable:
                     older = entries[seq]
                     if self.reduce is None:
-                        self._remove(seq)
+                        self._lose(seq, CONFLATED)
                         self.conflated += 1
                     elif older.opcode == message.opcode:  # a text and a binary never merge
-                        self._remove(seq)
+                        self._lose(seq, CONFLATED)
                         self.conflated += 1
                         message = merge_messages(older, message, self.reduce)
         size = len(message.payload)
@@ -141,114 +151,60 @@ class MessageQueue:
             self.peak_bytes = self.bytes
         return Push.ACCEPTED
 
-    def reshape(self, rules: Rules) -> bool:
-        """Enforce ``rules`` (resolved) from now on, on what is queued too: their arrival
-        rule applies to the queue as if its messages had just arrived, then their bounds
-        evict as their overflow rule says. Return False if what is queued cannot fit
-        (the overflow rule closes, or only undroppable messages are left over the bound):
-        the subscriber must be closed."""
-        assert rules.max_messages is not None
-        assert rules.max_bytes is not None
-        assert rules.overflow is not None
-        self.max_messages = rules.max_messages
-        self.max_bytes = rules.max_bytes
-        self.overflow = rules.overflow
-        self.arrival = rules.arrival
-        self.reduce = rules.reduce
-        if self.arrival is not None and len(self._entries) > 1:
-            queued = list(self._entries.values())
-            self.clear()
-            self.arrival, arrival = None, self.arrival
-            for message in queued:  # as they arrived, without bounds or arrival rule
-                self._entries[message.seq] = message
-                self._count_in(message)
-            self.arrival = arrival
-            self._apply_arrival(queued)
-        return self._fit()
-
-    def _apply_arrival(self, queued: list[Message]) -> None:
-        if self.arrival is Arrival.SKIP_TO_LATEST:
-            newest = max((m.seq for m in queued if m.droppable), default=None)
-            for message in queued:
-                if message.droppable and message.seq != newest:
-                    self._remove(message.seq)
-                    self.skipped += 1
-            return
-        latest: dict[str, Message] = {}
-        for message in queued:
-            key = message.key
-            if key is None or not message.droppable:
-                continue
-            older = latest.get(key)
-            if older is None or (self.reduce is not None and older.opcode != message.opcode):
-                latest[key] = message
-                continue
-            self._remove(older.seq)
-            self._remove(message.seq)
-            self.conflated += 1
-            merged = message if self.reduce is None else merge_messages(older, message, self.reduce)
-            self._entries[merged.seq] = merged
-            self._count_in(merged)
-            latest[key] = merged
-        # Removal and reinsertion kept each survivor at its newest message's place only
-        # if the dict is reordered by seq: conflation leaves a subsequence of the queue.
-        ordered = sorted(self._entries.items())
-        self._entries.clear()
-        self._entries.update(ordered)
-
-    def _fit(self) -> bool:
-        entries = self._entries
-        while len(entries) > self.max_messages or self.bytes > self.max_bytes:
-            if self.overflow is Overflow.CLOSE:
-                return False
-            droppable = [seq for seq, m in entries.items() if m.droppable]
-            if not droppable:
-                return False
-            if self.overflow is Overflow.DROP_OLDEST:
-                self._remove(droppable[0])
-                self.dropped_oldest += 1
-            else:
-                self._remove(droppable[-1])
-                self.dropped_newest += 1
-        return True
-
-    def _count_in(self, message: Message) -> None:
-        size = len(message.payload)
-        if message.key is not None:
-            self._keys[message.key] = message.seq
-        if not message.droppable:
-            self.pinned_messages += 1
-            self.pinned_bytes += size
-        self.bytes += size
-
     def _make_room(self, message: Message, size: int) -> Push:
         overflow = self.overflow
         if overflow is Overflow.CLOSE:
             return Push.OVERFLOW
         if message.droppable and (overflow is Overflow.DROP_NEWEST or size > self.max_bytes):
-            self.dropped_newest += 1
-            return Push.REFUSED
+            return self._refuse(message)
         # DROP_OLDEST, or a message that may not be dropped: evict droppable ones, oldest
         # first, unless even evicting all of them would not make room.
         if self.pinned_messages >= self.max_messages or self.pinned_bytes + size > self.max_bytes:
             if message.droppable:
-                self.dropped_newest += 1
-                return Push.REFUSED
+                return self._refuse(message)
             return Push.OVERFLOW
         while len(self._entries) >= self.max_messages or self.bytes + size > self.max_bytes:
             victim = next(seq for seq, m in self._entries.items() if m.droppable)
-            self._remove(victim)
+            self._lose(victim, DROPPED_OLDEST)
             self.dropped_oldest += 1
         return Push.ACCEPTED
+
+    def reshape(self, rules: Rules) -> list[Message] | None:
+        """Enforce new ``rules`` on what is queued, as if each message arrived again in
+        order: a smaller bound evicts or refuses under the new overflow rule, a new
+        arrival rule skips or conflates (folding with its reducer, if any), and the
+        counters go on. Both a live policy change (``Outbox.set_policy``) and a ladder's
+        step use it. Returns None, or, when a message cannot fit (the overflow rule
+        closes, or a message that may not be evicted has no room), the messages that no
+        longer fit, already out of the queue (the caller closes the subscriber; they are
+        lost with it)."""
+        queued = list(self._entries.values())
+        self._apply(rules)
+        self._entries.clear()
+        self._keys.clear()
+        self.bytes = self.pinned_messages = self.pinned_bytes = 0
+        for index, message in enumerate(queued):
+            if self.push(message) is Push.OVERFLOW:
+                return queued[index:]
+        return None
+
+    def _refuse(self, message: Message) -> Push:
+        self.dropped_newest += 1
+        if self.ledger is not None:
+            self.ledger.record(message, DROPPED_NEWEST)
+        return Push.REFUSED
 
     def _evict_all_droppable(self) -> int:
         victims = [seq for seq, m in self._entries.items() if m.droppable]
         for seq in victims:
-            self._remove(seq)
+            self._lose(seq, SKIPPED)
         return len(victims)
 
-    def _remove(self, seq: int) -> None:
-        self._forget(self._entries.pop(seq))
+    def _lose(self, seq: int, reason: str) -> None:
+        message = self._entries.pop(seq)
+        self._forget(message)
+        if self.ledger is not None:
+            self.ledger.record(message, reason)
 
     def _forget(self, message: Message) -> None:
         self.bytes -= len(message.payload)

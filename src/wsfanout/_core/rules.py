@@ -3,10 +3,10 @@
 A stage's rules are fixed at construction, so the core enforces them on every publish
 without calling Python policy code. Merging takes the smallest bound of each kind;
 the other slots (what to evict, what an arrival replaces, how a key's updates merge,
-how to frame batches) may be claimed by one stage only. A ladder (``Escalate``) has
-rules per level, each fixed at construction too; the core switches between them.
-:func:`resolve_rules` fills in the documented defaults, so every policy the core runs
-has a finite bound.
+how to frame batches, how to announce losses) may be claimed by one stage only. A
+ladder (``Escalate``) has rules per level, each fixed at construction too; the core
+switches between them. :func:`resolve_rules` fills in the documented defaults, so
+every policy the core runs has a finite bound.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from .errors import PolicyConflictError
 from .validate import optional_size
 
 if TYPE_CHECKING:
+    from .notices import NoticeFormat
     from .policy import Policy
     from .reducers import Reduce
 
@@ -89,6 +90,8 @@ class Rules:
     reduce: Reduce | None = None
     """How a key's arriving update merges into the queued one (with
     ``Arrival.CONFLATE_BY_KEY``); None: the newer replaces the older."""
+    notify: NoticeFormat | None = None
+    """Announce losses in gap notices written in this format (``Notify``)."""
 
 
 _SLOTS = {
@@ -96,6 +99,7 @@ _SLOTS = {
     "arrival": "decide what an arriving message replaces",
     "batch": "decide how messages are framed",
     "reduce": "decide how a key's updates merge",
+    "notify": "decide how losses are announced",
 }
 
 
@@ -129,6 +133,7 @@ def merge_rules(stages: Sequence[Policy]) -> Rules:
         arrival=claimed["arrival"][1] if "arrival" in claimed else None,  # type: ignore[arg-type]
         batch=claimed["batch"][1] if "batch" in claimed else None,  # type: ignore[arg-type]
         reduce=claimed["reduce"][1] if "reduce" in claimed else None,  # type: ignore[arg-type]
+        notify=claimed["notify"][1] if "notify" in claimed else None,  # type: ignore[arg-type]
     )
 
 

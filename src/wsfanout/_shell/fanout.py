@@ -7,7 +7,8 @@ offers it to every link whose topics match (``topics.py``). For a link that keep
 the outbox answers ``WRITE`` and the frame goes straight to its transport in the same
 call, as websockets' ``broadcast()`` does, with no task woken. Everything else
 (queueing, eviction, throttling, closing) is the outbox's decision, carried out by
-that link's relay task, which exists only while it is behind.
+``Link.pump`` on a timer the links due at the same time share (``timers.py``), or by
+that link's relay task while it must await a drain or a close.
 
 The same object is the hub's side of the backplane seam
 (:class:`~wsfanout.backplane.Inbound`): with a backplane, every message (the hub's own
@@ -38,6 +39,7 @@ from .._core.streams import NO_TOPIC, Streams
 from .cork import Corker
 from .link import Link
 from .monitor import Timing
+from .timers import Timers
 from .topics import TopicIndex
 
 __all__ = ["Fanout", "OnStep"]
@@ -71,6 +73,7 @@ class Fanout:
         "on_step",
         "seq",
         "streams",
+        "timers",
         "timing",
     )
 
@@ -96,6 +99,8 @@ class Fanout:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.on_step = on_step
         """The application's callback for ladder steps (``Hub(on_step=...)``), if any."""
+        self.timers = Timers()
+        """Deadlines shared by the links waiting for a time (``timers.py``)."""
 
     def now(self) -> float:
         """The event loop's clock, which every message's ``time`` and every decision use."""
@@ -161,6 +166,7 @@ class Fanout:
         key: str | None,
         offset: int,
         epoch: str,
+        lossless: bool = False,
     ) -> int:
         """A message from the backplane, numbered there: offer it to local subscribers
         (the Inbound seam). Offset 0 is a message in no stream (from a foreign client)."""
@@ -168,7 +174,7 @@ class Fanout:
             _, changed = self.streams.place(topic, epoch, offset)
             if changed and self.history is not None:
                 self.history.reset(topic)
-        message = self.make(opcode, payload, topic, key, offset, epoch)
+        message = self.make(opcode, payload, topic, key, offset, epoch, lossless)
         now = message.time
         if offset:
             self.record(message, now)
@@ -182,6 +188,7 @@ class Fanout:
         key: str | None,
         offset: int,
         epoch: str,
+        lossless: bool = False,
     ) -> Message:
         """A message numbered by this hub, now (the Inbound seam)."""
         return Message(
@@ -191,6 +198,7 @@ class Fanout:
             time=self.now(),
             topic=topic,
             key=key,
+            droppable=not lossless,
             offset=offset,
             epoch=epoch,
         )
@@ -266,7 +274,7 @@ class Fanout:
                             if sent != len(data):
                                 transport.write(memoryview(data)[sent:] if sent else data)
                 elif outcome is KICK:
-                    link.kick()
+                    link.queued(buffered, now)
                 elif outcome is CLOSE:
                     if closing is None:
                         closing = []
