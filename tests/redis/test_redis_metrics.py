@@ -38,6 +38,7 @@ async def test_backplane_metrics_follow_its_health_through_a_redis_restart() -> 
             "wsfanout_backplane_connected": 1.0,
             "wsfanout_backplane_reconnects_total": 0.0,
             "wsfanout_backplane_lost_total": float(health.lost),
+            "wsfanout_backplane_forged_total": 0.0,
             "wsfanout_backplane_dropped_total": 0.0,
             "wsfanout_backplane_published_total": float(health.published),
             "wsfanout_backplane_received_total": float(health.received),

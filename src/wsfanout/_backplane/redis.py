@@ -62,7 +62,7 @@ from .._core.policy import Policy
 from .._core.rules import Overflow, resolve_rules
 from .._core.streams import NO_TOPIC
 from .._core.validate import positive_seconds
-from .cursors import Action, Cursors, Deliver, Lose, Repair
+from .cursors import Action, Cursors, Deliver, Lose, Reject, Repair
 from .envelope import STREAM, Foreign, Numbered, decode, decode_head, encode_head
 from .protocol import Recovered
 from .publish_buffer import PublishBuffer
@@ -149,6 +149,10 @@ class BackplaneHealth:
     then once per ``heartbeat``)."""
     malformed: int
     """Payloads in the namespace that carry the wire format's marker but do not parse."""
+    forged: int = 0
+    """Numbered messages dropped because their offset was past the last one Redis had
+    assigned in their stream: written on pub/sub by some client other than a hub's
+    publish script (see the trust model in docs/how-to/redis.md)."""
 
 
 MAX_CONCURRENT_READS = 16
@@ -288,6 +292,7 @@ class RedisBackplane:
         self._received = 0
         self._discarded = 0
         self._malformed = 0
+        self._forged_logged = False
         self._reconnects = 0
         self._resyncs = 0
         self._resumes = 0
@@ -538,6 +543,7 @@ class RedisBackplane:
             reads=self._history_reads,
             peers=self._peers,
             malformed=self._malformed,
+            forged=cursors.forged,
         )
 
     async def wait_for(
@@ -857,6 +863,22 @@ class RedisBackplane:
                 if inbound is not None and not inbound.closed:
                     topic = action.stream if action.stream else None
                     inbound.lost(topic, action.epoch, action.ranges)
+            elif type(action) is Reject:
+                assert isinstance(action, Reject)
+                # Once at warning level: a forger must not be able to flood the log.
+                level = logging.DEBUG if self._forged_logged else logging.WARNING
+                self._forged_logged = True
+                logger.log(
+                    level,
+                    "%s dropped %d messages of stream %r numbered past its last offset %d "
+                    "in Redis (%s): forged on pub/sub by a client that is not a hub; "
+                    "counted in health().forged, not logged again",
+                    self.hub_id,
+                    len(action.offsets),
+                    action.stream,
+                    action.last,
+                    ", ".join(map(str, action.offsets[:5])),
+                )
             else:
                 assert isinstance(action, Repair)
                 task = asyncio.get_running_loop().create_task(self._repair(action))
@@ -870,7 +892,7 @@ class RedisBackplane:
         delay = self.min_retry_delay
         while True:
             try:
-                found = await self._read_range(
+                found, real = await self._read_range(
                     repair.stream, repair.epoch, repair.after, repair.upto
                 )
                 break
@@ -880,20 +902,26 @@ class RedisBackplane:
                 _log_failure("repair from", self.hub_id, exc, 1)
                 await asyncio.sleep(random.uniform(delay / 2, delay))
                 delay = min(delay * 2, self.max_retry_delay)
-        self._run(self._cursors.repaired(repair, found))
+        self._run(self._cursors.repaired(repair, found, real))
 
     async def _read_range(
         self, stream: str, epoch: str, after: int, upto: int
-    ) -> list[tuple[int, Item]]:
-        """Entries ``(after, upto]`` of ``stream`` in ``epoch`` (none in another epoch)."""
+    ) -> tuple[list[tuple[int, Item]], tuple[str, int]]:
+        """Entries ``(after, upto]`` of ``stream`` in ``epoch`` (none in another epoch),
+        and the stream's epoch and last offset as Redis answered the first read."""
         found: list[tuple[int, Item]] = []
-        while after < upto:
-            now, _, start, entries, _ = await self._read_page(stream, epoch, after, upto)
-            if now != epoch or start != after or not entries:
+        real: tuple[str, int] | None = None
+        while True:
+            now, last, start, entries, _ = await self._read_page(stream, epoch, after, upto)
+            if real is None:
+                real = (now, last)
+            if now != epoch or start != after or not entries or after >= upto:
                 break
             found += entries
             after = entries[-1][0]
-        return found
+            if after >= upto:
+                break
+        return found, real
 
     async def _read_all(
         self, stream: str, epoch: str, after: int

@@ -140,6 +140,12 @@ METRICS: tuple[Metric, ...] = (
         "Messages pub/sub lost that the history no longer held (told to subscribers).",
     ),
     Metric(
+        "backplane_forged_total",
+        "counter",
+        (),
+        "Numbered messages dropped because Redis had not numbered their stream that far.",
+    ),
+    Metric(
         "backplane_dropped_total",
         "counter",
         (),
@@ -188,6 +194,7 @@ _BACKPLANE = {
     "backplane_connected": "connected",
     "backplane_reconnects_total": "reconnects",
     "backplane_lost_total": "lost",
+    "backplane_forged_total": "forged",
     "backplane_dropped_total": "dropped",
     "backplane_published_total": "published",
     "backplane_received_total": "received",
