@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # Folders that exist on this branch (benchmarks/ may not yet).
 LINTED := $(wildcard src tests benchmarks examples mkdocs_hooks.py)
 
-.PHONY: setup test lint typecheck unit docs demo bench clean debian-packages bench-redis bench-history
+.PHONY: setup test lint typecheck unit docs demo bench clean debian-packages bench-redis bench-history bench-redis-rate
 
 BENCH_STAMP := $(VENV)/.bench-installed
 
@@ -59,6 +59,11 @@ demo: $(STAMP)
 bench-redis: DEBIAN_PACKAGES := redis-server=redis-server
 bench-redis: $(STAMP) debian-packages
 	$(BIN)/python benchmarks/redis_scaling.py
+
+# Does the backplane hold its rate (issue 17)? ARGS="--rate 50000 --seconds 60" by default.
+bench-redis-rate: DEBIAN_PACKAGES := redis-server=redis-server
+bench-redis-rate: $(STAMP) debian-packages
+	$(BIN)/python benchmarks/redis_rate.py $(ARGS)
 
 # What offsets, history and resuming cost per message, in process and through Redis.
 bench-history: DEBIAN_PACKAGES := redis-server=redis-server

@@ -104,7 +104,9 @@ def test_a_gap_is_repaired_while_later_messages_wait_then_all_go_in_order() -> N
     actions = cursors.live("t", "e1", 14, 14)
     assert actions == [Repair("t", "e1", 10, 13, 1, checked=1)]
     assert cursors.live("t", "e1", 15, 15) == []  # waits behind the repair
-    handed = cursors.repaired(actions[0], [(11, 11), (12, 12), (13, 13)], ("e1", 15))
+    handed = cursors.repaired(
+        Repair("t", "e1", 10, 13, 1, checked=1), [(11, 11), (12, 12), (13, 13)], ("e1", 15)
+    )
     assert handed == [Deliver("t", "e1", o, o) for o in (11, 12, 13, 14, 15)]
     assert (cursors.position("t"), cursors.repaired_count, cursors.lost) == (("e1", 15), 3, 0)
     assert cursors.live("t", "e1", 16, 16) is None
@@ -115,7 +117,9 @@ def test_what_history_no_longer_holds_is_lost_where_it_would_have_been() -> None
     cursors.baseline({"t": ("e1", 0)})
     repair = cursors.live("t", "e1", 9, 9)
     assert repair == [Repair("t", "e1", 0, 8, 1, checked=1)]
-    handed = cursors.repaired(repair[0], [(4, 4), (6, 6), (7, 7), (8, 8)], ("e1", 9))
+    handed = cursors.repaired(
+        Repair("t", "e1", 0, 8, 1, checked=1), [(4, 4), (6, 6), (7, 7), (8, 8)], ("e1", 9)
+    )
     assert handed == [
         Lose("t", "e1", ((1, 3),)),
         Deliver("t", "e1", 4, 4),
@@ -160,8 +164,10 @@ def test_a_message_numbered_past_what_redis_numbered_is_rejected_not_a_loss(
 def test_a_forged_jump_over_a_real_gap_loses_only_what_redis_numbered() -> None:
     cursors: Cursors[int] = Cursors(history=True)
     cursors.baseline({"t": ("e1", 5)})
-    (check,) = cursors.live("t", "e1", 10**6, -1) or []
-    handed = cursors.repaired(check, [(7, 7), (8, 8)], ("e1", 8))
+    assert cursors.live("t", "e1", 10**6, -1) == [Repair("t", "e1", 5, 10**6 - 1, 1, checked=1)]
+    handed = cursors.repaired(
+        Repair("t", "e1", 5, 10**6 - 1, 1, checked=1), [(7, 7), (8, 8)], ("e1", 8)
+    )
     assert handed == [
         Reject("t", "e1", (10**6,), 8),
         Lose("t", "e1", ((6, 6),)),
@@ -324,6 +330,19 @@ def test_a_requeued_batch_obeys_the_bound_and_the_overflow_rule() -> None:
     fill(newest, range(4, 7))
     newest.requeue()  # the two newest go
     assert (seqs(newest.take(10)), newest.dropped) == ([1, 2, 3, 4], 2)
+
+
+def test_a_batch_in_doubt_settles_what_redis_ran_and_requeues_the_rest() -> None:
+    buffer = PublishBuffer(4, 1000, Overflow.DROP_OLDEST)
+    fill(buffer, range(1, 4))
+    assert seqs(buffer.take(3)) == [1, 2, 3]
+    buffer.fail()
+    # In doubt, the batch is not counted against the bound: four more still fit.
+    assert fill(buffer, range(4, 8)) == [True] * 4
+    assert (buffer.in_doubt, len(buffer), buffer.dropped) == (True, 7, 0)
+    assert buffer.resolve(2) == 2  # Redis ran 1 and 2: published, not dropped
+    assert (buffer.in_doubt, buffer.dropped) == (False, 1)  # 3 did not fit back in
+    assert seqs(buffer.take(10)) == [4, 5, 6, 7]
 
 
 def test_a_buffer_cannot_close() -> None:
