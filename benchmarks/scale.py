@@ -50,6 +50,18 @@ FLAT_MB = 1.0
 LATENCY_TARGET_MS = 100.0
 
 
+def slab_bytes() -> int | None:
+    """The kernel's slab memory, machine-wide (``Slab:`` of /proc/meminfo), if readable."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("Slab:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def raise_fd_limit(needed: int) -> dict[str, int]:
     """Raise RLIMIT_NOFILE's soft limit to the hard limit; return both, before and after.
 
@@ -272,6 +284,11 @@ def report(summary: dict[str, Any]) -> str:
         f"memory per idle connection (server RSS delta while they connected): "
         f"{s['rss_bytes_per_connection']:.0f} B "
         f"(RSS {s['rss_listening_mb']:.1f} MB listening, {s['rss_connected_mb']:.1f} MB connected)",
+        "kernel slab growth per socket while connecting (machine-wide, two sockets per "
+        "connection on loopback): "
+        + (
+            "-" if s.get("slab_bytes_per_socket") is None else f"{s['slab_bytes_per_socket']:.0f} B"
+        ),
         f"server RSS while publishing: {mem['start_mb']:.1f} -> {mem['mid_mb']:.1f} -> "
         f"{mem['end_mb']:.1f} MB (second half {mem['second_half_growth_mb']:+.2f} MB: "
         f"{'flat' if mem['flat'] else 'NOT flat'}, threshold {FLAT_MB:g} MB)"
@@ -279,7 +296,7 @@ def report(summary: dict[str, Any]) -> str:
         else "server RSS while publishing: too few samples",
         f"descriptors: soft limit {limits['soft_before']} raised to the hard limit "
         f"{limits['hard']}, {limits['needed']} needed per process",
-        f"connecting took {s['connect_s']:.1f} s" if s["connect_s"] is not None else "",
+        f"connecting took {s['connect_s']:.1f} s",
         "",
         "RSS samples (s, MB, server CPU s since the first publish):",
         "  " + ", ".join(f"{t:.1f}s {r / 2**20:.1f}MB {c:.2f}" for t, r, c in s["rss_samples"]),
@@ -314,10 +331,10 @@ def drive(args: argparse.Namespace) -> dict[str, Any]:
     gen: Child | None = None
     try:
         port = server.receive(timeout=30)["port"]
-        started = time.monotonic()
+        started, slab0 = time.monotonic(), slab_bytes()
         gen = Child([py, "-m", "benchmarks.loadgen", "--port", str(port), *common])
         gen.receive(timeout=60 + args.clients / 50)
-        connect_s = time.monotonic() - started
+        connect_s, slab1 = time.monotonic() - started, slab_bytes()
         gen.send("go")
         server.send("go")
         served = server.receive(timeout=180 + args.duration)
@@ -329,7 +346,12 @@ def drive(args: argparse.Namespace) -> dict[str, Any]:
         if gen is not None:
             gen.close()
     loaded["connect_s"] = connect_s
-    return summarise(args, served, loaded)
+    summary = summarise(args, served, loaded)
+    # Both ends of every connection live on this machine, hence two sockets each.
+    summary["slab_bytes_per_socket"] = (
+        (slab1 - slab0) / (2 * args.clients) if slab0 is not None and slab1 is not None else None
+    )
+    return summary
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -350,6 +372,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.serve:
         server_main(args)
         return 0
+    load_before = os.getloadavg()
     try:
         # The load generator raises its own limit the same way; check for both here.
         raise_fd_limit(args.clients + SPARE_FDS)
@@ -359,7 +382,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     summary["command"] = " ".join(["python -m benchmarks.scale", *(argv or sys.argv[1:])])
     summary["machine"] = machine()
+    # The machine may be shared: its load says how much of the wall-clock figures
+    # (latency, publish time) is other work.
+    summary["load_average"] = {"before": load_before, "after": os.getloadavg()}
     print(report(summary), flush=True)
+    print("load average (1, 5, 15 min) before: {:.2f} {:.2f} {:.2f}".format(*load_before))
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = args.out or RESULTS / f"{stamp}-scale-{args.clients}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
