@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 LINTED := $(wildcard src tests benchmarks examples mkdocs_hooks.py)
 
 .PHONY: setup test lint typecheck unit docs demo bench clean debian-packages bench-redis \
-	bench-scale
+	bench-history bench-scale
 
 BENCH_STAMP := $(VENV)/.bench-installed
 
@@ -65,6 +65,11 @@ bench-redis: $(STAMP) debian-packages
 # clients for 3 s. Needs no extra: the hub, websockets and the raw-socket load generator.
 bench-scale: $(STAMP)
 	$(BIN)/python -m benchmarks.scale $(ARGS)
+
+# What offsets, history and resuming cost per message, in process and through Redis.
+bench-history: DEBIAN_PACKAGES := redis-server=redis-server
+bench-history: $(STAMP) debian-packages
+	$(BIN)/python benchmarks/history.py $(ARGS)
 
 # The bench extra (aiohttp, picows, uvloop, matplotlib) is optional: cases whose
 # package is missing are reported as skipped. ARGS=--quick (about 30 s) or ARGS=--full.

@@ -233,7 +233,8 @@ async def run_workers(workers: int, url: str, args: argparse.Namespace, redis_pi
         backplane = RedisBackplane(url, hub_id="publisher", buffer=DropOldest(max_messages=10**6))
         hub = Hub(backplane=backplane)
         async with backplane:
-            await backplane.wait_for(lambda h: h.connected and h.peers >= workers, timeout=GUARD)
+            # pool.start() returned once every worker was subscribed.
+            await backplane.wait_for(lambda h: h.connected, timeout=GUARD)
             async with clients_process(pool.port, args) as pipe:
                 pids = [process.pid for process in pool.processes if process.pid is not None]
                 run.start({"redis": [redis_pid], "workers": pids})

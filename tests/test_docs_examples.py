@@ -54,6 +54,7 @@ EXECUTED = [
     "how-to/statistics.md",
     "how-to/observability.md",
     "how-to/shutdown.md",
+    "how-to/resume.md",
     "how-to/resume-in-a-browser.md",
     "reference.md",
     "explanation.md",

@@ -2,7 +2,7 @@
 
 Each name of the ``__all__`` of every face (``wsfanout``, ``wsfanout.policies``,
 ``wsfanout.files``, ``wsfanout.lowlevel``, ``wsfanout.backplane``,
-``wsfanout.exceptions``) needs a heading whose first code span is the name;
+``wsfanout.exceptions``, ``wsfanout.client``) needs a heading whose first code span is the name;
 ``wsfanout.testing`` is documented in docs/how-to/property-test.md. Its section (down
 to the next heading of the same or a higher level) must mention, in a code span, every
 public member a class defines and every parameter of every public callable.
@@ -21,6 +21,7 @@ import attrs
 
 import wsfanout
 import wsfanout.backplane
+import wsfanout.client
 import wsfanout.exceptions
 import wsfanout.files
 import wsfanout.lowlevel
@@ -34,6 +35,7 @@ FACES = (
     wsfanout.lowlevel,
     wsfanout.backplane,
     wsfanout.exceptions,
+    wsfanout.client,
     wsfanout.metrics,
 )
 

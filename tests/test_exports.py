@@ -34,6 +34,7 @@ FACES = (
     "wsfanout.exceptions",
     "wsfanout.metrics",
     "wsfanout.testing",
+    "wsfanout.client",
 )
 
 NOT_CONSTRUCTED = {"Subscriber", "HubMonitor"}

@@ -5,7 +5,8 @@ read another object's private attributes.
   nothing of wsfanout outside ``_core/``. ``testing/`` drives the core alone, so the
   same holds for it.
 - ``_files/`` builds on the core; ``_shell/`` on the core and the backplane's protocol;
-  ``_backplane/`` on the core and the shell; only ``_cli/`` and the faces see everything.
+  ``_backplane/`` on the core and the shell; ``_client/`` (the Python client, on
+  websockets' client) on the core alone; only ``_cli/`` and the faces see everything.
 - Cross-object ``_private`` access (``other._x``, not ``self._x``) happens only in the
   documented friend pairs below.
 """
@@ -43,6 +44,7 @@ LAYERS: dict[str, frozenset[str]] = {
     "_files": frozenset({"_core", "_files"}),
     "_shell": frozenset({"_core", "_shell", "_backplane.protocol"}),
     "_backplane": frozenset({"_core", "_shell", "_backplane"}),
+    "_client": frozenset({"_core", "_client"}),
 }
 """Which parts of wsfanout each layer may import (``_cli`` and the faces: any).
 ``_public`` is the faces' naming helper, which the toolkit, a face too, uses."""
@@ -67,6 +69,13 @@ FRIENDS: dict[tuple[str, str], str] = {
         "Fanout.fan_out writes straight to the socket while asyncio's socket transport "
         "buffers nothing, the test its own write() makes (tests/unit/test_asyncio_contract.py)"
     ),
+    **{
+        ("_core/message.py", f"twin.{cache}"): (
+            "Message.retimed builds its twin, a Message too, slot by slot, its frame caches "
+            "shared: copy.copy costs ten times more, once per message per resuming client"
+        )
+        for cache in ("_frame", "_deflated", "_v1")
+    },
 }
 """The documented friend pairs: (file, expression) -> why it reads another's private."""
 
@@ -179,4 +188,13 @@ def test_the_top_level_holds_the_faces_and_little_else() -> None:
     folders = sorted(
         path.name for path in PACKAGE.iterdir() if path.is_dir() and path.name != "__pycache__"
     )
-    assert folders == ["_backplane", "_cli", "_core", "_files", "_shell", "static", "testing"]
+    assert folders == [
+        "_backplane",
+        "_cli",
+        "_client",
+        "_core",
+        "_files",
+        "_shell",
+        "static",
+        "testing",
+    ]

@@ -23,6 +23,7 @@ from ._core.errors import (
     WsfanoutError,
 )
 from ._core.frames import SUBPROTOCOL
+from ._core.history import History, Position
 from ._core.policy import Composite, Policy, as_policy
 from ._core.snapshot import Snapshot
 from ._core.stats import HubStats, SubscriberStats
@@ -38,6 +39,9 @@ __all__ = [
     "Subscriber",
     "SUBPROTOCOL",
     "select_subprotocol",
+    # history and resuming
+    "History",
+    "Position",
     # the JavaScript client (docs/js-client.md)
     "client_script",
     "client_script_source",

@@ -9,7 +9,7 @@ async with RedisBackplane("redis://127.0.0.1:6379/0") as backplane:
 importing this module does not. See docs/how-to/redis.md.
 """
 
-from ._backplane.protocol import Backplane, Inbound
+from ._backplane.protocol import Backplane, Inbound, Recovered
 from ._backplane.redis import DEFAULT_BUFFER, BackplaneHealth, RedisBackplane
 from ._backplane.workers import Handler, WorkerPool, run_workers, subscribe_all
 from ._public import publish_names as _publish_names
@@ -17,6 +17,7 @@ from ._public import publish_names as _publish_names
 __all__ = [
     "Backplane",
     "Inbound",
+    "Recovered",
     "RedisBackplane",
     "BackplaneHealth",
     "DEFAULT_BUFFER",

@@ -15,9 +15,21 @@ from ._core.contract import (
     plan_wait,
     write_buffer,
 )
+from ._core.control import gap_notice, heartbeat_frame, resume_frame
 from ._core.decision import NEUTRAL, join
 from ._core.deflate import DeflateParams
 from ._core.frames import OP_BINARY, OP_TEXT
+from ._core.history import (
+    Held,
+    MemoryHistory,
+    ResumePlan,
+    missing_ranges,
+    parse_since,
+    plan_from,
+    plan_resume,
+    resume_after,
+    wanted,
+)
 from ._core.message import CONTROL_SEQ, Batched, Message, make_control, make_message, v1_header
 from ._core.outbox import IDLE, Action, CloseAction, Idle, Offer, Outbox, Wait, Write
 from ._core.policy import FunctionPolicy
@@ -61,6 +73,20 @@ __all__ = [
     "v1_header",
     "Stream",
     "Streams",
+    # history and resuming
+    "MemoryHistory",
+    "Held",
+    "missing_ranges",
+    "parse_since",
+    "resume_after",
+    "plan_resume",
+    "plan_from",
+    "wanted",
+    "ResumePlan",
+    # control frames of the client protocol
+    "resume_frame",
+    "gap_notice",
+    "heartbeat_frame",
     "OP_TEXT",
     "OP_BINARY",
     "DeflateParams",

@@ -85,7 +85,8 @@ async def test_the_how_to_page_reports_a_cut_a_restart_and_resumes_after_a_reloa
             for price in ("1.03", "1.04", "1.05"):
                 hub.publish(price, topic="prices")
             await page.wait_for("document.querySelectorAll('#prices li').length === 5")
-            # The how-to's server cannot replay: a cut while publishing is a hole.
+            # The how-to's server keeps no history: it cannot replay, and says exactly
+            # what the page missed in a gap notice.
             await second.close(1011, "cut")
             await page.wait_for(
                 "document.getElementById('status').textContent.startsWith('reconnecting')"
@@ -97,7 +98,7 @@ async def test_the_how_to_page_reports_a_cut_a_restart_and_resumes_after_a_reloa
             assert third.request is not None
             hub.publish("1.09", topic="prices")
             await page.wait_for("document.getElementById('missed').textContent !== ''")
-            assert await text(page, "missed") == "3 missed (offsets); 3 in all"
+            assert await text(page, "missed") == "3 missed (notice); 3 in all"
             # A reload resumes from the offsets the page saved.
             await page.goto(f"http://127.0.0.1:{port}/")
             fourth = await joined.get()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 
-from wsfanout import SUBPROTOCOL, Hub
+from wsfanout import SUBPROTOCOL, History, Hub
 from wsfanout.policies import Batch
 
 from .chromium import GUARD, Page
@@ -127,12 +127,66 @@ async def test_a_client_the_server_closes_reconnects_resumes_and_reports_what_it
                 "epoch": last["epoch"],
                 "ranges": [[3, 5]],
                 "count": 3,
-                "source": "offsets",
+                "source": "notice",  # the hub keeps no history: it says what is missing
+                "reasons": {"history": 3},
             }
         ]
         counted = await stats(page)
         assert (counted["received"], counted["gaps"], counted["lost"]) == (3, 1, 3)
         assert counted["reconnects"] == len(await events(page, "close"))
+
+
+async def test_with_history_a_client_cut_off_gets_what_it_missed_and_is_told_only_the_rest(
+    page: Page,
+) -> None:
+    # docs/how-to/resume-in-a-browser.md end to end, with history on the server: a cut
+    # while messages are published, a resume that replays them once, in order, before
+    # anything live; then a longer cut, past what history holds, told exactly.
+    hub = Hub(history=History(max_messages=4))
+    async with asyncio.timeout(GUARD), hub_site(hub) as site:
+        await open_page(page, site)
+        await start(page, topics=["a"], **FAST)
+        first = await site.next_connection()
+        await wait_events(page, "open", 1)
+        hub.publish("a1", topic="a")
+        await wait_events(page, "message", 1)
+        site.refusing = True
+        await first.close(1011, "cut")
+        await wait_events(page, "close", 2)  # the cut, then a refused attempt
+        for n in (2, 3, 4):
+            hub.publish(f"a{n}", topic="a")
+        site.refusing = False
+        second = await site.next_connection()
+        hub.publish("a5", topic="a")  # live, after the replay
+        received = await wait_events(page, "message", 5)
+        assert [(m["data"], m["offset"]) for m in received] == [(f"a{n}", n) for n in range(1, 6)]
+        assert await events(page, "gap") == []
+        epoch = received[-1]["epoch"]
+        site.refusing = True
+        closes = len(await events(page, "close"))
+        await second.close(1011, "cut")
+        await wait_events(page, "close", closes + 2)
+        for n in range(6, 13):
+            hub.publish(f"a{n}", topic="a")  # history keeps 9 to 12
+        site.refusing = False
+        third = await site.next_connection()
+        assert query(third) == {"topic": ["a"], "since": [f"a:{epoch}:5"]}
+        received = await wait_events(page, "message", 9)
+        assert [m["offset"] for m in received[5:]] == [9, 10, 11, 12]
+        assert await events(page, "gap") == [
+            {
+                "topic": "a",
+                "epoch": epoch,
+                "ranges": [[6, 8]],
+                "count": 3,
+                "source": "notice",
+                "reasons": {"history": 3},
+            }
+        ]
+        counted = await stats(page)
+        assert (counted["received"], counted["gaps"], counted["lost"]) == (9, 1, 3)
+        assert hub.stats().history_missed == counted["lost"]
+        assert (hub.stats().resumed, hub.stats().replayed) == (2, 7)
 
 
 async def test_after_a_server_restart_the_client_reports_the_new_epoch(page: Page) -> None:

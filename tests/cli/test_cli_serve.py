@@ -253,3 +253,34 @@ def test_a_routing_file_gives_each_client_its_policy(
         assert [ws.recv(timeout=GUARD) for ws in (prices, chat, other)] == ["tick"] * 3
     server.signal(signal.SIGTERM)
     assert server.exit_code() == 0
+
+
+def test_a_client_that_resumes_gets_what_it_missed_from_serve_history(
+    wsfanout: type[Process],
+) -> None:
+    server = wsfanout(["serve", "--policy", "chat", "--port", "0", "--history", "3"])
+    line = server.wait_for(r"^wsfanout: listening on (ws://\S+) \((.*)\)$")
+    url = line[1]
+    assert line[2] == "policy chat, compression shared, history 3 messages a topic"
+    with client(url, subprotocols=[Subprotocol("wsfanout.v1")]) as ws:
+        server.wait_for(r"client connected: ")
+        server.feed("one\n")
+        header, payload = str(ws.recv(timeout=GUARD)).split("\n", 1)
+        assert payload == "one"
+        epoch = json.loads(header)["e"]
+    server.wait_for(r"client disconnected: ")
+    server.feed("two\nthree\nfour\nfive\n")  # published while it is away; history keeps 3
+    since = urllib.parse.quote(f":{epoch}:1")
+    with client(url, f"/?since={since}", subprotocols=[Subprotocol("wsfanout.v1")]) as ws:
+        frames = [str(ws.recv(timeout=GUARD)) for _ in range(5)]
+    assert json.loads(frames[0]) == {
+        "type": "resume", "e": epoch, "since": 1, "replay": [3, 5], "complete": False,
+    }  # fmt: skip
+    assert json.loads(frames[1])["ranges"] == [[2, 2]]
+    assert [frame.split("\n", 1)[1] for frame in frames[2:]] == ["three", "four", "five"]
+
+
+def test_history_bounds_without_history_are_a_usage_error(wsfanout: type[Process]) -> None:
+    server = wsfanout(["serve", "--policy", "chat", "--history-age", "5s"])
+    assert server.exit_code() == 2
+    assert "--history-age 5s: needs --history N" in "".join(server.rest())

@@ -19,6 +19,7 @@ import pytest
 from cli_process import GUARD, Process, client, close_code, stalled_client
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection
+from websockets.typing import Subprotocol
 
 import redis
 from harness.ports import free_port
@@ -136,8 +137,8 @@ def test_servers_sharing_a_redis_deliver_each_others_input_once(
         for ws in (on_a, on_b):
             assert ws.recv(timeout=GUARD) == "from a"
         b.feed("from b\n")
-        # Next is "from b", not a second "from a": A's echo from Redis, which would
-        # come first, is skipped, since A delivered its own message at once.
+        # Next is "from b", not a second "from a": A delivers its own message once,
+        # when Redis has numbered it, as B does.
         for ws in (on_a, on_b):
             assert ws.recv(timeout=GUARD) == "from b"
         # The backplane's own channel takes plain publishes from any Redis client too.
@@ -376,3 +377,28 @@ def test_redis_urls_are_logged_without_their_password() -> None:
     assert redacted_url("redis://user@host/1") == "redis://user@host/1"
     assert redacted_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
     assert redacted_url("unix:///run/redis.sock") == "unix:///run/redis.sock"
+
+
+def test_a_server_started_later_resumes_clients_from_the_history_in_redis(
+    wsfanout: type[Process], redis_server: RedisServer
+) -> None:
+    options = ["serve", "--policy", "chat", "--port", "0", "--redis", redis_server.url]
+    a = wsfanout([*options, "--history", "10"])
+    a.listening()
+    with redis.Redis.from_url(redis_server.url) as connection:
+        listener = connection.pubsub(ignore_subscribe_messages=True)
+        listener.subscribe("wsfanout:all")
+        assert listener.get_message(timeout=GUARD) is None  # the subscription's answer
+        a.feed("one\ntwo\nthree\nfour\n")  # no client anywhere: kept in Redis all the same
+        for _ in range(4):  # each line, as numbered and published by Redis
+            assert listener.get_message(timeout=GUARD) is not None
+        listener.close()
+        epoch = connection.hget("wsfanout:epochs", "")
+    assert epoch is not None
+    b = wsfanout([*options, "--history", "10"])
+    url = b.listening()
+    since = f":{epoch.decode()}:2"
+    with client(url, f"/?since={since}", subprotocols=[Subprotocol("wsfanout.v1")]) as ws:
+        frames = [str(ws.recv(timeout=GUARD)) for _ in range(3)]
+    assert frames[0].startswith('{"type":"resume"')
+    assert [frame.split("\n", 1)[1] for frame in frames[1:]] == ["three", "four"]

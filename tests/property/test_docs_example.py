@@ -1,5 +1,5 @@
 """The walkthrough in docs/how-to/property-test.md runs as written: the first version
-of the policy fails as shown, and the fix passes."""
+of the policy fails as shown, the fix passes, and the resume example holds."""
 
 import re
 import sys
@@ -63,7 +63,7 @@ def _fixed(first_version: str, fix: str) -> str:
 
 
 def test_the_first_version_fails_as_the_page_shows(myapp: types.ModuleType) -> None:
-    first_version, tests, explore, _fix = _blocks("python")
+    first_version, tests, explore, _fix, _resume = _blocks("python")
     policies = _load_policies(first_version, myapp)
     assert policies.DisconnectAfterDrops().guarantees() == (MaxDrops(count=2, window=10.0),)
     with pytest.raises(GuaranteeViolation) as info:
@@ -88,8 +88,15 @@ def test_the_first_version_fails_as_the_page_shows(myapp: types.ModuleType) -> N
 
 
 def test_the_fixed_version_keeps_its_promises(myapp: types.ModuleType) -> None:
-    first_version, tests, _explore, fix = _blocks("python")
+    first_version, tests, _explore, fix, _resume = _blocks("python")
     policies = _load_policies(_fixed(first_version, fix), myapp)
     assert "recheck_messages=1," in _fixed(first_version, fix)
     _run_tests(tests)
     assert policies.DisconnectAfterDrops().guarantees() == (MaxDrops(count=2, window=10.0),)
+
+
+def test_the_resume_example_holds_as_written() -> None:
+    *_, resume = _blocks("python")
+    namespace: dict[str, Any] = {}
+    exec(compile(resume, "property-test.md, History and resuming", "exec"), namespace)
+    assert [p.offset for p in namespace["again"].since] == [3]

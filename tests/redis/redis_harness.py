@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import json
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,9 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from harness.redis_server import AsyncRedisServer
-from wsfanout import Hub
-from wsfanout.backplane import RedisBackplane
+from wsfanout import Hub, select_subprotocol
+from wsfanout.backplane import BackplaneHealth, RedisBackplane
+from wsfanout.client import Client, Gap, Received
 
 GUARD = 30.0
 """Seconds after which a wait is a hang: generous, never the expected duration."""
@@ -151,6 +152,21 @@ class Node:
     async def publish(self, count: int, topic: str | None = None) -> dict[str, Any]:
         return await self.command(op="publish", count=count, topic=topic)
 
+    async def stats(self) -> dict[str, Any]:
+        """The hub's statistics (``Hub.stats()``: resumed, history_missed, ...)."""
+        return (await self.command(op="health"))["stats"]  # type: ignore[no-any-return]
+
+    def reader(self, path: str = "/", **options: Any) -> Reader:
+        """A Python client of this node (``wsfanout.client``), read into a list."""
+        return Reader.connect(f"{self.uri}{path}", **options)
+
+    async def kill(self) -> None:
+        """SIGKILL: the hub process vanishes, its clients' connections break."""
+        self.process.kill()
+        await self.process.wait()
+        if self._control is not None:
+            self._control.transport.abort()
+
     async def client(self, path: str = "/") -> Collector:
         return await Collector.connect(f"{self.uri}{path}")
 
@@ -191,7 +207,9 @@ async def serving(hub: Hub) -> AsyncIterator[str]:
     async def handler(websocket: ServerConnection) -> None:
         await subscribe_by_path(hub, websocket)
 
-    async with serve(handler, "127.0.0.1", 0, compression=None) as server:
+    async with serve(
+        handler, "127.0.0.1", 0, compression=None, select_subprotocol=select_subprotocol
+    ) as server:
         yield f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}"
 
 
@@ -211,3 +229,59 @@ def backplane_of(hub: Hub) -> RedisBackplane:
     backplane = hub.backplane
     assert isinstance(backplane, RedisBackplane)
     return backplane
+
+
+async def wait_health(hub: Hub, predicate: Callable[[BackplaneHealth], bool]) -> BackplaneHealth:
+    return await backplane_of(hub).wait_for(predicate, timeout=GUARD)
+
+
+class Reader:
+    """A :class:`~wsfanout.client.Client` read by a task into a list of events, so tests
+    wait on counts of what arrived."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.events: list[Received | Gap] = []
+        self._changed = asyncio.Event()
+        self._task = asyncio.create_task(self._run())
+
+    @classmethod
+    def connect(cls, uri: str, **options: Any) -> Reader:
+        options.setdefault("min_delay", 0.02)
+        options.setdefault("max_delay", 0.2)
+        return cls(Client(uri, **options))
+
+    async def _run(self) -> None:
+        async for event in self.client:
+            self.events.append(event)
+            self._changed.set()
+        self._changed.set()
+
+    @property
+    def received(self) -> list[Received]:
+        """What arrived of the streams (the "hello" greeting, in no stream, left out)."""
+        return [e for e in self.events if isinstance(e, Received) and e.offset]
+
+    @property
+    def gaps(self) -> list[Gap]:
+        return [e for e in self.events if isinstance(e, Gap)]
+
+    def payloads(self) -> list[str | bytes]:
+        return [e.data for e in self.received]
+
+    def accounted(self) -> int:
+        """Messages received or reported lost with a count."""
+        return len(self.received) + sum(g.count or 0 for g in self.gaps)
+
+    async def wait(self, condition: Callable[[Reader], bool]) -> None:
+        async with asyncio.timeout(GUARD):
+            while not condition(self):
+                if self._task.done():
+                    self._task.result()
+                    raise AssertionError("the client ended before the condition held")
+                self._changed.clear()
+                await self._changed.wait()
+
+    async def close(self) -> None:
+        await self.client.close()
+        await self._task

@@ -1,6 +1,7 @@
 """One hub process for the Redis tests: a websockets server and a Redis backplane.
 
 Usage: python redis_node.py --redis URL --hub-id NAME [--heartbeat S] [--buffer N]
+                             [--drop-newest] [--history N] [--port P]
 
 Prints ``listening PORT`` once it serves, and exits cleanly when its standard input
 closes. Paths: ``/`` subscribes to every topic, ``/topic/NAME`` to one; ``/control``
@@ -12,7 +13,12 @@ is not a subscriber: it takes JSON commands and answers each with one JSON messa
   ``{"op": "stop"}``;
 - ``{"op": "wait", "equals": {...}, "at_least": {...}, "timeout": S}``: answer once the
   backplane's health has those values (``"a+b"`` sums two counters);
-- ``{"op": "health"}``.
+- ``{"op": "health"}``; every answer carries the backplane's health and the hub's
+  statistics (``stats``).
+
+``--history N`` keeps N messages of each topic's stream in Redis; ``--port P`` serves a
+given port (a restarted node takes its predecessor's). Clients may offer ``wsfanout.v1``
+and resume with ``since`` query parameters.
 """
 
 from __future__ import annotations
@@ -25,12 +31,13 @@ import logging
 import os
 import sys
 from typing import Any
+from urllib.parse import urlsplit
 
 import attrs
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from wsfanout import Hub
+from wsfanout import History, Hub, select_subprotocol
 from wsfanout.backplane import BackplaneHealth, RedisBackplane
 from wsfanout.policies import DropNewest, DropOldest
 
@@ -41,7 +48,7 @@ async def subscribe_by_path(hub: Hub, websocket: ServerConnection) -> None:
     Also the handler of the worker pool tests (a module-level function, so it pickles).
     """
     assert websocket.request is not None
-    path = websocket.request.path
+    path = urlsplit(websocket.request.path).path
     topics = frozenset({path.removeprefix("/topic/")}) if path.startswith("/topic/") else None
     async with hub.subscribe(websocket, topics=topics) as subscriber:
         subscriber.send(f"hello {os.getpid()}")
@@ -95,7 +102,13 @@ class Node:
             )
         elif op != "health":
             raise ValueError(f"unknown op {op!r}")
-        return {"op": op, "health": attrs.asdict(self.backplane.health()), "n": self.published}
+        stats = attrs.asdict(self.hub.stats(), recurse=False)
+        return {
+            "op": op,
+            "health": attrs.asdict(self.backplane.health()),
+            "stats": {k: v for k, v in stats.items() if isinstance(v, (int, float))},
+            "n": self.published,
+        }
 
     async def control(self, websocket: ServerConnection) -> None:
         await websocket.send("ready")
@@ -123,6 +136,8 @@ async def main() -> None:
     parser.add_argument("--heartbeat", type=float, default=0.1)
     parser.add_argument("--buffer", type=int, default=10_000)
     parser.add_argument("--drop-newest", action="store_true")
+    parser.add_argument("--history", type=int, default=0)
+    parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format=f"{args.hub_id} %(name)s: %(message)s")
     policy = DropNewest if args.drop_newest else DropOldest
@@ -131,6 +146,7 @@ async def main() -> None:
         hub_id=args.hub_id,
         heartbeat=args.heartbeat,
         buffer=policy(max_messages=args.buffer),
+        history=History(max_messages=args.history) if args.history else None,
         max_retry_delay=0.2,
         timeout=2.0,
     )
@@ -147,7 +163,13 @@ async def main() -> None:
 
     watcher = asyncio.create_task(watch_stdin())
     await backplane.start()
-    async with serve(node.handler, "127.0.0.1", 0, compression=None) as server:
+    async with serve(
+        node.handler,
+        "127.0.0.1",
+        args.port,
+        compression=None,
+        select_subprotocol=select_subprotocol,
+    ) as server:
         port = server.sockets[0].getsockname()[1]
         print(f"listening {port}", flush=True)
         await stdin_closed

@@ -8,7 +8,15 @@ import json
 import attrs
 import pytest
 import redis.asyncio as aredis
-from redis_harness import Collector, backplane_of, hub_on, running_redis, serving
+from redis_harness import (
+    Collector,
+    Reader,
+    backplane_of,
+    hub_on,
+    running_redis,
+    serving,
+    wait_health,
+)
 
 from wsfanout import Hub, Policy
 from wsfanout._backplane.envelope import MAGIC
@@ -32,30 +40,48 @@ def connected(health: BackplaneHealth) -> bool:
     return health.connected
 
 
-async def test_a_hub_delivers_its_own_message_once_and_ignores_the_echo() -> None:
+async def test_a_hub_delivers_its_own_messages_through_redis_numbered_as_every_hub() -> None:
     async with (
         running_redis() as redis,
         hub_on(redis.url, "A") as a,
         hub_on(redis.url, "B") as b,
-        serving(a) as uri,
+        serving(a) as a_uri,
+        serving(b) as b_uri,
     ):
         for hub in (a, b):
-            await backplane_of(hub).wait_for(connected, timeout=GUARD)
-        client = await Collector.connect(uri)
-        for n in range(10):
-            a.publish(json.dumps({"from": "A", "n": n}))
-        await backplane_of(b).wait_for(lambda h: h.received >= 10, timeout=GUARD)
-        # Redis executed A's ten publishes before this one, and writes to A's subscription
-        # in that order: once A has B's message, it has seen all ten echoes.
-        b.publish(json.dumps({"from": "B", "n": 0}))
-        health = await backplane_of(a).wait_for(lambda h: h.received >= 1, timeout=GUARD)
-        await client.wait_count(11)
-        await a.aclose()
-        await client.close()
-    assert client.numbers("A") == list(range(10))
-    assert client.numbers("B") == [0]
-    assert len(client.messages) == 11
-    assert (health.received, health.published, health.lost) == (1, 10, 0)
+            await wait_health(hub, connected)
+        on_a, on_b = Reader.connect(a_uri), Reader.connect(b_uri)
+        for reader in (on_a, on_b):
+            await reader.client.wait_connected()
+        await until_subscribed(a, b)
+        for n in range(10):  # both hubs publish on one topic, interleaved
+            a.publish(json.dumps({"from": "A", "n": n}), topic="t")
+            b.publish(json.dumps({"from": "B", "n": n}), topic="t")
+        for reader in (on_a, on_b):
+            await reader.wait(lambda r: len(r.received) >= 20)
+        health = await wait_health(a, lambda h: h.received >= 20)
+        for reader in (on_a, on_b):
+            await reader.close()
+    # One numbering and one order for both hubs' subscribers, offsets 1..20, each once.
+    assert [(m.offset, m.data) for m in on_a.received] == [
+        (m.offset, m.data) for m in on_b.received
+    ]
+    assert [m.offset for m in on_a.received] == list(range(1, 21))
+    assert len({m.epoch for m in on_a.received}) == 1
+    sent = [json.loads(m.data) for m in on_a.received]
+    assert [m["n"] for m in sent if m["from"] == "A"] == list(range(10))
+    assert [m["n"] for m in sent if m["from"] == "B"] == list(range(10))
+    # A's own ten came back from Redis, like B's: received counts both.
+    assert (health.published, health.received, health.lost, health.repaired) == (10, 20, 0, 0)
+
+
+async def until_subscribed(*hubs: Hub) -> None:
+    """Each hub has a subscriber attached (the Reader's first connection)."""
+    async with asyncio.timeout(GUARD):
+        while True:
+            if all(len(hub) for hub in hubs):
+                return
+            await asyncio.sleep(0.005)  # polls a count, under a guard
 
 
 async def test_text_binary_and_topics_cross_and_namespaces_stay_apart() -> None:
@@ -90,7 +116,7 @@ async def test_text_binary_and_topics_cross_and_namespaces_stay_apart() -> None:
     assert c_all.messages == ["from two"]
 
 
-async def test_publish_goes_on_without_redis_and_the_buffer_keeps_the_newest() -> None:
+async def test_without_redis_publishes_wait_in_the_buffer_and_go_out_when_it_returns() -> None:
     async with (
         running_redis(started=False) as redis,
         hub_on(redis.url, "A", buffer=DropOldest(max_messages=5)) as a,
@@ -99,17 +125,15 @@ async def test_publish_goes_on_without_redis_and_the_buffer_keeps_the_newest() -
         client = await Collector.connect(uri)
         for n in range(20):
             assert a.publish(json.dumps({"from": "A", "n": n})) == 1
-        await client.wait_count(20)  # local delivery does not wait for Redis
         down = backplane_of(a).health()
         await redis.start()
-        health = await backplane_of(a).wait_for(
-            lambda h: h.connected and h.published == 5, timeout=GUARD
-        )
+        await client.wait_count(5)  # nothing is delivered before Redis numbers it
+        health = await wait_health(a, lambda h: h.connected and h.published == 5)
         await a.aclose()
         await client.close()
-    assert client.numbers("A") == list(range(20))
+    assert client.numbers("A") == list(range(15, 20))  # the newest five, as the buffer kept
     assert (down.connected, down.forwarded, down.buffered, down.dropped) == (False, 20, 5, 15)
-    assert down.published == 0
+    assert (down.published, down.received) == (0, 0)
     assert (health.forwarded, health.published, health.dropped, health.buffered) == (20, 5, 15, 0)
 
 
@@ -165,7 +189,7 @@ async def test_messages_from_other_redis_clients_reach_subscribers_as_they_are()
             await collector.close()
     assert every.messages == ["plain", b"\xff\xfe", "only x", "end"]
     assert only_y.messages == ["plain", b"\xff\xfe", "end"]
-    assert (health.received, health.malformed, health.lost, health.peers) == (4, 1, 0, 0)
+    assert (health.received, health.malformed, health.lost, health.topics) == (4, 1, 0, 0)
 
 
 async def test_closing_ends_a_task_that_swallowed_its_first_cancellation() -> None:

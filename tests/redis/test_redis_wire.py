@@ -1,76 +1,78 @@
-"""The backplane's pure parts: wire format, loss counting, publish buffer. No Redis."""
+"""The backplane's pure parts: wire format, the receiver's cursors, publish buffer. No Redis."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from wsfanout._backplane.cursors import Cursors, Deliver, Lose, Repair
 from wsfanout._backplane.envelope import (
     MAGIC,
-    Data,
+    STREAM,
     Foreign,
-    Heartbeat,
     Malformed,
+    Numbered,
     decode,
-    encode_data,
-    encode_heartbeat,
-    prefixes,
+    decode_head,
+    encode_head,
 )
-from wsfanout._backplane.gaps import STALE, GapCounter
 from wsfanout._backplane.publish_buffer import PublishBuffer
 from wsfanout.lowlevel import OP_BINARY, OP_TEXT, Overflow
 
 # -- wire format ------------------------------------------------------------------------
 
-hub_ids = st.text(min_size=1, max_size=40).filter(lambda s: len(s.encode()) <= 255)
-u64 = st.integers(min_value=0, max_value=2**64 - 1)
+epochs = st.text("abcdef0123456789", min_size=1, max_size=8)
+
+
+def published(epoch: str, offset: int, opcode: int, key: str | None, payload: bytes) -> bytes:
+    """What the publish script puts on pub/sub (scripts.py), built the same way."""
+    return STREAM + f"{epoch} {offset} ".encode() + encode_head(opcode, key) + payload
 
 
 @given(
-    hub_id=hub_ids,
-    epoch=u64,
-    seq=u64,
+    epoch=epochs,
+    offset=st.integers(min_value=1, max_value=10**15),
     opcode=st.sampled_from([OP_TEXT, OP_BINARY]),
     key=st.none() | st.text(max_size=20),
     payload=st.binary(max_size=300),
 )
-def test_a_data_message_decodes_to_what_was_encoded(
-    hub_id: str, epoch: int, seq: int, opcode: int, key: str | None, payload: bytes
+def test_a_numbered_message_decodes_to_what_was_published(
+    epoch: str, offset: int, opcode: int, key: str | None, payload: bytes
 ) -> None:
-    raw = encode_data(prefixes(hub_id, epoch).data, seq, opcode, key, payload)
-    assert decode(raw) == Data(hub_id, epoch, seq, opcode, key, payload)
-
-
-@given(hub_id=hub_ids, epoch=u64, settled=u64)
-def test_a_heartbeat_decodes_to_what_was_encoded(hub_id: str, epoch: int, settled: int) -> None:
-    raw = encode_heartbeat(prefixes(hub_id, epoch).heartbeat, settled)
-    assert decode(raw) == Heartbeat(hub_id, epoch, settled)
+    raw = published(epoch, offset, opcode, key, payload)
+    assert decode(raw) == Numbered(epoch, offset, opcode, key, payload)
+    head = encode_head(opcode, key)
+    assert decode_head(head + payload) == (opcode, key, len(head))
 
 
 def test_a_payload_from_another_redis_client_is_delivered_as_it_is() -> None:
     assert decode(b"hello") == Foreign(OP_TEXT, b"hello")
-    assert decode("héllo".encode()) == Foreign(OP_TEXT, "héllo".encode())
+    assert decode("h\u00e9llo".encode()) == Foreign(OP_TEXT, "h\u00e9llo".encode())
     assert decode(b"\xff\x00") == Foreign(OP_BINARY, b"\xff\x00")
     assert decode(b"") == Foreign(OP_TEXT, b"")
 
 
 @given(tail=st.binary(max_size=64))
 def test_decoding_never_raises_on_a_damaged_payload(tail: bytes) -> None:
-    assert isinstance(decode(MAGIC + tail), (Data, Heartbeat, Malformed))
+    assert isinstance(decode(MAGIC + tail), (Numbered, Malformed))
+    assert isinstance(decode(STREAM + tail), (Numbered, Malformed))
 
 
 @pytest.mark.parametrize(
     ("raw", "reason"),
     [
-        (MAGIC + b"D", "5 bytes is shorter than a header"),
-        (MAGIC + b"D\x05abc", "9 bytes is shorter than its header"),
-        (MAGIC + b"X\x01a" + bytes(16), "unknown kind 0x58"),
-        (MAGIC + b"H\x01a" + bytes(17), "heartbeat of 24 bytes has trailing bytes"),
-        (MAGIC + b"D\x01a" + bytes(16) + b"\x09", "24 bytes is shorter than a data header"),
-        (MAGIC + b"D\x01a" + bytes(16) + b"\x09" + bytes(4), "unknown opcode 0x09"),
-        (MAGIC + b"D\x01a" + bytes(16) + b"\x01\x00\x00\x00\x09ab", "key of 9 bytes overruns"),
-        (MAGIC + b"D\x01\xff" + bytes(16) + b"\x01\xff\xff\xff\xff", "hub id is not UTF-8"),
+        (MAGIC + b"D\x01a", "unknown kind b'D'"),
+        (STREAM + b"e1", "no epoch and offset"),
+        (STREAM + b"e1 12", "no epoch and offset"),
+        (STREAM + b"e-1 12 ", "bad epoch"),
+        (STREAM + b"e1 1x ", "bad epoch b'e1' or offset b'1x'"),
+        (STREAM + b"e1 1 \x01", "1 bytes is shorter than a head"),
+        (STREAM + b"e1 1 \x09\xff\xff\xff\xff", "unknown opcode 0x09"),
+        (STREAM + b"e1 1 \x01\x00\x00\x00\x09ab", "key of 9 bytes overruns"),
+        (STREAM + b"e1 1 \x01\x00\x00\x00\x01\xff", "key is not UTF-8"),
     ],
 )
 def test_a_damaged_payload_is_malformed_with_a_reason(raw: bytes, reason: str) -> None:
@@ -79,89 +81,153 @@ def test_a_damaged_payload_is_malformed_with_a_reason(raw: bytes, reason: str) -
     assert decoded.reason.startswith(reason)
 
 
-def test_a_hub_id_must_fit_in_its_length_byte() -> None:
-    with pytest.raises(ValueError, match=r"^hub_id='x{256}' must be 1 to 255 bytes in UTF-8$"):
-        prefixes("x" * 256, 1)
+# -- the receiver's cursors -------------------------------------------------------------
 
 
-# -- loss counting ----------------------------------------------------------------------
+def delivered(actions: Sequence[object] | None, offset: int) -> list[object]:
+    """The actions, with None (deliver now) written out as the Deliver it means."""
+    return [Deliver("t", "e1", offset, offset)] if actions is None else list(actions)
 
 
-def test_messages_in_order_lose_nothing() -> None:
-    gaps = GapCounter()
-    assert [gaps.data("A", 7, seq) for seq in (1, 2, 3)] == [0, 0, 0]
-    assert gaps.heartbeat("A", 7, 3) == 0
-    assert (gaps.lost, gaps.peers) == (0, 1)
+def test_messages_in_order_are_delivered_at_once() -> None:
+    cursors: Cursors[int] = Cursors(history=True)
+    cursors.baseline({"t": ("e1", 10)})
+    assert [cursors.live("t", "e1", o, o) for o in (11, 12, 13)] == [None, None, None]
+    assert cursors.position("t") == ("e1", 13)
+    assert cursors.live("t", "e1", 12, 12) == []  # a repeat is dropped
+    assert (cursors.lost, cursors.repaired_count) == (0, 0)
 
 
-def test_a_gap_in_the_sequence_is_counted_as_lost() -> None:
-    gaps = GapCounter()
-    gaps.data("A", 7, 1)
-    assert gaps.data("A", 7, 5) == 3
-    assert gaps.data("A", 7, 6) == 0
-    assert gaps.lost == 3
+def test_a_gap_is_repaired_while_later_messages_wait_then_all_go_in_order() -> None:
+    cursors: Cursors[int] = Cursors(history=True)
+    cursors.baseline({"t": ("e1", 10)})
+    actions = cursors.live("t", "e1", 14, 14)
+    assert actions == [Repair("t", "e1", 10, 13, 1)]
+    assert cursors.live("t", "e1", 15, 15) == []  # waits behind the repair
+    handed = cursors.repaired(Repair("t", "e1", 10, 13, 1), [(11, 11), (12, 12), (13, 13)])
+    assert handed == [Deliver("t", "e1", o, o) for o in (11, 12, 13, 14, 15)]
+    assert (cursors.position("t"), cursors.repaired_count, cursors.lost) == (("e1", 15), 3, 0)
+    assert cursors.live("t", "e1", 16, 16) is None
 
 
-def test_a_heartbeat_reveals_a_loss_at_the_end_of_a_stream() -> None:
-    gaps = GapCounter()
-    gaps.data("A", 7, 1)
-    assert gaps.heartbeat("A", 7, 4) == 3
-    assert gaps.heartbeat("A", 7, 4) == 0  # the same heartbeat again reveals nothing new
-    assert gaps.data("A", 7, 5) == 0
-    assert gaps.lost == 3
+def test_what_history_no_longer_holds_is_lost_where_it_would_have_been() -> None:
+    cursors: Cursors[int] = Cursors(history=True)
+    cursors.baseline({"t": ("e1", 0)})
+    repair = cursors.live("t", "e1", 9, 9)
+    assert repair == [Repair("t", "e1", 0, 8, 1)]
+    handed = cursors.repaired(Repair("t", "e1", 0, 8, 1), [(4, 4), (6, 6), (7, 7), (8, 8)])
+    assert handed == [
+        Lose("t", "e1", ((1, 3),)),
+        Deliver("t", "e1", 4, 4),
+        Lose("t", "e1", ((5, 5),)),
+        *(Deliver("t", "e1", o, o) for o in (6, 7, 8, 9)),
+    ]
+    assert (cursors.lost, cursors.repaired_count) == (4, 4)
 
 
-def test_a_repeat_or_an_older_message_is_stale_and_not_counted() -> None:
-    gaps = GapCounter()
-    gaps.data("A", 7, 3)
-    assert gaps.data("A", 7, 3) == STALE
-    assert gaps.data("A", 7, 2) == STALE
-    assert gaps.data("A", 6, 10) == STALE  # an earlier epoch of the same hub
-    assert gaps.heartbeat("A", 7, 2) == 0
-    assert gaps.lost == 0
+def test_without_history_a_gap_is_lost_at_once() -> None:
+    cursors: Cursors[int] = Cursors(history=False)
+    cursors.baseline({"t": ("e1", 0)})
+    assert cursors.live("t", "e1", 4, 4) == [Lose("t", "e1", ((1, 3),)), Deliver("t", "e1", 4, 4)]
+    assert cursors.resync({"t": ("e1", 7)}) == [Lose("t", "e1", ((5, 7),))]
+    assert cursors.live("t", "e1", 8, 8) is None
 
 
-def test_counting_starts_at_the_first_message_heard_from_a_hub() -> None:
-    gaps = GapCounter()
-    assert gaps.data("A", 7, 1000) == 0
-    assert gaps.heartbeat("B", 7, 50) == 0
-    assert gaps.data("B", 7, 52) == 1
-    assert (gaps.lost, gaps.peers) == (1, 2)
+def test_a_resync_repairs_the_tail_a_broken_subscription_lost() -> None:
+    cursors: Cursors[int] = Cursors(history=True)
+    cursors.baseline({"t": ("e1", 5), "u": ("e9", 2)})
+    actions = cursors.resync({"t": ("e1", 8), "u": ("e9", 2), "new": ("e3", 2)})
+    assert actions == [Repair("t", "e1", 5, 8, 1), Repair("new", "e3", 0, 2, 1)]
+    # Messages that pub/sub brings too while the repair runs are not handed twice.
+    assert cursors.live("t", "e1", 7, 7) == []
+    assert cursors.live("t", "e1", 9, 9) == []
+    handed = cursors.repaired(Repair("t", "e1", 5, 8, 1), [(6, 6), (7, 7), (8, 8)])
+    assert [a.offset for a in handed if isinstance(a, Deliver)] == [6, 7, 8, 9]
 
 
-def test_a_restarted_hub_counts_what_was_missed_of_its_new_epoch() -> None:
-    gaps = GapCounter()
-    gaps.data("A", 7, 40)
-    assert gaps.data("A", 8, 3) == 2
-    assert gaps.last("A") == (8, 3)
-    assert gaps.heartbeat("A", 9, 4) == 4
-    assert gaps.lost == 6
+def test_a_new_epoch_hands_over_what_waited_and_starts_from_offset_one() -> None:
+    cursors: Cursors[int] = Cursors(history=True)
+    cursors.baseline({"t": ("e1", 5)})
+    assert cursors.live("t", "e1", 8, 8) == [Repair("t", "e1", 5, 7, 1)]
+    # Redis was flushed: the old epoch's repair is moot, its waiting message goes now.
+    actions = cursors.resync({"t": ("e2", 3)})
+    assert actions == [
+        Lose("t", "e1", ((6, 7),)),
+        Deliver("t", "e1", 8, 8),
+        Repair("t", "e2", 0, 3, 1),
+    ]
+    assert cursors.repaired(Repair("t", "e1", 5, 7, 1), [(6, 6)]) == []  # stale
+    assert cursors.epoch_changes == 1
+    assert cursors.live("t", "e2", 1, 1) == []  # waits for the new epoch's repair
+
+
+def test_a_repair_that_waits_too_long_is_given_up_and_counted() -> None:
+    cursors: Cursors[int] = Cursors(history=True, pending_limit=2)
+    cursors.baseline({"t": ("e1", 0)})
+    assert cursors.live("t", "e1", 5, 5) == [Repair("t", "e1", 0, 4, 1)]
+    assert cursors.live("t", "e1", 6, 6) == []
+    given_up = cursors.live("t", "e1", 7, 7)
+    assert given_up == [Lose("t", "e1", ((1, 4),)), *(Deliver("t", "e1", o, o) for o in (5, 6, 7))]
+    assert cursors.repaired(Repair("t", "e1", 0, 4, 1), [(1, 1)]) == []  # too late
 
 
 @given(
-    total=st.integers(min_value=1, max_value=200),
-    seen=st.sets(st.integers(min_value=1, max_value=200), min_size=1),
+    arrivals=st.lists(st.integers(min_value=1, max_value=40), max_size=60),
+    kept=st.integers(min_value=0, max_value=40),
+    resync=st.booleans(),
 )
-def test_loss_is_exactly_what_a_receiver_missed_after_first_contact(
-    total: int, seen: set[int]
+def test_every_offset_is_handed_over_or_lost_exactly_once_in_order(
+    arrivals: list[int], kept: int, resync: bool
 ) -> None:
-    arrived = sorted(n for n in seen if n <= total) or [total]
-    gaps = GapCounter()
-    for seq in arrived:
-        assert gaps.data("A", 1, seq) >= 0
-    gaps.heartbeat("A", 1, total)
-    assert gaps.lost == total - arrived[0] + 1 - len(arrived)
+    # A model of Redis: a stream of offsets 1..40 whose history keeps the last `kept`;
+    # pub/sub brings `arrivals` (any subset, repeats, out of order). Repairs are answered
+    # at once from the model. Whatever arrives, the hub gets each offset once, ascending,
+    # or a loss for it, and only the offsets history lost are lost.
+    cursors: Cursors[int] = Cursors(history=True)
+    cursors.baseline({"t": ("e1", 0)})
+    last = max(arrivals, default=0)
+    held = set(range(max(1, 41 - kept), 41))
+    pending = []
+    handed: list[int] = []
+    lost: list[int] = []
+
+    def run(actions: Sequence[object] | None, offset: int) -> None:
+        queue = delivered(actions, offset)
+        while queue:
+            action = queue.pop(0)
+            if isinstance(action, Deliver):
+                handed.append(action.offset)
+            elif isinstance(action, Lose):
+                lost.extend(o for a, b in action.ranges for o in range(a, b + 1))
+            else:
+                assert isinstance(action, Repair)
+                pending.append(action)
+                found = [(o, o) for o in range(action.after + 1, action.upto + 1) if o in held]
+                queue += cursors.repaired(action, found)
+
+    for offset in sorted(set(arrivals), key=arrivals.index):
+        run(cursors.live("t", "e1", offset, offset), offset)
+    if resync:
+        run(cursors.resync({"t": ("e1", 40)}), 0)
+        last = 40
+    accounted = handed + lost
+    assert handed == sorted(handed)
+    assert len(set(handed)) == len(handed)
+    assert sorted(accounted) == list(range(1, len(accounted) + 1))
+    assert set(lost) <= set(range(1, 41)) - held
+    assert len(accounted) >= (last if resync else 0)
+    assert cursors.lost == len(lost)
 
 
 # -- publish buffer ---------------------------------------------------------------------
 
 
 def fill(buffer: PublishBuffer, seqs: range, size: int = 1) -> list[bool]:
-    return [buffer.push(seq, b"ch", b"x" * size) for seq in seqs]
+    return [buffer.push(seq, "t", b"h", b"x" * size) for seq in seqs]
 
 
-def seqs(batch: list[tuple[int, bytes, bytes]]) -> list[int]:
-    return [seq for seq, _, _ in batch]
+def seqs(batch: list[tuple[int, str | None, bytes, bytes]]) -> list[int]:
+    return [seq for seq, _, _, _ in batch]
 
 
 def test_drop_oldest_keeps_the_newest_messages() -> None:
@@ -182,7 +248,7 @@ def test_the_buffer_is_bounded_in_payload_bytes() -> None:
     buffer = PublishBuffer(100, 10, Overflow.DROP_OLDEST)
     fill(buffer, range(1, 5), size=4)
     assert (buffer.waiting, buffer.bytes, buffer.dropped) == (2, 8, 2)
-    assert buffer.push(9, b"ch", b"x" * 11) is False  # larger than the whole bound
+    assert buffer.push(9, None, b"h", b"x" * 11) is False  # larger than the whole bound
     assert buffer.dropped == 3
 
 
@@ -191,11 +257,10 @@ def test_a_failed_batch_goes_back_to_the_head_in_order() -> None:
     fill(buffer, range(1, 6))
     assert seqs(buffer.take(3)) == [1, 2, 3]
     assert (len(buffer), buffer.waiting) == (5, 2)  # in flight still counts as buffered
-    assert buffer.settled(5) == 3  # a heartbeat after the batch may claim up to 3
     buffer.requeue()
     assert seqs(buffer.take(10)) == [1, 2, 3, 4, 5]
     assert buffer.settle() == 5
-    assert (len(buffer), buffer.settled(5)) == (0, 5)
+    assert len(buffer) == 0
 
 
 def test_a_requeued_batch_obeys_the_bound_and_the_overflow_rule() -> None:

@@ -7,8 +7,18 @@ import math
 
 import attrs
 
-from wsfanout import Decision, Policy, Snapshot
-from wsfanout.lowlevel import Action, Message, MessageQueue, Outbox, Overflow, Rules, Write
+from wsfanout import Decision, History, Policy, Snapshot
+from wsfanout.lowlevel import (
+    Action,
+    Held,
+    MemoryHistory,
+    Message,
+    MessageQueue,
+    Outbox,
+    Overflow,
+    Rules,
+    Write,
+)
 from wsfanout.policies import Batch, ConflateByKey, Disconnect, Throttle
 from wsfanout.testing import (
     BatchIntegrity,
@@ -181,3 +191,36 @@ class AsksAgainNow(Policy):
 
     def decide(self, snapshot: Snapshot) -> Decision:
         return Decision(recheck_at=snapshot.now)
+
+
+# -- broken histories: each breaks Resumes() -------------------------------------------------
+
+
+class OffByOneHistory(MemoryHistory):
+    """Replays from the client's last offset, not after it: that message arrives twice."""
+
+    def read(self, topic: str | None, after: int, last: int, now: float) -> Held:
+        return super().read(topic, max(0, after - 1), last, now)
+
+
+class ForgetfulHistory(MemoryHistory):
+    """Leaves the newest message it holds out of a replay, and reports nothing."""
+
+    def read(self, topic: str | None, after: int, last: int, now: float) -> Held:
+        held = super().read(topic, after, last, now)
+        return Held(held.messages[:-1], held.missing)
+
+
+class OverTrimmingHistory(MemoryHistory):
+    """Keeps one message fewer than its bound says (and honestly reports the rest)."""
+
+    def __init__(self, limits: History) -> None:
+        tighter = attrs.evolve(limits, max_messages=max(1, limits.max_messages - 1))
+        super().__init__(tighter)
+
+
+class SilentHistory(MemoryHistory):
+    """Replays what it holds, but never reports what it no longer holds."""
+
+    def read(self, topic: str | None, after: int, last: int, now: float) -> Held:
+        return Held(super().read(topic, after, last, now).messages, ())

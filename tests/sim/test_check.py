@@ -206,6 +206,7 @@ def test_every_policy_gets_the_baseline_whatever_it_declares() -> None:
         WithinWriteLimit(),
         Drains(),
         CountsAddUp(),
+        wsfanout.testing.Resumes(),
     )
     assert guarantees_of(Throttle(rate=2.0))[-2:] == (
         wsfanout.testing.MaxSendRate(2.0),

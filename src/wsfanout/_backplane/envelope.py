@@ -1,23 +1,18 @@
-"""The backplane's wire format: one Redis pub/sub payload per message or heartbeat.
+"""The backplane's wire format: what a message is in Redis, in its stream and on pub/sub.
 
 Theory of operation
 -------------------
-Every payload a hub publishes starts with a fixed prefix: a magic marker, the kind
-(data or heartbeat), the hub's id and its epoch. The prefix is built once per hub, so
-encoding a message costs one concatenation: prefix, sequence number, opcode, key and
-the payload, which is copied exactly once on its way in. A payload without the magic
-marker came from some other Redis client (``redis-cli PUBLISH``): it is delivered as
-it is, text if it is valid UTF-8, binary otherwise, with no sequence accounting.
+A hub encodes each message it publishes once into a *head* (opcode and key) and the
+payload, copied exactly once on its way in. The publish script (``scripts.py``) stores
+both in the topic's stream, under the offset Redis assigns, and publishes, on the
+topic's channel::
 
-Layout (integers big-endian)::
+    magic "\\x00WF\\x01S" | epoch | " " | offset (decimal) | " " | head | payload
+    head: opcode (1 byte) | key length (4 bytes big-endian, 0xFFFFFFFF: no key) | key
 
-    magic "\\x00WF\\x01" | kind "D" or "H" | id length (1 byte) | hub id (UTF-8)
-    | epoch (8 bytes) | seq (8 bytes)
-    data only: | opcode (1 byte) | key length (4 bytes, 0xFFFFFFFF: no key) | key | payload
-
-A heartbeat's ``seq`` is the highest sequence number its hub has settled: every data
-message up to it has been written to Redis or dropped, so a receiver that saw less
-has lost the difference, even when nothing follows.
+so every hub learns the message with its place in the stream. A payload without the
+magic marker came from some other Redis client (``redis-cli PUBLISH``): it is
+delivered as it is, text if it is valid UTF-8, binary otherwise, in no stream.
 """
 
 from __future__ import annotations
@@ -30,75 +25,61 @@ from .._core.frames import OP_BINARY, OP_TEXT
 
 __all__ = [
     "MAGIC",
-    "Data",
+    "STREAM",
     "Foreign",
-    "Heartbeat",
     "Malformed",
-    "Prefixes",
+    "Numbered",
     "decode",
-    "encode_data",
-    "encode_heartbeat",
-    "prefixes",
+    "decode_head",
+    "encode_head",
 ]
 
 MAGIC = b"\x00WF\x01"
-DATA = ord("D")
-HEARTBEAT = ord("H")
+STREAM = MAGIC + b"S"
+"""The start of every message a hub's publish script puts on pub/sub."""
 NO_KEY = 0xFFFFFFFF
-MAX_HUB_ID_BYTES = 255
 
-_EPOCH_SEQ = struct.Struct("!QQ")
-_DATA_HEAD = struct.Struct("!QBI")  # seq, opcode, key length
-_SEQ = struct.Struct("!Q")
+_HEAD = struct.Struct("!BI")  # opcode, key length
 _OPCODES = frozenset({OP_TEXT, OP_BINARY})
+_NO_KEY_HEADS = {opcode: _HEAD.pack(opcode, NO_KEY) for opcode in _OPCODES}
 
 
-@attrs.frozen
-class Prefixes:
-    """The constant part of every payload one hub publishes, built once."""
-
-    data: bytes
-    heartbeat: bytes
-
-
-def prefixes(hub_id: str, epoch: int) -> Prefixes:
-    """Build the prefixes of a hub; ``hub_id`` must fit in 255 UTF-8 bytes."""
-    raw = hub_id.encode()
-    if not 1 <= len(raw) <= MAX_HUB_ID_BYTES:
-        raise ValueError(f"hub_id={hub_id!r} must be 1 to {MAX_HUB_ID_BYTES} bytes in UTF-8")
-    tail = bytes((len(raw),)) + raw + epoch.to_bytes(8, "big")
-    return Prefixes(MAGIC + b"D" + tail, MAGIC + b"H" + tail)
-
-
-def encode_data(prefix: bytes, seq: int, opcode: int, key: str | None, payload: bytes) -> bytes:
-    """One data message: ``prefix`` from :func:`prefixes`, then the message."""
+def encode_head(opcode: int, key: str | None) -> bytes:
+    """A message's head: its opcode and its key."""
     if key is None:
-        return prefix + _DATA_HEAD.pack(seq, opcode, NO_KEY) + payload
+        return _NO_KEY_HEADS[opcode]
     raw = key.encode()
-    return prefix + _DATA_HEAD.pack(seq, opcode, len(raw)) + raw + payload
+    return _HEAD.pack(opcode, len(raw)) + raw
 
 
-def encode_heartbeat(prefix: bytes, settled: int) -> bytes:
-    """A heartbeat saying that every sequence number up to ``settled`` is settled."""
-    return prefix + _SEQ.pack(settled)
+def decode_head(head: bytes) -> tuple[int, str | None, int]:
+    """``(opcode, key, head length)`` of bytes that start with a head; ValueError if not."""
+    if len(head) < _HEAD.size:
+        raise ValueError(f"{len(head)} bytes is shorter than a head")
+    opcode, key_length = _HEAD.unpack_from(head)
+    if opcode not in _OPCODES:
+        raise ValueError(f"unknown opcode {opcode:#04x}")
+    if key_length == NO_KEY:
+        return opcode, None, _HEAD.size
+    end = _HEAD.size + key_length
+    if len(head) < end:
+        raise ValueError(f"key of {key_length} bytes overruns the message")
+    try:
+        key = head[_HEAD.size : end].decode()
+    except UnicodeDecodeError:
+        raise ValueError("key is not UTF-8") from None
+    return opcode, key, end
 
 
 @attrs.frozen
-class Data:
-    hub_id: str
-    epoch: int
-    seq: int
+class Numbered:
+    """A message as Redis numbered it: its place in its topic's stream and its content."""
+
+    epoch: str
+    offset: int
     opcode: int
     key: str | None
     payload: bytes
-
-
-@attrs.frozen
-class Heartbeat:
-    hub_id: str
-    epoch: int
-    seq: int
-    """Every data message of this hub and epoch up to ``seq`` was written or dropped."""
 
 
 @attrs.frozen
@@ -116,49 +97,29 @@ class Malformed:
     reason: str
 
 
-Decoded = Data | Heartbeat | Foreign | Malformed
+Decoded = Numbered | Foreign | Malformed
 
 
 def decode(raw: bytes) -> Decoded:
-    """Parse one Redis payload; never raises."""
+    """Parse one pub/sub payload; never raises."""
     if not raw.startswith(MAGIC):
         try:
             raw.decode()
         except UnicodeDecodeError:
             return Foreign(OP_BINARY, raw)
         return Foreign(OP_TEXT, raw)
-    size = len(raw)
-    if size < 6:
-        return Malformed(f"{size} bytes is shorter than a header")
-    kind = raw[4]
-    id_end = 6 + raw[5]
-    if size < id_end + 16:
-        return Malformed(f"{size} bytes is shorter than its header")
+    if not raw.startswith(STREAM):
+        return Malformed(f"unknown kind {raw[4:5]!r}")
+    start = len(STREAM)
+    space = raw.find(b" ", start)
+    second = raw.find(b" ", space + 1) if space > 0 else -1
+    if second < 0:
+        return Malformed("no epoch and offset")
+    epoch, offset = raw[start:space], raw[space + 1 : second]
+    if not epoch.isalnum() or not offset.isdigit() or len(offset) > 18:
+        return Malformed(f"bad epoch {epoch[:16]!r} or offset {offset[:20]!r}")
     try:
-        hub_id = raw[6:id_end].decode()
-    except UnicodeDecodeError:
-        return Malformed("hub id is not UTF-8")
-    epoch, seq = _EPOCH_SEQ.unpack_from(raw, id_end)
-    if kind == HEARTBEAT:
-        if size != id_end + 16:
-            return Malformed(f"heartbeat of {size} bytes has trailing bytes")
-        return Heartbeat(hub_id, epoch, seq)
-    if kind != DATA:
-        return Malformed(f"unknown kind {kind:#04x}")
-    start = id_end + 8
-    if size < start + _DATA_HEAD.size:
-        return Malformed(f"{size} bytes is shorter than a data header")
-    seq, opcode, key_length = _DATA_HEAD.unpack_from(raw, start)
-    if opcode not in _OPCODES:
-        return Malformed(f"unknown opcode {opcode:#04x}")
-    start += _DATA_HEAD.size
-    key: str | None = None
-    if key_length != NO_KEY:
-        if size < start + key_length:
-            return Malformed(f"key of {key_length} bytes overruns the payload")
-        try:
-            key = raw[start : start + key_length].decode()
-        except UnicodeDecodeError:
-            return Malformed("key is not UTF-8")
-        start += key_length
-    return Data(hub_id, epoch, seq, opcode, key, raw[start:])
+        opcode, key, length = decode_head(raw[second + 1 : second + 1 + 4096 + _HEAD.size])
+    except ValueError as exc:
+        return Malformed(str(exc))
+    return Numbered(epoch.decode(), int(offset), opcode, key, raw[second + 1 + length :])

@@ -5,9 +5,9 @@ Theory of operation
 The sender takes a batch (:meth:`~PublishBuffer.take`), writes it, then settles it
 when Redis answered (:meth:`~PublishBuffer.settle`) or puts it back at the head when
 the connection failed (:meth:`~PublishBuffer.requeue`): the batch may or may not
-have reached Redis. Retrying is safe because every receiver drops a sequence number
-it has already seen, so a batch is never delivered twice, and it saves the messages
-written into a connection that had died unnoticed.
+have reached Redis. Retrying is safe because Redis' publish script remembers the last
+sequence number it applied for this hub, so a batch is never applied twice, and it
+saves the messages written into a connection that had died unnoticed.
 
 The bound applies to the messages waiting; the batch in flight (at most one) is not
 counted against it until it comes back. When a message does not fit, the overflow
@@ -23,8 +23,8 @@ from .._core.rules import Overflow
 
 __all__ = ["PublishBuffer"]
 
-Item = tuple[int, bytes, bytes]
-"""(sequence number, Redis channel, payload)."""
+Item = tuple[int, str | None, bytes, bytes]
+"""(sequence number, topic, head, payload)."""
 
 
 class PublishBuffer:
@@ -61,7 +61,7 @@ class PublishBuffer:
     def waiting(self) -> int:
         return len(self._items)
 
-    def push(self, seq: int, channel: bytes, payload: bytes) -> bool:
+    def push(self, seq: int, topic: str | None, head: bytes, payload: bytes) -> bool:
         """Append a message; False if it was refused (the buffer is full, DROP_NEWEST)."""
         size = len(payload)
         if len(self._items) >= self.max_messages or self.bytes + size > self.max_bytes:
@@ -69,7 +69,7 @@ class PublishBuffer:
                 self.dropped += 1
                 return False
             self._make_room(1, size)
-        self._items.append((seq, channel, payload))
+        self._items.append((seq, topic, head, payload))
         self.bytes += size
         return True
 
@@ -79,7 +79,7 @@ class PublishBuffer:
         assert not self._flight, "the previous batch was neither settled nor requeued"
         items = self._items
         batch = [items.popleft() for _ in range(min(limit, len(items)))]
-        self.bytes -= sum(len(item[2]) for item in batch)
+        self.bytes -= sum(len(item[3]) for item in batch)
         self._flight = batch
         return batch
 
@@ -93,13 +93,8 @@ class PublishBuffer:
         """The batch in flight failed: put it back at the head, then apply the bound."""
         batch, self._flight = self._flight, []
         self._items.extendleft(reversed(batch))
-        self.bytes += sum(len(item[2]) for item in batch)
+        self.bytes += sum(len(item[3]) for item in batch)
         self._make_room(0, 0)
-
-    def settled(self, last: int) -> int:
-        """The highest sequence number up to which nothing is waiting, given the last one
-        assigned: what a heartbeat sent after the batch in flight may claim."""
-        return self._items[0][0] - 1 if self._items else last
 
     def clear(self) -> int:
         """Forget everything, in flight included; return how many messages that was."""
@@ -115,6 +110,6 @@ class PublishBuffer:
         while items and (
             len(items) + messages > self.max_messages or self.bytes + size > self.max_bytes
         ):
-            _, _, payload = items.popleft() if self.drop_oldest else items.pop()
+            payload = (items.popleft() if self.drop_oldest else items.pop())[3]
             self.bytes -= len(payload)
             self.dropped += 1

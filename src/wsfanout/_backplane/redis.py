@@ -1,36 +1,47 @@
-"""A backplane on Redis pub/sub: a message published on any hub reaches every hub.
+"""A backplane on Redis: every hub's messages numbered in one place, kept, and repaired.
 
 Theory of operation
 -------------------
-Publishing. ``hub.publish()`` delivers to its own subscribers at once, then calls
-:meth:`RedisBackplane.forward`, which numbers the message (1, 2, 3, ... in this
-backplane's epoch), encodes it into its Redis payload once and pushes it into the
-*publish buffer*, a bounded queue under a policy like a subscriber's (``DropOldest``
-by default). It never awaits. One sender task owns one Redis connection: it takes
-messages from the buffer in order and pipelines a ``PUBLISH`` for each, one pipeline
-at a time, so Redis sees them in publish order; every ``heartbeat`` seconds it adds a
-heartbeat carrying the highest sequence number settled (acknowledged or dropped).
-When Redis fails, the batch in flight goes back to the head of the buffer (a repeat
-is harmless: receivers drop sequence numbers they have seen) and the sender backs
+Publishing. ``hub.publish()`` calls :meth:`RedisBackplane.forward`, which numbers the
+message for this hub (1, 2, 3, ... in this backplane's run), encodes it once and
+pushes it into the *publish buffer*, a bounded queue under a policy like a
+subscriber's (``DropOldest`` by default). It never awaits. One sender task owns one
+Redis connection: it takes messages from the buffer in order and runs the publish
+script (``scripts.py``) once per batch, one batch at a time. The script gives each
+message its topic's next offset, appends it to the topic's stream (the history,
+trimmed exactly to its bound) and publishes it with its epoch and offset, atomically,
+so offsets are the same on every hub. When Redis fails, the batch in flight goes back
+to the head of the buffer (the script does not apply it twice) and the sender backs
 off, doubling a jittered delay up to ``max_retry_delay``, while the buffer keeps what
 fits and counts what it drops.
 
-Receiving. A receiver task subscribes to the pattern ``<namespace>:*`` on a second
-connection. A payload that starts with this backplane's own prefix is its own echo
-and is skipped: the hub delivered it locally already. Any other hub's message is
-checked against that hub's sequence (:class:`GapCounter`: gaps are counted as lost,
-repeats are dropped) and handed to the hub's local fan-out with a local ``seq``.
+Delivering. The hub delivers nothing itself: a receiver task subscribes to the pattern
+``<namespace>:*`` and hands every numbered message, this hub's own included, to the
+hub's ``Inbound`` in offset order. Local subscribers therefore see the same order and
+numbering as every other hub's, one Redis round trip after publishing; while Redis is
+away, nothing is delivered, the publishes wait in the buffer; and the sender publishes
+only while the receiver is subscribed, so a hub never misses its own messages. The receiver's
+:class:`~wsfanout._backplane.cursors.Cursors` find every message pub/sub lost: a gap in
+a topic's offsets, or, after each (re)subscription, a stream that Redis has further
+than this hub (a snapshot of every topic's epoch and offset). The gap is read back
+from the stream (*repaired*) while the topic's later messages wait, then all are
+handed over in order; what the stream no longer holds is reported to the hub
+(``Inbound.lost``), which tells its subscribers. Clients that resume read the stream
+through :meth:`RedisBackplane.read`, one read (and one copy of its messages) shared by
+every client that resumes from the same place, at once or later while the stream has
+not moved on.
 
 Channels. A message with no topic goes to ``<namespace>:all``, one with topic ``t``
-to ``<namespace>:topic:t``, heartbeats to ``<namespace>:heartbeat``. Every hub hears
-every channel of its namespace, since exact loss counting needs each peer's whole
-sequence; a topic nobody subscribes to locally costs a dictionary lookup.
+to ``<namespace>:topic:t``; its stream is ``<namespace>:history:t`` (``""`` for no
+topic). A liveness check (``PING`` on the subscribed connection every ``heartbeat``
+seconds) finds a subscription that died without a word.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import random
 import re
@@ -45,26 +56,21 @@ import attrs
 
 from .._core.builtins import DropOldest
 from .._core.errors import ConfigError, HubClosedError, invalid
+from .._core.history import History, check_history
 from .._core.message import Message
 from .._core.policy import Policy
 from .._core.rules import Overflow, resolve_rules
+from .._core.streams import NO_TOPIC
 from .._core.validate import positive_seconds
-from .envelope import (
-    MAGIC,
-    MAX_HUB_ID_BYTES,
-    Data,
-    Foreign,
-    Heartbeat,
-    decode,
-    encode_data,
-    encode_heartbeat,
-    prefixes,
-)
-from .gaps import STALE, GapCounter
+from .cursors import Action, Cursors, Deliver, Lose, Repair
+from .envelope import STREAM, Foreign, Numbered, decode, decode_head, encode_head
+from .protocol import Recovered
 from .publish_buffer import PublishBuffer
+from .scripts import PUBLISH, PUBLISHER_TTL, READ, SNAPSHOT
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+    from redis.commands.core import AsyncScript
 
     from .protocol import Inbound
 
@@ -84,19 +90,28 @@ DEFAULT_BUFFER = DropOldest(max_messages=10_000, max_bytes=16 * 1024 * 1024)
 messages (at most 16 MiB of payload) and count the ones dropped."""
 
 BATCH = 512
-"""Most messages in one pipeline."""
+"""Most messages in one call of the publish script."""
+
+PAGE = 1000
+"""Most stream entries in one read."""
+
+MAX_HUB_ID_BYTES = 255
 
 _NAMESPACE = re.compile(r"[A-Za-z0-9_.\-]+")
 _CACHE_LIMIT = 4096
 _NOT_OURS = object()
+
+Item = tuple[int, bytes, str | None, str | None]
+"""A message as the receiver holds it: opcode, payload, topic, key."""
 
 
 @attrs.frozen(kw_only=True)
 class BackplaneHealth:
     """A backplane's state and counters, in messages.
 
-    On the publishing side, ``forwarded == published + dropped + buffered`` always.
-    ``lost`` is exact: the sum of the sequence gaps seen in other hubs' streams.
+    On the publishing side, ``forwarded == published + dropped + buffered`` always. On
+    the receiving side, ``lost`` is exact: offsets of the streams that pub/sub did not
+    bring and that history no longer held when this hub repaired the gap.
     """
 
     connected: bool
@@ -106,19 +121,51 @@ class BackplaneHealth:
     forwarded: int
     """Messages this hub published through the backplane (its last sequence number)."""
     published: int
-    """Messages Redis acknowledged."""
+    """Messages Redis numbered (acknowledged)."""
     dropped: int
     """Messages that never left: evicted from the full publish buffer, or there at close."""
     buffered: int
     """Messages in the publish buffer now: waiting, or in flight and not yet acknowledged."""
     received: int
-    """Messages from other hubs (and from other Redis clients) delivered to this hub."""
+    """Messages handed to this hub (its own included), live or repaired, and messages
+    of other Redis clients."""
+    repaired: int
+    """Of ``received``: messages pub/sub lost that this hub read back from history."""
     lost: int
-    """Messages of other hubs that their sequence numbers show never arrived here."""
+    """Messages pub/sub lost that history no longer held: reported to subscribers."""
+    epoch_changes: int
+    """Streams that started a new epoch under this hub (Redis lost its data)."""
+    topics: int
+    """Streams this hub follows."""
+    resyncs: int
+    """Times this hub compared its streams with Redis, after each (re)subscription."""
+    resumes: int
+    """Reads of history asked for by resuming clients (through :meth:`RedisBackplane.read`)."""
+    reads: int
+    """Reads of history made in Redis for them: one for all that asked for the same
+    place, while it ran or later while the stream had not moved on."""
     peers: int
-    """Other hubs heard from (by message or heartbeat)."""
+    """Other hubs subscribed to the namespace, as of the last count (at each subscription,
+    then once per ``heartbeat``)."""
     malformed: int
     """Payloads in the namespace that carry the wire format's marker but do not parse."""
+
+
+MAX_CONCURRENT_READS = 16
+"""History reads in Redis at once (Redis runs one at a time anyway); the rest wait."""
+MAX_KEPT_READS = 256
+"""Reads kept for clients resuming later from the same place (past it, the stale go)."""
+
+
+@attrs.frozen
+class _Read:
+    """One read of a stream from one place, shared by the clients resuming from there."""
+
+    epoch: str
+    last: int
+    messages: tuple[Message, ...]
+    good_until: float
+    """Loop time when its oldest message passes the age bound (inf without one)."""
 
 
 def _check_buffer(buffer: object) -> PublishBuffer:
@@ -153,11 +200,12 @@ class RedisBackplane:
 
     ``Hub(backplane=RedisBackplane(url))``, started with ``async with backplane:`` or
     :meth:`start`; ``hub.aclose()`` closes it. Hubs reach each other when they share
-    ``url`` and ``namespace``. ``hub_id`` names this hub in logs and on the wire
-    (default: host, process id and a random suffix); restarting with the same id
-    starts a new epoch. ``buffer`` bounds what waits for Redis. ``heartbeat`` is how
-    often, in seconds, this hub tells the others how far its stream has gone, so a
-    loss at its end is noticed. Reconnection waits ``min_retry_delay`` doubling to
+    ``url`` and ``namespace``. ``history`` is how much of each topic's stream Redis
+    keeps, to repair what pub/sub loses and for clients that resume (None: none; the
+    hub keeps the same bound in memory for recent messages). ``hub_id`` names this hub
+    in logs and in Redis (default: host, process id and a random suffix). ``buffer``
+    bounds what waits for Redis. ``heartbeat`` is how often, in seconds, the subscribed
+    connection is checked. Reconnection waits ``min_retry_delay`` doubling to
     ``max_retry_delay`` seconds; ``timeout`` bounds connecting and each command.
     """
 
@@ -166,6 +214,7 @@ class RedisBackplane:
         url: str = "redis://127.0.0.1:6379/0",
         *,
         namespace: str = "wsfanout",
+        history: History | None = None,
         hub_id: str | None = None,
         buffer: Policy = DEFAULT_BUFFER,
         heartbeat: float = 1.0,
@@ -190,6 +239,7 @@ class RedisBackplane:
             hub_id = _default_hub_id()
         elif not isinstance(hub_id, str) or not 1 <= len(hub_id.encode()) <= MAX_HUB_ID_BYTES:
             raise invalid("hub_id", hub_id, "must be a str of 1 to 255 bytes in UTF-8", ConfigError)
+        self._history = check_history(history)
         self._buffer = _check_buffer(buffer)
         self.heartbeat = positive_seconds("heartbeat", heartbeat)
         self.min_retry_delay = positive_seconds("min_retry_delay", min_retry_delay)
@@ -206,29 +256,42 @@ class RedisBackplane:
         self.namespace = namespace
         self.hub_id = hub_id
         self.buffer = buffer
-        self.epoch = time.time_ns()
-        """This run's epoch: a restarted hub with the same ``hub_id`` starts a new sequence."""
+        self.run = f"{time.time_ns():x}"
+        """This run of the backplane: what Redis remembers applying is per run."""
 
-        built = prefixes(hub_id, self.epoch)
-        self._data_prefix = built.data
-        self._heartbeat_prefix = built.heartbeat
-        self._own_tail = built.data[len(MAGIC) + 1 :]
         ns = namespace.encode()
         self._pattern = ns + b":*"
+        self._presence = ns + b":hubs"
+        """A channel every hub subscribes to and nobody publishes on: its subscribers
+        are the hubs of the namespace (``PUBSUB NUMSUB``)."""
+        self._peers = 0
+        self._counting: asyncio.Task[None] | None = None
         self._all_channel = ns + b":all"
         self._topic_prefix = ns + b":topic:"
-        self._heartbeat_channel = ns + b":heartbeat"
-        self._channels: dict[str, bytes] = {}
+        self._keys = [ns + b":offsets", ns + b":epochs", ns + b":bytes"]
+        self._publisher_key = ns + b":publisher:" + hub_id.encode()
+        self._stream_prefix = ns + b":history:"
+        self._channels: dict[str | None, tuple[bytes, bytes, bytes]] = {}
         self._topics: dict[bytes, object] = {}
+        limits = self._history
+        if limits is None:
+            self._limits: tuple[int, int, int] = (0, 0, 0)
+        else:
+            max_age = 0 if limits.max_age is None else max(1, round(limits.max_age * 1000))
+            self._limits = (limits.max_messages, limits.max_bytes or 0, max_age)
 
         self._inbound: Inbound | None = None
-        self._gaps = GapCounter()
+        self._cursors: Cursors[Item] = Cursors(history=limits is not None)
+        self._baselined = False
         self._seq = 0
         self._published = 0
         self._received = 0
         self._discarded = 0
         self._malformed = 0
         self._reconnects = 0
+        self._resyncs = 0
+        self._resumes = 0
+        self._history_reads = 0
         self._publishing = False
         self._subscribed = False
         self._connected = False
@@ -236,16 +299,28 @@ class RedisBackplane:
         self._down_since: float | None = None
         self._dropped_when_down = 0
         self._closing = False
+        self._listening = asyncio.Event()
+        """Set while subscribed (streams resynced): only then does the sender publish, so
+        nothing this hub publishes falls between two subscriptions."""
         self._sender: asyncio.Task[None] | None = None
         self._receiver: asyncio.Task[None] | None = None
+        self._repairs: set[asyncio.Task[None]] = set()
+        self._reads: dict[tuple[str, str, int], asyncio.Task[_Read]] = {}
+        self._kept: dict[tuple[str, str, int], _Read] = {}
+        self._reading = asyncio.Semaphore(MAX_CONCURRENT_READS)
+        """Reads in flight at most: a storm from many places must not take every
+        connection the pool may open (the subscription needs one)."""
+        """Reads that clients resuming later from the same place share, while good."""
         self._clients: list[Redis] = []
+        self._reader: Redis | None = None
+        self._scripts: dict[str, AsyncScript] = {}
         self._wake: asyncio.Future[None] | None = None
         self._waiters: list[asyncio.Future[None]] = []
 
     def __repr__(self) -> str:
         args = [repr(self.url)]
         defaults: dict[str, Any] = {
-            "namespace": "wsfanout",
+            "history": None,
             "buffer": DEFAULT_BUFFER,
             "heartbeat": 1.0,
             "min_retry_delay": 0.05,
@@ -256,14 +331,25 @@ class RedisBackplane:
         args.append(f"hub_id={self.hub_id!r}")
         for name, default in defaults.items():
             value = getattr(self, name)
-            if name != "namespace" and value != default:
+            if value != default:
                 args.append(f"{name}={value!r}")
         return f"RedisBackplane({', '.join(args)})"
+
+    @property
+    def history(self) -> History | None:
+        """How much of each topic's stream Redis keeps (None: none)."""
+        return self._history
+
+    def _client_name(self, role: str) -> str:
+        """``CLIENT LIST`` names this hub's connections: ``wsfanout-sub:<hub id>``."""
+        name = f"wsfanout-{role}:{self.hub_id}"
+        # Redis refuses spaces and newlines in client names.
+        return "".join(c if c.isprintable() and not c.isspace() else "_" for c in name)
 
     # -- the hub's side -------------------------------------------------------------
 
     def bind(self, inbound: Inbound) -> None:
-        """Called by ``Hub(backplane=...)``: messages from other hubs go to ``inbound``."""
+        """Called by ``Hub(backplane=...)``: every message numbered goes to ``inbound``."""
         if self._inbound is not None and self._inbound is not inbound:
             raise ConfigError(f"{self!r} is already the backplane of another hub")
         self._inbound = inbound
@@ -275,13 +361,84 @@ class RedisBackplane:
             self._discarded += 1
             return
         self._seq = seq = self._seq + 1
-        payload = encode_data(self._data_prefix, seq, message.opcode, message.key, message.payload)
-        self._buffer.push(seq, self._channel(message.topic), payload)
+        head = encode_head(message.opcode, message.key)
+        self._buffer.push(seq, message.topic, head, message.payload)
         wake = self._wake
         if wake is not None and not wake.done():
             wake.set_result(None)
         if self._waiters:
             self._changed()
+
+    async def read(self, topic: str | None, epoch: str, after: int) -> Recovered:
+        """What the stream of ``topic`` holds after ``after`` of ``epoch``, once this hub
+        has been handed it. Reads from one place share one Redis read: those at once, and
+        those later while the stream has not moved on and nothing read has aged out."""
+        stream = NO_TOPIC if topic is None else topic
+        key = (stream, epoch, after)
+        self._resumes += 1
+        if self._waiters:
+            self._changed()
+        read = self._kept.get(key)
+        if read is not None and not self._still_good(stream, read):
+            del self._kept[key]
+            read = None
+        if read is None:
+            task = self._reads.get(key)
+            if task is None:
+                self._history_reads += 1
+                task = asyncio.get_running_loop().create_task(self._read_once(key))
+                self._reads[key] = task
+                task.add_done_callback(lambda _: self._reads.pop(key, None))
+            read = await asyncio.shield(task)
+        if not read.epoch:
+            return Recovered("", 0, ())
+        position = await self._caught_up(stream, read.epoch)
+        if position is None:
+            # Not "no such stream": the caller must not take what Redis holds as lost.
+            raise TimeoutError(
+                f"{self.hub_id} did not reach epoch {read.epoch} of {stream!r} "
+                f"within {self.timeout} s"
+            )
+        handed = min(read.last, position)  # what came later reaches the hub, and the client, live
+        messages = read.messages
+        if messages and messages[-1].offset > handed:
+            messages = tuple(m for m in messages if m.offset <= handed)
+        return Recovered(read.epoch, handed, messages)
+
+    async def _read_once(self, key: tuple[str, str, int]) -> _Read:
+        """Read the stream from ``key``'s place and make its messages, once for every
+        client that resumes from there; keep the result while it stays good."""
+        stream, epoch, after = key
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        found_epoch, last, entries, fresh_for = await self._read_all(stream, epoch, after)
+        inbound = self._inbound
+        assert inbound is not None
+        topic = stream if stream else None
+        messages = tuple(
+            inbound.make(opcode, payload, topic, name, offset, found_epoch)
+            for offset, (opcode, payload, _, name) in entries
+        )
+        read = _Read(found_epoch, last, messages, started + fresh_for)
+        if found_epoch:
+            if len(self._kept) >= MAX_KEPT_READS:
+                self._kept = {k: r for k, r in self._kept.items() if self._still_good(k[0], r)}
+                if len(self._kept) >= MAX_KEPT_READS:
+                    self._kept.clear()
+            self._kept[key] = read
+        return read
+
+    def _still_good(self, stream: str, read: _Read) -> bool:
+        """Whether ``read`` is still what Redis would answer: the stream has not moved
+        past it (a publish may trim it) nor started a new epoch, and none of it has aged
+        out (Redis trims by age when it is read)."""
+        position = self._cursors.position(stream)
+        return (
+            position is not None
+            and position[0] == read.epoch
+            and position[1] <= read.last
+            and asyncio.get_running_loop().time() < read.good_until
+        )
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -296,9 +453,19 @@ class RedisBackplane:
             "socket_connect_timeout": self.timeout,
             "socket_timeout": self.timeout,
         }
-        publisher = aredis.Redis.from_url(self.url, single_connection_client=True, **options)
-        subscriber = aredis.Redis.from_url(self.url, **options)
+        publisher = aredis.Redis.from_url(
+            self.url, single_connection_client=True, client_name=self._client_name("pub"), **options
+        )
+        subscriber = aredis.Redis.from_url(
+            self.url, client_name=self._client_name("sub"), **options
+        )
         self._clients = [publisher, subscriber]
+        self._reader = subscriber  # its pool serves reads too, on other connections
+        self._scripts = {
+            "publish": publisher.register_script(PUBLISH),
+            "read": subscriber.register_script(READ),
+            "snapshot": subscriber.register_script(SNAPSHOT),
+        }
         loop = asyncio.get_running_loop()
         self._sender = loop.create_task(self._send_loop(publisher), name="wsfanout-redis-send")
         self._receiver = loop.create_task(
@@ -319,7 +486,8 @@ class RedisBackplane:
             if wake is not None and not wake.done():
                 wake.set_result(None)
             await asyncio.wait([sender], timeout=timeout)
-        await _finish(task for task in (self._sender, self._receiver) if task is not None)
+        tasks = [self._sender, self._receiver, *self._repairs, *self._reads.values()]
+        await _finish(task for task in tasks if task is not None)
         left = self._buffer.clear()
         if left:
             self._discarded += left
@@ -352,6 +520,7 @@ class RedisBackplane:
 
     def health(self) -> BackplaneHealth:
         buffer = self._buffer
+        cursors = self._cursors
         return BackplaneHealth(
             connected=self._connected,
             reconnects=self._reconnects,
@@ -360,8 +529,14 @@ class RedisBackplane:
             dropped=buffer.dropped + self._discarded,
             buffered=len(buffer),
             received=self._received,
-            lost=self._gaps.lost,
-            peers=self._gaps.peers,
+            repaired=cursors.repaired_count,
+            lost=cursors.lost,
+            epoch_changes=cursors.epoch_changes,
+            topics=len(cursors),
+            resyncs=self._resyncs,
+            resumes=self._resumes,
+            reads=self._history_reads,
+            peers=self._peers,
             malformed=self._malformed,
         )
 
@@ -372,19 +547,21 @@ class RedisBackplane:
 
         Raises :class:`TimeoutError` after ``timeout`` seconds (None: no limit).
         """
-        loop = asyncio.get_running_loop()
         async with asyncio.timeout(timeout):
             while True:
                 health = self.health()
                 if predicate(health):
                     return health
-                waiter: asyncio.Future[None] = loop.create_future()
-                self._waiters.append(waiter)
-                try:
-                    await waiter
-                finally:
-                    if waiter in self._waiters:
-                        self._waiters.remove(waiter)
+                await self._change()
+
+    async def _change(self) -> None:
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
 
     def _changed(self) -> None:
         waiters, self._waiters = self._waiters, []
@@ -418,15 +595,16 @@ class RedisBackplane:
 
     # -- publishing -----------------------------------------------------------------
 
-    def _channel(self, topic: str | None) -> bytes:
-        if topic is None:
-            return self._all_channel
-        channel = self._channels.get(topic)
-        if channel is None:
+    def _names(self, topic: str | None) -> tuple[bytes, bytes, bytes]:
+        """The stream name, channel and stream key of ``topic``."""
+        names = self._channels.get(topic)
+        if names is None:
             if len(self._channels) >= _CACHE_LIMIT:
                 self._channels.clear()
-            channel = self._channels[topic] = self._topic_prefix + topic.encode()
-        return channel
+            name = b"" if topic is None else topic.encode()
+            channel = self._all_channel if topic is None else self._topic_prefix + name
+            names = self._channels[topic] = (name, channel, self._stream_prefix + name)
+        return names
 
     async def _send_loop(self, client: Redis) -> None:
         delay = self.min_retry_delay
@@ -458,34 +636,44 @@ class RedisBackplane:
                 _log_failure("publish", self.hub_id, exc, failures)
 
     async def _pump(self, client: Redis) -> None:
-        """Write the buffer to Redis in order, with heartbeats, until closed and drained.
+        """Run the buffer through the publish script in order, until closed and drained.
 
-        A batch whose pipeline fails goes back to the head of the buffer, to be sent
-        again after reconnecting; receivers drop whatever part of it arrived twice.
+        A batch whose call fails goes back to the head of the buffer, to be sent again
+        after reconnecting; the script skips what it applied already.
         """
         loop = asyncio.get_running_loop()
         buffer = self._buffer
-        next_beat = loop.time()  # a heartbeat at once: receivers learn of a tail loss sooner
+        script = self._scripts["publish"]
+        maxn, maxb, maxage = self._limits
+        prefix = STREAM
         while True:
             if not buffer.waiting:
                 if self._closing:
-                    beat = encode_heartbeat(self._heartbeat_prefix, self._seq)
-                    await client.publish(self._heartbeat_channel, beat)
                     return
-                idle = next_beat - loop.time()
-                if idle > 0:
-                    await self._idle(loop, idle)
-                    continue
-            pipe = client.pipeline(transaction=False)
-            for _, channel, payload in buffer.take(BATCH):
-                pipe.publish(channel, payload)
-            now = loop.time()
-            if now >= next_beat:
-                beat = encode_heartbeat(self._heartbeat_prefix, buffer.settled(self._seq))
-                pipe.publish(self._heartbeat_channel, beat)
-                next_beat = now + self.heartbeat
+                await self._idle(loop)
+                continue
+            if not self._listening.is_set():
+                await self._listening.wait()
+                continue
+            batch = buffer.take(BATCH)
+            keys: list[bytes] = [*self._keys, self._publisher_key]
+            args: list[bytes | str | int] = [
+                secrets.token_hex(4),
+                self.run,
+                batch[0][0],
+                len(batch),
+                maxn,
+                maxb,
+                maxage,
+                PUBLISHER_TTL,
+                prefix,
+            ]
+            for _, topic, head, payload in batch:
+                name, channel, stream = self._names(topic)
+                keys.append(stream)
+                args += (name, channel, head, payload)
             try:
-                await pipe.execute()
+                await script(keys=keys, args=args, client=client)
             except BaseException:
                 buffer.requeue()
                 raise
@@ -493,29 +681,42 @@ class RedisBackplane:
             if self._waiters:
                 self._changed()
 
-    async def _idle(self, loop: asyncio.AbstractEventLoop, seconds: float) -> None:
+    async def _idle(self, loop: asyncio.AbstractEventLoop) -> None:
         wake: asyncio.Future[None] = loop.create_future()
         self._wake = wake
-        timer = loop.call_later(seconds, _resolve, wake)
         try:
             await wake
         finally:
-            timer.cancel()
             self._wake = None
 
     # -- receiving ------------------------------------------------------------------
 
     async def _receive_loop(self, client: Redis) -> None:
+        loop = asyncio.get_running_loop()
         delay = self.min_retry_delay
         failures = 0
         while not self._closing:
             pubsub = client.pubsub()
             try:
+                # Before subscribing: what this hub need not deliver, the first time.
+                before = None if self._baselined else await self._snapshot()
                 await pubsub.psubscribe(self._pattern)
+                await pubsub.subscribe(self._presence)
+                pinged = False
+                counted = -math.inf
                 while True:
-                    message = await pubsub.get_message(timeout=None)
+                    now = loop.time()
+                    if now - counted >= self.heartbeat and self._subscribed:
+                        counted = now
+                        self._count_peers()
+                    message = await pubsub.get_message(timeout=self.heartbeat)
                     if message is None:
+                        if pinged:
+                            raise ConnectionError(f"no answer to a ping in {self.heartbeat} s")
+                        await pubsub.ping()
+                        pinged = True
                         continue
+                    pinged = False
                     kind = message["type"]
                     if kind == "pmessage":
                         try:
@@ -523,11 +724,20 @@ class RedisBackplane:
                         except Exception:
                             logger.exception("%s could not deliver a message", self.hub_id)
                     elif kind == "psubscribe":
+                        # Subscribed: whatever Redis has beyond this hub is repaired.
+                        after = await self._snapshot()
+                        if before is not None:
+                            self._cursors.baseline(before)
+                            self._baselined = True
+                        self._resyncs += 1
+                        self._run(self._cursors.resync(after))
                         failures = 0
                         delay = self.min_retry_delay
                         self._subscribed = True
+                        self._listening.set()
                         self._connection_changed()
             except Exception as exc:
+                self._listening.clear()
                 if self._subscribed:
                     self._subscribed = False
                     self._connection_changed()
@@ -540,6 +750,37 @@ class RedisBackplane:
                     logger.debug("closing a pubsub failed", exc_info=True)
             await asyncio.sleep(random.uniform(delay / 2, delay))
             delay = min(delay * 2, self.max_retry_delay)
+
+    def _count_peers(self) -> None:
+        """Count the other hubs of the namespace, in a task (the receiver must not wait)."""
+        if self._counting is not None and not self._counting.done():
+            return
+        task = asyncio.get_running_loop().create_task(self._peer_count())
+        self._counting = task
+        self._repairs.add(task)  # ended with the repairs at close
+        task.add_done_callback(self._repairs.discard)
+
+    async def _peer_count(self) -> None:
+        assert self._reader is not None
+        try:
+            ((_, subscribed),) = await self._reader.pubsub_numsub(self._presence)
+        except Exception:
+            logger.debug("counting the hubs of the namespace failed", exc_info=True)
+            return
+        peers = max(0, int(subscribed) - 1)
+        if peers != self._peers:
+            self._peers = peers
+            if self._waiters:
+                self._changed()
+
+    async def _snapshot(self) -> dict[str, tuple[str, int]]:
+        """Every stream's epoch and last offset in Redis, taken atomically."""
+        offsets, epochs = await self._scripts["snapshot"](keys=self._keys[:2], client=self._reader)
+        last = dict(zip(offsets[::2], offsets[1::2], strict=True))
+        return {
+            name.decode(): (epoch.decode(), int(last.get(name, 0)))
+            for name, epoch in zip(epochs[::2], epochs[1::2], strict=True)
+        }
 
     def _topic_of(self, channel: bytes) -> object:
         """The local topic of a data channel (None: all), or _NOT_OURS."""
@@ -560,50 +801,161 @@ class RedisBackplane:
         return topic
 
     def _on_payload(self, channel: bytes, raw: bytes) -> None:
-        if raw.startswith(self._own_tail, len(MAGIC) + 1) and raw.startswith(MAGIC):
-            return  # our own echo: the hub delivered it when it was published
         inbound = self._inbound
         if inbound is None or inbound.closed:
-            return
-        decoded = decode(raw)
-        kind = type(decoded)
-        if kind is Heartbeat:
-            assert isinstance(decoded, Heartbeat)
-            lost = self._gaps.heartbeat(decoded.hub_id, decoded.epoch, decoded.seq)
-            if lost:
-                _log_loss(self.hub_id, decoded.hub_id, lost, decoded.seq, "heartbeat")
-            if self._waiters:
-                self._changed()
             return
         topic = self._topic_of(channel)
         if topic is _NOT_OURS:
             return
         assert topic is None or isinstance(topic, str)
-        if kind is Data:
-            assert isinstance(decoded, Data)
-            lost = self._gaps.data(decoded.hub_id, decoded.epoch, decoded.seq)
-            if lost == STALE:
-                return
-            if lost:
-                _log_loss(self.hub_id, decoded.hub_id, lost, decoded.seq - 1, "message")
-            message = decoded.payload
-            opcode, key = decoded.opcode, decoded.key
-        elif kind is Foreign:
-            assert isinstance(decoded, Foreign)
-            message, opcode, key = decoded.payload, decoded.opcode, None
+        decoded = decode(raw)
+        if type(decoded) is Numbered:
+            stream = NO_TOPIC if topic is None else topic
+            item: Item = (decoded.opcode, decoded.payload, topic, decoded.key)
+            actions = self._cursors.live(stream, decoded.epoch, decoded.offset, item)
+            if actions is None:
+                self._received += 1
+                inbound.receive(
+                    decoded.opcode,
+                    decoded.payload,
+                    topic,
+                    decoded.key,
+                    decoded.offset,
+                    decoded.epoch,
+                )
+            else:
+                self._run(actions)
+        elif type(decoded) is Foreign:
+            self._received += 1
+            inbound.receive(decoded.opcode, decoded.payload, topic, None, 0, "")
         else:
             self._malformed += 1
             logger.warning("%s ignored a payload on %r: %s", self.hub_id, channel, decoded)
-            if self._waiters:
-                self._changed()
-            return
-        self._received += 1
-        inbound.receive(opcode, message, topic, key)
         if self._waiters:
             self._changed()
 
+    def _run(self, actions: list[Action[Item]]) -> None:
+        """Carry out what the cursors decided, in order."""
+        inbound = self._inbound
+        for action in actions:
+            if type(action) is Deliver:
+                if inbound is None or inbound.closed:
+                    continue
+                opcode, payload, topic, key = action.item
+                self._received += 1
+                inbound.receive(opcode, payload, topic, key, action.offset, action.epoch)
+            elif type(action) is Lose:
+                assert isinstance(action, Lose)
+                count = sum(last - first + 1 for first, last in action.ranges)
+                logger.warning(
+                    "%s lost %d messages of stream %r that history no longer held: %s",
+                    self.hub_id,
+                    count,
+                    action.stream,
+                    action.ranges,
+                )
+                if inbound is not None and not inbound.closed:
+                    topic = action.stream if action.stream else None
+                    inbound.lost(topic, action.epoch, action.ranges)
+            else:
+                assert isinstance(action, Repair)
+                task = asyncio.get_running_loop().create_task(self._repair(action))
+                self._repairs.add(task)
+                task.add_done_callback(self._repairs.discard)
+        if self._waiters:
+            self._changed()
 
-async def _finish(tasks: Iterable[asyncio.Task[None]]) -> None:
+    async def _repair(self, repair: Repair) -> None:
+        """Read a gap back from the stream, retrying until it is read or moot."""
+        delay = self.min_retry_delay
+        while True:
+            try:
+                found = await self._read_range(
+                    repair.stream, repair.epoch, repair.after, repair.upto
+                )
+                break
+            except Exception as exc:
+                if self._closing:
+                    return
+                _log_failure("repair from", self.hub_id, exc, 1)
+                await asyncio.sleep(random.uniform(delay / 2, delay))
+                delay = min(delay * 2, self.max_retry_delay)
+        self._run(self._cursors.repaired(repair, found))
+
+    async def _read_range(
+        self, stream: str, epoch: str, after: int, upto: int
+    ) -> list[tuple[int, Item]]:
+        """Entries ``(after, upto]`` of ``stream`` in ``epoch`` (none in another epoch)."""
+        found: list[tuple[int, Item]] = []
+        while after < upto:
+            now, _, start, entries, _ = await self._read_page(stream, epoch, after, upto)
+            if now != epoch or start != after or not entries:
+                break
+            found += entries
+            after = entries[-1][0]
+        return found
+
+    async def _read_all(
+        self, stream: str, epoch: str, after: int
+    ) -> tuple[str, int, list[tuple[int, Item]], float]:
+        """``(epoch, last, entries, fresh for)``: what the stream holds after ``after`` of
+        ``epoch`` (from 0 if that position is not in it), every page of it, and the
+        seconds until its oldest entry passes the age bound (inf without one)."""
+        found_epoch, last, after, entries, fresh_for = await self._read_page(
+            stream, epoch, after, 0
+        )
+        found = list(entries)
+        while found and found[-1][0] < last:
+            more_epoch, _, _, more, _ = await self._read_page(
+                stream, found_epoch, found[-1][0], last
+            )
+            if more_epoch != found_epoch or not more:
+                break
+            found += more
+        return found_epoch, last, found, fresh_for
+
+    async def _read_page(
+        self, stream: str, epoch: str, after: int, upto: int
+    ) -> tuple[str, int, int, list[tuple[int, Item]], float]:
+        _, _, key = self._names(stream if stream else None)
+        maxn, maxb, maxage = self._limits
+        async with self._reading:
+            reply = await self._scripts["read"](
+                keys=[*self._keys, key],
+                args=[stream, epoch, after, upto, PAGE, maxn, maxb, maxage],
+                client=self._reader,
+            )
+        found_epoch = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
+        topic = stream if stream else None
+        entries: list[tuple[int, Item]] = []
+        oldest: int | None = None
+        for entry_id, fields in reply[3]:
+            values = dict(zip(fields[::2], fields[1::2], strict=True))
+            opcode, key_name, _ = decode_head(values[b"h"])
+            offset = int(entry_id.split(b"-", 1)[0])
+            entries.append((offset, (opcode, values[b"d"], topic, key_name)))
+            if oldest is None:
+                oldest = int(values[b"t"])
+        fresh_for = math.inf
+        if maxage and oldest is not None and len(reply) > 4:
+            fresh_for = (oldest + maxage - int(reply[4])) / 1000
+        return found_epoch, int(reply[1]), int(reply[2]), entries, fresh_for
+
+    async def _caught_up(self, stream: str, epoch: str) -> int | None:
+        """This hub's last offset of ``stream`` once it is in ``epoch`` (waiting for it at
+        most ``timeout`` seconds); None if it is not."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                while True:
+                    position = self._cursors.position(stream)
+                    if position is not None and position[0] == epoch:
+                        return position[1]
+                    await self._change()
+        except TimeoutError:
+            return None
+
+
+async def _finish(tasks: Iterable[asyncio.Task[Any]]) -> None:
     """Cancel ``tasks`` and wait until they end.
 
     One ``cancel()`` is not enough on Python 3.11: redis-py writes through
@@ -622,18 +974,7 @@ async def _finish(tasks: Iterable[asyncio.Task[None]]) -> None:
         logger.error("backplane tasks did not stop: %s", pending)
 
 
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
 def _log_failure(side: str, hub_id: str, exc: BaseException, failures: int) -> None:
     # The first failure of an outage is a warning; the retries after it are debug noise.
     level = logging.WARNING if failures == 1 else logging.DEBUG
     logger.log(level, "%s cannot %s through Redis (%s); retrying", hub_id, side, exc)
-
-
-def _log_loss(hub_id: str, peer: str, lost: int, last: int, seen: str) -> None:
-    logger.warning(
-        "%s lost %d messages from %s (up to seq %d, found by a %s)", hub_id, lost, peer, last, seen
-    )

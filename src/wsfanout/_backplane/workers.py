@@ -35,6 +35,7 @@ import attrs
 from websockets.asyncio.server import ServerConnection, serve
 
 from .._core.errors import ConfigError, invalid
+from .._core.history import History
 from .._core.policy import Policy
 from .._core.validate import positive_seconds
 from .._shell.hub import Hub
@@ -73,6 +74,8 @@ class WorkerOptions:
     handler: Handler
     close_timeout: float = 5.0
     serve_options: Mapping[str, Any] = attrs.field(factory=dict)
+    history: History | None = None
+    hub_heartbeat: float | None = 15.0
     setup: Callable[[Hub], None] | None = None
 
 
@@ -84,7 +87,9 @@ class WorkerPool:
     ``port=0`` picks a free port, then found in :attr:`port`. Workers' hubs are named
     ``<hub_id>-<index>``; ``policy`` is their subscribers' default policy,
     ``handler(hub, websocket)`` serves each connection (default: every topic) and
-    ``close_timeout`` bounds each client's close when a worker stops.
+    ``close_timeout`` bounds each client's close when a worker stops. ``history`` is
+    the backplanes' (what Redis keeps of each topic for clients that resume) and
+    ``hub_heartbeat`` the hubs' (``Hub(heartbeat=...)``).
     ``serve_options`` are more keyword arguments of websockets' ``serve()``
     (``origins``, ``max_size``, ``process_request``, ...); like ``handler``, they are
     pickled to each worker. ``setup(hub)``, if given, runs in each worker once its hub
@@ -106,6 +111,8 @@ class WorkerPool:
         handler: Handler = subscribe_all,
         close_timeout: float = 5.0,
         serve_options: Mapping[str, Any] | None = None,
+        history: History | None = None,
+        hub_heartbeat: float | None = 15.0,
         setup: Callable[[Hub], None] | None = None,
     ) -> None:
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
@@ -128,7 +135,11 @@ class WorkerPool:
                 ConfigError,
             )
         # Construct one backplane here so that bad options fail in the parent, not N times.
-        probe = RedisBackplane(url, namespace=namespace, hub_id=hub_id, heartbeat=heartbeat)
+        probe = RedisBackplane(
+            url, namespace=namespace, hub_id=hub_id, heartbeat=heartbeat, history=history
+        )
+        if hub_heartbeat is not None:
+            positive_seconds("hub_heartbeat", hub_heartbeat)
         self.workers = workers
         self.host = host
         self._requested_port = port
@@ -143,6 +154,8 @@ class WorkerPool:
             handler=handler,
             close_timeout=float(close_timeout),
             serve_options=extra,
+            history=history,
+            hub_heartbeat=hub_heartbeat,
             setup=setup,
         )
         self._reservation: socket.socket | None = None
@@ -329,8 +342,14 @@ async def _serve(index: int, options: WorkerOptions, pipe: Connection) -> None:
         namespace=options.namespace,
         hub_id=f"{options.hub_id}-{index}",
         heartbeat=options.heartbeat,
+        history=options.history,
     )
-    hub = Hub(policy=options.policy, backplane=backplane, close_timeout=options.close_timeout)
+    hub = Hub(
+        policy=options.policy,
+        backplane=backplane,
+        close_timeout=options.close_timeout,
+        heartbeat=options.hub_heartbeat,
+    )
     if options.setup is not None:
         options.setup(hub)
     await backplane.start()

@@ -16,6 +16,7 @@ from typing import IO
 
 from .._core.builtins import DEFAULT_POLICY
 from .._core.errors import PolicyFileError
+from .._core.history import History
 from .._core.policy import Policy
 from .._files.presets import load_policy_file
 from .._files.routes import Route, Routes, load_routes
@@ -81,9 +82,29 @@ def build_options(settings: Settings, environ: Mapping[str, str] | None) -> Serv
         redis=settings["redis"],
         workers=workers,
         input_channels=channels,
+        history=_history(settings),
+        heartbeat=settings["heartbeat"] or None,
         warnings=settings.warnings,
         log=_log_settings(settings),
         admin=_admin(settings, workers),
+    )
+
+
+def _history(settings: Settings) -> History | None:
+    """``history`` and the bounds that refine it, as a :class:`History`."""
+    if settings["history"] is None:
+        for key in ("history_bytes", "history_age"):
+            if settings.given(key):
+                raise settings.fail(
+                    key,
+                    f"needs {settings.name('history', like=key)} "
+                    "(how many messages of each topic to keep)",
+                )
+        return None
+    return History(
+        max_messages=settings["history"],
+        max_bytes=settings["history_bytes"],
+        max_age=settings["history_age"],
     )
 
 

@@ -297,6 +297,7 @@ ADMISSION = "who may subscribe"
 MESSAGES = "messages: topics, keys and the end of input"
 PUBLISHING = "publishing over HTTP: POST /publish"
 SCALING = "scaling out with Redis"
+HISTORY = "history and resuming (docs/how-to/resume.md)"
 OPERATING = "operating: logs (standard error) and the admin listener"
 
 SERVE_OPTIONS: tuple[Option, ...] = (
@@ -501,6 +502,37 @@ SERVE_OPTIONS: tuple[Option, ...] = (
         "address (PORT alone: 127.0.0.1:PORT); off by default",
         metavar="HOST:PORT",
         group=OPERATING,
+    ),
+    Option(
+        "history",
+        COUNT,
+        "keep the last N messages of each topic for clients that resume with "
+        "?since=TOPIC:EPOCH:OFFSET (in Redis with --redis; default: keep none)",
+        metavar="N",
+        group=HISTORY,
+    ),
+    Option(
+        "history_bytes",
+        SIZE,
+        "with --history, keep at most this much payload per topic",
+        metavar="BYTES",
+        group=HISTORY,
+    ),
+    Option(
+        "history_age",
+        SECONDS,
+        "with --history, keep no message older than this",
+        metavar="DURATION",
+        group=HISTORY,
+    ),
+    Option(
+        "heartbeat",
+        SECONDS_OR_ZERO,
+        "tell a wsfanout.v1 client that received nothing for this long where its "
+        "topics stand, 0 for never",
+        default=15.0,
+        metavar="DURATION",
+        group=HISTORY,
     ),
     Option(
         "redis",

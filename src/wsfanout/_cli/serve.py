@@ -49,6 +49,7 @@ from .._backplane.redis import RedisBackplane
 from .._backplane.workers import WorkerPool
 from .._core.errors import HubClosedError
 from .._core.frames import SUBPROTOCOL
+from .._core.history import History
 from .._files.routes import Routes
 from .._shell.hub import Hub
 from .._shell.sockets import abort_with_reset
@@ -156,6 +157,10 @@ class ServeOptions:
     input_channels: tuple[str, ...] = ()
     """Redis pub/sub channels (or patterns) whose messages are published like lines of
     input, on the topic of the channel each came on."""
+    history: History | None = None
+    """How much of each topic is kept for clients that resume (in Redis with ``redis``)."""
+    heartbeat: float | None = 15.0
+    """Seconds a ``wsfanout.v1`` client may receive nothing before a heartbeat."""
     warnings: tuple[str, ...] = ()
     """Lines to log once the server listens (an unknown ``WSFANOUT_*`` variable)."""
     log: LogSettings | None = None
@@ -437,6 +442,8 @@ def _describe(options: ServeOptions) -> str:
         parts.append(f"redis {redacted_url(options.redis)}")
     if options.input_channels:
         parts.append(f"input channel {', '.join(options.input_channels)}")
+    if options.history is not None:
+        parts.append(f"history {options.history.max_messages} messages a topic")
     return ", ".join(parts)
 
 
@@ -467,8 +474,13 @@ async def _run_single(
     log = Log(stderr, options.quiet, settings=options.log)
     backplane = None
     if options.redis is not None:
-        backplane = RedisBackplane(options.redis, namespace=NAMESPACE)
-    hub = Hub(close_timeout=options.close_timeout, backplane=backplane)
+        backplane = RedisBackplane(options.redis, namespace=NAMESPACE, history=options.history)
+    hub = Hub(
+        close_timeout=options.close_timeout,
+        backplane=backplane,
+        history=options.history if backplane is None else None,
+        heartbeat=options.heartbeat,
+    )
     publisher = Publisher(hub, backplane, options, log)
     enough_clients = asyncio.Event()
     if options.wait_clients == 0:
@@ -555,7 +567,9 @@ async def _run_pool(
     assert options.redis is not None
     log = Log(stderr, options.quiet, settings=options.log)
     hub_id = f"{socket.gethostname()}/{os.getpid()}"
-    backplane = RedisBackplane(options.redis, namespace=NAMESPACE, hub_id=hub_id)
+    backplane = RedisBackplane(
+        options.redis, namespace=NAMESPACE, hub_id=hub_id, history=options.history
+    )
     hub = Hub(backplane=backplane)
     publisher = Publisher(hub, backplane, options, log)
     worker_log = Log(None, options.quiet, worker=True, settings=options.log)
@@ -576,6 +590,8 @@ async def _run_pool(
         hub_id=hub_id,
         handler=_Subscribers(options.routes, worker_log, secret=options.token),
         close_timeout=options.close_timeout,
+        history=options.history,
+        hub_heartbeat=options.heartbeat,
         serve_options=_serve_options(options, gate, publish, worker_log),
         setup=setup,
     )

@@ -44,6 +44,7 @@ __all__ = [
     "NewestDelivered",
     "NoDuplicates",
     "OrderedSubsequence",
+    "Resumes",
     "Bounded",
     "WithinWriteLimit",
     "code",
@@ -119,6 +120,14 @@ class WithinWriteLimit(Guarantee):
 class Drains(Guarantee):
     """Liveness: once publishing stops and the client reads, everything still queued is
     delivered (or the subscriber is closed)."""
+
+
+@attrs.frozen(repr=False)
+class Resumes(Guarantee):
+    """A client that reconnects with its positions is offered, before anything live,
+    exactly the messages of each topic after its position that the history's bound
+    keeps, in order, none it had already; the rest, up to the last published, is
+    reported in a gap notice with its exact ranges, after a ``resume`` frame."""
 
 
 @attrs.frozen(repr=False)

@@ -104,6 +104,16 @@ class HubStats(Counts):
     """Subscribers a policy (or an overflowing queue) has closed."""
     max_lag: float = 0.0
     """The largest lag among connected subscribers."""
+    resumed: int = 0
+    """Subscribers that resumed (gave ``since`` positions) and were sent what they missed."""
+    replayed: int = 0
+    """Messages replayed from history to resuming subscribers (also counted as offered)."""
+    history_missed: int = 0
+    """Messages resuming subscribers missed that history no longer held, each reported to
+    its subscriber in a gap notice (reason ``history``)."""
+    history_reads: int = 0
+    """Reads of this hub's own history by resuming subscribers: one per distinct starting
+    point while the topic is unchanged, however many subscribers resume from it."""
 
 
 def add_stats(total: dict[str, float], stats: Counts) -> None:

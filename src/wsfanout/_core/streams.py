@@ -10,7 +10,7 @@ draws no randomness of its own.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 __all__ = ["NO_TOPIC", "Stream", "Streams"]
 
@@ -19,13 +19,18 @@ NO_TOPIC = ""
 
 
 class Stream:
-    """One topic's epoch and the offset of its last message (0 before the first)."""
+    """One topic's epoch and the offset of its last message (0 before the first).
 
-    __slots__ = ("epoch", "last")
+    ``seq`` is the hub's sequence number of that message (-1 before the first), so a
+    heartbeat can tell which topics a subscriber of all topics was offered messages of.
+    """
+
+    __slots__ = ("epoch", "last", "seq")
 
     def __init__(self, epoch: str, last: int = 0) -> None:
         self.epoch = epoch
         self.last = last
+        self.seq = -1
 
     def __repr__(self) -> str:
         return f"Stream({self.epoch!r}, last={self.last})"
@@ -48,6 +53,31 @@ class Streams:
             stream = self._streams[name] = Stream(self._new_epoch())
         stream.last += 1
         return stream
+
+    def ensure(self, topic: str | None) -> Stream:
+        """The stream of ``topic``, created (at offset 0 of a new epoch) if it has none."""
+        name = NO_TOPIC if topic is None else topic
+        stream = self._streams.get(name)
+        if stream is None:
+            stream = self._streams[name] = Stream(self._new_epoch())
+        return stream
+
+    def place(self, topic: str | None, epoch: str, offset: int) -> tuple[Stream, bool]:
+        """Move ``topic``'s stream to ``offset`` of ``epoch``, as numbered elsewhere (a
+        backplane); return it and whether its epoch changed."""
+        name = NO_TOPIC if topic is None else topic
+        stream = self._streams.get(name)
+        if stream is None:
+            stream = self._streams[name] = Stream(epoch, offset)
+            return stream, False
+        changed = stream.epoch != epoch
+        stream.epoch = epoch
+        stream.last = offset
+        return stream, changed
+
+    def items(self) -> Iterator[tuple[str, Stream]]:
+        """Every topic and its stream (``""`` for messages without a topic)."""
+        return iter(self._streams.items())
 
     def get(self, topic: str | None) -> Stream | None:
         """The stream of ``topic``, or ``None`` before its first message."""

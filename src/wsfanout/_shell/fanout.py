@@ -10,8 +10,11 @@ call, as websockets' ``broadcast()`` does, with no task woken. Everything else
 that link's relay task, which exists only while it is behind.
 
 The same object is the hub's side of the backplane seam
-(:class:`~wsfanout.backplane.Inbound`): messages of other hubs come in through
-:meth:`Fanout.receive`, which offers them to local subscribers only.
+(:class:`~wsfanout.backplane.Inbound`): with a backplane, every message (the hub's own
+included) comes in through :meth:`Fanout.receive` with the offset and epoch the
+backplane gave it, and :meth:`Fanout.lost` reports offsets that no hub can deliver.
+With a history, every message of a stream is recorded (:meth:`Fanout.record`) as it is
+delivered, for clients that resume.
 """
 
 from __future__ import annotations
@@ -24,9 +27,11 @@ from os import write
 from websockets.protocol import State
 
 from .._core.contract import BLOCKED
+from .._core.control import gap_notice
+from .._core.history import MemoryHistory, Range
 from .._core.message import Message
 from .._core.outbox import Offer
-from .._core.streams import Streams
+from .._core.streams import NO_TOPIC, Streams
 from .cork import Corker
 from .link import Link
 from .monitor import Timing
@@ -48,9 +53,9 @@ def new_epoch() -> str:
 class Fanout:
     """Who gets a message, and the fast path that gives it to them."""
 
-    __slots__ = ("closed", "corker", "index", "loop", "seq", "streams", "timing")
+    __slots__ = ("closed", "corker", "history", "index", "loop", "seq", "streams", "timing")
 
-    def __init__(self, *, cork: bool) -> None:
+    def __init__(self, *, cork: bool, history: MemoryHistory | None = None) -> None:
         self.index: TopicIndex[Link] = TopicIndex()
         self.corker = Corker(enabled=cork)
         self.timing: Timing | None = None
@@ -59,6 +64,8 @@ class Fanout:
         """Local sequence numbers: every message a link is offered has its own."""
         self.streams = Streams(new_epoch)
         """Every topic's epoch and last offset (docs/protocol.md)."""
+        self.history = history
+        """Each topic's recent messages, for clients that resume (None: none kept)."""
         self.closed = False
         """The hub is closed: it refuses new subscribers and messages from backplanes."""
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -110,21 +117,72 @@ class Fanout:
             timing.published(start, bool(self.corker.held))
         return count
 
-    def receive(self, opcode: int, payload: bytes, topic: str | None, key: str | None) -> int:
-        """A message from another hub: offer it to local subscribers (the Inbound seam)."""
-        now = self.now()
-        stream = self.streams.advance(topic)
-        message = Message(
+    def record(self, msg: Message, now: float) -> None:
+        """``msg`` is the newest of its stream: note it, and keep it if there is a history."""
+        stream = self.streams.get(msg.topic)
+        if stream is not None:
+            stream.seq = msg.seq
+        history = self.history
+        if history is not None and msg.offset:
+            history.append(msg, now)
+
+    def receive(
+        self,
+        opcode: int,
+        payload: bytes,
+        topic: str | None,
+        key: str | None,
+        offset: int,
+        epoch: str,
+    ) -> int:
+        """A message from the backplane, numbered there: offer it to local subscribers
+        (the Inbound seam). Offset 0 is a message in no stream (from a foreign client)."""
+        if offset:
+            _, changed = self.streams.place(topic, epoch, offset)
+            if changed and self.history is not None:
+                self.history.reset(topic)
+        message = self.make(opcode, payload, topic, key, offset, epoch)
+        now = message.time
+        if offset:
+            self.record(message, now)
+        return self.deliver(message, now)
+
+    def make(
+        self,
+        opcode: int,
+        payload: bytes,
+        topic: str | None,
+        key: str | None,
+        offset: int,
+        epoch: str,
+    ) -> Message:
+        """A message numbered by this hub, now (the Inbound seam)."""
+        return Message(
             opcode,
             payload,
             seq=self.next_seq(),
-            time=now,
+            time=self.now(),
             topic=topic,
             key=key,
-            offset=stream.last,
-            epoch=stream.epoch,
+            offset=offset,
+            epoch=epoch,
         )
-        return self.deliver(message, now)
+
+    def lost(self, topic: str | None, epoch: str, ranges: tuple[Range, ...]) -> None:
+        """Offsets of ``topic`` that no history holds any more: tell the subscribers of
+        the topic that read offsets (``wsfanout.v1``) with a gap notice (the Inbound seam)."""
+        count = sum(last - first + 1 for first, last in ranges)
+        if not count:
+            return
+        notice = gap_notice(NO_TOPIC if topic is None else topic, epoch, ranges, {"history": count})
+        index = self.index
+        if topic is None:
+            targets = list(index.members)
+        else:
+            targets = [*index.wildcard, *index.by_topic.get(topic, ())]
+        for link in targets:
+            if link.v1:
+                link.send_control(notice)
 
     def fan_out(self, msg: Message, now: float, targets: dict[Link, None]) -> int:
         # The loop body runs once per subscriber per message: Link.offer, emit and

@@ -6,24 +6,49 @@
 :class:`Subscriber` the application holds. The hub owns their lifecycle: attach on
 subscribe, release when the handler returns, statistics of subscribers present and
 past, and a shutdown that no stalled client can hold up.
+
+Resuming (docs/protocol.md): a subscriber that says where it was (``since``) is sent,
+for each topic, a ``resume`` frame, a gap notice for what history no longer holds and
+the messages it missed, all before it joins the fan-out, so nothing live can come
+first. From a history in memory that is synchronous; through a backplane, the hub
+awaits the backplane's history, then adds what its own window holds beyond it. A
+heartbeat task (one per hub) tells ``wsfanout.v1`` subscribers that have received
+nothing for ``heartbeat`` seconds the last offset of their topics.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from urllib.parse import parse_qsl, urlsplit
 
 from websockets.asyncio.connection import Connection
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 from websockets.typing import Data
 
-from .._backplane.protocol import Backplane
+from .._backplane.protocol import Backplane, Recovered
 from .._core.builtins import DEFAULT_POLICY
+from .._core.control import heartbeat_frame
 from .._core.decision import Close
 from .._core.errors import ConfigError, HubClosedError, invalid
 from .._core.frames import FRAMINGS, SUBPROTOCOL
+from .._core.history import (
+    Held,
+    History,
+    MemoryHistory,
+    Plans,
+    Position,
+    ResumePlan,
+    check_history,
+    missing_ranges,
+    parse_since,
+    plan_resume,
+    resume_after,
+    wanted,
+)
 from .._core.message import Message, encode_payload
 from .._core.policy import Policy, as_policy
 from .._core.stats import HubStats, SubscriberStats, add_stats
@@ -36,7 +61,14 @@ from .subscriber import Subscriber, check_topics
 
 __all__ = ["Hub", "OnMessage"]
 
+logger = logging.getLogger("wsfanout")
+
 OPEN = State.OPEN
+
+MAX_POSITIONS = 256
+"""``since`` positions one connection may give."""
+
+DEFAULT_HEARTBEAT = 15.0
 
 POLICY_NAME_MAX = 256
 """Longest policy name (a policy file's path may be one): a label, not a place for data."""
@@ -64,8 +96,12 @@ class Hub:
     :data:`~wsfanout.policies.DEFAULT_POLICY`). ``close_timeout`` bounds every close
     the hub performs, after which the transport is aborted. With a ``backplane``
     (see :mod:`wsfanout.backplane`), messages published on any hub sharing it reach
-    the subscribers of every one of them. ``cork`` (on by default) sends a burst of
-    frames for one connection in one loop iteration as one write.
+    the subscribers of every one of them, numbered by the backplane. ``cork`` (on by
+    default) sends a burst of frames for one connection in one loop iteration as one
+    write. ``history`` keeps each topic's recent messages for clients that resume
+    (None, the default: none); with a backplane, history is the backplane's setting.
+    ``heartbeat`` is how many seconds a ``wsfanout.v1`` subscriber may receive nothing
+    before it is sent a heartbeat (None: never).
 
     ``policy_name`` names ``policy`` in :attr:`monitor` and metrics (subscribers that
     name their own policy take ``policy_name`` from :meth:`serve`); ``closed_history``
@@ -81,6 +117,8 @@ class Hub:
         close_timeout: float = 5.0,
         backplane: Backplane | None = None,
         cork: bool = True,
+        history: History | None = None,
+        heartbeat: float | None = DEFAULT_HEARTBEAT,
         policy_name: str = "default",
         closed_history: int = 100,
         timings: bool | None = None,
@@ -88,6 +126,19 @@ class Hub:
         self.close_timeout = positive_seconds("close_timeout", close_timeout)
         if not isinstance(cork, bool):
             raise ConfigError(f"cork={cork!r} must be True or False", name="cork", value=cork)
+        history = check_history(history)
+        if backplane is not None:
+            if history is not None:
+                raise invalid(
+                    "history",
+                    history,
+                    "is the backplane's setting when a hub has one: pass it to the backplane",
+                    ConfigError,
+                )
+            history = backplane.history
+        self.history = history
+        """How much of each topic the hub keeps for clients that resume (None: nothing)."""
+        self.heartbeat = None if heartbeat is None else positive_seconds("heartbeat", heartbeat)
         if timings is not None and not isinstance(timings, bool):
             raise invalid("timings", timings, "must be True, False or None", ConfigError)
         if isinstance(closed_history, bool) or not isinstance(closed_history, int):
@@ -100,10 +151,17 @@ class Hub:
         """Every link not yet released, attached or not: what stats() and aclose() see."""
         self._ledger = Ledger(self._live, closed_history=closed_history)
         """The counters of released subscribers, how they ended, and the timings."""
-        self._fanout = Fanout(cork=cork)
+        window = None if history is None else MemoryHistory(history)
+        self._fanout = Fanout(cork=cork, history=window)
         self._monitor = HubMonitor(self._fanout, self._ledger, timings=timings)
         if timings:
             self._monitor.start_timings()
+        self._resumed = 0
+        self._replayed = 0
+        self._history_missed = 0
+        self._plans = Plans()
+        """Resume plans shared by clients resuming from one position (a storm)."""
+        self._beats: asyncio.Task[None] | None = None
         self._backplane = backplane
         if backplane is not None:
             backplane.bind(self._fanout)
@@ -126,10 +184,12 @@ class Hub:
 
         A ``str`` is sent as a Text frame, bytes-like as Binary. ``key`` identifies what
         the message updates, for ``ConflateByKey``. Never blocks, and never raises for
-        one subscriber's failure. Returns how many subscribers it was offered to.
-        Raises ``TypeError`` for a message that is neither, and ``ValueError`` for a
-        ``str`` with no UTF-8 form (a lone surrogate, such as ``"\\ud800"``); either
-        way nothing is published and no offset is taken.
+        one subscriber's failure. Returns how many subscribers it was offered to; with a
+        backplane, how many of this hub's subscribers it is for: the backplane numbers
+        it, then every hub, this one included, offers it to its own. Raises
+        ``TypeError`` for a message that is neither, and ``ValueError`` for a ``str``
+        with no UTF-8 form (a lone surrogate, such as ``"\\ud800"``); either way
+        nothing is published and no offset is taken.
         """
         fanout = self._fanout
         if fanout.closed:
@@ -141,7 +201,14 @@ class Hub:
         backplane = self._backplane
         # Encoded before the stream advances: a message refused here takes no offset.
         opcode, payload = encode_payload(message)
-        if not fanout.index.members and backplane is None:
+        if backplane is not None:
+            msg = Message(opcode, payload, seq=0, time=fanout.now(), topic=topic, key=key)
+            backplane.forward(msg)
+            index = fanout.index
+            if topic is None:
+                return len(index.members)
+            return len(index.wildcard) + len(index.by_topic.get(topic, ()))
+        if not fanout.index.members and fanout.history is None:
             fanout.streams.advance(topic)  # the stream goes on without listeners
             return 0
         now = fanout.now()
@@ -156,8 +223,7 @@ class Hub:
             offset=stream.last,
             epoch=stream.epoch,
         )
-        if backplane is not None:
-            backplane.forward(msg)
+        fanout.record(msg, now)
         return fanout.deliver(msg, now)
 
     # -- subscribing ----------------------------------------------------------------
@@ -170,6 +236,7 @@ class Hub:
         topics: Iterable[str] | None = None,
         on_message: OnMessage | None = None,
         framing: str | None = None,
+        since: Iterable[Position | str] | None = None,
         policy_name: str | None = None,
     ) -> SubscriberStats:
         """Subscribe ``websocket`` and relay to it until the connection closes.
@@ -178,16 +245,20 @@ class Hub:
         each message goes to ``on_message(subscriber, message)`` if given. ``framing``
         is ``"raw"`` (payloads as published) or ``"v1"`` (each with its offset; see
         docs/protocol.md); by default ``"v1"`` if the connection negotiated the
-        ``wsfanout.v1`` subprotocol, else ``"raw"``. ``policy_name`` labels the
-        subscriber in :attr:`monitor` and metrics: a preset or route name, one of a few
-        (never a client id); by default the hub's ``policy_name`` without ``policy``,
-        else ``"custom"``. Returns the subscriber's final statistics.
+        ``wsfanout.v1`` subprotocol, else ``"raw"``. ``since`` are the positions
+        (``Position`` or ``"TOPIC:EPOCH:OFFSET"``) the subscriber resumes from, before
+        it receives anything live; by default the request's ``since`` query parameters
+        (a bad one closes the connection with 1008), ``()`` for none. ``policy_name``
+        labels the subscriber in :attr:`monitor` and metrics: a preset or route name,
+        one of a few (never a client id); by default the hub's ``policy_name`` without
+        ``policy``, else ``"custom"``. Returns the subscriber's final statistics.
         """
         # Not through subscribe(): its context manager would cost every idle
         # subscriber about 500 bytes more (see docs/performance.md).
         link = self._open(websocket, policy, topics, framing, policy_name)
         subscriber = link.subscriber
         try:
+            await self._start(link, since)
             async for data in websocket:
                 if on_message is not None:
                     await on_message(subscriber, data)
@@ -205,16 +276,19 @@ class Hub:
         policy: Policy | None = None,
         topics: Iterable[str] | None = None,
         framing: str | None = None,
+        since: Iterable[Position | str] | None = None,
         policy_name: str | None = None,
     ) -> AsyncIterator[Subscriber]:
         """Subscribe ``websocket`` for the duration of the ``async with`` block.
 
         The block must keep reading from the connection (or the connection stops
         processing close frames and pings); :meth:`serve` does that for you.
-        ``framing`` and ``policy_name`` are as for :meth:`serve`.
+        ``framing``, ``since`` and ``policy_name`` are as for :meth:`serve`: the block
+        starts once the subscriber has been sent what it missed.
         """
         link = self._open(websocket, policy, topics, framing, policy_name)
         try:
+            await self._start(link, since)
             yield link.subscriber
         finally:
             await self._release(link)
@@ -251,13 +325,164 @@ class Hub:
         link = Link(
             fanout, websocket, chosen, check_topics(topics), self.close_timeout, framing, name
         )
+        link.attached = False  # until _start: resuming comes first
         self._live.add(link)
         gate_reading(websocket)
-        fanout.attach(link)
         websocket.connection_lost_waiter.add_done_callback(link.connection_lost)
         if websocket.protocol.state is not OPEN:
             link.connection_lost()
         return link
+
+    async def _start(self, link: Link, since: Iterable[Position | str] | None) -> None:
+        """Send what the subscriber missed (if it resumes), then let live messages in."""
+        if since is None:
+            try:
+                positions = _requested(link.websocket)
+            except ConfigError as exc:
+                reason = str(exc).encode()[:123].decode(errors="ignore")
+                logger.info("%s refused: %s", link, exc)
+                link.close(Close(1008, reason, cause=str(exc)))
+                return
+        else:
+            positions = _positions(since)
+        if positions and link.outbox.closing is None:
+            await self._resume(link, positions)
+        if link.outbox.closing is None and not self._fanout.closed:
+            link.attached = True
+            link.joined_seq = self._fanout.next_seq()
+            self._fanout.attach(link)
+            if link.v1 and self.heartbeat is not None and self._beats is None:
+                self._beats = asyncio.get_running_loop().create_task(
+                    self._heartbeats(self.heartbeat), name="wsfanout-heartbeats"
+                )
+
+    # -- resuming -------------------------------------------------------------------
+
+    async def _resume(self, link: Link, positions: list[Position]) -> None:
+        resumed = wanted(positions, link.topics)
+        fetched: dict[str, Recovered | None] = {}
+        remote = [p for p in resumed if self._backplane is not None and not self._window_holds(p)]
+        if remote:
+            found = await asyncio.gather(*(self._fetch(p) for p in remote))
+            fetched = {p.topic: recovered for p, recovered in zip(remote, found, strict=True)}
+            if link.outbox.closing is None and None in found:
+                # Told nothing rather than told that what the history holds is lost: it
+                # comes back with backoff and resumes from where it was.
+                link.close(Close(1013, "history unavailable", cause="reading history failed"))
+        if link.outbox.closing is not None:
+            return
+        # From here until the link joins the fan-out nothing awaits, so the replay ends
+        # exactly where the live messages it will be offered begin.
+        plans = [self._plan(p, link, fetched.get(p.topic)) for p in resumed]
+        self._resumed += 1
+        for plan in plans:
+            if plan is None:
+                continue
+            if link.v1:
+                link.send_control(plan.frame)
+                if plan.notice is not None:
+                    link.send_control(plan.notice)
+            self._history_missed += sum(last - first + 1 for first, last in plan.missing)
+            self._replayed += len(plan.messages)
+            now = self._fanout.now()
+            for message in plan.replay(now):
+                link.offer(message, now)
+
+    async def _fetch(self, position: Position) -> Recovered | None:
+        """What the backplane's history holds after ``position``; None if it failed."""
+        assert self._backplane is not None
+        try:
+            return await self._backplane.read(
+                position.stream_topic, position.epoch, position.offset
+            )
+        except Exception:
+            logger.warning("reading history for %s failed", position, exc_info=True)
+            return None
+
+    def _plan(
+        self, position: Position, link: Link, recovered: Recovered | None
+    ) -> ResumePlan | None:
+        """What to send for ``position``: from the backplane's history (``recovered``),
+        then this hub's window of what came after; from the window alone when it holds
+        everything (``recovered`` is None: not read)."""
+        if recovered is None:
+            return self._local_plan(position, link)
+        if not recovered.epoch:
+            return None  # no hub has ever published on this topic
+        fanout = self._fanout
+        topic = position.stream_topic
+        stream = fanout.streams.get(topic)
+        if stream is not None and stream.epoch != recovered.epoch:
+            return self._local_plan(position, link)  # the stream moved on meanwhile
+        messages = recovered.messages
+        last = recovered.last
+        window = fanout.history
+        if stream is not None and stream.last > last:
+            if window is not None:
+                messages += window.read(topic, last, stream.last, fanout.now()).messages
+            last = stream.last
+        after = resume_after(position, recovered.epoch, last)
+        messages = tuple(m for m in messages if m.offset > after)
+        held = Held(messages, missing_ranges(after, last, (m.offset for m in messages)))
+        return plan_resume(position, recovered.epoch, last, held)
+
+    def _local_plan(self, position: Position, link: Link) -> ResumePlan | None:
+        """From this hub's own streams and history, read once per starting point."""
+        fanout = self._fanout
+        return self._plans.plan(
+            fanout.streams,
+            fanout.history,
+            position,
+            every_topic=link.topics is None,
+            now=fanout.now(),
+        )
+
+    def _window_holds(self, position: Position) -> bool:
+        """This hub's own window holds everything after ``position``, of its epoch."""
+        fanout = self._fanout
+        stream = fanout.streams.get(position.stream_topic)
+        if stream is None or stream.epoch != position.epoch or position.offset > stream.last:
+            return False
+        if position.offset == stream.last:
+            return True
+        window = fanout.history
+        if window is None:
+            return False
+        first = window.first(position.stream_topic, fanout.now())
+        return first is not None and first <= position.offset + 1
+
+    # -- heartbeats -----------------------------------------------------------------
+
+    async def _heartbeats(self, interval: float) -> None:
+        """Every quarter interval, beat for each v1 subscriber idle for ``interval``."""
+        fanout = self._fanout
+        while True:
+            await asyncio.sleep(interval / 4)  # the pace of checking, not a synchronisation
+            now = fanout.now()
+            for link in list(self._live):
+                try:
+                    if link.v1 and link.attached and link.idle_since() <= now - interval:
+                        self._beat(link, now)
+                except Exception:
+                    link.fail("heartbeat to %s failed; aborting its connection")
+
+    def _beat(self, link: Link, now: float) -> None:
+        outbox = link.outbox
+        if outbox.closing is not None or outbox.queue or outbox.control:
+            return  # it has frames coming: they say more than a heartbeat would
+        streams = self._fanout.streams
+        offsets: dict[str, tuple[str, int]] = {}
+        if link.topics is None:
+            for name, stream in streams.items():
+                if stream.seq >= link.joined_seq:
+                    offsets[name] = (stream.epoch, stream.last)
+        else:
+            for name in (*link.topics, ""):
+                found = streams.get(name)
+                if found is not None and found.last:
+                    offsets[name] = (found.epoch, found.last)
+        link.beat_at = now
+        link.send_control(heartbeat_frame(offsets))
 
     async def _release(self, link: Link) -> None:
         self._fanout.detach(link)
@@ -306,6 +531,10 @@ class Hub:
             subscribers=len(self),
             closed_by_policy=closed_by_policy,
             max_lag=max_lag,
+            resumed=self._resumed,
+            replayed=self._replayed,
+            history_missed=self._history_missed,
+            history_reads=self._plans.reads,
             **{name: int(value) for name, value in total.items()},
         )
 
@@ -338,6 +567,11 @@ class Hub:
         check_close(code, reason, ConfigError)
         deadline = self.close_timeout if timeout is None else positive_seconds("timeout", timeout)
         self._fanout.closed = True
+        beats, self._beats = self._beats, None
+        if beats is not None:
+            beats.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beats
         if self._backplane is not None:
             await self._backplane.aclose()
         links = list(self._live)
@@ -349,3 +583,30 @@ class Hub:
             _, pending = await asyncio.wait(relays, timeout=deadline + 1.0)
             for task in pending:  # pragma: no cover - close_connection is itself bounded
                 task.cancel()
+
+
+def _requested(websocket: Connection) -> list[Position]:
+    """The positions in the request's ``since`` query parameters."""
+    request = websocket.request
+    if request is None:
+        return []
+    query = urlsplit(request.path).query
+    if "since" not in query:
+        return []
+    return _positions(value for name, value in parse_qsl(query) if name == "since")
+
+
+def _positions(since: Iterable[Position | str]) -> list[Position]:
+    if isinstance(since, (str, Position)):
+        raise invalid("since", since, "must be a collection of positions", ConfigError)
+    positions: dict[str, Position] = {}
+    for item in since:
+        position = item if isinstance(item, Position) else parse_since(item)
+        if position.topic in positions:
+            raise invalid("since", str(position), "names its topic twice", ConfigError)
+        positions[position.topic] = position
+        if len(positions) > MAX_POSITIONS:
+            raise invalid(
+                "since", str(position), f"is one position past {MAX_POSITIONS}", ConfigError
+            )
+    return list(positions.values())

@@ -48,6 +48,7 @@ class Link:
     # block per subscriber instead of two, which shows at thousands of subscribers.
     __slots__ = (
         "attached",
+        "beat_at",
         "close_timeout",
         "deflate",
         "fanout",
@@ -55,6 +56,7 @@ class Link:
         "flush_waiting",
         "held",
         "held_bytes",
+        "joined_seq",
         "outbox",
         "plain",
         "policy_name",
@@ -117,6 +119,10 @@ class Link:
         self.held: list[bytes] | None = None  # a list only while frames are held
         self.held_bytes = 0
         self.flush_waiting = False
+        self.joined_seq = 0
+        """The hub's sequence number when the link joined the fan-out."""
+        self.beat_at = fanout.now()
+        """When a control frame was last sent (at first: when the link was made)."""
         self.subscriber: Subscriber = Subscriber(self)
 
     def __repr__(self) -> str:
@@ -133,6 +139,11 @@ class Link:
             and not self.transport.is_closing()
         )
         return write_buffer(writable, self.transport.get_write_buffer_size(), self.held_bytes)
+
+    def idle_since(self) -> float:
+        """When the subscriber was last sent anything, message or control frame."""
+        last_send = self.outbox.last_send
+        return self.beat_at if last_send is None else max(last_send, self.beat_at)
 
     # -- the fast path's steps, readable ---------------------------------------------
 
@@ -242,6 +253,7 @@ class Link:
         """Write a control frame (a notice, a heartbeat) before any later message, now if
         nothing waits, else through the relay; it is dropped if the subscriber closes."""
         now = self.fanout.now()
+        self.beat_at = now
         frame = make_control(data, time=now)
         outcome = self.outbox.send_control(frame, now, self.write_buffer())
         if outcome is Offer.WRITE:

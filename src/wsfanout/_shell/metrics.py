@@ -137,7 +137,7 @@ METRICS: tuple[Metric, ...] = (
         "backplane_lost_total",
         "counter",
         (),
-        "Messages of other hubs that their sequence numbers show never arrived.",
+        "Messages pub/sub lost that the history no longer held (told to subscribers).",
     ),
     Metric(
         "backplane_dropped_total",
@@ -155,7 +155,7 @@ METRICS: tuple[Metric, ...] = (
         "backplane_received_total",
         "counter",
         (),
-        "Messages of other hubs delivered to this hub.",
+        "Messages handed to this hub by the backplane, its own included, live or repaired.",
     ),
     Metric(
         "backplane_buffered_messages",
@@ -163,7 +163,7 @@ METRICS: tuple[Metric, ...] = (
         (),
         "Messages waiting in the backplane's publish buffer.",
     ),
-    Metric("backplane_peers", "gauge", (), "Other hubs heard from."),
+    Metric("backplane_peers", "gauge", (), "Other hubs subscribed to the namespace."),
     Metric("info", "gauge", ("version",), "Always 1; the version label is wsfanout's."),
 )
 """Every metric family :class:`HubCollector` exposes; the ``backplane_*`` ones only for a

@@ -31,6 +31,7 @@ from .._core.guarantees import (
     NewestDelivered,
     NoDuplicates,
     OrderedSubsequence,
+    Resumes,
     WithinWriteLimit,
 )
 from .._public import publish_names as _publish_names
@@ -45,7 +46,19 @@ from ._check import (
     reproduction,
 )
 from ._clock import VirtualClock
-from ._schedule import Advance, Client, Drain, Hangup, Publish, Read, Schedule, Send, Stall, Step
+from ._schedule import (
+    Advance,
+    Client,
+    Drain,
+    Hangup,
+    Publish,
+    Read,
+    Reconnect,
+    Schedule,
+    Send,
+    Stall,
+    Step,
+)
 from ._simulator import (
     SETTLING,
     ClientTrace,
@@ -85,6 +98,7 @@ __all__ = [
     "Stall",
     "Drain",
     "Hangup",
+    "Reconnect",
     # guarantees
     "Guarantee",
     "OrderedSubsequence",
@@ -99,6 +113,7 @@ __all__ = [
     "MaxSendRate",
     "DisconnectsWithin",
     "MaxDrops",
+    "Resumes",
     # checking
     "baseline",
     "guarantees_of",

@@ -10,6 +10,8 @@ guarantee's type.
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -30,15 +32,19 @@ from .._core.guarantees import (
     NewestDelivered,
     NoDuplicates,
     OrderedSubsequence,
+    Resumes,
     WithinWriteLimit,
 )
+from .._core.history import History, MemoryHistory, wanted
+from .._core.message import Message
 from .._core.outbox import Outbox
 from .._core.policy import FunctionPolicy, Policy, as_policy
 from .._core.rules import resolve_rules
 from .._core.snapshot import Snapshot
 from .._core.stats import SubscriberStats
+from .._core.streams import NO_TOPIC
 from ._schedule import Schedule
-from ._simulator import SETTLING, ClientTrace, OutboxFactory, Trace, simulate
+from ._simulator import SETTLING, ClientTrace, HistoryFactory, OutboxFactory, Trace, simulate
 
 __all__ = [
     "CHECKERS",
@@ -94,6 +100,8 @@ class GuaranteeViolation(AssertionError):
         schedule: Schedule,
         violations: Sequence[Violation],
         trace: Trace,
+        *,
+        history: History | None = None,
     ) -> None:
         self.policy = policy
         self.schedule = schedule
@@ -102,13 +110,14 @@ class GuaranteeViolation(AssertionError):
         count = len(self.violations)
         lines = [f"{policy!r} broke {count} guarantee{'s' if count > 1 else ''}:"]
         lines += [f"- {violation.describe(schedule.steps)}" for violation in self.violations]
-        lines += ["", "To reproduce:", "", reproduction(policy, schedule)]
+        lines += ["", "To reproduce:", "", reproduction(policy, schedule, history=history)]
         super().__init__("\n".join(lines))
 
 
 def baseline(policy: Policy) -> tuple[Guarantee, ...]:
     """What the core owes every policy, declared or not: ordering, no duplicates, the
-    resolved queue bound, writes within the watermarks, liveness, counts that add up."""
+    resolved queue bound, writes within the watermarks, liveness, counts that add up,
+    and an exact resume for a client that reconnects."""
     rules = resolve_rules(policy)
     return (
         OrderedSubsequence(),
@@ -117,6 +126,7 @@ def baseline(policy: Policy) -> tuple[Guarantee, ...]:
         WithinWriteLimit(),
         Drains(),
         CountsAddUp(),
+        Resumes(),
     )
 
 
@@ -153,24 +163,35 @@ def check_guarantees(
     also: Iterable[Guarantee] = (),
     close_timeout: float = 5.0,
     outbox_factory: OutboxFactory = Outbox,
+    history: History | None = None,
+    history_factory: HistoryFactory = MemoryHistory,
 ) -> Trace:
     """Run ``policy`` through ``schedule`` on the simulator and check its guarantees.
 
     Checks the baseline every policy owes (:func:`baseline`), what the policy declares
     (:meth:`Policy.guarantees`) and ``also``; raises :class:`GuaranteeViolation` listing
-    each broken one, with the schedule as code. Returns the trace for further checks.
+    each broken one, with the schedule as code. With ``history``, the hub keeps it for
+    the clients that reconnect (:class:`Reconnect`). Returns the trace for further checks.
     """
     chosen = as_policy(policy)
-    trace = simulate(chosen, schedule, close_timeout=close_timeout, outbox_factory=outbox_factory)
+    trace = simulate(
+        chosen,
+        schedule,
+        close_timeout=close_timeout,
+        outbox_factory=outbox_factory,
+        history=history,
+        history_factory=history_factory,
+    )
     violations = check_trace(trace, also)
     if violations:
-        raise GuaranteeViolation(chosen, schedule, violations, trace)
+        raise GuaranteeViolation(chosen, schedule, violations, trace, history=history)
     return trace
 
 
-def reproduction(policy: Policy, schedule: Schedule) -> str:
-    """Python that reruns ``schedule`` against ``policy``."""
-    body = f"schedule = {schedule.as_code()}\ncheck_guarantees({policy!r}, schedule)\n"
+def reproduction(policy: Policy, schedule: Schedule, *, history: History | None = None) -> str:
+    """Python that reruns ``schedule`` against ``policy`` (with ``history``, if given)."""
+    keeping = "" if history is None else f", history={history!r}"
+    body = f"schedule = {schedule.as_code()}\ncheck_guarantees({policy!r}, schedule{keeping})\n"
     names = {"Schedule", "check_guarantees"}
     names.update(type(step).__name__ for step in schedule.steps)
     if "clients=" in body:
@@ -186,6 +207,8 @@ def reproduction(policy: Policy, schedule: Schedule) -> str:
             imports.setdefault(type(stage).__module__, set()).add(type(stage).__name__)
     head = ["import math", ""] if "math." in body else []
     head.append(f"from wsfanout.testing import {', '.join(sorted(names))}")
+    if history is not None:
+        head.append("from wsfanout import History")
     for module in sorted(imports):
         if module not in ("__main__", "builtins"):
             head.append(f"from {module} import {', '.join(sorted(imports[module]))}")
@@ -549,6 +572,129 @@ def _check_max_drops(guarantee: MaxDrops, client: ClientTrace, trace: Trace) -> 
     return None
 
 
+def _kept(limits: History | None, published: list[Message], now: float) -> set[int]:
+    """The offsets a history under ``limits`` holds of one topic's ``published`` messages
+    (ascending) at ``now``: the newest that fit its count and byte bounds, none too old.
+    A model of the bound, written apart from :class:`MemoryHistory`."""
+    if limits is None:
+        return set()
+    kept: list[Message] = []
+    size = 0
+    max_bytes = math.inf if limits.max_bytes is None else limits.max_bytes
+    for message in reversed(published):
+        if len(kept) == limits.max_messages or size + message.size > max_bytes:
+            break
+        kept.append(message)
+        size += message.size
+    oldest = -math.inf if limits.max_age is None else now - limits.max_age
+    return {m.offset for m in kept if m.time >= oldest}
+
+
+def _check_resumes(guarantee: Resumes, client: ClientTrace, trace: Trace) -> Found:
+    if client.resumed_from is None:
+        return None
+    messages = trace.messages
+    offered = client.offered_seqs
+    replay = [messages[seq] for seq in offered[: client.replayed]]
+    live = [messages[seq] for seq in offered[client.replayed :]]
+    # The control frames and the data frames written to it, in the order written.
+    written: list[tuple[str, object]] = []
+    for write in client.writes:
+        for frame in write.frames:
+            if frame.control:
+                written.append(("control", json.loads(frame.payload)))
+            else:
+                written.extend(("data", seq) for seq in frame.seqs)
+    at = client.joined_at
+    step = client.samples[0].step if client.samples else None
+    for position in wanted(client.since, client.client.topics):
+        stream = position.topic
+        published = [
+            m
+            for m in messages.values()
+            if m.offset and m.seq < client.joined_seq and _stream(m) == stream
+        ]
+        published.sort(key=lambda m: m.offset)
+        if not published:
+            continue  # nothing was ever published on the topic: nothing to resume
+        epoch, last = published[-1].epoch, published[-1].offset
+        after = position.offset if position.epoch == epoch and position.offset <= last else 0
+        due = [m.offset for m in published if m.offset > after]
+        kept = _kept(trace.history, published, at)
+        replayed = [m.offset for m in replay if _stream(m) == stream]
+        expected = [o for o in due if o in kept]
+        # A connection closed early (its policy closed it as the replay overflowed its
+        # queue, or its control frames went past its byte bound) is offered a prefix of
+        # the replay, and may not have received the notice: the client resumes again
+        # from the same position.
+        closed = client.closing is not None or client.ended is not None
+        if replayed != expected and not (closed and replayed == expected[: len(replayed)]):
+            return (
+                step,
+                at,
+                f"resuming {position} was replayed offsets {replayed} of {stream!r}; the "
+                f"history's bound ({trace.history!r}) kept {expected} after it",
+            )
+        reported = {
+            o
+            for kind, frame in written
+            if kind == "control"
+            and isinstance(frame, dict)
+            and frame.get("type") == "gap"
+            and frame.get("t", NO_TOPIC) == stream
+            and "history" in frame.get("reasons", {})
+            for a, b in frame["ranges"]
+            for o in range(a, b + 1)
+        }
+        missing = set(due) - set(expected)
+        if reported != missing and not (closed and reported <= missing):
+            return (
+                step,
+                at,
+                f"resuming {position}: offsets {sorted(missing)} of {stream!r} were neither "
+                f"replayed nor kept, but the gap notice reported {sorted(reported)}",
+            )
+        early = [m.offset for m in live if m.offset and _stream(m) == stream and m.offset <= last]
+        if early:
+            return (
+                step,
+                at,
+                f"resuming {position}: offsets {early} of {stream!r} came live, not replayed",
+            )
+        resumed = next(
+            (
+                index
+                for index, (kind, frame) in enumerate(written)
+                if kind == "control"
+                and isinstance(frame, dict)
+                and frame.get("type") == "resume"
+                and frame.get("t", NO_TOPIC) == stream
+            ),
+            None,
+        )
+        first = next(
+            (
+                index
+                for index, (kind, seq) in enumerate(written)
+                if kind == "data" and _stream(messages[seq]) == stream  # type: ignore[index]
+            ),
+            None,
+        )
+        if resumed is None and (first is not None or not closed):
+            return step, at, f"resuming {position}: no resume frame for {stream!r} was written"
+        if resumed is not None and first is not None and first < resumed:
+            return (
+                None,
+                at,
+                f"resuming {position}: a message of {stream!r} came before its resume frame",
+            )
+    return None
+
+
+def _stream(message: Message) -> str:
+    return NO_TOPIC if message.topic is None else message.topic
+
+
 CHECKERS: dict[type[Guarantee], Checker] = {
     OrderedSubsequence: _check_ordered,
     NoDuplicates: _check_no_duplicates,
@@ -562,6 +708,7 @@ CHECKERS: dict[type[Guarantee], Checker] = {
     MaxSendRate: _check_rate,
     DisconnectsWithin: _check_disconnects,
     MaxDrops: _check_max_drops,
+    Resumes: _check_resumes,
 }
 """How each kind of guarantee is checked: ``(guarantee, client_trace, trace)`` to the first
 ``(step, time, detail)`` that breaks it, or None."""

@@ -23,6 +23,7 @@ __all__ = [
     "Hangup",
     "Publish",
     "Read",
+    "Reconnect",
     "Schedule",
     "Send",
     "Stall",
@@ -126,6 +127,14 @@ class Drain(Step):
 @attrs.frozen(repr=False)
 class Hangup(Step):
     """The client's connection is lost; what its write buffer held never arrives."""
+
+    client: int = attrs.field(default=0, validator=_nonnegative_int)
+
+
+@attrs.frozen(repr=False)
+class Reconnect(Step):
+    """The client's connection is lost (if it was not already) and the client connects
+    again at once, resuming from the last offset it received of each topic."""
 
     client: int = attrs.field(default=0, validator=_nonnegative_int)
 

@@ -19,6 +19,10 @@ contract: what the outbox is told, corking, how to wait), and nothing more:
   (the buffer back at the low-water mark), or when the connection is lost.
 * closing writes a close frame and waits ``close_timeout`` for the client to read it,
   then aborts, as ``close_connection`` does.
+* with a ``history``, every published message is kept as the hub keeps it; a client that
+  reconnects (:meth:`Simulator.reconnect`) is a new connection, a new trace, that resumes
+  from the last offset it received of each topic: it is sent what it missed by the
+  core's own plan (``plan_from``), as the hub sends it, before it joins the fan-out.
 
 Time moves only in :meth:`Simulator.advance`, from one event to the next (a timer, a
 transport resuming, a close frame read or timing out), so minutes of virtual time cost
@@ -42,14 +46,27 @@ import attrs
 
 from .._core.contract import cork_is_full, plan_wait, write_buffer
 from .._core.decision import Close, Decision
+from .._core.history import History, MemoryHistory, Position, plan_from, wanted
 from .._core.message import Batched, Message, make_control, make_message
 from .._core.outbox import CloseAction, Offer, Outbox, Wait, Write
 from .._core.policy import Policy, as_policy
 from .._core.snapshot import Snapshot
 from .._core.stats import SubscriberStats
-from .._core.streams import Streams
+from .._core.streams import NO_TOPIC, Streams
 from ._clock import VirtualClock
-from ._schedule import Advance, Client, Drain, Hangup, Publish, Read, Schedule, Send, Stall, Step
+from ._schedule import (
+    Advance,
+    Client,
+    Drain,
+    Hangup,
+    Publish,
+    Read,
+    Reconnect,
+    Schedule,
+    Send,
+    Stall,
+    Step,
+)
 from ._transport import FakeTransport
 
 __all__ = [
@@ -58,6 +75,7 @@ __all__ = [
     "Delivery",
     "Ended",
     "Frame",
+    "HistoryFactory",
     "OutboxFactory",
     "Sample",
     "SETTLING",
@@ -70,6 +88,10 @@ __all__ = [
 
 OutboxFactory = Callable[..., Outbox]
 """``(policy, *, high, low) -> Outbox``: the core under test (a broken one, in the toolkit's
+own tests)."""
+
+HistoryFactory = Callable[[History], MemoryHistory]
+"""``(limits) -> MemoryHistory``: the history under test (a broken one, in the toolkit's
 own tests)."""
 
 MAX_TURNS_PER_INSTANT = 1000
@@ -200,6 +222,16 @@ class ClientTrace:
     joined_at: float = 0.0
     left_at: float | None = None
     """When the handler returned (:meth:`Simulator.leave`), if it did."""
+    logical: int = -1
+    """The schedule's client this connection is of (its ``index`` unless it reconnected)."""
+    resumed_from: int | None = None
+    """The connection of the same client before this one, if this one reconnected."""
+    since: tuple[Position, ...] = ()
+    """The positions it resumed from: the last offset received of each topic."""
+    replayed: int = 0
+    """How many of the first messages it was offered are the replay of what it missed."""
+    joined_seq: int = 0
+    """The seq the next message published when it joined would have had."""
 
     @property
     def received(self) -> list[int]:
@@ -226,6 +258,8 @@ class Trace:
     error: SimulationError | None = None
     settled: bool = False
     """True if the run ended with a settle phase (clients reading everything)."""
+    history: History | None = None
+    """The bound of the hub's history, if it kept one."""
 
 
 # -- the simulator ------------------------------------------------------------------------
@@ -307,6 +341,8 @@ class Simulator:
         close_timeout: float = 5.0,
         outbox_factory: OutboxFactory = Outbox,
         cork: bool = True,
+        history: History | None = None,
+        history_factory: HistoryFactory = MemoryHistory,
     ) -> None:
         self.clock = VirtualClock(start)
         self.cork = cork
@@ -318,7 +354,11 @@ class Simulator:
         """Every topic's offsets, as the hub assigns them (deterministic epochs)."""
         self.close_timeout = close_timeout
         self.outbox_factory = outbox_factory
-        self.trace = Trace()
+        self.trace = Trace(history=history)
+        self.history = None if history is None else history_factory(history)
+        """What the hub keeps of each topic for clients that resume (None: nothing)."""
+        self._current: list[int] = []
+        """For each schedule client, the index of its current connection."""
         self.step: int | None = None
         """The schedule step being run, recorded with every event."""
         self._subscribers: list[_Subscriber] = []
@@ -332,16 +372,72 @@ class Simulator:
         """Subscribe a new client (by default ``Client()``) under ``policy``; return its index."""
         chosen = as_policy(policy)
         client = Client() if client is None else client
+        logical = len(self._current)
+        self._current.append(self._connect(chosen, client, logical).index)
+        return logical
+
+    def reconnect(self, client: int) -> int:
+        """The client's connection is lost (if it was not already) and the client connects
+        again, resuming from the last offset it received of each topic, as the Python and
+        JavaScript clients do; return the index of the new connection's trace."""
+        old = self._subscriber(client)
+        if old.trace.ended is None:
+            self._lost(old)
+        since = self._positions(client)
+        sub = self._connect(old.trace.policy, old.trace.client, client)
+        sub.trace.resumed_from = old.index
+        sub.trace.since = since
+        self._current[client] = sub.index
+        self._resume(sub, since)
+        self._run_ready()
+        return sub.index
+
+    def _connect(self, policy: Policy, client: Client, logical: int) -> _Subscriber:
         index = len(self._subscribers)
-        outbox = self.outbox_factory(chosen, high=client.high, low=client.low)
+        outbox = self.outbox_factory(policy, high=client.high, low=client.low)
         transport: FakeTransport[Frame | CloseFrame] = FakeTransport(
             high=client.high, low=client.low, rate=client.rate
         )
-        trace = ClientTrace(index, chosen, client, joined_at=self.clock.now)
+        trace = ClientTrace(
+            index, policy, client, joined_at=self.clock.now, logical=logical, joined_seq=self._seq
+        )
         self.trace.clients.append(trace)
-        self._subscribers.append(_Subscriber(index, outbox, transport, trace))
-        self._sample(self._subscribers[-1])
-        return index
+        sub = _Subscriber(index, outbox, transport, trace)
+        self._subscribers.append(sub)
+        self._sample(sub)
+        return sub
+
+    def _positions(self, client: int) -> tuple[Position, ...]:
+        """The last offset the client received of each topic, over all its connections."""
+        found: dict[str, Position] = {}
+        messages = self.trace.messages
+        for trace in self.trace.clients:
+            if trace.logical != client:
+                continue
+            for seq in trace.received:
+                message = messages[seq]
+                if message.offset:
+                    stream = NO_TOPIC if message.topic is None else message.topic
+                    found[stream] = Position(stream, message.epoch, message.offset)
+        return tuple(found.values())
+
+    def _resume(self, sub: _Subscriber, since: tuple[Position, ...]) -> None:
+        """``Hub._resume``: for each topic, the resume frame, the gap notice, the replay."""
+        topics = sub.topics
+        for position in wanted(since, topics):
+            now = self.clock.now
+            plan = plan_from(
+                self.streams, self.history, position, every_topic=topics is None, now=now
+            )
+            if plan is None:
+                continue
+            self._send_control(sub, plan.frame)
+            if plan.notice is not None:
+                self._send_control(sub, plan.notice)
+            for message in plan.replay(now):
+                if sub.outbox.closing is None:
+                    self._offer(sub, message, now)
+                    sub.trace.replayed += 1
 
     def outbox(self, client: int) -> Outbox:
         """The core object of a client, for tests that look inside."""
@@ -401,7 +497,10 @@ class Simulator:
     def send_control(self, client: int, data: str | bytes) -> None:
         """``Link.send_control(data)``: a control frame (a notice, a heartbeat) to one
         client, written before any later message and counted as none."""
-        sub = self._subscriber(client)
+        self._send_control(self._subscriber(client), data)
+        self._run_ready()
+
+    def _send_control(self, sub: _Subscriber, data: str | bytes) -> None:
         now = self.clock.now
         frame = make_control(data, time=now)
         buffered = sub.write_buffer()
@@ -415,7 +514,6 @@ class Simulator:
             self._kick(sub)
         self._note_closing(sub)
         self._sample(sub)
-        self._run_ready()
 
     def read(self, client: int, rate: float = math.inf) -> None:
         """The client reads ``rate`` bytes per second from now on."""
@@ -520,6 +618,8 @@ class Simulator:
             epoch=stream.epoch,
         )
         self.trace.messages[message.seq] = message
+        if self.history is not None:
+            self.history.append(message, now)
         for sub in self._subscribers:
             if not sub.attached:
                 continue
@@ -779,11 +879,10 @@ class Simulator:
     # -- bookkeeping ------------------------------------------------------------------
 
     def _subscriber(self, client: int) -> _Subscriber:
-        if not 0 <= client < len(self._subscribers):
-            raise IndexError(
-                f"client={client!r} is not one of the {len(self._subscribers)} clients"
-            )
-        return self._subscribers[client]
+        """The current connection of schedule client ``client``."""
+        if not 0 <= client < len(self._current):
+            raise IndexError(f"client={client!r} is not one of the {len(self._current)} clients")
+        return self._subscribers[self._current[client]]
 
     def _sample(self, sub: _Subscriber) -> None:
         now = self.clock.now
@@ -861,6 +960,10 @@ def _run_hangup(sim: Simulator, step: Hangup) -> None:
     sim.hangup(step.client)
 
 
+def _run_reconnect(sim: Simulator, step: Reconnect) -> None:
+    sim.reconnect(step.client)
+
+
 _RUNNERS: dict[type[Step], Callable[[Simulator, Any], None]] = {
     Publish: _run_publish,
     Send: _run_send,
@@ -869,6 +972,7 @@ _RUNNERS: dict[type[Step], Callable[[Simulator, Any], None]] = {
     Stall: _run_stall,
     Drain: _run_drain,
     Hangup: _run_hangup,
+    Reconnect: _run_reconnect,
 }
 """What each step does, as a table."""
 
@@ -880,15 +984,23 @@ def simulate(
     settle: bool = True,
     close_timeout: float = 5.0,
     outbox_factory: OutboxFactory = Outbox,
+    history: History | None = None,
+    history_factory: HistoryFactory = MemoryHistory,
 ) -> Trace:
     """Run ``schedule`` with every client under ``policy`` and return the trace.
 
     With ``settle`` (the default) the run ends as a liveness check does: publishing
     stops, every client still connected reads everything, and time runs until nothing
-    is left to happen. A :class:`SimulationError` is recorded in ``trace.error``.
+    is left to happen. With ``history``, the hub keeps each topic's messages under that
+    bound, for clients that reconnect. A :class:`SimulationError` is recorded in
+    ``trace.error``.
     """
     sim = Simulator(
-        start=schedule.start, close_timeout=close_timeout, outbox_factory=outbox_factory
+        start=schedule.start,
+        close_timeout=close_timeout,
+        outbox_factory=outbox_factory,
+        history=history,
+        history_factory=history_factory,
     )
     for client in schedule.clients:
         sim.join(policy, client)

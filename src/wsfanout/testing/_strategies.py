@@ -24,7 +24,19 @@ from .._core.builtins import (
 )
 from .._core.policy import Policy
 from .._public import publish_names
-from ._schedule import Advance, Client, Drain, Hangup, Publish, Read, Schedule, Send, Stall, Step
+from ._schedule import (
+    Advance,
+    Client,
+    Drain,
+    Hangup,
+    Publish,
+    Read,
+    Reconnect,
+    Schedule,
+    Send,
+    Stall,
+    Step,
+)
 
 __all__ = ["policies", "schedules", "steps"]
 
@@ -57,9 +69,11 @@ def steps(
     binary: bool = True,
     sends: bool = True,
     hangups: bool = True,
+    reconnects: bool = False,
 ) -> st.SearchStrategy[Step]:
     """One schedule step: a publish burst, time passing, a client changing how it reads,
-    reading some bytes, a ``subscriber.send()``, or (with ``hangups``) a client vanishing."""
+    reading some bytes, a ``subscriber.send()``, (with ``hangups``) a client vanishing,
+    or (with ``reconnects``) a client reconnecting and resuming."""
     if clients < 1:
         raise ValueError(f"clients={clients!r} must be >= 1")
     if max_burst < 1:
@@ -92,6 +106,8 @@ def steps(
         choices.append(st.tuples(client, sizes).map(lambda args: Send(*args)))
     if hangups:
         choices.append(client.map(Hangup))
+    if reconnects:
+        choices.append(client.map(Reconnect))
     return st.one_of(choices)
 
 
@@ -124,6 +140,7 @@ def schedules(
     binary: bool = True,
     sends: bool = True,
     hangups: bool = True,
+    reconnects: bool = False,
 ) -> st.SearchStrategy[Schedule]:
     """Schedules of up to ``max_steps`` steps for 1 to ``clients`` clients.
 
@@ -131,9 +148,10 @@ def schedules(
     from ``keys``, under a topic from ``topics`` (or none), text or (with ``binary``)
     binary; time passing up to ``max_advance`` seconds a step; clients reading at
     various rates, stalling, reading in chunks, receiving ``subscriber.send()``
-    messages (``sends``) and vanishing (``hangups``, about one client in five). Each
-    client gets its own write-buffer watermarks, starting read rate and, with
-    ``topics``, subscription.
+    messages (``sends``), vanishing (``hangups``, about one client in five) and, with
+    ``reconnects``, reconnecting to resume (run them with a ``history``). Each client
+    gets its own write-buffer watermarks, starting read rate and, with ``topics``,
+    subscription.
     """
     if max_steps < 0:
         raise ValueError(f"max_steps={max_steps!r} must be >= 0")
@@ -151,6 +169,7 @@ def schedules(
             binary=binary,
             sends=sends,
             hangups=False,
+            reconnects=reconnects,
         )
         for count in range(1, clients + 1)
     }

@@ -1,0 +1,1 @@
+"""The Python client of the wsfanout protocol (face: ``wsfanout.client``)."""
