@@ -6,8 +6,11 @@ numbers and publish times (for end-to-end latency), and bytes on the wire. A
 websockets client costs tens of microseconds per message; this costs a few, so the
 generator is not what limits a run (it reports its own CPU to prove it).
 
-Stalled clients set a small receive buffer, finish the handshake and never read again.
-Churning clients (``--churn``) connect, read for a moment and leave, over and over.
+Stalled clients set a small receive buffer, finish the handshake and never read again;
+with ``--resume-after``, they keep default socket options and start reading that many
+seconds after ``go``, counting the stale records they read first (published before
+they resumed) until they reach fresh ones. Churning clients (``--churn``) connect, read
+for a moment and leave, over and over.
 
 Driven by ``benchmarks.run`` over stdin/stdout, one JSON object per line: it prints
 ``{"event": "connected"}``, waits for ``go``, reads until ``stop``, prints its result.
@@ -46,7 +49,9 @@ class Client:
         "nbytes",
         "out_of_order",
         "records",
+        "resumed_at",
         "sock",
+        "stale",
     )
 
     def __init__(self, sock: socket.socket | None, leftover: bytes, deflate: bool) -> None:
@@ -60,6 +65,10 @@ class Client:
         self.last_seq = -1
         self.out_of_order = 0
         self.closed = False
+        self.resumed_at = 0
+        """When a stalled client started reading (monotonic ns); 0 for the others."""
+        self.stale = 0
+        """Records published before ``resumed_at`` that it read after it."""
 
 
 def feed(client: Client, data: bytes, now: int, size: int, latencies: array[int] | None) -> None:
@@ -109,7 +118,10 @@ def feed(client: Client, data: bytes, now: int, size: int, latencies: array[int]
                 if seq <= client.last_seq:
                     client.out_of_order += 1
                 client.last_seq = seq
-                latencies.append(now - int(payload[offset + STAMP.start : offset + STAMP.stop]))
+                stamp = int(payload[offset + STAMP.start : offset + STAMP.stop])
+                latencies.append(now - stamp)
+                if stamp < client.resumed_at:
+                    client.stale += 1
     if pos == n:
         if buf:
             buf.clear()
@@ -163,6 +175,10 @@ class LoadGen:
         self.ep = select.epoll()
         self.clients: dict[int, Client] = {}
         self.stalled: list[socket.socket] = []
+        self.stalled_rest: list[bytes] = []
+        self.resume_after: float = args.resume_after
+        self.resumed: dict[int, Client] = {}
+        self.resumed_latencies = array("q")
         self.churning: dict[int, tuple[Client, float]] = {}
         self.churn_rate: float = args.churn
         self.churn_joins = 0
@@ -176,10 +192,14 @@ class LoadGen:
         random.Random(0).shuffle(kinds)
         for kind in kinds:
             if kind == "stalled":
-                sock, _, negotiated = handshake(
-                    self.port, "/stalled", deflate=self.deflate, rcvbuf=4096
+                sock, rest, negotiated = handshake(
+                    self.port,
+                    "/stalled",
+                    deflate=self.deflate,
+                    rcvbuf=None if self.resume_after else 4096,
                 )
                 self.stalled.append(sock)
+                self.stalled_rest.append(rest)
             else:
                 sock, rest, negotiated = handshake(
                     self.port, "/", deflate=self.deflate, rcvbuf=None
@@ -194,15 +214,18 @@ class LoadGen:
         self.ep.register(control, select.EPOLLIN)
         cpu0, wall0 = time.process_time(), time.monotonic()
         next_churn = wall0 + (1 / self.churn_rate if self.churn_rate else float("inf"))
+        resume_at = wall0 + self.resume_after if self.resume_after else float("inf")
         poll = self.ep.poll
         clients = self.clients
         pending = b""
         while True:
-            timeout = max(0.0, next_churn - time.monotonic()) if self.churn_rate else 1.0
+            timeout = max(0.0, min(next_churn, resume_at) - time.monotonic())
             for fd, _ in poll(min(timeout, 1.0)):
                 client = clients.get(fd)
                 if client is not None:
                     self.read(client, True)
+                elif fd in self.resumed:
+                    self.read(self.resumed[fd], True, self.resumed_latencies)
                 elif fd in self.churning:
                     self.read(self.churning[fd][0], False)
                 elif fd == control:
@@ -213,6 +236,18 @@ class LoadGen:
             if self.churn_rate and time.monotonic() >= next_churn:
                 self.churn()
                 next_churn += 1 / self.churn_rate
+            if time.monotonic() >= resume_at:
+                self.resume()
+                resume_at = float("inf")
+
+    def resume(self) -> None:
+        """Stalled clients start reading; what they read first was published before now."""
+        now = time.monotonic_ns()
+        for sock, rest in zip(self.stalled, self.stalled_rest, strict=True):
+            client = Client(sock, rest, self.deflate)
+            client.resumed_at = now
+            self.resumed[sock.fileno()] = client
+            self.ep.register(sock.fileno(), select.EPOLLIN)
 
     def churn(self) -> None:
         """One churning client leaves (if it has stayed long enough) and one joins."""
@@ -229,7 +264,7 @@ class LoadGen:
         self.ep.register(sock.fileno(), select.EPOLLIN)
         self.churn_joins += 1
 
-    def read(self, client: Client, measure: bool) -> None:
+    def read(self, client: Client, measure: bool, latencies: array[int] | None = None) -> None:
         sock = client.sock
         assert sock is not None
         try:
@@ -242,7 +277,9 @@ class LoadGen:
             self.ep.unregister(sock.fileno())
             client.closed = True
             return
-        feed(client, data, time.monotonic_ns(), self.size, self.latencies if measure else None)
+        if measure and latencies is None:
+            latencies = self.latencies
+        feed(client, data, time.monotonic_ns(), self.size, latencies if measure else None)
 
     def result(self, cpu: float, wall: float) -> dict[str, object]:
         clients = list(self.clients.values())
@@ -265,6 +302,11 @@ class LoadGen:
             "out_of_order": sum(c.out_of_order for c in clients),
             "closed": sum(c.closed for c in clients),
             "churn_joins": self.churn_joins,
+            "stale_records": [c.stale for c in self.resumed.values()],
+            "resumed_caught_up": sum(
+                c.records > c.stale for c in self.resumed.values() if not c.closed
+            ),
+            "resumed_closed": sum(c.closed for c in self.resumed.values()),
             "latency_ms": {"p50": pick(0.50), "p99": pick(0.99), "max": pick(1.0)},
             "cpu_s": cpu,
             "wall_s": wall,
@@ -279,6 +321,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, required=True, help="bytes per message")
     parser.add_argument("--deflate", action="store_true", help="offer permessage-deflate")
     parser.add_argument("--churn", type=float, default=0.0, help="joins per second")
+    parser.add_argument(
+        "--resume-after", type=float, default=0.0, help="seconds before stalled clients read"
+    )
     args = parser.parse_args()
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

@@ -11,12 +11,16 @@ sits on top of the system call: the part wsfanout can change. Three questions:
 - topics: the cost of a publish to a topic with 10 subscribers while 0 or 10,000
   other subscribers listen to other topics (the index makes them cost nothing);
 - queue depth: the cost of offering a message to a subscriber that fell behind, with
-  0 to 1,000 messages already queued (constant: the queue is a dict in arrival order).
+  0 to 1,000 messages already queued (constant: the queue is a dict in arrival order),
+  without and with ``Notify()`` recording each message the queue drops;
+- gap notices: a publish to subscribers that lose nothing under ``DropOldest | Notify()``
+  against ``DropOldest`` alone (the same: ``Notify`` costs only when something is lost).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -26,9 +30,9 @@ from websockets.asyncio.server import ServerConnection, broadcast
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-from wsfanout import Hub
+from wsfanout import Hub, Policy
 from wsfanout.lowlevel import Outbox, make_message
-from wsfanout.policies import DropOldest
+from wsfanout.policies import DropOldest, Notify
 
 __all__ = ["run_micro"]
 
@@ -92,16 +96,26 @@ async def per_call(fn: Callable[[], object], calls: int) -> float:
     return best
 
 
-async def per_delivery(clients: int) -> dict[str, float]:
-    conns = connections(clients)
-    hub = Hub()
-    timed = Hub(timings=True)
-    # A connection has one subscription: the timed hub gets connections of its own. The
-    # contexts are kept, or collecting them unsubscribes.
-    contexts = [hub.subscribe(ws) for ws in conns]
-    contexts += [timed.subscribe(ws) for ws in connections(clients)]
+async def hub_of(clients: int, policy: Policy | None = None, **options: Any) -> Hub:
+    """A hub with ``clients`` subscribers on discarding transports, subscribed until it
+    closes (the ``subscribe()`` contexts are kept on the hub's side of this module)."""
+    hub = Hub(policy=policy, **options)
+    contexts = [hub.subscribe(ws) for ws in connections(clients)]
     for context in contexts:
         await context.__aenter__()
+    _SUBSCRIBED[hub] = contexts
+    return hub
+
+
+_SUBSCRIBED: dict[Hub, list[Any]] = {}
+"""The open ``subscribe()`` contexts of each hub: dropped, they would unsubscribe."""
+
+
+async def per_delivery(clients: int) -> dict[str, float]:
+    hub = await hub_of(clients)
+    # A connection has one subscription: the timed hub gets connections of its own.
+    timed = await hub_of(clients, timings=True)
+    conns = [subscriber.websocket for subscriber in hub.subscribers]
     text = "x" * 1024
     frame = b"\x81\x7e\x04\x00" + text.encode()
 
@@ -117,7 +131,25 @@ async def per_delivery(clients: int) -> dict[str, float]:
     }
     for one in (hub, timed):
         await one.aclose(timeout=0.1)
+        _SUBSCRIBED.pop(one)
     return result
+
+
+async def notify_per_delivery(clients: int) -> dict[str, float]:
+    """ns per delivery to subscribers that keep up, with and without ``Notify()``,
+    measured in turns so that both see the same machine."""
+    plain = await hub_of(clients, DropOldest(max_messages=256))
+    notifying = await hub_of(clients, DropOldest(max_messages=256) | Notify())
+    text = "x" * 1024
+    best = {"drop-oldest": float("inf"), "drop-oldest+notify": float("inf")}
+    for _ in range(3):
+        for name, hub in (("drop-oldest", plain), ("drop-oldest+notify", notifying)):
+            ns = await per_call(functools.partial(hub.publish, text), 200) / clients * 1e9
+            best[name] = min(best[name], ns)
+    for hub in (plain, notifying):
+        await hub.aclose(timeout=0.1)
+        _SUBSCRIBED.pop(hub)
+    return best
 
 
 async def topics(others: int, *, timings: bool | None = None) -> float:
@@ -131,13 +163,19 @@ async def topics(others: int, *, timings: bool | None = None) -> float:
     return result
 
 
-def queue_depth(depth: int) -> float:
-    """ns per offer to a subscriber whose queue already holds ``depth`` messages."""
-    outbox = Outbox(DropOldest(max_messages=depth + 1), high=32768, low=8192)
+def queue_depth(depth: int, notify: bool = False) -> float:
+    """ns per offer to a subscriber whose queue already holds ``depth`` messages, each
+    offer dropping the oldest (and, with ``notify``, recording it for a gap notice)."""
+    policy: Policy = DropOldest(max_messages=depth + 1)
+    if notify:
+        policy = policy | Notify()
+    outbox = Outbox(policy, high=32768, low=8192)
     seq = 0
     for seq in range(depth):
-        outbox.offer(make_message("x", seq=seq, time=0.0), 0.0, 10**9)
-    messages = [make_message("x", seq=depth + n, time=0.0) for n in range(20000)]
+        outbox.offer(make_message("x", seq=seq, time=0.0, offset=seq + 1), 0.0, 10**9)
+    messages = [
+        make_message("x", seq=depth + n, time=0.0, offset=depth + n + 1) for n in range(20000)
+    ]
     offer = outbox.offer
     t0 = time.perf_counter()
     for message in messages:
@@ -151,6 +189,8 @@ async def _main() -> dict[str, Any]:
         "topic_publish_us": {n: await topics(n) for n in (0, 10000)},
         "topic_publish_timed_us": await topics(0, timings=True),
         "offer_ns_by_queue_depth": {n: queue_depth(n) for n in (0, 100, 1000)},
+        "offer_notify_ns_by_queue_depth": {n: queue_depth(n, True) for n in (0, 100, 1000)},
+        "notify_per_delivery_ns": await notify_per_delivery(1000),
     }
 
 
@@ -176,6 +216,12 @@ def table(result: dict[str, Any]) -> str:
     )
     for depth, ns in result["offer_ns_by_queue_depth"].items():
         lines.append(f"| ns per offer to a lagging subscriber, {depth} queued | {ns:.0f} |")
+    for depth, ns in result.get("offer_notify_ns_by_queue_depth", {}).items():
+        lines.append(
+            f"| ns per offer to a lagging subscriber under Notify(), {depth} queued | {ns:.0f} |"
+        )
+    for case, ns in result.get("notify_per_delivery_ns", {}).items():
+        lines.append(f"| ns per delivery, 1000 clients that lose nothing, {case} | {ns:.0f} |")
     return "\n".join(lines)
 
 

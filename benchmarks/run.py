@@ -54,6 +54,7 @@ STALLED = [
     "wsfanout",
     "wsfanout-skip",
     "wsfanout-dropoldest",
+    "wsfanout-dropoldest-nolowat",
     "broadcast",
     "naive",
     "task",
@@ -89,6 +90,8 @@ class Cell:
     deflate: bool = False
     churn: float = 0.0
     idle: bool = False
+    resume: float = 0.0
+    """Seconds after the start at which stalled clients start reading (0: never)."""
     repeat: int = 1
     repeat_cases: list[str] = field(default_factory=list)
 
@@ -134,6 +137,16 @@ def matrix(mode: str, duration: float) -> list[Cell]:
             2 * d,
             ["wsfanout", "wsfanout-skip", "wsfanout-dropoldest", "broadcast", "picows"],
             stalled=50,
+        ),
+        Cell(
+            "stalled-resume",
+            20,
+            1024,
+            1000,
+            2 * d,
+            ["wsfanout-skip", "wsfanout-skip-nolowat", "wsfanout-dropoldest", "broadcast"],
+            stalled=5,
+            resume=1.5 * d,
         ),
         Cell("deflate-1000", 1000, 1024, 10, d, DEFLATE, deflate=True),
         Cell(
@@ -305,6 +318,8 @@ def run_case(cell: Cell, spec: str, loop: str) -> dict[str, Any]:
             str(cell.size),
             "--churn",
             str(cell.churn),
+            "--resume-after",
+            str(cell.resume),
         ]
         if cell.deflate:
             argv.append("--deflate")
@@ -374,11 +389,39 @@ def derive(
             if stalled
             else None
         ),
+        "kernel_per_stalled_kb": (
+            served["stalled_kernel_bytes"] / stalled / 1024 if stalled else None
+        ),
+        # Queue, write buffer and kernel send queue: every byte the server holds for a
+        # stalled client, at the end, or at the most before the clients resume.
+        "server_held_per_stalled_kb": (
+            (
+                served["stalled_write_buffers"]
+                + served["stalled_kernel_bytes"]
+                + (served["stalled_queued_bytes"] or 0)
+            )
+            / stalled
+            / 1024
+            if stalled and not cell.resume
+            else None
+        ),
+        "server_held_peak_per_stalled_kb": _peak_held(served["rss_samples"], cell, stalled),
+        "stale_records": loaded["stale_records"],
+        "stale_median": _median([float(n) for n in loaded["stale_records"]]),
+        "stale_max": max(loaded["stale_records"], default=None),
+        "resumed_caught_up": loaded["resumed_caught_up"],
         "rss_samples": served["rss_samples"],
         **growth_halves(served["rss_samples"], cell.duration, stalled),
         "server_stats": served["stats"],
         "loadgen_cpu_pct": 100 * loaded["cpu_s"] / loaded["wall_s"] if loaded["wall_s"] else None,
     }
+
+
+def _peak_held(samples: list[list[float]], cell: Cell, stalled: int) -> float | None:
+    """The most the server held per stalled client while they stalled, in KiB."""
+    until = cell.resume or cell.duration
+    during = [s[2] for s in samples if s[0] <= until]
+    return max(during) / stalled / 1024 if stalled and during else None
 
 
 def growth_halves(
@@ -416,7 +459,8 @@ COLUMNS = [
     ("pub'd", 6),
     ("RSS MB", 6),
     ("KB/stall", 8),
-    ("buf KB/stall", 12),
+    ("held KB/stall", 13),
+    ("stale", 5),
     ("B/deliv", 7),
     ("gen%", 5),
 ]
@@ -485,7 +529,8 @@ def table(cell: Cell, rows: list[dict[str, Any]]) -> str:
             fmt(r["published_ratio"], ".2f"),
             fmt(r["rss_peak_mb"], ".0f"),
             fmt(r["held_per_stalled_kb"], ".0f"),
-            fmt(r["buffered_per_stalled_kb"], ".0f"),
+            fmt(r["server_held_peak_per_stalled_kb"], ".0f"),
+            fmt(r["stale_median"], ".0f"),
             fmt(r["wire_bytes_per_delivery"], ".0f"),
             fmt(r["loadgen_cpu_pct"], ".0f"),
         ]
@@ -602,6 +647,30 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             allowed,
             at_least=True,
         )
+    bound_kb = (64 * 1024 + 32768 + 1028 + 16384 + 65536) / 1024
+    for case in ("wsfanout-dropoldest", "wsfanout-dropoldest-nolowat"):
+        add(
+            f"5% stalled, {case}: KiB the server holds per stalled client (queue + write "
+            f"buffer + kernel, at the most; bound + write limit + low-water mark + one "
+            f"segment: {bound_kb:.0f})",
+            [
+                r["server_held_peak_per_stalled_kb"]
+                for r in _rows(results, "stalled-5pct", case).values()
+                if r["server_held_peak_per_stalled_kb"] is not None
+            ],
+            bound_kb if case == "wsfanout-dropoldest" else None,
+        )
+    for case in ("wsfanout-skip", "wsfanout-skip-nolowat", "broadcast"):
+        add(
+            f"stalled then resumed, {case}: stale records read first (median over the "
+            "resumed clients; a few hundred at most)",
+            [
+                r["stale_median"]
+                for r in _rows(results, "stalled-resume", case).values()
+                if r["stale_median"] is not None
+            ],
+            300 if case == "wsfanout-skip" else None,
+        )
     alone = _rows(results, "stalled-5pct", "wsfanout/healthy")
     add(
         "5% stalled: fast clients' p99 latency / the same clients' p99 without stalled "
@@ -665,6 +734,13 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             [topic[10000] / topic[0]],
             1.2,
         )
+        notify = m.get("notify_per_delivery_ns")
+        if notify:
+            add(
+                "gap notices: delivery to 1000 that lose nothing, with Notify() / without",
+                [notify["drop-oldest+notify"] / notify["drop-oldest"]],
+                1.1,
+            )
     for compression in ("off", "recommended"):
         plain = _rows(results, "idle-memory", f"websockets[{compression}]")
         ours = _rows(results, "idle-memory", f"wsfanout[{compression}]")

@@ -3,9 +3,9 @@
 Every case serves the same workload on 127.0.0.1 and measures itself: CPU time of
 this process (``time.process_time()``) from the first publish until the stream has
 settled, wall time inside each publish call, resident memory, and what stalled
-connections hold in their transports and queues. Clients connecting to ``/stalled``
-get a small server-side SO_SNDBUF, so the kernel buffer fills fast and whatever a case
-does with a client that stopped reading shows in user space.
+connections hold in their queues, their transports and the kernel (``SIOCOUTQ``). Every
+socket keeps its default options, as a server set up from the README would: whatever
+the kernel accepts for a client that stopped reading is counted, not hidden.
 
 Driven by ``benchmarks.run`` over stdin/stdout, one JSON object per line: it prints
 ``{"event": "listening", "port": N}``, waits for ``go``, publishes, prints its result.
@@ -36,11 +36,11 @@ from websockets.exceptions import ConnectionClosed
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 
 from wsfanout import Hub, Policy
+from wsfanout._shell.sockets import send_queue
 from wsfanout.policies import Batch, DropOldest, SkipToLatest
 
 from .payload import Payloads
 
-STALLED_SNDBUF = 4096
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 RECOMMENDED_DEFLATE = dict(
@@ -67,10 +67,9 @@ def peak_rss() -> int:
     return 0
 
 
-def shrink_sndbuf(transport: asyncio.BaseTransport) -> None:
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, STALLED_SNDBUF)
+def kernel_bytes(transport: asyncio.BaseTransport) -> int:
+    """What the kernel holds in the transport's socket's send queue (0 if it cannot say)."""
+    return send_queue(transport.get_extra_info("socket")) or 0
 
 
 def serve_kwargs(compression: str) -> dict[str, Any]:
@@ -148,7 +147,6 @@ class WebsocketsCase(Case):
 
     def note(self, ws: ServerConnection) -> None:
         if ws.request is not None and ws.request.path == "/stalled":
-            shrink_sndbuf(ws.transport)
             self.stalled.append(ws.transport)
 
     async def handler(self, ws: ServerConnection) -> None:
@@ -357,10 +355,13 @@ class Wsfanout(Case):
         policy: Policy | None,
         *,
         cork: bool = True,
+        lowat: bool = True,
         timings: bool | None = None,
     ) -> None:
         super().__init__(compression)
-        self.hub = Hub(policy=policy, cork=cork, timings=timings)
+        # lowat=False: the hub leaves every socket as it is (no TCP_NOTSENT_LOWAT).
+        off: dict[str, Any] = {} if lowat else {"notsent_lowat": None}
+        self.hub = Hub(policy=policy, cork=cork, timings=timings, **off)
         self.stalled_subscribers: list[Any] = []
         self.server: Any = None
 
@@ -371,7 +372,6 @@ class Wsfanout(Case):
 
     async def handler(self, ws: ServerConnection) -> None:
         if ws.request is not None and ws.request.path == "/stalled":
-            shrink_sndbuf(ws.transport)
             self.stalled.append(ws.transport)
             async with self.hub.subscribe(ws) as subscriber:
                 self.stalled_subscribers.append(subscriber)
@@ -418,7 +418,6 @@ class Aiohttp(Case):
             ws = web.WebSocketResponse(compress=self.compression != "off")
             await ws.prepare(request)
             if request.path == "/stalled" and request.transport is not None:
-                shrink_sndbuf(request.transport)
                 self.stalled.append(request.transport)
             self.clients.add(ws)
             try:
@@ -469,7 +468,6 @@ class Picows(Case):
 
             def on_ws_connected(self, transport: Any) -> None:
                 if self.is_stalled:
-                    shrink_sndbuf(transport.underlying_transport)
                     case.stalled.append(transport.underlying_transport)
                 case.clients.add(transport)
 
@@ -500,8 +498,10 @@ class Picows(Case):
 CASES: dict[str, Callable[[str], Case]] = {
     "wsfanout": lambda c: Wsfanout(c, None),
     "wsfanout-skip": lambda c: Wsfanout(c, SkipToLatest()),
+    "wsfanout-skip-nolowat": lambda c: Wsfanout(c, SkipToLatest(), lowat=False),
     "wsfanout-batch": lambda c: Wsfanout(c, Batch(max_messages=16, max_delay=0.01)),
     "wsfanout-dropoldest": lambda c: Wsfanout(c, DropOldest(max_messages=64)),
+    "wsfanout-dropoldest-nolowat": lambda c: Wsfanout(c, DropOldest(max_messages=64), lowat=False),
     "wsfanout-nocork": lambda c: Wsfanout(c, None, cork=False),
     "wsfanout-timed": lambda c: Wsfanout(c, None, timings=True),
     "websockets": Plain,
@@ -583,9 +583,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     interval = burst / args.rate
 
     def held_bytes() -> int:
-        """Bytes held for stalled clients: their transports' buffers and queues."""
+        """Bytes held for stalled clients: their queues, transports' buffers and kernels."""
         buffered = sum(t.get_write_buffer_size() for t in case.stalled)  # type: ignore[attr-defined]
-        return buffered + (case.queued_bytes() or 0)
+        kernel = sum(kernel_bytes(t) for t in case.stalled)
+        return buffered + kernel + (case.queued_bytes() or 0)
 
     async def sample_rss() -> None:
         start = loop.time()
@@ -630,6 +631,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     rss1 = rss()
     sampler.cancel()
     stalled_buffers = [t.get_write_buffer_size() for t in case.stalled]  # type: ignore[attr-defined]
+    stalled_kernels = [kernel_bytes(t) for t in case.stalled]
     result = {
         "event": "result",
         "case": args.case,
@@ -649,6 +651,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "rss_peak": max(peak_rss(), rss1, *(r for _, r, _ in rss_samples)),
         "rss_samples": rss_samples,
         "stalled_write_buffers": sum(stalled_buffers),
+        "stalled_kernel_bytes": sum(stalled_kernels),
         "stalled_queued_bytes": case.queued_bytes(),
         "stats": case.stats(),
     }

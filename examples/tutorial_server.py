@@ -10,7 +10,6 @@ import contextlib
 import itertools
 import json
 import random
-import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -77,10 +76,6 @@ async def main(
     hub = Hub(policy=policy)
 
     async def handler(websocket: ServerConnection) -> None:
-        # A small kernel send buffer, so that the policy sees a slow client after a few
-        # kilobytes rather than megabytes (the tutorial explains why).
-        sock = websocket.transport.get_extra_info("socket")
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16_384)
         # Relay prices to this client until it leaves or its policy closes it.
         await hub.serve(websocket)
 

@@ -16,8 +16,9 @@ from websockets.exceptions import ConnectionClosed
 
 async def read_slowly(host: str, port: int, pause: float = 0.1, limit: int | None = None) -> None:
     """Print one message every ``pause`` seconds, ``limit`` messages at most."""
-    # A small receive buffer, set before connecting, keeps the kernel from holding
-    # hundreds of kilobytes for us: the server notices we are slow within seconds.
+    # On loopback nothing is slow but us: a small receive buffer, set before connecting,
+    # makes this client slow as a bad network would. Without it, the socket and
+    # websockets would first take hundreds of kilobytes of prices into this process.
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.setblocking(False)

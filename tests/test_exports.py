@@ -32,6 +32,7 @@ FACES = (
     "wsfanout.lowlevel",
     "wsfanout.backplane",
     "wsfanout.exceptions",
+    "wsfanout.client",
     "wsfanout.metrics",
     "wsfanout.testing",
     "wsfanout.client",

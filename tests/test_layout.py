@@ -144,6 +144,11 @@ def private_reads(source: str) -> Iterator[tuple[int, str]]:
         yield node.lineno, ast.unparse(node)
 
 
+def test_the_client_gap_tracker_does_no_io() -> None:
+    path = PACKAGE / "_client" / "tracker.py"
+    assert layer_problems(path, path.read_text(encoding="utf-8"), "_core") == []
+
+
 @pytest.mark.parametrize("layer", sorted(LAYERS))
 def test_each_layer_imports_only_what_it_may(layer: str) -> None:
     problems = []

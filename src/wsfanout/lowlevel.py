@@ -31,6 +31,7 @@ from ._core.history import (
     wanted,
 )
 from ._core.message import CONTROL_SEQ, Batched, Message, make_control, make_message, v1_header
+from ._core.notices import REASONS, GapLedger, Notice
 from ._core.outbox import IDLE, Action, CloseAction, Idle, Offer, Outbox, Wait, Write
 from ._core.policy import FunctionPolicy
 from ._core.queue import MessageQueue, Push
@@ -92,6 +93,10 @@ __all__ = [
     "DeflateParams",
     "MessageQueue",
     "Push",
+    # gap notices in the core
+    "GapLedger",
+    "Notice",
+    "REASONS",
     # queue rules and decisions
     "Rules",
     "Overflow",

@@ -133,6 +133,10 @@ async def hub_site(hub: Hub, port: int = 0) -> AsyncIterator[Site]:
         try:
             yield site
         finally:
+            # A client that reconnects while the hub closes is refused (a failed attempt,
+            # 1006 to the page) rather than served by a closed hub (1011): on a loaded
+            # machine its backoff can end before the server stops listening.
+            site.refusing = True
             await hub.aclose(timeout=1.0)
 
 

@@ -292,6 +292,22 @@ async def test_a_heartbeat_for_a_stream_not_seen_yet_is_where_the_client_starts(
         assert await page.evaluate("client.offsets()") == {"a": ["E", 10]}
 
 
+async def test_a_notice_for_a_stream_not_seen_yet_is_reported_but_gives_no_position(
+    page: Page,
+) -> None:
+    async with connected(page) as (_, connection):
+        notice = control(type="gap", t="a", e="E", ranges=[[21, 30]], count=10)
+        await connection.send(notice)
+        (gap,) = await wait_events(page, "gap", 1)
+        assert (gap["source"], gap["ranges"]) == ("notice", [[21, 30]])
+        assert await page.evaluate("client.offsets()") == {}
+        for offset in [*range(11, 21), 31]:
+            await connection.send(data(offset, "E", "a", f"m{offset}"))
+        await wait_events(page, "message", 11)
+        assert len(await events(page, "gap")) == 1
+        assert await page.evaluate("client.offsets()") == {"a": ["E", 31]}
+
+
 async def test_a_heartbeat_in_a_new_epoch_reports_the_change_and_what_it_lost(
     page: Page,
 ) -> None:

@@ -125,7 +125,8 @@ async def test_chromium_gets_shared_compression_and_every_line_intact(page: Page
             "permessage-deflate; server_no_context_takeover; client_no_context_takeover; "
             "server_max_window_bits=12; client_max_window_bits=12"
         )
-        assert await page.evaluate("window.sockets.b.extensions") == extensions
+        # The server logs a connection before the page's open event runs: wait for it.
+        assert await page.wait_for("window.sockets.b.extensions") == extensions
         lines = lines_to_send()
         await server.feed(lines)
         await page.wait_for(f"window.sockets.all.received.length >= {len(lines)}")

@@ -47,7 +47,7 @@ def test_check_reports_every_bad_file_and_exits_2(
         '(expected e.g. "250ms", "5s")',
         "wsfanout check: error: missing.toml: no such file",
         'wsfanout check: error: "chatt" is not a preset (expected one of "chat", "dashboard", '
-        '"log-tail", "market-data", "notifications"; or a path to a .toml file)',
+        '"event-feed", "log-tail", "market-data", "notifications"; or a path to a .toml file)',
     ]
 
 

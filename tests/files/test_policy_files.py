@@ -14,13 +14,14 @@ from wsfanout.policies import (
     Disconnect,
     DropNewest,
     DropOldest,
+    Notify,
     SkipToLatest,
     Throttle,
 )
 
 KINDS = (
     '"drop-oldest", "drop-newest", "skip-to-latest", "conflate-by-key", "batch", "throttle", '
-    '"disconnect"'
+    '"disconnect", "notify"'
 )
 
 
@@ -93,6 +94,7 @@ def test_the_registry_covers_every_built_in_and_every_parameter_has_a_kind() -> 
         Batch,
         Throttle,
         Disconnect,
+        Notify,
     }
     for kind in STAGE_KINDS:
         parameters(kind)  # raises KeyError if a constructor parameter has no value kind
@@ -280,8 +282,8 @@ def test_a_policy_error_is_reraised_with_the_file_and_the_key(
 def test_an_unknown_preset_lists_the_presets() -> None:
     with pytest.raises(
         PolicyFileError,
-        match=r'^"chatt" is not a preset \(expected one of "chat", "dashboard", "log-tail", '
-        r'"market-data", "notifications"; or a path to a \.toml file\)$',
+        match=r'^"chatt" is not a preset \(expected one of "chat", "dashboard", "event-feed", '
+        r'"log-tail", "market-data", "notifications"; or a path to a \.toml file\)$',
     ):
         load_policy("chatt")
 

@@ -29,12 +29,21 @@ from wsfanout.policies import (
     Disconnect,
     DropNewest,
     DropOldest,
+    Notify,
     SkipToLatest,
     Throttle,
 )
 
 POLICIES_FOLDER = Path(__file__).resolve().parents[2] / "policies"
-REQUIRED = ("market-data", "chat", "dashboard", "log-tail", "notifications")
+REQUIRED = (
+    "market-data",
+    "chat",
+    "dashboard",
+    "event-feed",
+    "log-tail",
+    "notifications",
+    "event-feed",
+)
 
 
 def test_the_required_presets_exist_and_match_the_policies_folder() -> None:
@@ -62,6 +71,9 @@ def test_the_presets_are_the_policies_their_descriptions_promise() -> None:
         | DropOldest(max_messages=5000, max_bytes=1024 * 1024)
     )
     assert load_policy("notifications") == DropNewest(max_messages=256)
+    assert load_policy("event-feed") == (
+        DropOldest(max_messages=1000, max_bytes=1024 * 1024) | Notify() | Disconnect(max_lag=30.0)
+    )
 
 
 # -- a subscriber on a virtual clock ---------------------------------------------------

@@ -21,14 +21,18 @@ from wsfanout.policies import Disconnect, DropOldest
 from .wsnet import Client, Net, Route, served
 
 GUARD = 15.0
-BIG = "x" * 65536
-"""A message big enough that a client which stops reading shows within ~100 of them."""
+BIG = "x" * 16384
+"""A message big enough that a client which stops reading shows within ~100 of them, and
+smaller than the write limit, so that a client that reads keeps up one at a time."""
 
 
 async def not_reading(net: Net, name: str, policy: Policy, policy_name: str) -> Client:
-    """A client that stops reading at once, with default socket options, uncompressed."""
+    """A client that stops reading at once, uncompressed. Its 4 KiB receive buffer
+    stands in for a slow network: a websockets client with default options that does
+    not read keeps taking megabytes into its own kernel and library, which the hub's
+    low-water mark no longer hides (the server keeps default options)."""
     return await net.connect(
-        name, policy=policy, policy_name=policy_name, read=False, compression=None
+        name, policy=policy, policy_name=policy_name, stalled=True, compression=None
     )
 
 
@@ -39,8 +43,9 @@ async def behind(net: Net, client: Client, until_dropped: int = 1) -> int:
         assert published < 20_000, "the client never fell behind"
         net.hub.publish(BIG)
         published += 1
-        if published % 8 == 0:
-            await asyncio.sleep(0)  # let the other clients' reads run
+        # Let the other clients' reads run after each: with the hub's low-water mark the
+        # kernel no longer absorbs a burst for a client that reads.
+        await asyncio.sleep(0)
     return published
 
 
@@ -58,6 +63,10 @@ async def test_each_policy_name_has_its_own_counters_and_they_add_up_to_the_hub_
         assert chat[0].sub.policy_name == "chat"
         policies = net.hub.monitor.policies()
         assert list(policies) == ["chat", "custom", "default"]
+        hub_stats = net.hub.stats()
+        assert {(p.notsent_lowat, p.notsent_lowat_supported) for p in policies.values()} == {
+            (hub_stats.notsent_lowat, hub_stats.notsent_lowat_supported)
+        }
         assert [(p.subscribers, p.opened, p.sent, p.offered) for p in policies.values()] == [
             (2, 2, 20, 20),
             (1, 1, 10, 10),

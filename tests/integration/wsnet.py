@@ -1,15 +1,17 @@
 """A real websockets server running a hub, and real websockets clients, on 127.0.0.1.
 
 Every client connects on a path of its own, and the server serves that path as its
-:class:`Route` says: which policy and topics, a small ``SO_SNDBUF`` for a stalled
-client, or a custom handler body. A route's ``joined`` future resolves with the
-:class:`~wsfanout.Subscriber` once the hub has attached the connection, and ``served``
-with what ``hub.serve`` returned, so tests wait on events, never on sleeps.
+:class:`Route` says: which policy and topics, or a custom handler body. A route's
+``joined`` future resolves with the :class:`~wsfanout.Subscriber` once the hub has
+attached the connection, and ``served`` with what ``hub.serve`` returned, so tests wait
+on events, never on sleeps.
 
 A **stalled** client has a 4 KiB receive buffer, ``max_queue=1`` (websockets stops
-reading the socket after one unread message) and never calls ``recv()``; its server
-side gets a 4 KiB ``SO_SNDBUF``. Loopback would otherwise buffer megabytes in the
-kernel and hide the stall. Calling :meth:`Client.read` later resumes it.
+reading the socket after one unread message) and never calls ``recv()``: a client that
+takes almost nothing, so a stall shows after a few messages rather than after the
+hundreds of KiB a default client and its websockets buffers would take first. The
+server side keeps its default socket options: the hub's ``TCP_NOTSENT_LOWAT`` is what
+keeps its kernel from hiding the stall. Calling :meth:`Client.read` later resumes it.
 """
 
 from __future__ import annotations
@@ -35,7 +37,6 @@ from wsfanout._shell.relay import run_relay
 __all__ = [
     "STALLED_RCVBUF",
     "served",
-    "STALLED_SNDBUF",
     "Body",
     "Client",
     "LoopGuard",
@@ -47,7 +48,6 @@ __all__ = [
 ]
 
 STALLED_RCVBUF = 4096
-STALLED_SNDBUF = 4096
 
 Body = Callable[[Hub, "Route", ServerConnection], Awaitable[SubscriberStats]]
 """A custom handler body; it must resolve ``route.joined`` once subscribed."""
@@ -125,7 +125,6 @@ class Route:
         *,
         policy: Policy | None,
         topics: Iterable[str] | None,
-        sndbuf: int | None,
         body: Body | None,
         on_message: OnMessage | None = None,
         policy_name: str | None = None,
@@ -135,7 +134,6 @@ class Route:
         self.policy = policy
         self.policy_name = policy_name
         self.topics = None if topics is None else frozenset(topics)
-        self.sndbuf = sndbuf
         self.body = body
         self.on_message = on_message
         self.joined: asyncio.Future[Subscriber] = loop.create_future()
@@ -304,9 +302,6 @@ class Net:
         assert ws.request is not None
         route = self.routes[ws.request.path]
         route.websocket = ws
-        if route.sndbuf is not None:
-            sock = ws.transport.get_extra_info("socket")
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, route.sndbuf)
         try:
             if route.body is not None:
                 stats = await route.body(self.hub, route, ws)
@@ -363,7 +358,6 @@ class Net:
             path,
             policy=policy,
             topics=topics,
-            sndbuf=STALLED_SNDBUF if stalled else None,
             body=body,
             on_message=on_message,
             policy_name=policy_name,

@@ -9,7 +9,7 @@ from hypothesis import Phase, given, settings
 from sim import broken
 from wsfanout import Policy
 from wsfanout.lowlevel import Outbox
-from wsfanout.policies import DropOldest, SkipToLatest
+from wsfanout.policies import DropOldest, Notify, SkipToLatest
 from wsfanout.testing import GuaranteeViolation, Schedule, check_guarantees, schedules
 
 # Searching, not shrinking: the first failure is enough to show the checker can fail.
@@ -25,16 +25,32 @@ BROKEN_POLICIES: list[tuple[Policy, str]] = [
     (broken.HalfThrottle(rate=10.0), "MaxSendRate(rate=10.0)"),
     (broken.DropsButClaimsLossless(), "Lossless()"),
     (broken.NeverSends(), "Drains()"),
+    (broken.HoldsAnHour(), "Drains()"),
     (broken.OverfullBatch(max_messages=4), "BatchIntegrity(max_messages=2)"),
     (broken.ForgetfulDisconnect(max_lag=1.0), "DisconnectsWithin(max_lag=1.0)"),
+    (broken.ClaimsNotices(max_messages=4), "GapsAnnounced()"),
 ]
 
 BROKEN_CORES: list[tuple[Callable[..., Outbox], str]] = [
     (broken.ReorderingOutbox, "OrderedSubsequence()"),
     (broken.DuplicatingOutbox, "NoDuplicates()"),
     (broken.HighBlindOutbox, "WithinWriteLimit()"),
+    (broken.GreedyOutbox, "HeldWithin(max_messages=32, max_bytes=1048576)"),
     (broken.MiscountingOutbox, "CountsAddUp()"),
 ]
+
+NOTIFYING = DropOldest(max_messages=4) | Notify()
+
+BROKEN_CORES_UNDER: list[tuple[Callable[..., Outbox], Policy, str]] = [
+    (broken.SilentOutbox, NOTIFYING, "GapsAnnounced()"),
+    (broken.LateNoticeOutbox, NOTIFYING, "GapsAnnounced()"),
+    (broken.DoubleNoticeOutbox, NOTIFYING, "GapsAnnounced()"),
+    (broken.OffByOneNoticeOutbox, NOTIFYING, "GapsAnnounced()"),
+    (broken.GarbledNoticeOutbox, NOTIFYING, "GapsAnnounced()"),
+    (broken.CarelessOutbox, DropOldest(max_messages=4), "LosslessDelivered()"),
+    (broken.BatchesLosslessOutbox, DropOldest(max_messages=16), "LosslessDelivered()"),
+]
+"""Cores broken in what only some policies exercise, each with such a policy."""
 
 
 def _found(run: Callable[[], None]) -> GuaranteeViolation:
@@ -62,6 +78,23 @@ def test_a_broken_core_is_found(core: Callable[..., Outbox], guarantee: str) -> 
     @given(schedules())
     def test_the_core_keeps_its_promises(schedule: Schedule) -> None:
         check_guarantees(DropOldest(max_messages=32), schedule, outbox_factory=core)
+
+    error = _found(test_the_core_keeps_its_promises)
+    assert guarantee in [repr(violation.guarantee) for violation in error.violations]
+
+
+@pytest.mark.parametrize(
+    ("core", "policy", "guarantee"),
+    BROKEN_CORES_UNDER,
+    ids=lambda c: getattr(c, "__name__", repr(c)),
+)
+def test_a_core_broken_under_some_policy_is_found(
+    core: Callable[..., Outbox], policy: Policy, guarantee: str
+) -> None:
+    @SEARCH
+    @given(schedules())
+    def test_the_core_keeps_its_promises(schedule: Schedule) -> None:
+        check_guarantees(policy, schedule, outbox_factory=core)
 
     error = _found(test_the_core_keeps_its_promises)
     assert guarantee in [repr(violation.guarantee) for violation in error.violations]

@@ -1,5 +1,6 @@
 """The whole hub logic as a state machine: subscribers with different policies join,
-leave, stall, resume and vanish while messages are published and time passes.
+leave, stall, resume, vanish and have their policy replaced while messages (some of
+them lossless) are published and time passes.
 
 After every step: queues within their bounds, deliveries in order without duplicates,
 statistics that account for every message, clients that keep up receiving everything
@@ -53,6 +54,18 @@ class HubMachine(RuleBasedStateMachine):
         payload: str | bytes = b"x" * size if binary else "x" * size
         self.sim.publish_many((payload, topic, key) for _ in range(n))
 
+    @rule(
+        n=st.integers(min_value=1, max_value=5),
+        size=st.integers(min_value=0, max_value=300),
+        topic=st.sampled_from((None, *TOPICS)),
+    )
+    def publish_lossless(self, n: int, size: int, topic: str | None) -> None:
+        self.sim.publish_many((("L" * size, topic, None) for _ in range(n)), lossless=True)
+
+    @rule(client=clients, policy=policies(max_messages=32, max_bytes=2048))
+    def change_policy(self, client: int, policy: Policy) -> None:
+        self.sim.set_policy(client, policy)
+
     @rule(client=clients, size=st.integers(min_value=0, max_value=100))
     def send(self, client: int, size: int) -> None:
         if self.sim.outbox(client).closing is None:
@@ -90,11 +103,11 @@ class HubMachine(RuleBasedStateMachine):
     def queues_stay_within_their_bounds(self) -> None:
         for trace in self.sim.trace.clients:
             outbox = self.sim.outbox(trace.index)
-            rules = resolve_rules(trace.policy)
+            rules = resolve_rules(outbox.policy)  # the current one: reshaped at once
             assert rules.max_messages is not None
             assert rules.max_bytes is not None
-            assert len(outbox.queue) <= rules.max_messages, trace.policy
-            assert outbox.queue.bytes <= rules.max_bytes, trace.policy
+            assert len(outbox.queue) <= rules.max_messages, outbox.policy
+            assert outbox.queue.bytes <= rules.max_bytes, outbox.policy
 
     @invariant()
     def every_message_is_accounted_for(self) -> None:

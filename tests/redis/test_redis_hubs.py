@@ -31,6 +31,7 @@ from wsfanout.policies import (
     DropNewest,
     DropOldest,
     SkipToLatest,
+    Throttle,
 )
 
 GUARD = 30.0
@@ -323,3 +324,29 @@ async def test_a_closed_backplane_cannot_start_again() -> None:
     await backplane.aclose()
     with pytest.raises(HubClosedError, match=r"^start\(\) on a closed RedisBackplane$"):
         await backplane.start()
+
+
+async def test_a_lossless_message_stays_lossless_on_the_other_hubs() -> None:
+    async with (
+        running_redis() as redis,
+        hub_on(redis.url, "A") as a,
+        hub_on(redis.url, "B") as b,
+        serving(b) as uri,
+    ):
+        for hub in (a, b):
+            await backplane_of(hub).wait_for(connected, timeout=GUARD)
+        # On B the subscriber's greeting starts the throttle: what follows waits behind it
+        # in a queue of two that drops the oldest, so only the lossless one survives.
+        b.policy = Throttle(rate=4.0) | DropOldest(max_messages=2)
+        client = await Collector.connect(uri)
+        a.publish("must arrive", lossless=True)
+        for n in range(5):
+            a.publish(f"lossy {n}")
+        a.publish("last")
+        await client.wait_count(2)
+        stats = b.stats()
+        await a.aclose()
+        await b.aclose()
+        await client.close()
+    assert client.messages == ["must arrive", "last"]
+    assert stats.dropped_oldest == 5

@@ -45,7 +45,21 @@ def test_a_numbered_message_decodes_to_what_was_published(
     raw = published(epoch, offset, opcode, key, payload)
     assert decode(raw) == Numbered(epoch, offset, opcode, key, payload)
     head = encode_head(opcode, key)
-    assert decode_head(head + payload) == (opcode, key, len(head))
+    assert decode_head(head + payload) == (opcode, key, False, len(head))
+
+
+@given(
+    opcode=st.sampled_from([OP_TEXT, OP_BINARY]),
+    key=st.none() | st.text(max_size=20),
+    lossless=st.booleans(),
+)
+def test_a_message_is_lossless_on_the_wire_as_it_was_published(
+    opcode: int, key: str | None, lossless: bool
+) -> None:
+    head = encode_head(opcode, key, lossless)
+    raw = STREAM + b"e1 7 " + head + b"payload"
+    assert decode(raw) == Numbered("e1", 7, opcode, key, b"payload", lossless)
+    assert decode_head(head) == (opcode, key, lossless, len(head))
 
 
 def test_a_payload_from_another_redis_client_is_delivered_as_it_is() -> None:

@@ -4,26 +4,31 @@ must catch it (a checker that cannot fail is worse than none)."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import attrs
 
 from wsfanout import Decision, History, Policy, Snapshot
 from wsfanout.lowlevel import (
     Action,
+    Batched,
     Held,
     MemoryHistory,
     Message,
     MessageQueue,
+    Notice,
     Outbox,
     Overflow,
+    Push,
     Rules,
     Write,
 )
-from wsfanout.policies import Batch, ConflateByKey, Disconnect, Throttle
+from wsfanout.policies import Batch, ConflateByKey, Disconnect, DropOldest, Throttle, notice_json
 from wsfanout.testing import (
     BatchIntegrity,
     Bounded,
     DisconnectsWithin,
+    GapsAnnounced,
     Guarantee,
     Lossless,
     MaxSendRate,
@@ -110,6 +115,15 @@ class NeverSends(Policy):
 
 
 @attrs.frozen(repr=False)
+class HoldsAnHour(Policy):
+    """Asks to send an hour from now each time it is asked: the relay wakes every hour
+    and writes nothing. Settling gives up after one horizon instead of running on."""
+
+    def decide(self, snapshot: Snapshot) -> Decision:
+        return Decision(send_at=snapshot.now + 3600.0 if snapshot.queued_messages else -math.inf)
+
+
+@attrs.frozen(repr=False)
 class OverfullBatch(Batch):
     """Promises batches of 2 while its rule packs up to ``max_messages``."""
 
@@ -152,8 +166,8 @@ class ReorderingQueue(MessageQueue):
 class ReorderingOutbox(Outbox):
     """An outbox on a queue that reorders."""
 
-    def __init__(self, policy: Policy, *, high: int, low: int) -> None:
-        super().__init__(policy, high=high, low=low)
+    def __init__(self, policy: Policy, *, high: int, low: int, **probe: Any) -> None:
+        super().__init__(policy, high=high, low=low, **probe)
         self.queue = ReorderingQueue(self.rules)
 
 
@@ -164,6 +178,20 @@ class DuplicatingOutbox(Outbox):
         action = super().next_action(now, write_buffer)
         if isinstance(action, Write):
             return Write(action.frames[:1] + action.frames)
+        return action
+
+
+class GreedyOutbox(Outbox):
+    """A relay that starts writing only at or under the high-water mark, as it should,
+    then writes everything queued in that one go: the write buffer takes the queue."""
+
+    def next_action(self, now: float, write_buffer: int) -> Action:
+        action = super().next_action(now, write_buffer)
+        if isinstance(action, Write) and self.queue and not self.control:
+            rest = []
+            while self.queue:
+                rest.append(self._take_frame())
+            return Write(action.frames + tuple(rest))
         return action
 
 
@@ -224,3 +252,114 @@ class SilentHistory(MemoryHistory):
 
     def read(self, topic: str | None, after: int, last: int, now: float) -> Held:
         return Held(super().read(topic, after, last, now).messages, ())
+
+
+# -- broken gap notices and lossless lanes -------------------------------------------------
+
+
+@attrs.frozen(repr=False)
+class ClaimsNotices(DropOldest):
+    """Promises gap notices but has no ``Notify`` stage: its losses go unannounced."""
+
+    def guarantees(self) -> tuple[Guarantee, ...]:
+        return (*super().guarantees(), GapsAnnounced())
+
+
+class SilentOutbox(Outbox):
+    """A queue that keeps no ledger: a ``Notify`` policy whose losses are never announced."""
+
+    def __init__(self, policy: Policy, *, high: int, low: int, **probe: Any) -> None:
+        super().__init__(policy, high=high, low=low, **probe)
+        self.queue.ledger = None
+
+
+class LateNoticeOutbox(Outbox):
+    """Announces losses only once the queue is empty: messages published after a loss
+    are written before its notice."""
+
+    def _announce(self, now: float) -> None:
+        if not self.queue:
+            super()._announce(now)
+
+
+class DoubleNoticeOutbox(Outbox):
+    """Writes every notice twice."""
+
+    def next_action(self, now: float, write_buffer: int) -> Action:
+        action = super().next_action(now, write_buffer)
+        if isinstance(action, Write) and any(isinstance(f, Notice) for f in action.frames):
+            return Write(action.frames + action.frames)
+        return action
+
+
+class _RewritingOutbox(Outbox):
+    """Replaces each notice it announces with what :meth:`rewrite` makes of it."""
+
+    def _announce(self, now: float) -> None:
+        before = len(self.control)
+        super()._announce(now)
+        for index in range(before, len(self.control)):
+            frame = self.control[index]
+            assert isinstance(frame, Notice)
+            self.control[index] = self.rewrite(frame, now)
+
+    def rewrite(self, frame: Notice, now: float) -> Notice:
+        raise NotImplementedError
+
+
+class OffByOneNoticeOutbox(_RewritingOutbox):
+    """Announces every lost range one offset too far."""
+
+    def rewrite(self, frame: Notice, now: float) -> Notice:
+        ranges = [(a + 1, b + 1) for a, b in frame.notice.ranges]
+        shifted = attrs.evolve(frame.notice, ranges=ranges)
+        return Notice(shifted, notice_json(shifted), time=now)
+
+
+class GarbledNoticeOutbox(_RewritingOutbox):
+    """Writes notices whose payload is not what the stage's format makes of them."""
+
+    def rewrite(self, frame: Notice, now: float) -> Notice:
+        return Notice(frame.notice, '{"type":"gap"}', time=now)
+
+
+class CarelessQueue(MessageQueue):
+    """Makes room by evicting the oldest message, lossless or not."""
+
+    def _make_room(self, message: Message, size: int) -> Push:
+        entries = self._entries
+        while entries and (len(entries) >= self.max_messages or self.bytes + size > self.max_bytes):
+            self._lose(next(iter(entries)), "dropped_oldest")
+            self.dropped_oldest += 1
+        return Push.ACCEPTED
+
+
+class CarelessOutbox(Outbox):
+    """An outbox on a queue that evicts lossless messages."""
+
+    def __init__(self, policy: Policy, *, high: int, low: int, **probe: Any) -> None:
+        super().__init__(policy, high=high, low=low, **probe)
+        self.queue = CarelessQueue(self.rules)
+
+
+class BatchesLosslessOutbox(Outbox):
+    """Packs all the messages of a relay write into one frame, lossless ones included."""
+
+    def next_action(self, now: float, write_buffer: int) -> Action:
+        action = super().next_action(now, write_buffer)
+        if not isinstance(action, Write) or len(action.frames) < 2:
+            return action
+        parts = tuple(
+            part
+            for frame in action.frames
+            for part in (frame.parts if isinstance(frame, Batched) else (frame,))
+        )
+        if any(part.control or part.opcode != parts[0].opcode for part in parts):
+            return action
+        # Counted as it is written, so that only the batching itself is wrong.
+        self.frames -= len(action.frames) - 1
+        self.batched += len(parts) - sum(
+            len(frame.parts) for frame in action.frames if isinstance(frame, Batched)
+        )
+        payload = b"\n".join(part.payload for part in parts)
+        return Write((Batched(parts[0].opcode, payload, parts=parts),))

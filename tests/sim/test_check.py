@@ -15,7 +15,9 @@ from wsfanout.testing import (
     CountsAddUp,
     Drains,
     GuaranteeViolation,
+    HeldWithin,
     Lossless,
+    LosslessDelivered,
     MaxDrops,
     NewestDelivered,
     NoDuplicates,
@@ -134,6 +136,35 @@ def test_a_relay_writing_over_the_high_water_mark_is_caught() -> None:
     assert "wrote with 30 bytes buffered, over high=16" in report
 
 
+def test_a_relay_that_moves_the_whole_queue_into_the_write_buffer_is_caught() -> None:
+    # It starts writing only at or under high=16, so WithinWriteLimit() holds; but then
+    # the buffer holds the queue while the queue fills again behind it.
+    steps: list[Step] = [Publish(n=5), Publish(n=5)]
+    report = violations(DropOldest(max_messages=4), steps, outbox_factory=broken.GreedyOutbox)
+    assert report == (
+        "DropOldest(max_messages=4) broke 1 guarantee:\n"
+        "- HeldWithin(max_messages=4, max_bytes=1048576) broke at step 1 (Publish(n=5)), "
+        "t=0.0, client 0: the server held 66 bytes (queue 16, write buffer 50, kernel 0), "
+        "more than 58: the queue's 32 + high=16 + a 10-byte frame + notsent_lowat=0"
+    )
+
+
+def test_what_the_kernel_holds_counts_against_the_bound() -> None:
+    kernel = Client(high=16, low=0, rate=0.0, notsent_lowat=100)
+    schedule = Schedule([Publish(n=30)], [kernel])
+    trace = check_guarantees(DropOldest(max_messages=4), schedule)
+    last = [sample for sample in trace.clients[0].samples if sample.step == 0][-1]
+    # 100 bytes in the kernel, the write buffer over high by one frame after the relay's
+    # write, and what is left of the 4 the queue kept.
+    assert (last.kernel_unsent, last.write_buffer, last.queued_messages) == (100, 20, 3)
+    twice = Schedule([Publish(n=30), Publish(n=30)], [kernel])
+    with pytest.raises(GuaranteeViolation) as info:
+        check_guarantees(DropOldest(max_messages=4), twice, outbox_factory=broken.GreedyOutbox)
+    assert "more than 158: the queue's 32 + high=16 + a 10-byte frame + notsent_lowat=100" in (
+        str(info.value)
+    )
+
+
 def test_statistics_that_do_not_add_up_are_caught() -> None:
     report = violations(DropOldest(), [Publish(n=3)], outbox_factory=broken.MiscountingOutbox)
     assert "CountsAddUp() broke at step 0 (Publish(n=3))" in report
@@ -204,9 +235,11 @@ def test_every_policy_gets_the_baseline_whatever_it_declares() -> None:
         NoDuplicates(),
         Bounded(max_messages=1024, max_bytes=1048576),
         WithinWriteLimit(),
+        HeldWithin(max_messages=1024, max_bytes=1048576),
         Drains(),
         CountsAddUp(),
         wsfanout.testing.Resumes(),
+        LosslessDelivered(),
     )
     assert guarantees_of(Throttle(rate=2.0))[-2:] == (
         wsfanout.testing.MaxSendRate(2.0),

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from wsfanout import Close
+from wsfanout import Close, Decision, Snapshot
 from wsfanout.lowlevel import Batched, Outbox, Write, make_message
 from wsfanout.policies import (
     Batch,
@@ -18,6 +18,7 @@ from wsfanout.testing import (
     Advance,
     Client,
     Drain,
+    GuaranteeViolation,
     Publish,
     Read,
     Schedule,
@@ -29,7 +30,7 @@ from wsfanout.testing import (
     simulate,
 )
 
-from .broken import AsksAgainNow
+from .broken import AsksAgainNow, HoldsAnHour
 
 SMALL = Client(high=64, low=16)
 """A transport whose write buffer fills after a few small messages."""
@@ -60,6 +61,39 @@ def test_a_stalled_client_queues_once_the_buffer_is_past_low_and_gets_a_relay() 
     assert sim.transport(client).buffered == 70
     assert len(sim.outbox(client).queue) == 3
     assert all(write.buffered <= 64 for write in trace.writes)
+
+
+def test_a_kernel_below_the_buffer_takes_its_low_water_mark_first() -> None:
+    sim = Simulator()
+    client = sim.join(DropOldest(max_messages=100), Client(high=64, low=16, notsent_lowat=50))
+    sim.stall(client)
+    for _ in range(20):
+        sim.publish("12345678")  # a 10-byte frame
+    transport = sim.transport(client)
+    # The kernel took 50 bytes; the buffer filled over high as without it.
+    assert (transport.kernel_unsent, transport.buffered) == (50, 70)
+    assert len([write for write in sim.trace.clients[client].writes if write.fast]) == 7
+    sample = sim.trace.clients[client].samples[-1]
+    assert (sample.kernel_unsent, sample.write_buffer) == (50, 70)
+
+
+def test_a_policy_behind_sees_what_the_simulated_kernel_holds() -> None:
+    seen: list[int | None] = []
+
+    def records(snapshot: Snapshot) -> Decision:
+        seen.append(snapshot.kernel_unsent)
+        return Decision()
+
+    sim = Simulator()
+    client = sim.join(records, Client(high=64, low=16, notsent_lowat=30))
+    sim.stall(client)
+    for _ in range(6):
+        sim.publish("12345678")
+    # Five on the fast path (the kernel takes three, the buffer two): not read there.
+    assert seen[:5] == [None] * 5
+    # The sixth is queued behind a full kernel and a buffer over low, then the relay asks.
+    assert set(seen[5:]) == {30}
+    assert sim.transport(client).kernel_unsent == 30
 
 
 def test_the_relay_resumes_when_the_buffer_drains_to_low_and_ends_when_the_queue_is_empty() -> None:
@@ -254,3 +288,29 @@ def test_advancing_by_a_negative_time_is_an_error() -> None:
         sim.advance(-1.0)
     assert sim.now == 0.0
     assert math.isfinite(sim.now)
+
+
+def test_settling_gives_up_after_its_horizon_with_nothing_written() -> None:
+    # A relay that asks to send an hour from now each time it is asked never writes:
+    # settling stops one horizon after the last write instead of running on for ever.
+    schedule = Schedule(steps=[Stall(), Publish(n=3, size=8)], clients=[SMALL])
+    trace = simulate(HoldsAnHour(), schedule, settle_horizon=100.0)
+    assert trace.error is None
+    assert trace.gave_up == "nothing was written for 100.0s (the settling horizon)"
+    assert trace.clients[0].samples[-1].queued_messages > 0
+    with pytest.raises(GuaranteeViolation, match=r"the settling horizon"):
+        check_guarantees(HoldsAnHour(), schedule)
+
+
+def test_a_policy_that_writes_within_the_horizon_settles_completely() -> None:
+    # Throttle writes once per 50 s: every write renews the horizon, so all of it drains.
+    schedule = Schedule(steps=[Stall(), Publish(n=4, size=8)], clients=[SMALL])
+    trace = simulate(Throttle(rate=0.02), schedule, settle_horizon=60.0)
+    assert trace.gave_up is None
+    assert trace.clients[0].samples[-1].queued_messages == 0
+    assert trace.clients[0].received == [0, 1, 2, 3]
+
+
+def test_a_settling_horizon_that_is_not_a_positive_number_is_an_error() -> None:
+    with pytest.raises(ValueError, match=r"^horizon=0\.0 must be a finite number"):
+        Simulator().settle(0.0)

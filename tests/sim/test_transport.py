@@ -89,3 +89,46 @@ def test_watermarks_and_rate_are_validated() -> None:
         FakeTransport(high=1, low=2)
     with pytest.raises(ValueError, match=r"^rate=-1 must be a number of bytes per second >= 0$"):
         FakeTransport(high=1, low=0, rate=-1)
+
+
+def test_the_kernel_takes_up_to_its_low_water_mark_before_the_buffer_grows() -> None:
+    transport: FakeTransport[str] = FakeTransport(high=10, low=4, rate=0, notsent_lowat=8)
+    transport.write("a", 6)
+    assert (transport.kernel_unsent, transport.buffered, transport.unread) == (6, 0, 6)
+    transport.write("b", 6)
+    assert (transport.kernel_unsent, transport.buffered) == (8, 4)
+    assert not transport.paused
+    transport.write("c", 7)
+    assert (transport.kernel_unsent, transport.buffered) == (8, 11)
+    assert transport.paused
+    # Reading empties the kernel, which refills from the buffer at once.
+    assert transport.drain(6) == ["a"]
+    assert (transport.kernel_unsent, transport.buffered) == (8, 5)
+    assert transport.paused  # 5 bytes in the buffer, over low=4
+    assert transport.drain(1) == []
+    assert not transport.paused
+    assert transport.drain(100) == ["b", "c"]
+    assert (transport.kernel_unsent, transport.buffered, transport.unread) == (0, 0, 0)
+
+
+def test_the_buffer_drains_to_low_after_the_kernel_is_read_too() -> None:
+    transport: FakeTransport[str] = FakeTransport(high=10, low=2, rate=4.0, notsent_lowat=8)
+    transport.write("a", 28)
+    assert transport.buffered == 20
+    wait = transport.seconds_until(transport.low)
+    assert wait == pytest.approx(4.5)  # 18 bytes to read, as without a kernel
+    transport.read_for(start=0.0, seconds=wait)
+    assert (transport.buffered, transport.kernel_unsent) == (2, 8)
+
+
+def test_an_abort_loses_what_the_kernel_held_too() -> None:
+    transport: FakeTransport[str] = FakeTransport(high=10, low=2, rate=0, notsent_lowat=8)
+    transport.write("a", 5)
+    assert transport.abort() == ["a"]
+    assert (transport.kernel_unsent, transport.buffered, transport.unread) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("value", [-1, 1.5, True])
+def test_a_kernel_low_water_mark_must_be_a_whole_number_of_bytes(value: object) -> None:
+    with pytest.raises(ValueError, match=rf"^notsent_lowat={value!r} must be an int >= 0$"):
+        FakeTransport(high=10, low=2, notsent_lowat=value)  # type: ignore[arg-type]

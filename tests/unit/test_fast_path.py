@@ -42,6 +42,7 @@ from wsfanout.policies import (
     Disconnect,
     DropNewest,
     DropOldest,
+    Notify,
     SkipToLatest,
     Throttle,
 )
@@ -102,6 +103,8 @@ POLICIES = [
     Throttle(rate=10.0),
     Batch(max_messages=4, max_delay=0.01),
     Disconnect(max_messages=1),
+    DropOldest(max_messages=2) | Notify(),
+    SkipToLatest() | Throttle(rate=10.0) | Notify(format="json-binary"),
 ]
 
 peers = st.builds(
@@ -115,7 +118,8 @@ peers = st.builds(
     direct=st.booleans(),
 )
 bursts = st.lists(
-    st.tuples(st.integers(0, 6000), st.booleans()),  # payload size, text or binary
+    # payload size, text or binary, lossless
+    st.tuples(st.integers(0, 6000), st.booleans(), st.booleans()),
     min_size=1,
     max_size=6,
 )
@@ -196,7 +200,7 @@ def recorded_writes(links: list[Link]) -> Iterator[dict[Link, list[bytes]]]:
 
 
 async def run(
-    peers: list[Peer], burst: list[tuple[int, bool]], inlined: bool
+    peers: list[Peer], burst: list[tuple[int, bool, bool]], inlined: bool
 ) -> list[tuple[object, ...]]:
     loop = asyncio.get_running_loop()
     fanout = Fanout(cork=True)
@@ -213,9 +217,11 @@ async def run(
         ends.append(theirs)
     now = loop.time()
     with recorded_writes(links) as writes:
-        for n, (size, text) in enumerate(burst):
+        for n, (size, text, lossless) in enumerate(burst):
             data: str | bytes = "x" * size if text else b"x" * size
-            message = make_message(data, seq=n, time=now)
+            message = make_message(
+                data, seq=n, time=now, droppable=not lossless, offset=n + 1, epoch="e"
+            )
             if inlined:
                 fanout.deliver(message, now)
             else:
@@ -248,7 +254,7 @@ async def run(
 @settings(max_examples=200, deadline=None)
 @given(peers=st.lists(peers, min_size=1, max_size=5), burst=bursts)
 def test_the_inlined_fast_path_writes_and_counts_as_the_readable_one(
-    peers: list[Peer], burst: list[tuple[int, bool]]
+    peers: list[Peer], burst: list[tuple[int, bool, bool]]
 ) -> None:
     async def both() -> None:
         assert await run(peers, burst, inlined=True) == await run(peers, burst, inlined=False)
@@ -263,7 +269,7 @@ def test_the_comparison_sees_a_fast_path_that_ignores_a_closing_transport() -> N
         return self.transport.get_write_buffer_size() + self.held_bytes
 
     peer = Peer(0, True, True, False, False, DEFAULT_POLICY)
-    burst = [(10, True)]
+    burst = [(10, True, False)]
 
     async def compare() -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
         inlined = await run([peer], burst, inlined=True)
@@ -290,7 +296,7 @@ def test_the_comparison_sees_a_direct_write_that_jumps_what_the_transport_holds(
         sockets.send_now(self.transport, self.fd, data)
 
     peer = Peer(LOW - 100, True, False, False, False, DEFAULT_POLICY, direct=True)
-    burst = [(10, True)]
+    burst = [(10, True, False)]
 
     async def compare() -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
         inlined = await run([peer], burst, inlined=True)

@@ -224,7 +224,8 @@ def test_frames_are_corked_into_one_write_until_the_buffer_passes_high() -> None
     for n in range(10):
         shell.publish(bytes([n]) * 20)
     action = shell.step()
-    # 26 + 20 + 20 + 20 = 86 <= 100, the fourth frame takes it past: four frames.
+    # Each 20-byte message is a 22-byte frame: 26 + 3 * 22 = 92 <= 100, the fourth
+    # frame takes it past: four frames.
     assert isinstance(action, Write)
     assert [frame.seq for frame in action.frames] == [1, 2, 3, 4]
     assert shell.transport.buffered > HIGH
@@ -233,9 +234,28 @@ def test_frames_are_corked_into_one_write_until_the_buffer_passes_high() -> None
     shell.transport.drain()
     action = shell.step()
     assert isinstance(action, Write)
-    assert [frame.seq for frame in action.frames] == [5, 6, 7, 8, 9, 10]
+    # From empty: 4 * 22 = 88 <= 100, the fifth takes it past; the last goes alone.
+    assert [frame.seq for frame in action.frames] == [5, 6, 7, 8, 9]
+    shell.transport.drain()
+    action = shell.step()
+    assert isinstance(action, Write)
+    assert [frame.seq for frame in action.frames] == [10]
     assert shell.step() is IDLE
     assert shell.transport.payloads == [bytes([n]) * 20 for n in range(10)]
+
+
+def test_a_write_of_many_empty_frames_stops_at_high_too() -> None:
+    # Frames are counted with their headers: 2 bytes each for an empty payload, so a
+    # write stops after 51 of them, not after the whole queue.
+    shell = Shell(DropOldest())
+    shell.stall()
+    for _ in range(200):
+        shell.publish(b"")
+    shell.transport.drain()
+    action = shell.step()
+    assert isinstance(action, Write)
+    assert len(action.frames) == 51
+    assert shell.transport.buffered == 102
 
 
 def test_nothing_is_written_while_the_buffer_is_over_high() -> None:
@@ -706,6 +726,81 @@ def test_the_snapshot_shows_what_the_policy_sees() -> None:
         sent=1,
         dropped=0,
     )
+
+
+@attrs.frozen
+class Records(Policy):
+    """Holds nothing, decides nothing; remembers the kernel's unsent bytes it was shown."""
+
+    seen: list[int | None] = attrs.field(factory=list, eq=False)
+
+    def decide(self, snapshot: Snapshot) -> Decision:
+        self.seen.append(snapshot.kernel_unsent)
+        return NEUTRAL
+
+
+class Probe:
+    """The shell's kernel probe: counts its calls, answers what the test sets."""
+
+    def __init__(self, answer: int | None = 4096) -> None:
+        self.answer = answer
+        self.calls = 0
+
+    def __call__(self) -> int | None:
+        self.calls += 1
+        return self.answer
+
+
+def test_the_kernel_is_read_for_a_policy_asked_about_a_subscriber_behind() -> None:
+    probe = Probe()
+    policy = Records()
+    outbox = Outbox(policy, high=HIGH, low=LOW, kernel_unsent=probe)
+    message = make_message(b"x" * 10, seq=1, time=0.0)
+    assert outbox.offer(message, 0.0, HIGH + 1) is Offer.KICK  # queued: the policy is asked
+    assert policy.seen == [4096]
+    assert probe.calls == 1
+    assert outbox.snapshot(0.0, HIGH + 1).kernel_unsent == 4096
+    assert probe.calls == 2
+
+
+def test_the_kernel_is_read_once_per_relay_turn_whatever_it_writes() -> None:
+    probe = Probe()
+    policy = Records()
+    outbox = Outbox(policy, high=HIGH, low=LOW, kernel_unsent=probe)
+    for seq in range(5):
+        outbox.offer(make_message(b"x", seq=seq, time=0.0), 0.0, HIGH + 1)
+    calls = probe.calls
+    action = outbox.next_action(0.0, 0)
+    assert isinstance(action, Write)
+    assert len(action.frames) == 5
+    assert probe.calls == calls + 1  # asked before each of the 5 frames, read once
+    assert policy.seen[-5:] == [4096] * 5
+
+
+def test_the_kernel_is_never_read_on_the_fast_path() -> None:
+    probe = Probe()
+    policy = Records()
+    outbox = Outbox(policy, high=HIGH, low=LOW, kernel_unsent=probe)
+    for seq in range(3):  # a non-eager policy is asked on the fast path, without it
+        assert outbox.offer(make_message(b"x", seq=seq, time=0.0), 0.0, 0) is Offer.WRITE
+    assert policy.seen == [None, None, None]
+    eager = Outbox(DropOldest(), high=HIGH, low=LOW, kernel_unsent=probe)
+    for seq in range(3):
+        assert eager.offer(make_message(b"x", seq=seq, time=0.0), 0.0, 0) is Offer.WRITE
+    assert eager.offer(make_message(b"x", seq=3, time=0.0), 0.0, HIGH + 1) is Offer.KICK
+    action = eager.next_action(0.0, 0)  # a policy that never decides is never asked
+    assert isinstance(action, Write)
+    assert [frame.seq for frame in action.frames] == [3]
+    assert probe.calls == 0
+
+
+def test_a_platform_that_cannot_tell_shows_none() -> None:
+    policy = Records()
+    outbox = Outbox(policy, high=HIGH, low=LOW, kernel_unsent=Probe(None))
+    outbox.offer(make_message(b"x", seq=1, time=0.0), 0.0, HIGH + 1)
+    unprobed = Outbox(Records(), high=HIGH, low=LOW)
+    assert policy.seen == [None]
+    assert unprobed.snapshot(0.0, 0).kernel_unsent is None
 
 
 def test_an_undroppable_message_survives_a_full_queue_of_droppable_ones() -> None:

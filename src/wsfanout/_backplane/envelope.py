@@ -8,7 +8,8 @@ both in the topic's stream, under the offset Redis assigns, and publishes, on th
 topic's channel::
 
     magic "\\x00WF\\x01S" | epoch | " " | offset (decimal) | " " | head | payload
-    head: opcode (1 byte) | key length (4 bytes big-endian, 0xFFFFFFFF: no key) | key
+    head: opcode (1 byte; bit 0x80 set: lossless) | key length (4 bytes big-endian,
+          0xFFFFFFFF: no key) | key
 
 so every hub learns the message with its place in the stream. A payload without the
 magic marker came from some other Redis client (``redis-cli PUBLISH``): it is
@@ -24,6 +25,7 @@ import attrs
 from .._core.frames import OP_BINARY, OP_TEXT
 
 __all__ = [
+    "LOSSLESS",
     "MAGIC",
     "STREAM",
     "Foreign",
@@ -37,30 +39,42 @@ __all__ = [
 MAGIC = b"\x00WF\x01"
 STREAM = MAGIC + b"S"
 """The start of every message a hub's publish script puts on pub/sub."""
+LOSSLESS = 0x80
+"""Set in a head's opcode byte: the message is lossless on every hub."""
 NO_KEY = 0xFFFFFFFF
 
 _HEAD = struct.Struct("!BI")  # opcode, key length
 _OPCODES = frozenset({OP_TEXT, OP_BINARY})
-_NO_KEY_HEADS = {opcode: _HEAD.pack(opcode, NO_KEY) for opcode in _OPCODES}
+_NO_KEY_HEADS = {
+    opcode | flag: _HEAD.pack(opcode | flag, NO_KEY)
+    for opcode in _OPCODES
+    for flag in (0, LOSSLESS)
+}
 
 
-def encode_head(opcode: int, key: str | None) -> bytes:
-    """A message's head: its opcode and its key."""
+def encode_head(opcode: int, key: str | None, lossless: bool = False) -> bytes:
+    """A message's head: its opcode (with :data:`LOSSLESS` set for a lossless
+    message) and its key."""
+    if lossless:
+        opcode |= LOSSLESS
     if key is None:
         return _NO_KEY_HEADS[opcode]
     raw = key.encode()
     return _HEAD.pack(opcode, len(raw)) + raw
 
 
-def decode_head(head: bytes) -> tuple[int, str | None, int]:
-    """``(opcode, key, head length)`` of bytes that start with a head; ValueError if not."""
+def decode_head(head: bytes) -> tuple[int, str | None, bool, int]:
+    """``(opcode, key, lossless, head length)`` of bytes that start with a head;
+    ValueError if not."""
     if len(head) < _HEAD.size:
         raise ValueError(f"{len(head)} bytes is shorter than a head")
     opcode, key_length = _HEAD.unpack_from(head)
+    lossless = bool(opcode & LOSSLESS)
+    opcode &= ~LOSSLESS
     if opcode not in _OPCODES:
         raise ValueError(f"unknown opcode {opcode:#04x}")
     if key_length == NO_KEY:
-        return opcode, None, _HEAD.size
+        return opcode, None, lossless, _HEAD.size
     end = _HEAD.size + key_length
     if len(head) < end:
         raise ValueError(f"key of {key_length} bytes overruns the message")
@@ -68,7 +82,7 @@ def decode_head(head: bytes) -> tuple[int, str | None, int]:
         key = head[_HEAD.size : end].decode()
     except UnicodeDecodeError:
         raise ValueError("key is not UTF-8") from None
-    return opcode, key, end
+    return opcode, key, lossless, end
 
 
 @attrs.frozen
@@ -80,6 +94,7 @@ class Numbered:
     opcode: int
     key: str | None
     payload: bytes
+    lossless: bool = False
 
 
 @attrs.frozen
@@ -119,7 +134,10 @@ def decode(raw: bytes) -> Decoded:
     if not epoch.isalnum() or not offset.isdigit() or len(offset) > 18:
         return Malformed(f"bad epoch {epoch[:16]!r} or offset {offset[:20]!r}")
     try:
-        opcode, key, length = decode_head(raw[second + 1 : second + 1 + 4096 + _HEAD.size])
+        opcode, key, lossless, length = decode_head(
+            raw[second + 1 : second + 1 + 4096 + _HEAD.size]
+        )
     except ValueError as exc:
         return Malformed(str(exc))
-    return Numbered(epoch.decode(), int(offset), opcode, key, raw[second + 1 + length :])
+    payload = raw[second + 1 + length :]
+    return Numbered(epoch.decode(), int(offset), opcode, key, payload, lossless)

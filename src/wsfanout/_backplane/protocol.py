@@ -39,12 +39,13 @@ class Inbound(Protocol):
         key: str | None,
         offset: int,
         epoch: str,
+        lossless: bool = False,
     ) -> int:
         """Offer a message to this hub's subscribers of ``topic`` (``None``: all of them),
         as a Text (``opcode`` 1) or Binary (2) frame; ``key`` is its conflation key,
         ``offset`` and ``epoch`` its place in the topic's stream (0 and ``""``: in no
-        stream). Call in offset order per topic. Returns how many subscribers it was
-        offered to."""
+        stream), ``lossless`` what ``publish`` was given. Call in offset order per
+        topic. Returns how many subscribers it was offered to."""
         ...
 
     def make(
@@ -55,6 +56,7 @@ class Inbound(Protocol):
         key: str | None,
         offset: int,
         epoch: str,
+        lossless: bool = False,
     ) -> Message:
         """A message of this hub (numbered by its local sequence) for a resuming client:
         what :meth:`Backplane.read` returns is made with this."""

@@ -101,8 +101,8 @@ _NAMESPACE = re.compile(r"[A-Za-z0-9_.\-]+")
 _CACHE_LIMIT = 4096
 _NOT_OURS = object()
 
-Item = tuple[int, bytes, str | None, str | None]
-"""A message as the receiver holds it: opcode, payload, topic, key."""
+Item = tuple[int, bytes, str | None, str | None, bool]
+"""A message as the receiver holds it: opcode, payload, topic, key, lossless."""
 
 
 @attrs.frozen(kw_only=True)
@@ -361,7 +361,7 @@ class RedisBackplane:
             self._discarded += 1
             return
         self._seq = seq = self._seq + 1
-        head = encode_head(message.opcode, message.key)
+        head = encode_head(message.opcode, message.key, lossless=not message.droppable)
         self._buffer.push(seq, message.topic, head, message.payload)
         wake = self._wake
         if wake is not None and not wake.done():
@@ -416,8 +416,8 @@ class RedisBackplane:
         assert inbound is not None
         topic = stream if stream else None
         messages = tuple(
-            inbound.make(opcode, payload, topic, name, offset, found_epoch)
-            for offset, (opcode, payload, _, name) in entries
+            inbound.make(opcode, payload, topic, name, offset, found_epoch, lossless)
+            for offset, (opcode, payload, _, name, lossless) in entries
         )
         read = _Read(found_epoch, last, messages, started + fresh_for)
         if found_epoch:
@@ -811,7 +811,7 @@ class RedisBackplane:
         decoded = decode(raw)
         if type(decoded) is Numbered:
             stream = NO_TOPIC if topic is None else topic
-            item: Item = (decoded.opcode, decoded.payload, topic, decoded.key)
+            item: Item = (decoded.opcode, decoded.payload, topic, decoded.key, decoded.lossless)
             actions = self._cursors.live(stream, decoded.epoch, decoded.offset, item)
             if actions is None:
                 self._received += 1
@@ -822,6 +822,7 @@ class RedisBackplane:
                     decoded.key,
                     decoded.offset,
                     decoded.epoch,
+                    decoded.lossless,
                 )
             else:
                 self._run(actions)
@@ -841,9 +842,9 @@ class RedisBackplane:
             if type(action) is Deliver:
                 if inbound is None or inbound.closed:
                     continue
-                opcode, payload, topic, key = action.item
+                opcode, payload, topic, key, lossless = action.item
                 self._received += 1
-                inbound.receive(opcode, payload, topic, key, action.offset, action.epoch)
+                inbound.receive(opcode, payload, topic, key, action.offset, action.epoch, lossless)
             elif type(action) is Lose:
                 assert isinstance(action, Lose)
                 count = sum(last - first + 1 for first, last in action.ranges)
@@ -931,9 +932,9 @@ class RedisBackplane:
         oldest: int | None = None
         for entry_id, fields in reply[3]:
             values = dict(zip(fields[::2], fields[1::2], strict=True))
-            opcode, key_name, _ = decode_head(values[b"h"])
+            opcode, key_name, lossless, _ = decode_head(values[b"h"])
             offset = int(entry_id.split(b"-", 1)[0])
-            entries.append((offset, (opcode, values[b"d"], topic, key_name)))
+            entries.append((offset, (opcode, values[b"d"], topic, key_name, lossless)))
             if oldest is None:
                 oldest = int(values[b"t"])
         fresh_for = math.inf

@@ -3,8 +3,10 @@
 An embedded server publishes JSON ticks (``{"seq": n, "key": "SYM3", ...}``, keyed so
 ``market-data`` conflates) at a steady rate. The crowd connects over real sockets on
 127.0.0.1: fast clients read everything at once, slow ones pause after every frame,
-stalled ones never read (with a tiny receive buffer, so the stall shows at once), and
-flapping ones keep disconnecting and coming back. Each client asks for its preset with
+stalled ones never read, and flapping ones keep disconnecting and coming back. Slow and
+stalled clients have a small receive buffer, standing in for the slow network loopback
+does not have; the server's sockets keep their defaults, and the hub's low-water mark
+keeps its kernel from hiding a stall. Each client asks for its preset with
 ``?policy=NAME``, which the server turns into a policy through a :class:`Routes`.
 
 A live table shows what each subscriber's policy did; the summary checks the point of
@@ -321,9 +323,6 @@ async def _run(
     async def handler(ws: ServerConnection) -> None:
         assert ws.request is not None
         member = by_name[ws.request.path.split("?")[0].strip("/")]
-        # A small kernel send buffer, so a stalled client shows within a second rather
-        # than after the loopback interface has swallowed megabytes.
-        ws.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
         assert ws.request is not None
         route = routes.route_for(ws.request, ws.subprotocol)
         try:

@@ -85,9 +85,11 @@ class Publisher:
         topic: str | None = None,
         key: str | None = None,
         binary: bool = False,
+        lossless: bool = False,
     ) -> int | None:
-        """Publish one message; how many subscribers it was offered to, or None once
-        the hub is closed. A topic or key given wins over the one a field gives."""
+        """Publish one message (``lossless``: never dropped by a policy); how many
+        subscribers it was offered to, or None once the hub is closed. A topic or key
+        given wins over the one a field gives."""
         message: str | bytes = data
         if not binary:
             with contextlib.suppress(UnicodeDecodeError):
@@ -102,7 +104,7 @@ class Publisher:
                 if key_field is not None:
                     key = field_of(document, key_field)
         try:
-            offered = self.hub.publish(message, topic=topic, key=key)
+            offered = self.hub.publish(message, topic=topic, key=key, lossless=lossless)
         except HubClosedError:  # input still arriving while shutting down
             return None
         self.published += 1

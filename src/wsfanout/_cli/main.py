@@ -21,6 +21,7 @@ from typing import IO, Any
 
 from .. import __version__
 from .._core.errors import ConfigError, PolicyError, PolicyFileError
+from .._core.notices import NOTICE_FORMATS
 from .._core.policy import Policy
 from .._core.rules import Overflow, resolve_rules
 from .._files.policy_files import (
@@ -284,6 +285,10 @@ def describe_policy(policy: Policy) -> list[str]:
     if rules.batch is not None:
         limit = "" if rules.batch.max_bytes is None else f" or {_size_text(rules.batch.max_bytes)}"
         lines.append(f"batch:      up to {rules.batch.max_messages} messages{limit} per frame")
+    if rules.notify is not None:
+        names = [name for name, fmt in NOTICE_FORMATS.items() if fmt is rules.notify]
+        shown = names[0] if names else getattr(rules.notify, "__qualname__", repr(rules.notify))
+        lines.append(f"notices:    every loss announced before the next message ({shown})")
     guarantees: Any = getattr(policy, "guarantees", None)
     if callable(guarantees):
         guarantees = guarantees()

@@ -109,10 +109,6 @@ class PublishEndpoint:
             lossless = False if flag is None else parse_flag("lossless", flag)
         except ValueError as exc:
             return self._bad(connection, str(exc))
-        if lossless:
-            # Hub.publish(message, lossless=True) arrives with the lossless lane: the
-            # one line to connect there is Publisher.publish(..., lossless=lossless).
-            return self._bad(connection, "lossless=true is not supported by this hub yet")
         publisher = self.publisher
         if publisher is None:
             return refuse(
@@ -123,7 +119,9 @@ class PublishEndpoint:
                 self.token,
             )
         binary = request.headers.get("Content-Type", "").startswith("application/octet-stream")
-        offered = publisher.publish(body.data, topic=topic, key=key, binary=binary)
+        offered = publisher.publish(
+            body.data, topic=topic, key=key, binary=binary, lossless=lossless
+        )
         if offered is None:
             return refuse(
                 connection, self.log, http.HTTPStatus.SERVICE_UNAVAILABLE, "shutting down"

@@ -19,11 +19,13 @@ from .guarantees import (
     BatchIntegrity,
     Bounded,
     DisconnectsWithin,
+    GapsAnnounced,
     Guarantee,
     Lossless,
     MaxSendRate,
     NewestDelivered,
 )
+from .notices import NOTICE_FORMATS, GapNotice, check_notice_format
 from .policy import Policy
 from .rules import Arrival, BatchRule, Overflow, Rules
 from .snapshot import Snapshot
@@ -37,6 +39,7 @@ __all__ = [
     "Disconnect",
     "DropNewest",
     "DropOldest",
+    "Notify",
     "SkipToLatest",
     "Throttle",
 ]
@@ -277,6 +280,33 @@ class Disconnect(Policy):
             grace=self.grace,
         )
         return (within, Lossless())
+
+
+@attrs.frozen(repr=False)
+class Notify(Policy):
+    """Tell the client what it missed, in a gap notice before the next message it gets.
+
+    Every message this subscriber loses (dropped, skipped, conflated) is announced
+    exactly once, one notice per topic, with the lost offsets, the counts by reason and
+    the conflated keys (docs/protocol.md, "Gap notices"). ``format`` is how a notice is
+    written in the ``raw`` framing: ``"json"`` (the default: the protocol's JSON object
+    as a Text frame), ``"json-binary"``, or a function of a :class:`GapNotice` returning
+    the ``str`` or ``bytes`` to send. A ``wsfanout.v1`` subscriber always gets the
+    protocol's JSON. Compose it with the stages that lose messages:
+    ``DropOldest(max_messages=256) | Notify()``.
+    """
+
+    format: str | Callable[[GapNotice], str | bytes] = attrs.field(
+        default="json", validator=check_notice_format
+    )
+    eager = True
+
+    def rules(self) -> Rules:
+        notify = NOTICE_FORMATS[self.format] if isinstance(self.format, str) else self.format
+        return Rules(notify=notify)
+
+    def guarantees(self) -> tuple[Guarantee, ...]:
+        return (GapsAnnounced(self.format),)
 
 
 def _bounded(max_messages: int | None, max_bytes: int | None) -> tuple[Guarantee, ...]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import struct
 
-__all__ = ["FRAMINGS", "OP_BINARY", "OP_TEXT", "SUBPROTOCOL", "encode_frame"]
+__all__ = ["FRAMINGS", "OP_BINARY", "OP_TEXT", "SUBPROTOCOL", "encode_frame", "frame_size"]
 
 OP_TEXT = 0x1
 OP_BINARY = 0x2
@@ -26,6 +26,11 @@ _FIN = 0x80
 _RSV1 = 0x40
 _LEN16 = struct.Struct("!BBH")
 _LEN64 = struct.Struct("!BBQ")
+
+
+def frame_size(length: int) -> int:
+    """The bytes of an unmasked frame carrying ``length`` payload bytes, header included."""
+    return length + (2 if length < 126 else 4 if length < 65536 else 10)
 
 
 def encode_frame(opcode: int, payload: bytes, *, rsv1: bool = False) -> bytes:

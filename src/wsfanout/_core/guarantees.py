@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from .errors import PolicyError, invalid
+from .notices import check_notice_format
 from .validate import duration, optional_duration, optional_size, positive_rate, size
 
 if TYPE_CHECKING:
@@ -37,8 +38,11 @@ __all__ = [
     "CountsAddUp",
     "DisconnectsWithin",
     "Drains",
+    "GapsAnnounced",
     "Guarantee",
+    "HeldWithin",
     "Lossless",
+    "LosslessDelivered",
     "MaxDrops",
     "MaxSendRate",
     "NewestDelivered",
@@ -137,6 +141,13 @@ class CountsAddUp(Guarantee):
 
 
 @attrs.frozen(repr=False)
+class LosslessDelivered(Guarantee):
+    """Every lossless message (``publish(..., lossless=True)``, ``Subscriber.send()``)
+    reaches the subscriber, in publish order with the others and in a frame of its own,
+    or the subscriber is closed: none is dropped, skipped, conflated or batched."""
+
+
+@attrs.frozen(repr=False)
 class Bounded(Guarantee):
     """The queue never holds more than ``max_messages`` messages or ``max_bytes`` payload
     bytes. Every policy has this with its resolved bound; a stage declares its own."""
@@ -147,6 +158,23 @@ class Bounded(Guarantee):
     def __attrs_post_init__(self) -> None:
         if self.max_messages is None and self.max_bytes is None:
             raise PolicyError("Bounded() needs max_messages or max_bytes")
+
+
+@attrs.frozen(repr=False)
+class HeldWithin(Guarantee):
+    """What the server holds for a subscriber stays bounded, the kernel included: the
+    queue's payload bytes, the write buffer and the bytes the kernel has not sent never
+    exceed the queue's bound in bytes (``max_bytes``, or ``max_messages`` of the largest
+    message offered, whichever is less), plus the high-water mark and the one frame
+    that crossed it, plus the kernel's low-water mark (``TCP_NOTSENT_LOWAT``). Every
+    policy has this with its resolved bound."""
+
+    max_messages: int | None = attrs.field(default=None, validator=optional_size)
+    max_bytes: int | None = attrs.field(default=None, validator=optional_size)
+
+    def __attrs_post_init__(self) -> None:
+        if self.max_messages is None and self.max_bytes is None:
+            raise PolicyError("HeldWithin() needs max_messages or max_bytes")
 
 
 # -- what a stage declares -----------------------------------------------------------
@@ -223,6 +251,18 @@ class DisconnectsWithin(Guarantee):
     max_lag: float | None = attrs.field(default=None, validator=optional_duration)
     max_buffer: int | None = attrs.field(default=None, validator=optional_size)
     grace: float = attrs.field(default=0.0, validator=duration)
+
+
+@attrs.frozen(repr=False)
+class GapsAnnounced(Guarantee):
+    """Every message lost while the subscriber is open (dropped, skipped or conflated)
+    is announced exactly once, in a gap notice written in ``format`` before any message
+    published after it; announced counts add up to the subscriber's dropped count less
+    ``disconnected``; there is no notice when nothing was lost."""
+
+    format: str | Callable[..., str | bytes] = attrs.field(
+        default="json", validator=check_notice_format
+    )
 
 
 def _check_count(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:

@@ -158,6 +158,12 @@ class Message:
         return frame
 
     @property
+    def v1_opcode(self) -> int:
+        """The opcode in the ``wsfanout.v1`` framing: the message's own (a gap notice's
+        is Text, whatever its ``raw`` format)."""
+        return self.opcode
+
+    @property
     def v1_payload(self) -> bytes:
         """The payload in the ``wsfanout.v1`` framing: the header, a line feed, the payload
         (a control frame's payload alone)."""

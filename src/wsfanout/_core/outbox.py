@@ -24,12 +24,26 @@ Control frames (a gap notice, a heartbeat, a resume frame: docs/protocol.md) are
 messages: :meth:`Outbox.send_control` puts one in the *control lane*, which no policy
 sees and no message counter counts, and which is written before any later message.
 While the lane holds anything the fast path is off (``fast_limit`` is -1, under any
-buffer size), so a message published meanwhile cannot overtake it.
+buffer size), so a message published meanwhile cannot overtake it. Gap notices
+(``Notify``) use the same lane: while the queue's ledger holds a loss not yet announced
+the fast path is off too, and the ledger becomes notices in the lane as soon as the
+relay may write, so every loss is announced before any later message.
+
+A policy may be replaced while it runs (:meth:`Outbox.set_policy`): the queue is
+reshaped under the new rules at once, the counters go on, and the new policy decides
+from the next snapshot on.
 
 A message leaves the queue only in the action that writes it, so order holds when the
 fast path and the relay alternate: the fast path is taken only when the queue is empty.
 Writes stop once the buffer passes the high-water mark, and nothing is written while it
-is over, so a stalled client holds at most its queue bound plus one write limit.
+is over, so a stalled client holds at most its queue bound plus one write limit: the
+high-water mark and the frame that crossed it (the relay counts each frame with its
+header, so a write of many small frames stops there too).
+
+Below the write buffer, the kernel holds bytes of its own. A policy that decides sees
+them on the slow path only: the shell may give the outbox a probe (``kernel_unsent``),
+which it calls when it builds a snapshot for a subscriber that is behind, never on the
+fast path.
 """
 
 from __future__ import annotations
@@ -41,10 +55,12 @@ from collections.abc import Callable
 import attrs
 
 from .decision import NEUTRAL, Close, Decision
+from .frames import frame_size
 from .message import Batched, Message
+from .notices import Notice
 from .policy import Policy
 from .queue import MessageQueue, Push
-from .rules import resolve_rules
+from .rules import Rules, resolve_rules
 from .snapshot import Snapshot
 from .stats import SubscriberStats
 
@@ -110,6 +126,7 @@ class Outbox:
         "_decision",
         "_eager",
         "_memo",
+        "_probe",
         "batched",
         "closed_by_policy",
         "closing",
@@ -130,37 +147,41 @@ class Outbox:
         "sent",
     )
 
-    def __init__(self, policy: Policy, *, high: int, low: int) -> None:
+    _decide: Callable[[Snapshot], Decision] | None
+    _decision: Decision | None
+    _memo: object
+
+    def __init__(
+        self,
+        policy: Policy,
+        *,
+        high: int,
+        low: int,
+        kernel_unsent: Callable[[], int | None] | None = None,
+    ) -> None:
         if not 0 <= low <= high:
             raise ValueError(f"write limits (high={high}, low={low}) need 0 <= low <= high")
-        self.policy = policy
         rules = resolve_rules(policy)
-        self.rules = rules
         self.queue = MessageQueue(rules)
         self.high = high
         self.low = low
         self.fast_limit = low
         """The write buffer up to which a message may take the fast path: ``low``, or -1
-        while a control frame waits (nothing may overtake it)."""
+        while a control frame or a gap notice waits (nothing may overtake it)."""
         self.fast_max = self.queue.max_bytes
         """The largest payload the fast path writes: the queue's byte bound, so a message
         the queue would refuse is refused (or closes the subscriber) on the fast path too,
         and what the fast path writes is bounded by what the queue could have held."""
         # A list, not a deque: 56 bytes against 760 for every idle subscriber, and the
-        # lane is only ever appended to and emptied whole.
+        # lane is appended to and emptied from the front a write at a time.
         self.control: list[Message] = []
         """Control frames waiting to be written before any later message."""
         self.control_bytes = 0
         self.control_frames = 0
         """Control frames written so far (not counted as messages, nor as ``frames``)."""
-        self._batch = rules.batch
-        self._decide: Callable[[Snapshot], Decision] | None = (
-            policy.decide if type(policy).decide is not Policy.decide else None
-        )
-        # A policy that never decides always means "send now", whatever it declares.
-        self._eager = policy.eager or self._decide is None
-        self._decision: Decision | None = None
-        self._memo: object = None
+        self._adopt(policy, rules)
+        # Bytes the kernel has not sent, read only when a snapshot is built off the fast path.
+        self._probe = kernel_unsent
         self.last_send: float | None = None
         # Publish time of the oldest message offered since the last write that the
         # subscriber has not received, queued or dropped since; None when caught up.
@@ -199,7 +220,7 @@ class Outbox:
                 self.last_send = now
                 return _WRITE
             try:
-                decision = self._ask(now, write_buffer)
+                decision = self._ask(now, write_buffer, None)
             except Exception:
                 # The policy raised: the shell discards this subscriber; the message,
                 # neither sent nor queued, is counted as lost with it.
@@ -220,15 +241,24 @@ class Outbox:
         if pushed is Push.OVERFLOW:
             self.disconnected += 1
             return self._begin_close(Close(1013, QUEUE_FULL, cause=self._overflow_cause(message)))
+        # Only a subscriber whose policy announces losses has a ledger, and only a loss
+        # fills it: nothing more to test for anyone else.
+        ledger = queue.ledger
+        unannounced = ledger is not None and ledger.weight > 0
+        if unannounced:
+            if self._notices_overflow():
+                return self._begin_close(Close(1013, QUEUE_FULL, cause=self._notices_cause()))
+            self.fast_limit = -1  # no message may overtake the notice
         if not queue:
             if pushed is Push.REFUSED and self._decide is not None:
                 # A message too big for the byte bound, refused at an empty queue: no
                 # recheck condition can announce this drop, so tell the policy now (it
                 # may be counting drops). Rare: only oversize messages come here.
-                decision = self._ask(now, write_buffer)
+                decision = self._ask(now, write_buffer, self._kernel())
                 if decision.close is not None:
                     return self._begin_close(decision.close)
-            return Offer.NONE
+            # The relay writes the notice of a refusal that left nothing queued.
+            return Offer.KICK if unannounced else Offer.NONE
         if was_empty:
             self._behind_since = queue.oldest_time
         if self._decide is not None:
@@ -239,7 +269,7 @@ class Outbox:
                 or len(queue) >= standing.recheck_messages
                 or queue.bytes >= standing.recheck_bytes
             ):
-                decision = self._ask(now, write_buffer)
+                decision = self._ask(now, write_buffer, self._kernel())
                 if decision.close is not None:
                     return self._begin_close(decision.close)
                 return Offer.KICK
@@ -258,6 +288,7 @@ class Outbox:
         if write_buffer <= self.fast_limit and not self.queue:
             self.control_frames += 1
             return Offer.WRITE
+        self._announce(now)  # losses recorded before this frame are announced before it
         self.control.append(frame)
         self.control_bytes += len(frame.payload)
         self.fast_limit = -1
@@ -278,19 +309,36 @@ class Outbox:
             return CloseAction(self.closing)
         queue = self.queue
         control = self.control
-        if control and write_buffer <= self.high:
-            # Control frames go alone, ahead of any message; no policy holds them back.
-            written = tuple(control)
-            control.clear()
-            self.control_bytes = 0
-            self.control_frames += len(written)
-            self.fast_limit = self.low
-            return Write(written)
+        if write_buffer <= self.high:
+            self._announce(now)
+            if control:
+                # Control frames go alone, ahead of any message; no policy holds them back.
+                # Like messages, a write stops after the frame that crosses the high-water
+                # mark: the rest wait in the lane for the buffer to drain.
+                buffered = write_buffer
+                count = 0
+                for frame in control:
+                    count += 1
+                    buffered += frame_size(len(frame.payload))
+                    if buffered > self.high:
+                        break
+                written = tuple(control[:count])
+                del control[:count]
+                self.control_bytes -= sum(len(frame.payload) for frame in written)
+                self.control_frames += count
+                if not control:
+                    self.fast_limit = self.low
+                return Write(written)
         if not queue:
-            # Control frames wait for the buffer to drain; messages (below) may still
-            # make the policy close the subscriber meanwhile.
-            return Wait(math.inf, drain=True) if control else IDLE
-        decision = self._ask(now, write_buffer) if self._decide is not None else NEUTRAL
+            # Control frames and notices wait for the buffer to drain; messages (below)
+            # may still make the policy close the subscriber meanwhile.
+            return Wait(math.inf, drain=True) if control or self.fast_limit < 0 else IDLE
+        kernel = None
+        if self._decide is not None:
+            kernel = self._kernel()  # once per turn: nothing is written before the loop ends
+            decision = self._ask(now, write_buffer, kernel)
+        else:
+            decision = NEUTRAL
         if decision.close is not None:
             self._begin_close(decision.close)
             self._close_emitted = True
@@ -304,13 +352,13 @@ class Outbox:
         while True:
             frame = self._take_frame()
             frames.append(frame)
-            buffered += len(frame.payload)
+            buffered += frame_size(len(frame.payload))
             self.last_send = now
             if not queue or buffered > self.high:
                 break
             if self._decide is not None:
                 try:
-                    decision = self._ask(now, buffered)
+                    decision = self._ask(now, buffered, kernel)
                 except Exception:
                     # The policy raised mid-write: the frames taken were never written.
                     self._unsend(frames)
@@ -322,6 +370,46 @@ class Outbox:
         # Messages evicted later were queued now, so none is older than this.
         self._behind_since = queue.oldest_time
         return Write(tuple(frames))
+
+    def set_policy(self, policy: Policy, now: float, write_buffer: int) -> Offer:
+        """Replace the policy while the subscriber runs; see :class:`Offer` for what the
+        caller must do (never ``WRITE``).
+
+        The queue is reshaped under the new rules at once, as if what is queued arrived
+        again in order: a smaller bound evicts or refuses as the new policy says, or
+        closes the subscriber (``CLOSE``) when it says so or when what may not be
+        evicted does not fit. Losses recorded so far are announced in the old policy's
+        format; counters, ``lag`` and ``last_send`` go on; the new policy's memo starts
+        empty. ``KICK`` when something waits: the relay must plan again.
+        """
+        if self.closing is not None:
+            self._adopt(policy, resolve_rules(policy))
+            return Offer.NONE
+        rules = resolve_rules(policy)
+        self._announce(now)
+        self._adopt(policy, rules)
+        queue = self.queue
+        left_over = queue.reshape(rules)
+        self.fast_max = queue.max_bytes
+        if left_over is not None:
+            self.disconnected += len(left_over)
+            cause = (
+                f"the new policy's bound (max_messages={queue.max_messages}, "
+                f"max_bytes={queue.max_bytes}) cannot hold the lossless messages queued"
+            )
+            return self._begin_close(Close(1013, QUEUE_FULL, cause=cause))
+        ledger = queue.ledger
+        if ledger is not None and ledger.weight:
+            if self._notices_overflow():
+                return self._begin_close(Close(1013, QUEUE_FULL, cause=self._notices_cause()))
+            self.fast_limit = -1
+        if not queue:
+            self._behind_since = None
+        elif self._decide is not None:
+            decision = self._ask(now, write_buffer, self._kernel())
+            if decision.close is not None:
+                return self._begin_close(decision.close)
+        return Offer.KICK if queue or self.fast_limit < 0 else Offer.NONE
 
     def close(self, close: Close) -> bool:
         """Begin closing for a reason outside the policy; False if already closing."""
@@ -356,6 +444,10 @@ class Outbox:
         return max(0.0, now - since)
 
     def snapshot(self, now: float, write_buffer: int) -> Snapshot:
+        """What the policy would see now, the kernel's unsent bytes read from the probe."""
+        return self._snapshot(now, write_buffer, self._kernel())
+
+    def _snapshot(self, now: float, write_buffer: int, kernel_unsent: int | None) -> Snapshot:
         queue = self.queue
         return Snapshot(
             now=now,
@@ -367,6 +459,7 @@ class Outbox:
             sent=self.sent,
             dropped=self.dropped,
             memo=self._memo,
+            kernel_unsent=kernel_unsent,
         )
 
     @property
@@ -396,9 +489,49 @@ class Outbox:
 
     # -- internals ------------------------------------------------------------------
 
-    def _ask(self, now: float, write_buffer: int) -> Decision:
+    def _adopt(self, policy: Policy, rules: Rules) -> None:
+        """Take ``policy`` (whose resolved rules are ``rules``) as the one to consult."""
+        self.policy = policy
+        self.rules = rules
+        self._batch = rules.batch
+        self._decide = policy.decide if type(policy).decide is not Policy.decide else None
+        # A policy that never decides always means "send now", whatever it declares.
+        self._eager = policy.eager or self._decide is None
+        self._decision = None
+        self._memo = None
+
+    def _announce(self, now: float) -> None:
+        """Turn the losses not yet announced into gap notices at the head of the lane."""
+        ledger = self.queue.ledger
+        if ledger is None or not ledger.weight:
+            return
+        notify = self.rules.notify
+        assert notify is not None  # a queue keeps a ledger only under a notify rule
+        for notice in ledger.take():
+            frame = Notice(notice, notify(notice), time=now)
+            self.control.append(frame)
+            self.control_bytes += len(frame.payload)
+        self.fast_limit = -1
+
+    def _notices_overflow(self) -> bool:
+        ledger = self.queue.ledger
+        return ledger is not None and ledger.weight + self.control_bytes > self.queue.max_bytes
+
+    def _notices_cause(self) -> str:
+        ledger = self.queue.ledger
+        weight = 0 if ledger is None else ledger.weight
+        return (
+            f"gap notices of about {weight} bytes waited to be written "
+            f"(max_bytes={self.queue.max_bytes})"
+        )
+
+    def _kernel(self) -> int | None:
+        probe = self._probe
+        return None if probe is None else probe()
+
+    def _ask(self, now: float, write_buffer: int, kernel_unsent: int | None) -> Decision:
         assert self._decide is not None
-        decision = self._decide(self.snapshot(now, write_buffer))
+        decision = self._decide(self._snapshot(now, write_buffer, kernel_unsent))
         self._decision = decision
         self._memo = decision.memo
         return decision
@@ -414,6 +547,8 @@ class Outbox:
         self.control.clear()
         self.control_bytes = 0
         self.fast_limit = self.low
+        if self.queue.ledger is not None:
+            self.queue.ledger.clear()  # no notice can reach a subscriber that is closing
 
     def _overflow_cause(self, message: Message) -> str:
         q = self.queue
@@ -436,7 +571,14 @@ class Outbox:
         queue = self.queue
         first = queue.pop()
         batch = self._batch
-        if batch is None or not queue or queue.peek().opcode != first.opcode:
+        # A lossless message (not droppable) always travels in a frame of its own.
+        if (
+            batch is None
+            or not queue
+            or not first.droppable
+            or queue.peek().opcode != first.opcode
+            or not queue.peek().droppable
+        ):
             self.sent += 1
             self.frames += 1
             return first
@@ -445,7 +587,11 @@ class Outbox:
         limit = batch.max_bytes if batch.max_bytes is not None else math.inf
         while queue and len(parts) < batch.max_messages:
             following = queue.peek()
-            if following.opcode != first.opcode or size + len(following.payload) > limit:
+            if (
+                following.opcode != first.opcode
+                or not following.droppable
+                or size + len(following.payload) > limit
+            ):
                 break
             parts.append(queue.pop())
             size += len(following.payload)

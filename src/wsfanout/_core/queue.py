@@ -2,7 +2,9 @@
 
 The queue is ordered by publish order. Conflation removes the older message of a key
 and appends the newer one at the tail, so delivery stays a subsequence of publish
-order. Messages marked not droppable are never evicted.
+order. Messages marked not droppable (lossless) are never evicted. Under a policy that
+announces losses (``Rules.notify``) the queue records each message it loses in its
+:class:`~wsfanout._core.notices.GapLedger`, at the only places it loses one.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 
 from .message import Message
+from .notices import CONFLATED, DROPPED_NEWEST, DROPPED_OLDEST, SKIPPED, GapLedger
 from .rules import Arrival, Overflow, Rules
 
 __all__ = ["MessageQueue", "Push"]
@@ -35,6 +38,7 @@ class MessageQueue:
         "conflated",
         "dropped_newest",
         "dropped_oldest",
+        "ledger",
         "max_bytes",
         "max_messages",
         "overflow",
@@ -46,13 +50,7 @@ class MessageQueue:
     )
 
     def __init__(self, rules: Rules) -> None:
-        assert rules.max_messages is not None
-        assert rules.max_bytes is not None
-        assert rules.overflow is not None
-        self.max_messages: int = rules.max_messages
-        self.max_bytes: int = rules.max_bytes
-        self.overflow: Overflow = rules.overflow
-        self.arrival: Arrival | None = rules.arrival
+        self._apply(rules)
         # Keyed by Message.seq: O(1) removal from the middle (conflation) and from the head.
         self._entries: OrderedDict[int, Message] = OrderedDict()
         self._keys: dict[str, int] = {}
@@ -66,6 +64,17 @@ class MessageQueue:
         self.dropped_newest = 0
         self.skipped = 0
         self.conflated = 0
+
+    def _apply(self, rules: Rules) -> None:
+        assert rules.max_messages is not None
+        assert rules.max_bytes is not None
+        assert rules.overflow is not None
+        self.max_messages: int = rules.max_messages
+        self.max_bytes: int = rules.max_bytes
+        self.overflow: Overflow = rules.overflow
+        self.arrival: Arrival | None = rules.arrival
+        self.ledger: GapLedger | None = GapLedger() if rules.notify is not None else None
+        """Where lost messages are recorded for gap notices; None unless announced."""
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -110,7 +119,7 @@ class MessageQueue:
             elif message.key is not None:
                 seq = self._keys.get(message.key)
                 if seq is not None and entries[seq].droppable:
-                    self._remove(seq)
+                    self._lose(seq, CONFLATED)
                     self.conflated += 1
         size = len(message.payload)
         if len(entries) >= self.max_messages or self.bytes + size > self.max_bytes:
@@ -135,29 +144,52 @@ class MessageQueue:
         if overflow is Overflow.CLOSE:
             return Push.OVERFLOW
         if message.droppable and (overflow is Overflow.DROP_NEWEST or size > self.max_bytes):
-            self.dropped_newest += 1
-            return Push.REFUSED
+            return self._refuse(message)
         # DROP_OLDEST, or a message that may not be dropped: evict droppable ones, oldest
         # first, unless even evicting all of them would not make room.
         if self.pinned_messages >= self.max_messages or self.pinned_bytes + size > self.max_bytes:
             if message.droppable:
-                self.dropped_newest += 1
-                return Push.REFUSED
+                return self._refuse(message)
             return Push.OVERFLOW
         while len(self._entries) >= self.max_messages or self.bytes + size > self.max_bytes:
             victim = next(seq for seq, m in self._entries.items() if m.droppable)
-            self._remove(victim)
+            self._lose(victim, DROPPED_OLDEST)
             self.dropped_oldest += 1
         return Push.ACCEPTED
+
+    def reshape(self, rules: Rules) -> list[Message] | None:
+        """Enforce new ``rules`` on what is queued, as if each message arrived again in
+        order: a smaller bound evicts or refuses under the new overflow rule, a new
+        arrival rule skips or conflates, and the counters go on. Returns None, or, when
+        a message that may not be evicted cannot fit, the messages that no longer fit
+        (the caller closes the subscriber; they are lost with it)."""
+        queued = list(self._entries.values())
+        self._apply(rules)
+        self._entries.clear()
+        self._keys.clear()
+        self.bytes = self.pinned_messages = self.pinned_bytes = 0
+        for index, message in enumerate(queued):
+            if self.push(message) is Push.OVERFLOW:
+                return queued[index:]
+        return None
+
+    def _refuse(self, message: Message) -> Push:
+        self.dropped_newest += 1
+        if self.ledger is not None:
+            self.ledger.record(message, DROPPED_NEWEST)
+        return Push.REFUSED
 
     def _evict_all_droppable(self) -> int:
         victims = [seq for seq, m in self._entries.items() if m.droppable]
         for seq in victims:
-            self._remove(seq)
+            self._lose(seq, SKIPPED)
         return len(victims)
 
-    def _remove(self, seq: int) -> None:
-        self._forget(self._entries.pop(seq))
+    def _lose(self, seq: int, reason: str) -> None:
+        message = self._entries.pop(seq)
+        self._forget(message)
+        if self.ledger is not None:
+            self.ledger.record(message, reason)
 
     def _forget(self, message: Message) -> None:
         self.bytes -= len(message.payload)

@@ -2,9 +2,9 @@
 
 A stage's rules are fixed at construction, so the core enforces them on every publish
 without calling Python policy code. Merging takes the smallest bound of each kind;
-the other slots (what to evict, what an arrival replaces, how to frame batches) may be
-claimed by one stage only. :func:`resolve_rules` fills in the documented defaults, so
-every policy the core runs has a finite bound.
+the other slots (what to evict, what an arrival replaces, how to frame batches, how to
+announce losses) may be claimed by one stage only. :func:`resolve_rules` fills in the
+documented defaults, so every policy the core runs has a finite bound.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from .errors import PolicyConflictError
 from .validate import optional_size
 
 if TYPE_CHECKING:
+    from .notices import NoticeFormat
     from .policy import Policy
 
 __all__ = [
@@ -83,12 +84,15 @@ class Rules:
     overflow: Overflow | None = None
     arrival: Arrival | None = None
     batch: BatchRule | None = None
+    notify: NoticeFormat | None = None
+    """Announce losses in gap notices written in this format (``Notify``)."""
 
 
 _SLOTS = {
     "overflow": "decide what to evict when the queue is full",
     "arrival": "decide what an arriving message replaces",
     "batch": "decide how messages are framed",
+    "notify": "decide how losses are announced",
 }
 
 
@@ -121,6 +125,7 @@ def merge_rules(stages: Sequence[Policy]) -> Rules:
         overflow=claimed["overflow"][1] if "overflow" in claimed else None,  # type: ignore[arg-type]
         arrival=claimed["arrival"][1] if "arrival" in claimed else None,  # type: ignore[arg-type]
         batch=claimed["batch"][1] if "batch" in claimed else None,  # type: ignore[arg-type]
+        notify=claimed["notify"][1] if "notify" in claimed else None,  # type: ignore[arg-type]
     )
 
 

@@ -39,3 +39,9 @@ class Snapshot:
 
     memo: object = None
     """This policy's own state, as its previous :class:`Decision` left it (None at first)."""
+
+    kernel_unsent: int | None = None
+    """Bytes the kernel holds for this connection that it has not sent yet, below the
+    write buffer (Linux: ``SIOCOUTQNSD``). Read only for a subscriber that is behind
+    (something queued, or the write buffer over its low-water mark), never on the fast
+    path; None there, and where the platform or the transport does not report it."""

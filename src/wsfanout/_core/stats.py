@@ -114,6 +114,12 @@ class HubStats(Counts):
     history_reads: int = 0
     """Reads of this hub's own history by resuming subscribers: one per distinct starting
     point while the topic is unchanged, however many subscribers resume from it."""
+    notsent_lowat: int | None = None
+    """The ``TCP_NOTSENT_LOWAT`` set on subscribed TCP connections, in bytes; None when
+    the hub's setting is off or the platform has no such option, and then a stalled
+    client's kernel send buffer (up to 4 MiB on Linux) is outside every bound."""
+    notsent_lowat_supported: bool = False
+    """Whether this platform has ``TCP_NOTSENT_LOWAT`` (Linux and macOS do)."""
 
 
 def add_stats(total: dict[str, float], stats: Counts) -> None:

@@ -44,10 +44,12 @@ from .._core.builtins import (
     Disconnect,
     DropNewest,
     DropOldest,
+    Notify,
     SkipToLatest,
     Throttle,
 )
 from .._core.errors import PolicyConflictError, PolicyError, PolicyFileError
+from .._core.notices import NOTICE_FORMATS
 from .._core.policy import Policy, as_policy
 from .units import (
     CLOSE_CODE,
@@ -84,27 +86,30 @@ STAGE_KINDS: dict[str, type[Policy]] = {
     "batch": Batch,
     "throttle": Throttle,
     "disconnect": Disconnect,
+    "notify": Notify,
 }
 """The stage kinds a policy file may name, and the built-in class each one builds."""
 
 _KIND_OF: dict[type[Policy], str] = {cls: kind for kind, cls in STAGE_KINDS.items()}
 
 
-def _write_combine(value: object) -> object:
-    if not isinstance(value, str):
-        raise PolicyError(
-            f"combine={value!r} is a function, which a policy file cannot hold "
-            f"(expected one of {', '.join(show_toml(name) for name in sorted(COMBINERS))})"
-        )
-    return value
+def _named(what: str, parameter: str, names: list[str]) -> ValueKind:
+    """A parameter that is a name from a table in files, or a function in code only."""
+    shown = [show_toml(name) for name in names]
+
+    def write(value: object) -> object:
+        if not isinstance(value, str):
+            raise PolicyError(
+                f"{parameter}={value!r} is a function, which a policy file cannot hold "
+                f"(expected one of {', '.join(shown)})"
+            )
+        return value
+
+    return ValueKind(what, " or ".join(shown), parse_text, write)
 
 
-COMBINER = ValueKind(
-    "a combiner name",
-    " or ".join(show_toml(name) for name in sorted(COMBINERS)),
-    parse_text,
-    _write_combine,
-)
+COMBINER = _named("a combiner name", "combine", sorted(COMBINERS))
+NOTICE_FORMAT = _named("a notice format name", "format", list(NOTICE_FORMATS))
 
 _PARAMETERS: dict[str, ValueKind] = {
     "max_messages": COUNT,
@@ -117,6 +122,7 @@ _PARAMETERS: dict[str, ValueKind] = {
     "code": CLOSE_CODE,
     "reason": TEXT,
     "combine": COMBINER,
+    "format": NOTICE_FORMAT,
 }
 """The value kind of every parameter of every stage kind, by parameter name."""
 
@@ -336,8 +342,9 @@ def parse_policy(text: str, *, filename: str = "<string>") -> Policy:
 def dump_policy(policy: Policy, *, description: str = "") -> str:
     """A policy file's text that :func:`parse_policy` reads back as an equal policy.
 
-    Only built-in stages can be written, and a ``Batch`` only with a named ``combine``;
-    anything else raises :class:`PolicyError` naming the stage.
+    Only built-in stages can be written, a ``Batch`` only with a named ``combine`` and a
+    ``Notify`` only with a named ``format``; anything else raises :class:`PolicyError`
+    naming the stage.
     """
     lines: list[str] = []
     if description:

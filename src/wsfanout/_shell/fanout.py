@@ -134,6 +134,7 @@ class Fanout:
         key: str | None,
         offset: int,
         epoch: str,
+        lossless: bool = False,
     ) -> int:
         """A message from the backplane, numbered there: offer it to local subscribers
         (the Inbound seam). Offset 0 is a message in no stream (from a foreign client)."""
@@ -141,7 +142,7 @@ class Fanout:
             _, changed = self.streams.place(topic, epoch, offset)
             if changed and self.history is not None:
                 self.history.reset(topic)
-        message = self.make(opcode, payload, topic, key, offset, epoch)
+        message = self.make(opcode, payload, topic, key, offset, epoch, lossless)
         now = message.time
         if offset:
             self.record(message, now)
@@ -155,6 +156,7 @@ class Fanout:
         key: str | None,
         offset: int,
         epoch: str,
+        lossless: bool = False,
     ) -> Message:
         """A message numbered by this hub, now (the Inbound seam)."""
         return Message(
@@ -164,6 +166,7 @@ class Fanout:
             time=self.now(),
             topic=topic,
             key=key,
+            droppable=not lossless,
             offset=offset,
             epoch=epoch,
         )

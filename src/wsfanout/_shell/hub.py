@@ -32,7 +32,7 @@ from websockets.typing import Data
 from .._backplane.protocol import Backplane, Recovered
 from .._core.builtins import DEFAULT_POLICY
 from .._core.control import heartbeat_frame
-from .._core.decision import Close
+from .._core.decision import Close, Decision
 from .._core.errors import ConfigError, HubClosedError, invalid
 from .._core.frames import FRAMINGS, SUBPROTOCOL
 from .._core.history import (
@@ -51,15 +51,21 @@ from .._core.history import (
 )
 from .._core.message import Message, encode_payload
 from .._core.policy import Policy, as_policy
+from .._core.snapshot import Snapshot
 from .._core.stats import HubStats, SubscriberStats, add_stats
 from .._core.validate import check_close, positive_seconds
 from .fanout import Fanout
 from .link import Link
 from .monitor import HubMonitor, Ledger
 from .reading import gate_reading, is_gated, ungate_reading
+from .sockets import NOTSENT_LOWAT
 from .subscriber import Subscriber, check_topics
 
-__all__ = ["Hub", "OnMessage"]
+__all__ = ["DEFAULT_NOTSENT_LOWAT", "Hub", "OnMessage"]
+
+DEFAULT_NOTSENT_LOWAT = 16384
+"""``Hub(notsent_lowat=...)``'s default: unsent bytes the kernel may hold per TCP
+subscriber before the rest waits in the write buffer, where its policy sees it."""
 
 logger = logging.getLogger("wsfanout")
 
@@ -101,7 +107,10 @@ class Hub:
     write. ``history`` keeps each topic's recent messages for clients that resume
     (None, the default: none); with a backplane, history is the backplane's setting.
     ``heartbeat`` is how many seconds a ``wsfanout.v1`` subscriber may receive nothing
-    before it is sent a heartbeat (None: never).
+    before it is sent a heartbeat (None: never). ``notsent_lowat`` (bytes, or None to
+    leave sockets as they are) is the ``TCP_NOTSENT_LOWAT`` set on every subscribed TCP
+    connection, so that what a stalled client cannot take waits where its policy sees
+    it rather than in the kernel.
 
     ``policy_name`` names ``policy`` in :attr:`monitor` and metrics (subscribers that
     name their own policy take ``policy_name`` from :meth:`serve`); ``closed_history``
@@ -119,11 +128,24 @@ class Hub:
         cork: bool = True,
         history: History | None = None,
         heartbeat: float | None = DEFAULT_HEARTBEAT,
+        notsent_lowat: int | None = DEFAULT_NOTSENT_LOWAT,
         policy_name: str = "default",
         closed_history: int = 100,
         timings: bool | None = None,
     ) -> None:
         self.close_timeout = positive_seconds("close_timeout", close_timeout)
+        if notsent_lowat is not None and (
+            isinstance(notsent_lowat, bool)
+            or not isinstance(notsent_lowat, int)
+            or not 1 <= notsent_lowat <= 2**31 - 1
+        ):
+            raise invalid(
+                "notsent_lowat",
+                notsent_lowat,
+                "must be a number of bytes >= 1, or None",
+                ConfigError,
+            )
+        self.notsent_lowat = notsent_lowat
         if not isinstance(cork, bool):
             raise ConfigError(f"cork={cork!r} must be True or False", name="cork", value=cork)
         history = check_history(history)
@@ -153,7 +175,13 @@ class Hub:
         """The counters of released subscribers, how they ended, and the timings."""
         window = None if history is None else MemoryHistory(history)
         self._fanout = Fanout(cork=cork, history=window)
-        self._monitor = HubMonitor(self._fanout, self._ledger, timings=timings)
+        self._monitor = HubMonitor(
+            self._fanout,
+            self._ledger,
+            timings=timings,
+            notsent_lowat=notsent_lowat if NOTSENT_LOWAT is not None else None,
+            notsent_lowat_supported=NOTSENT_LOWAT is not None,
+        )
         if timings:
             self._monitor.start_timings()
         self._resumed = 0
@@ -179,14 +207,18 @@ class Hub:
         *,
         topic: str | None = None,
         key: str | None = None,
+        lossless: bool = False,
     ) -> int:
         """Offer ``message`` to every subscriber of ``topic`` (all subscribers if None).
 
         A ``str`` is sent as a Text frame, bytes-like as Binary. ``key`` identifies what
-        the message updates, for ``ConflateByKey``. Never blocks, and never raises for
-        one subscriber's failure. Returns how many subscribers it was offered to; with a
-        backplane, how many of this hub's subscribers it is for: the backplane numbers
-        it, then every hub, this one included, offers it to its own. Raises
+        the message updates, for ``ConflateByKey``. A ``lossless`` message is never
+        dropped, skipped, conflated or batched by any policy and keeps its place in
+        publish order; a subscriber whose queue cannot hold it is closed (1013) rather
+        than left without it. Never blocks, and never raises for one subscriber's
+        failure. Returns how many subscribers it was offered to; with a backplane, how
+        many of this hub's subscribers it is for: the backplane numbers it, then every
+        hub, this one included, offers it to its own (lossless on every hub). Raises
         ``TypeError`` for a message that is neither, and ``ValueError`` for a ``str``
         with no UTF-8 form (a lone surrogate, such as ``"\\ud800"``); either way
         nothing is published and no offset is taken.
@@ -198,11 +230,21 @@ class Hub:
             raise TypeError(f"topic={topic!r} must be a str or None")
         if key is not None and not isinstance(key, str):
             raise TypeError(f"key={key!r} must be a str or None")
+        if lossless is not True and lossless is not False:
+            raise TypeError(f"lossless={lossless!r} must be True or False")
         backplane = self._backplane
         # Encoded before the stream advances: a message refused here takes no offset.
         opcode, payload = encode_payload(message)
         if backplane is not None:
-            msg = Message(opcode, payload, seq=0, time=fanout.now(), topic=topic, key=key)
+            msg = Message(
+                opcode,
+                payload,
+                seq=0,
+                time=fanout.now(),
+                topic=topic,
+                key=key,
+                droppable=not lossless,
+            )
             backplane.forward(msg)
             index = fanout.index
             if topic is None:
@@ -220,6 +262,7 @@ class Hub:
             time=now,
             topic=topic,
             key=key,
+            droppable=not lossless,
             offset=stream.last,
             epoch=stream.epoch,
         )
@@ -323,7 +366,14 @@ class Hub:
         else:
             name = check_policy_name(policy_name)
         link = Link(
-            fanout, websocket, chosen, check_topics(topics), self.close_timeout, framing, name
+            fanout,
+            websocket,
+            chosen,
+            check_topics(topics),
+            self.close_timeout,
+            framing,
+            policy_name=name,
+            notsent_lowat=self.notsent_lowat,
         )
         link.attached = False  # until _start: resuming comes first
         self._live.add(link)
@@ -501,6 +551,44 @@ class Hub:
             self._live.discard(link)
             self._ledger.retire(link, self._fanout.now())
 
+    # -- changing policies ----------------------------------------------------------
+
+    def set_policy(
+        self,
+        policy: Policy | Callable[[Snapshot], Decision],
+        *,
+        current: Policy | None = None,
+        topic: str | None = None,
+        where: Callable[[Subscriber], bool] | None = None,
+    ) -> int:
+        """Give ``policy`` to the subscribers that match, while they run; return how many.
+
+        A subscriber matches when every condition given holds: its policy equals
+        ``current``, it receives ``topic`` (it subscribed to it, or to all topics), and
+        ``where(subscriber)`` is true. With no condition every subscriber matches. Each
+        one's queue is reshaped at once, as assigning :attr:`Subscriber.policy` does.
+        The hub's default for new subscribers (``Hub.policy``) is not changed.
+        """
+        chosen = as_policy(policy)
+        if current is not None and not isinstance(current, Policy):
+            raise TypeError(f"current={current!r} must be a Policy or None")
+        if topic is not None and not isinstance(topic, str):
+            raise TypeError(f"topic={topic!r} must be a str or None")
+        if where is not None and not callable(where):
+            raise TypeError(f"where={where!r} must be a callable or None")
+        changed = 0
+        for link in list(self._fanout.index.members):
+            if current is not None and link.outbox.policy != current:
+                continue
+            if topic is not None and link.topics is not None and topic not in link.topics:
+                continue
+            if where is not None and not where(link.subscriber):
+                continue
+            if link.outbox.closing is None:
+                link.set_policy(chosen)
+                changed += 1
+        return changed
+
     # -- lifecycle and statistics ---------------------------------------------------
 
     @property
@@ -535,6 +623,8 @@ class Hub:
             replayed=self._replayed,
             history_missed=self._history_missed,
             history_reads=self._plans.reads,
+            notsent_lowat=self.notsent_lowat if NOTSENT_LOWAT is not None else None,
+            notsent_lowat_supported=NOTSENT_LOWAT is not None,
             **{name: int(value) for name, value in total.items()},
         )
 

@@ -24,7 +24,14 @@ from .._core.outbox import Offer, Outbox
 from .._core.policy import Policy
 from .extensions import shared_deflate
 from .relay import run_relay
-from .sockets import abort_with_reset, direct_fd, send_now
+from .sockets import (
+    abort_with_reset,
+    direct_fd,
+    is_tcp,
+    kernel_unsent,
+    send_now,
+    set_notsent_lowat,
+)
 
 if TYPE_CHECKING:
     from .fanout import Fanout
@@ -62,6 +69,7 @@ class Link:
         "policy_name",
         "protocol",
         "relay",
+        "sock",
         "stateful",
         "subscriber",
         "tick",
@@ -81,6 +89,7 @@ class Link:
         close_timeout: float,
         framing: str = "raw",
         policy_name: str = "custom",
+        notsent_lowat: int | None = None,
     ) -> None:
         from .subscriber import Subscriber  # the handle wraps the link it is given
 
@@ -92,7 +101,15 @@ class Link:
         always through the transport (``sockets.py``)."""
         self.protocol = websocket.protocol
         low, high = websocket.transport.get_write_buffer_limits()
-        self.outbox = Outbox(policy, high=high, low=low)
+        # A TCP connection's kernel holds unsent bytes below the write buffer: bound them
+        # with the low-water mark, and let a policy that decides read what is left.
+        sock = websocket.transport.get_extra_info("socket")
+        self.sock = sock if is_tcp(sock) else None
+        """The connection's TCP socket (asyncio's ``TransportSocket``), or None."""
+        if self.sock is not None and notsent_lowat is not None:
+            set_notsent_lowat(self.sock, notsent_lowat)
+        probe = self.kernel_unsent if self.sock is not None else None
+        self.outbox = Outbox(policy, high=high, low=low, kernel_unsent=probe)
         self.topics = topics
         self.policy_name = policy_name
         """The label of this subscriber's policy in the hub's monitor and metrics."""
@@ -145,6 +162,10 @@ class Link:
         last_send = self.outbox.last_send
         return self.beat_at if last_send is None else max(last_send, self.beat_at)
 
+    def kernel_unsent(self) -> int | None:
+        """Bytes the kernel holds for this connection that it has not sent, if it says."""
+        return kernel_unsent(self.sock)
+
     # -- the fast path's steps, readable ---------------------------------------------
 
     def offer(self, message: Message, now: float) -> None:
@@ -169,8 +190,9 @@ class Link:
             return message.deflated(self.deflate)
         # Context takeover: the encoder is stateful per connection, websockets encodes.
         payload = message.v1_payload if self.v1 else message.payload
+        opcode = message.v1_opcode if self.v1 else message.opcode
         protocol = self.protocol
-        if message.opcode == OP_TEXT:
+        if opcode == OP_TEXT:
             protocol.send_text(payload)
         else:
             protocol.send_binary(payload)
@@ -259,6 +281,19 @@ class Link:
         if outcome is Offer.WRITE:
             self.emit(self.encode(frame))
         elif outcome is Offer.KICK:
+            self.kick()
+        elif outcome is Offer.CLOSE:
+            self.closing()
+
+    def set_policy(self, policy: Policy) -> None:
+        """Replace the policy now; the outbox reshapes the queue, and its answer is
+        carried out here (the relay plans again, or the subscriber closes)."""
+        try:
+            outcome = self.outbox.set_policy(policy, self.fanout.now(), self.write_buffer())
+        except Exception:  # the new policy raised: as on publish, this subscriber alone ends
+            self.fail("changing the policy of %s failed; aborting its connection")
+            return
+        if outcome is Offer.KICK:
             self.kick()
         elif outcome is Offer.CLOSE:
             self.closing()

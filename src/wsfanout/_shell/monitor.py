@@ -24,7 +24,7 @@ import bisect
 import collections
 import time
 import urllib.parse
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from websockets.asyncio.connection import Connection
 from websockets.protocol import State
@@ -226,11 +226,23 @@ class HubMonitor:
     server): it copies what it iterates, so its figures are at most a moment apart.
     """
 
-    __slots__ = ("_allowed", "_fanout", "_ledger")
+    __slots__ = ("_allowed", "_fanout", "_ledger", "_notsent_lowat", "_notsent_lowat_supported")
 
-    def __init__(self, fanout: Fanout, ledger: Ledger, *, timings: bool | None = None) -> None:
+    def __init__(
+        self,
+        fanout: Fanout,
+        ledger: Ledger,
+        *,
+        timings: bool | None = None,
+        notsent_lowat: int | None = None,
+        notsent_lowat_supported: bool = False,
+    ) -> None:
         self._fanout = fanout
         self._ledger = ledger
+        # The hub's TCP_NOTSENT_LOWAT, the same for every policy name: PolicyStats is
+        # a HubStats and reports it as Hub.stats() does.
+        self._notsent_lowat = notsent_lowat
+        self._notsent_lowat_supported = notsent_lowat_supported
         self._allowed = timings is not False
 
     def __repr__(self) -> str:
@@ -275,6 +287,9 @@ class HubMonitor:
         for name in sorted(set(rows) | set(ledger.retired)):
             live = dict(zip(_ROW, rows.get(name, [0] * len(_ROW)), strict=True))
             retired = ledger.retired.get(name, {})
+            summed: dict[str, Any] = {
+                field: int(live[field] + retired.get(field, 0)) for field in SUMMED
+            }
             result[name] = PolicyStats(
                 subscribers=int(live["subscribers"]),
                 behind=int(live["behind"]),
@@ -283,7 +298,9 @@ class HubMonitor:
                 closed_by_policy=ledger.closed_by_policy.get(name, 0) + int(live["closed"]),
                 opened=ledger.released.get(name, 0) + int(live["live"]),
                 closes=tuple(sorted(ledger.closes.get(name, {}).items())),
-                **{field: int(live[field] + retired.get(field, 0)) for field in SUMMED},
+                notsent_lowat=self._notsent_lowat,
+                notsent_lowat_supported=self._notsent_lowat_supported,
+                **summed,
             )
         return result
 

@@ -1,4 +1,22 @@
-"""What the shell does to sockets itself: what asyncio and websockets leave to the kernel.
+"""What the shell does to sockets itself, where asyncio and websockets leave them to
+the kernel: what the kernel holds for a subscriber's TCP connection, how a cut one is
+reset, and writing straight to asyncio's socket.
+
+Bounding what the kernel holds
+------------------------------
+Below asyncio's write buffer, which an outbox sees, the kernel keeps a send buffer of
+its own: on Linux up to ``tcp_wmem``'s maximum (4 MiB by default) per socket, all of it
+accepted before asyncio's buffer grows at all, and none of it visible to a policy. For
+a client that stopped reading, that is megabytes "sent" that it will read, stale, if it
+ever resumes.
+
+``TCP_NOTSENT_LOWAT`` (Linux, macOS) bounds only the part the kernel has not sent yet:
+past the mark the socket stops accepting data, so what a stalled client cannot take
+stays in asyncio's buffer, where the outbox sees it and the policy acts. Bytes in
+flight are not limited, so a long fat link keeps its throughput (a small ``SO_SNDBUF``
+would cap it). The kernel still fills the segment it is building before it refuses
+more, so it may hold up to about one segment past the mark (about 50 KiB measured on
+Linux loopback, where segments are large).
 
 Resetting instead of closing
 ----------------------------
@@ -29,6 +47,10 @@ It is safe while ``is_closing()`` is false, which the caller checks first: async
 closes the socket only in a callback scheduled after ``is_closing()`` turns true, so
 the descriptor cannot have been closed and reused meanwhile. ``tests/unit/test_asyncio_contract.py``
 checks what this relies on in asyncio.
+
+The kernel probes take a socket (or asyncio's ``TransportSocket``), stand alone, and
+answer ``None`` or ``False`` where the platform or the socket cannot tell: a Unix
+socket, a closed one, a system without the option.
 """
 
 from __future__ import annotations
@@ -38,12 +60,138 @@ import asyncio.selector_events
 import contextlib
 import socket
 import struct
+import sys
 from os import write
+from typing import Any
 
-__all__ = ["abort_with_reset", "direct_fd", "send_now"]
+import attrs
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = [
+    "NOTSENT_LOWAT",
+    "TcpInfo",
+    "abort_with_reset",
+    "direct_fd",
+    "is_tcp",
+    "kernel_unsent",
+    "send_now",
+    "send_queue",
+    "set_notsent_lowat",
+    "tcp_info",
+]
+
+NOTSENT_LOWAT: int | None = getattr(
+    socket, "TCP_NOTSENT_LOWAT", 0x201 if sys.platform == "darwin" else None
+)
+"""The ``TCP_NOTSENT_LOWAT`` option number on this platform, or None where it has none."""
 
 _SOCKET_TRANSPORT: type | None = getattr(asyncio.selector_events, "_SelectorSocketTransport", None)
 """asyncio's own socket transport class, the one written to directly (None: no such class)."""
+
+_LINUX = sys.platform.startswith("linux")
+# ioctl requests of <linux/sockios.h>: bytes in the send queue (sent but unacknowledged,
+# and unsent), and the unsent bytes alone.
+_SIOCOUTQ = 0x5411
+_SIOCOUTQNSD = 0x894B
+# struct tcp_info of <linux/tcp.h>: byte offsets of the fields read here.
+_APP_LIMITED = 7  # the byte holding tcpi_delivery_rate_app_limited, its lowest bit
+_RTT = 68  # __u32 tcpi_rtt, microseconds
+_NOTSENT = 144  # __u32 tcpi_notsent_bytes (Linux 4.6)
+_DELIVERY_RATE = 160  # __u64 tcpi_delivery_rate, bytes per second (Linux 4.9)
+_TCP_INFO_SIZE = 232
+
+
+def is_tcp(sock: Any) -> bool:
+    """Whether ``sock`` is a TCP socket (IPv4 or IPv6); False for Unix sockets and the rest."""
+    try:
+        return sock.type == socket.SOCK_STREAM and sock.family in (
+            socket.AF_INET,
+            socket.AF_INET6,
+        )
+    except (AttributeError, OSError):
+        return False
+
+
+def set_notsent_lowat(sock: Any, nbytes: int) -> bool:
+    """Set ``TCP_NOTSENT_LOWAT`` to ``nbytes`` on a TCP socket; True if it took effect.
+
+    False, and the socket untouched, where the platform has no such option, for a
+    socket that is not TCP, or when the kernel refuses it.
+    """
+    if NOTSENT_LOWAT is None or not is_tcp(sock):
+        return False
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, NOTSENT_LOWAT, nbytes)
+    except OSError:
+        return False
+    return True
+
+
+@attrs.frozen
+class TcpInfo:
+    """What Linux's ``TCP_INFO`` says about a connection's sending side."""
+
+    notsent_bytes: int
+    """Bytes the kernel holds that it has not sent yet (``tcpi_notsent_bytes``)."""
+    delivery_rate: int | None
+    """Bytes per second the peer acknowledged in the latest sample of the sending rate
+    (``tcpi_delivery_rate``); None on kernels older than 4.9."""
+    delivery_rate_app_limited: bool
+    """The sample was limited by the sender having nothing to send, not by the path or
+    the peer: a low ``delivery_rate`` then says nothing about how fast the peer reads."""
+    rtt: float
+    """The smoothed round-trip time, in seconds (``tcpi_rtt``)."""
+
+
+def tcp_info(sock: Any) -> TcpInfo | None:
+    """The kernel's view of a TCP connection (Linux), or None where it cannot tell."""
+    if not _LINUX or not is_tcp(sock):
+        return None
+    try:
+        raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_SIZE)
+    except OSError:
+        return None
+    if len(raw) < _NOTSENT + 4:
+        return None
+    (notsent,) = struct.unpack_from("I", raw, _NOTSENT)
+    (rtt,) = struct.unpack_from("I", raw, _RTT)
+    rate: int | None = None
+    if len(raw) >= _DELIVERY_RATE + 8:
+        (rate,) = struct.unpack_from("Q", raw, _DELIVERY_RATE)
+    return TcpInfo(
+        notsent_bytes=notsent,
+        delivery_rate=rate,
+        delivery_rate_app_limited=bool(raw[_APP_LIMITED] & 1),
+        rtt=rtt / 1e6,
+    )
+
+
+def _ioctl_int(sock: Any, request: int) -> int | None:
+    if not _LINUX or fcntl is None:
+        return None
+    buffer = bytearray(4)
+    with contextlib.suppress(OSError, ValueError):
+        fcntl.ioctl(sock.fileno(), request, buffer)
+        value: int = struct.unpack("i", buffer)[0]
+        return value
+    return None
+
+
+def kernel_unsent(sock: Any) -> int | None:
+    """Bytes the kernel holds for ``sock`` that it has not sent yet (Linux's
+    ``SIOCOUTQNSD``), or None where it cannot tell. One system call."""
+    return _ioctl_int(sock, _SIOCOUTQNSD) if is_tcp(sock) else None
+
+
+def send_queue(sock: Any) -> int | None:
+    """Every byte the kernel holds in ``sock``'s send queue, sent but unacknowledged or
+    not sent yet (Linux's ``SIOCOUTQ``), or None where it cannot tell."""
+    return _ioctl_int(sock, _SIOCOUTQ) if is_tcp(sock) else None
+
 
 _LINGER_RESET = struct.pack("ii", 1, 0)
 """``struct linger`` with ``l_onoff`` 1 and ``l_linger`` 0: close() resets the connection."""

@@ -6,14 +6,16 @@ everything it does goes through the link and the hub's fan-out, never around the
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from websockets.asyncio.connection import Connection
 
+from .._core.decision import Decision
 from .._core.errors import SubscriberClosedError
 from .._core.message import make_message
-from .._core.policy import Policy
+from .._core.policy import Policy, as_policy
+from .._core.snapshot import Snapshot
 from .._core.stats import SubscriberStats
 
 if TYPE_CHECKING:
@@ -56,7 +58,18 @@ class Subscriber:
 
     @property
     def policy(self) -> Policy:
+        """The subscriber's policy. Assign another (a ``Policy`` or a plain function) to
+        change it while the subscriber runs: the queue is reshaped under the new policy
+        at once (a smaller bound evicts, refuses or closes as it says), statistics go on,
+        and order holds. Raises :class:`SubscriberClosedError` once closed."""
         return self._link.outbox.policy
+
+    @policy.setter
+    def policy(self, policy: Policy | Callable[[Snapshot], Decision]) -> None:
+        chosen = as_policy(policy)
+        if self.closed:
+            raise SubscriberClosedError(f"{self!r} is closed")
+        self._link.set_policy(chosen)
 
     @property
     def policy_name(self) -> str:
@@ -99,9 +112,10 @@ class Subscriber:
     def send(self, message: str | bytes | bytearray | memoryview) -> None:
         """Send to this subscriber alone, through its queue, in order with published messages.
 
-        The message is never dropped by the policy. When the queue is full, a policy that
+        The message is lossless, as ``Hub.publish(..., lossless=True)`` makes one: never
+        dropped, skipped, conflated or batched. When the queue is full, a policy that
         drops (``DropOldest``, ``DropNewest``) evicts published messages to make room;
-        otherwise, or when only undroppable messages are queued, the subscriber is closed
+        otherwise, or when only lossless messages are queued, the subscriber is closed
         instead. Raises :class:`SubscriberClosedError` if the subscriber is closed.
         """
         if self.closed:

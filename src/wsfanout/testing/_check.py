@@ -1,8 +1,9 @@
 """Guarantee checkers: judge a simulation's trace against what a policy promises.
 
 Every policy is checked for the guarantees the core owes any policy (:func:`baseline`):
-ordering, no duplicates, its resolved queue bound, writes within the watermarks,
-liveness, and statistics that add up. On top come the guarantees it declares
+ordering, no duplicates, its resolved queue bound, writes within the watermarks, what
+the server holds (queue, write buffer and kernel) within that bound plus the write and
+kernel limits, liveness, and statistics that add up. On top come the guarantees it declares
 (:meth:`Policy.guarantees`) and any a test adds. Each checker is a function from a
 guarantee and one client's trace to the first violation, in a table keyed by the
 guarantee's type.
@@ -25,8 +26,11 @@ from .._core.guarantees import (
     CountsAddUp,
     DisconnectsWithin,
     Drains,
+    GapsAnnounced,
     Guarantee,
+    HeldWithin,
     Lossless,
+    LosslessDelivered,
     MaxDrops,
     MaxSendRate,
     NewestDelivered,
@@ -34,17 +38,27 @@ from .._core.guarantees import (
     OrderedSubsequence,
     Resumes,
     WithinWriteLimit,
+    code,
 )
 from .._core.history import History, MemoryHistory, wanted
 from .._core.message import Message
+from .._core.notices import CONFLATED, NOTICE_FORMATS, GapNotice
 from .._core.outbox import Outbox
 from .._core.policy import FunctionPolicy, Policy, as_policy
 from .._core.rules import resolve_rules
 from .._core.snapshot import Snapshot
 from .._core.stats import SubscriberStats
 from .._core.streams import NO_TOPIC
-from ._schedule import Schedule
-from ._simulator import SETTLING, ClientTrace, HistoryFactory, OutboxFactory, Trace, simulate
+from ._schedule import Schedule, SetPolicy
+from ._simulator import (
+    SETTLE_HORIZON,
+    SETTLING,
+    ClientTrace,
+    HistoryFactory,
+    OutboxFactory,
+    Trace,
+    simulate,
+)
 
 __all__ = [
     "CHECKERS",
@@ -59,6 +73,9 @@ __all__ = [
 
 # Float tolerance for comparing times computed along different paths.
 _EPS = 1e-9
+
+# The largest close frame: a 2-byte header and at most 125 bytes of code and reason.
+_CLOSE_FRAME = 127
 
 
 @attrs.frozen
@@ -116,17 +133,20 @@ class GuaranteeViolation(AssertionError):
 
 def baseline(policy: Policy) -> tuple[Guarantee, ...]:
     """What the core owes every policy, declared or not: ordering, no duplicates, the
-    resolved queue bound, writes within the watermarks, liveness, counts that add up,
-    and an exact resume for a client that reconnects."""
+    resolved queue bound, writes within the watermarks, held bytes within the bound and
+    the limits below it, liveness, counts that add up, lossless messages delivered, and
+    an exact resume for a client that reconnects."""
     rules = resolve_rules(policy)
     return (
         OrderedSubsequence(),
         NoDuplicates(),
         Bounded(max_messages=rules.max_messages, max_bytes=rules.max_bytes),
         WithinWriteLimit(),
+        HeldWithin(max_messages=rules.max_messages, max_bytes=rules.max_bytes),
         Drains(),
         CountsAddUp(),
         Resumes(),
+        LosslessDelivered(),
     )
 
 
@@ -142,12 +162,28 @@ def guarantees_of(policy: Policy, also: Iterable[Guarantee] = ()) -> tuple[Guara
     return tuple(result)
 
 
+def _client_guarantees(client: ClientTrace, also: tuple[Guarantee, ...]) -> list[Guarantee]:
+    """What one client is held to: its policy's guarantees, or, when its policy was
+    replaced, those that every policy it had promises, with the loosest of their bounds."""
+    if not client.changes:
+        return list(guarantees_of(client.policy, also))
+    each = [guarantees_of(policy, also) for policy in client.policies]
+    common = [g for g in each[0] if not isinstance(g, Bounded) and all(g in gs for gs in each)]
+    bounds = [resolve_rules(policy) for policy in client.policies]
+    loosest = Bounded(
+        max_messages=max(rules.max_messages or 0 for rules in bounds),
+        max_bytes=max(rules.max_bytes or 0 for rules in bounds),
+    )
+    return [*common, loosest]
+
+
 def check_trace(trace: Trace, also: Iterable[Guarantee] = ()) -> list[Violation]:
-    """Every violation in ``trace``, per client, of its policy's guarantees and ``also``."""
+    """Every violation in ``trace``, per client, of its policy's guarantees and ``also``
+    (of the guarantees all its policies share, when its policy was replaced)."""
     extra = tuple(also)
     violations: list[Violation] = []
     for client in trace.clients:
-        for guarantee in guarantees_of(client.policy, extra):
+        for guarantee in _client_guarantees(client, extra):
             checker = _checker(guarantee)
             found = checker(guarantee, client, trace)
             if found is not None:
@@ -165,6 +201,7 @@ def check_guarantees(
     outbox_factory: OutboxFactory = Outbox,
     history: History | None = None,
     history_factory: HistoryFactory = MemoryHistory,
+    settle_horizon: float = SETTLE_HORIZON,
 ) -> Trace:
     """Run ``policy`` through ``schedule`` on the simulator and check its guarantees.
 
@@ -172,6 +209,8 @@ def check_guarantees(
     (:meth:`Policy.guarantees`) and ``also``; raises :class:`GuaranteeViolation` listing
     each broken one, with the schedule as code. With ``history``, the hub keeps it for
     the clients that reconnect (:class:`Reconnect`). Returns the trace for further checks.
+    ``settle_horizon`` is how long the final settling waits with nothing written before
+    what is still queued counts as a liveness failure (:data:`SETTLE_HORIZON`).
     """
     chosen = as_policy(policy)
     trace = simulate(
@@ -181,6 +220,7 @@ def check_guarantees(
         outbox_factory=outbox_factory,
         history=history,
         history_factory=history_factory,
+        settle_horizon=settle_horizon,
     )
     violations = check_trace(trace, also)
     if violations:
@@ -197,7 +237,9 @@ def reproduction(policy: Policy, schedule: Schedule, *, history: History | None 
     if "clients=" in body:
         names.add("Client")
     imports: dict[str, set[str]] = {}
-    for stage in policy.stages:
+    replaced = [step.policy for step in schedule.steps if isinstance(step, SetPolicy)]
+    stages = [stage for each in (policy, *replaced) for stage in each.stages]
+    for stage in stages:
         if isinstance(stage, FunctionPolicy):
             module = getattr(stage.function, "__module__", "__main__")
             name = getattr(stage.function, "__qualname__", "").split(".")[0]
@@ -307,6 +349,34 @@ def _check_bounded(guarantee: Bounded, client: ClientTrace, trace: Trace) -> Fou
     return None
 
 
+def _check_held(guarantee: HeldWithin, client: ClientTrace, trace: Trace) -> Found:
+    largest_payload = max(
+        (len(trace.messages[offer.seq].payload) for offer in client.offered), default=0
+    )
+    largest_frame = max(
+        (len(frame.data) for write in client.writes for frame in write.frames), default=0
+    )
+    queue = math.inf if guarantee.max_bytes is None else guarantee.max_bytes
+    if guarantee.max_messages is not None:
+        queue = min(queue, guarantee.max_messages * largest_payload)
+    spec = client.client
+    limit = queue + spec.high + largest_frame + spec.notsent_lowat
+    for sample in client.samples:
+        held = sample.queued_bytes + sample.write_buffer + sample.kernel_unsent
+        closing = 0 if sample.open else _CLOSE_FRAME
+        if held > limit + closing:
+            return (
+                sample.step,
+                sample.at,
+                f"the server held {held} bytes (queue {sample.queued_bytes}, write buffer "
+                f"{sample.write_buffer}, kernel {sample.kernel_unsent}), more than "
+                f"{limit + closing}: the queue's {queue} + high={spec.high} + a "
+                f"{largest_frame}-byte frame + notsent_lowat={spec.notsent_lowat}"
+                + (f" + a close frame of at most {_CLOSE_FRAME}" if closing else ""),
+            )
+    return None
+
+
 def _check_drains(guarantee: Drains, client: ClientTrace, trace: Trace) -> Found:
     error = trace.error
     if error is not None and error.client in (None, client.index):
@@ -315,17 +385,19 @@ def _check_drains(guarantee: Drains, client: ClientTrace, trace: Trace) -> Found
         return None
     last = client.samples[-1]
     if client.open and last.queued_messages:
+        why = f": {trace.gave_up}" if trace.gave_up is not None else ""
         return (
             SETTLING,
             last.at,
             f"{last.queued_messages} messages still queued after the client read everything "
-            f"until t={last.at!r} (oldest {last.lag!r}s old)",
+            f"until t={last.at!r} (oldest {last.lag!r}s old){why}",
         )
-    if client.open and last.write_buffer:
+    if client.open and (last.write_buffer or last.kernel_unsent):
         return (
             SETTLING,
             last.at,
-            f"{last.write_buffer} bytes still in the write buffer of a client reading everything",
+            f"{last.write_buffer} bytes still in the write buffer and {last.kernel_unsent} in "
+            "the kernel of a client reading everything",
         )
     return None
 
@@ -602,7 +674,10 @@ def _check_resumes(guarantee: Resumes, client: ClientTrace, trace: Trace) -> Fou
     for write in client.writes:
         for frame in write.frames:
             if frame.control:
-                written.append(("control", json.loads(frame.payload)))
+                try:  # a Notify format of the application's may not be JSON
+                    written.append(("control", json.loads(frame.payload)))
+                except ValueError:
+                    continue
             else:
                 written.extend(("data", seq) for seq in frame.seqs)
     at = client.joined_at
@@ -695,10 +770,152 @@ def _stream(message: Message) -> str:
     return NO_TOPIC if message.topic is None else message.topic
 
 
+def _check_lossless_delivered(
+    guarantee: LosslessDelivered, client: ClientTrace, trace: Trace
+) -> Found:
+    lossless = [offer for offer in client.offered if not trace.messages[offer.seq].droppable]
+    if not lossless:
+        return None
+    written: set[int] = set()
+    pending = 0  # index into lossless of the first one not yet written
+    for write in client.writes:
+        for frame in write.frames:
+            if frame.control:
+                continue
+            seqs = frame.seqs
+            if len(seqs) > 1:
+                alone = [seq for seq in seqs if not trace.messages[seq].droppable]
+                if alone:
+                    return (
+                        write.step,
+                        write.at,
+                        f"lossless message #{alone[0]} was batched with {list(seqs)}",
+                    )
+            written.update(seqs)
+            newest = max(seqs)
+            while pending < len(lossless) and lossless[pending].seq < newest:
+                offer = lossless[pending]
+                if offer.seq not in written:
+                    return (
+                        write.step,
+                        write.at,
+                        f"lossless message #{offer.seq} was never written, but #{newest}, "
+                        "published after it, was",
+                    )
+                pending += 1
+    if trace.settled and client.open:
+        received = set(client.received)
+        for offer in lossless:
+            if offer.seq not in received:
+                return (
+                    offer.step,
+                    offer.at,
+                    f"lossless message #{offer.seq} never arrived, though the subscriber is "
+                    "open and the client read everything",
+                )
+    return None
+
+
+def _encoded(data: object) -> bytes | None:
+    if isinstance(data, str):
+        return data.encode()
+    return data if isinstance(data, bytes) else None
+
+
+def _notice_problem(notice: GapNotice) -> str | None:
+    """What is wrong with a notice's own numbers, if anything."""
+    if notice.count < 1:
+        return "a notice announced no loss"
+    if sum(notice.reasons.values()) != notice.count:
+        return f"a notice's reasons {notice.reasons} do not add up to its count {notice.count}"
+    if notice.keys and CONFLATED not in notice.reasons:
+        return f"a notice lists keys {list(notice.keys)} but nothing was conflated"
+    return None
+
+
+def _check_announced(guarantee: GapsAnnounced, client: ClientTrace, trace: Trace) -> Found:
+    fmt = guarantee.format
+    encode = NOTICE_FORMATS[fmt] if isinstance(fmt, str) else fmt
+    place = {
+        (message.topic or "", message.epoch, message.offset): seq
+        for seq, message in trace.messages.items()
+        if message.offset
+    }
+    offered = client.offered_seqs
+    offered_set = set(offered)
+    written = {seq for write in client.writes for f in write.frames for seq in f.seqs}
+    announced: set[int] = set()
+    reasons: dict[str, int] = {}
+    so_far: set[int] = set()  # message seqs written so far
+    checked = 0  # index into offered: every one before it is accounted for
+    for write in client.writes:
+        where = write.step, write.at
+        for frame in write.frames:
+            notice = frame.notice
+            if notice is not None:
+                if frame.payload != _encoded(encode(notice)):
+                    return *where, f"a notice's payload is not {code(fmt)} of {notice!r}"
+                problem = _notice_problem(notice)
+                if problem is not None:
+                    return *where, problem
+                for first, last in notice.ranges:
+                    for offset in range(first, last + 1):
+                        seq = place.get((notice.topic, notice.epoch, offset))
+                        what = f"offset {offset} of {notice.topic!r} ({notice.epoch})"
+                        if seq is None or seq not in offered_set:
+                            return *where, f"a notice announced {what}, never offered here"
+                        if seq in written:
+                            return *where, f"a notice announced #{seq}, {what}, which was written"
+                        if seq in announced:
+                            return *where, f"a notice announced #{seq}, {what}, a second time"
+                        announced.add(seq)
+                for reason, n in notice.reasons.items():
+                    reasons[reason] = reasons.get(reason, 0) + n
+                continue
+            if frame.control or not frame.seqs:
+                continue
+            so_far.update(frame.seqs)
+            newest = max(frame.seqs)
+            while checked < len(offered) and offered[checked] < newest:
+                seq = offered[checked]
+                if seq not in so_far and seq not in announced:
+                    return (
+                        *where,
+                        f"message #{seq} was lost, but #{newest}, published after it, was "
+                        "written before any notice announced it",
+                    )
+                checked += 1
+    if not client.samples:
+        return None
+    final = client.samples[-1]
+    stats = final.stats
+    count = len(announced)
+    lost = stats.dropped - stats.disconnected
+    if count > lost:
+        return final.step, final.at, f"notices announced {count} losses, the stats count {lost}"
+    if trace.settled and client.open:
+        if count != lost:
+            return (
+                SETTLING,
+                final.at,
+                f"the subscriber lost {lost} messages, notices announced {count}, though it "
+                "is open and read everything",
+            )
+        for reason, total in reasons.items():
+            if getattr(stats, reason, total) != total:
+                return (
+                    SETTLING,
+                    final.at,
+                    f"notices announced {total} {reason}, the stats count {getattr(stats, reason)}",
+                )
+    return None
+
+
 CHECKERS: dict[type[Guarantee], Checker] = {
     OrderedSubsequence: _check_ordered,
     NoDuplicates: _check_no_duplicates,
     WithinWriteLimit: _check_write_limit,
+    HeldWithin: _check_held,
     Bounded: _check_bounded,
     Drains: _check_drains,
     CountsAddUp: _check_counts,
@@ -709,6 +926,8 @@ CHECKERS: dict[type[Guarantee], Checker] = {
     DisconnectsWithin: _check_disconnects,
     MaxDrops: _check_max_drops,
     Resumes: _check_resumes,
+    LosslessDelivered: _check_lossless_delivered,
+    GapsAnnounced: _check_announced,
 }
 """How each kind of guarantee is checked: ``(guarantee, client_trace, trace)`` to the first
 ``(step, time, detail)`` that breaks it, or None."""

@@ -9,12 +9,15 @@ of a one-client schedule); each step runs at the clock's current time, and only
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import attrs
 
+from .._core.decision import Decision
 from .._core.guarantees import CodeRepr, code
+from .._core.policy import Policy, as_policy
+from .._core.snapshot import Snapshot
 
 __all__ = [
     "Advance",
@@ -26,6 +29,7 @@ __all__ = [
     "Reconnect",
     "Schedule",
     "Send",
+    "SetPolicy",
     "Stall",
     "Step",
 ]
@@ -77,13 +81,15 @@ class Step(CodeRepr):
 class Publish(Step):
     """Publish ``n`` messages of ``size`` payload bytes in one go (no relay runs between
     them), keyed round-robin from ``keys`` (none if empty), under ``topic``, as Text
-    frames or, with ``binary``, Binary frames."""
+    frames or, with ``binary``, Binary frames; with ``lossless``, none may be lost."""
 
     n: int = attrs.field(default=1, validator=_count)
     size: int = attrs.field(default=8, validator=_nonnegative_int)
     keys: tuple[str, ...] = attrs.field(default=(), converter=_keys)
     topic: str | None = None
     binary: bool = False
+    lossless: bool = False
+    """Publish them lossless (``Hub.publish(..., lossless=True)``)."""
 
 
 @attrs.frozen(repr=False)
@@ -131,6 +137,18 @@ class Hangup(Step):
     client: int = attrs.field(default=0, validator=_nonnegative_int)
 
 
+def _policy(value: Policy | Callable[[Snapshot], Decision]) -> Policy:
+    return as_policy(value)
+
+
+@attrs.frozen(repr=False)
+class SetPolicy(Step):
+    """``subscriber.policy = policy`` for one client: its queue is reshaped at once."""
+
+    policy: Policy = attrs.field(converter=_policy)
+    client: int = attrs.field(default=0, validator=_nonnegative_int)
+
+
 @attrs.frozen(repr=False)
 class Reconnect(Step):
     """The client's connection is lost (if it was not already) and the client connects
@@ -142,12 +160,15 @@ class Reconnect(Step):
 @attrs.frozen(repr=False)
 class Client(CodeRepr):
     """A client's transport: write-buffer watermarks ``high``/``low`` (bytes), the rate it
-    reads at to begin with, and the topics it subscribes to (``None``: all)."""
+    reads at to begin with, the topics it subscribes to (``None``: all), and the bytes its
+    kernel takes below the write buffer before the rest waits there (``notsent_lowat``,
+    as ``TCP_NOTSENT_LOWAT`` bounds them; 0: no kernel buffer)."""
 
     high: int = attrs.field(default=1024, validator=_nonnegative_int)
     low: int = attrs.field(default=256, validator=_nonnegative_int)
     rate: float = attrs.field(default=math.inf, validator=_rate)
     topics: frozenset[str] | None = attrs.field(default=None, converter=_topics)
+    notsent_lowat: int = attrs.field(default=0, validator=_nonnegative_int)
 
     def __attrs_post_init__(self) -> None:
         if self.low > self.high:

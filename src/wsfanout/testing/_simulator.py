@@ -28,6 +28,12 @@ Time moves only in :meth:`Simulator.advance`, from one event to the next (a time
 transport resuming, a close frame read or timing out), so minutes of virtual time cost
 only the events in them. Clients read at a scripted rate in between.
 
+Settling (:meth:`Simulator.settle`, the end of every checked run) has a horizon: once
+:data:`SETTLE_HORIZON` seconds of virtual time, or :data:`SETTLE_WAKEUPS` events, pass
+with nothing written and no connection ending, it stops, and whatever is still queued
+for a client that reads everything is a liveness failure. A core that holds a message
+forever is reported after one horizon, not after settling until time runs out.
+
 Everything observable is recorded in a :class:`Trace`: what was offered to each client,
 every write with the buffer size it was made at, every frame the client finished
 reading (with the messages it carried), closes, and a :class:`Sample` of the
@@ -48,6 +54,7 @@ from .._core.contract import cork_is_full, plan_wait, write_buffer
 from .._core.decision import Close, Decision
 from .._core.history import History, MemoryHistory, Position, plan_from, wanted
 from .._core.message import Batched, Message, make_control, make_message
+from .._core.notices import GapNotice, Notice
 from .._core.outbox import CloseAction, Offer, Outbox, Wait, Write
 from .._core.policy import Policy, as_policy
 from .._core.snapshot import Snapshot
@@ -64,6 +71,7 @@ from ._schedule import (
     Reconnect,
     Schedule,
     Send,
+    SetPolicy,
     Stall,
     Step,
 )
@@ -77,7 +85,10 @@ __all__ = [
     "Frame",
     "HistoryFactory",
     "OutboxFactory",
+    "PolicyChange",
     "Sample",
+    "SETTLE_HORIZON",
+    "SETTLE_WAKEUPS",
     "SETTLING",
     "SimulationError",
     "Simulator",
@@ -87,8 +98,8 @@ __all__ = [
 ]
 
 OutboxFactory = Callable[..., Outbox]
-"""``(policy, *, high, low) -> Outbox``: the core under test (a broken one, in the toolkit's
-own tests)."""
+"""``(policy, *, high, low, kernel_unsent) -> Outbox``: the core under test (a broken one,
+in the toolkit's own tests); ``kernel_unsent`` is the probe of the simulated kernel."""
 
 HistoryFactory = Callable[[History], MemoryHistory]
 """``(limits) -> MemoryHistory``: the history under test (a broken one, in the toolkit's
@@ -102,6 +113,16 @@ SETTLING = -1
 
 MAX_EVENTS = 200_000
 """Events one :meth:`Simulator.advance` or :meth:`Simulator.settle` may process."""
+
+SETTLE_HORIZON = 3600.0
+"""Seconds of virtual time settling waits for something to be written (or a connection
+to end) before it gives up: what is still queued then is a liveness failure. A policy
+that legitimately holds a message longer (a ``Throttle`` slower than one frame an
+hour) needs ``settle_horizon=`` raised."""
+
+SETTLE_WAKEUPS = 10_000
+"""Events settling processes in a row with nothing written before it gives up, so a
+relay that wakes over and over without writing fails fast too."""
 
 
 class SimulationError(Exception):
@@ -129,6 +150,8 @@ class Frame:
     written_at: float
     step: int | None
     control: bool = False
+    notice: GapNotice | None = None
+    """The gap notice a control frame carries, if it is one (``Notify``)."""
 
 
 @attrs.frozen
@@ -171,6 +194,8 @@ class Sample:
     queued_bytes: int
     lag: float
     write_buffer: int
+    kernel_unsent: int
+    """Bytes the simulated kernel holds below the write buffer, not yet read."""
     open: bool
     """Attached and not closing: the hub still offers it messages."""
     stats: SubscriberStats
@@ -206,6 +231,15 @@ class Ended:
     step: int | None
 
 
+@attrs.frozen
+class PolicyChange:
+    """The client's policy was replaced (:meth:`Simulator.set_policy`)."""
+
+    policy: Policy
+    at: float
+    step: int | None
+
+
 @attrs.define(eq=False)
 class ClientTrace:
     """Everything that happened to one client."""
@@ -232,6 +266,13 @@ class ClientTrace:
     """How many of the first messages it was offered are the replay of what it missed."""
     joined_seq: int = 0
     """The seq the next message published when it joined would have had."""
+    changes: list[PolicyChange] = attrs.Factory(list)
+    """Each time its policy was replaced, in order; ``policy`` is the first one."""
+
+    @property
+    def policies(self) -> list[Policy]:
+        """Every policy the client had, the first one first."""
+        return [self.policy, *(change.policy for change in self.changes)]
 
     @property
     def received(self) -> list[int]:
@@ -260,6 +301,9 @@ class Trace:
     """True if the run ended with a settle phase (clients reading everything)."""
     history: History | None = None
     """The bound of the hub's history, if it kept one."""
+    gave_up: str | None = None
+    """Why settling stopped before nothing was left to happen (its horizon passed with
+    nothing written), or None: then whatever is still queued is a liveness failure."""
 
 
 # -- the simulator ------------------------------------------------------------------------
@@ -363,6 +407,8 @@ class Simulator:
         """The schedule step being run, recorded with every event."""
         self._subscribers: list[_Subscriber] = []
         self._seq = 0
+        self._progress = 0
+        """Writes, close frames and ended connections so far: what settling waits for."""
 
     # -- subscribers ----------------------------------------------------------------
 
@@ -394,9 +440,14 @@ class Simulator:
 
     def _connect(self, policy: Policy, client: Client, logical: int) -> _Subscriber:
         index = len(self._subscribers)
-        outbox = self.outbox_factory(policy, high=client.high, low=client.low)
         transport: FakeTransport[Frame | CloseFrame] = FakeTransport(
-            high=client.high, low=client.low, rate=client.rate
+            high=client.high, low=client.low, rate=client.rate, notsent_lowat=client.notsent_lowat
+        )
+        outbox = self.outbox_factory(
+            policy,
+            high=client.high,
+            low=client.low,
+            kernel_unsent=lambda: transport.kernel_unsent,
         )
         trace = ClientTrace(
             index, policy, client, joined_at=self.clock.now, logical=logical, joined_seq=self._seq
@@ -471,16 +522,22 @@ class Simulator:
         *,
         topic: str | None = None,
         key: str | None = None,
+        lossless: bool = False,
     ) -> int:
-        """Publish one message; return its seq."""
-        seq = self._publish(data, topic=topic, key=key)
+        """Publish one message (``lossless``: as ``Hub.publish`` does); return its seq."""
+        seq = self._publish(data, topic=topic, key=key, lossless=lossless)
         self._run_ready()
         return seq
 
-    def publish_many(self, messages: Iterable[tuple[str | bytes, str | None, str | None]]) -> None:
+    def publish_many(
+        self,
+        messages: Iterable[tuple[str | bytes, str | None, str | None]],
+        *,
+        lossless: bool = False,
+    ) -> None:
         """Publish ``(data, topic, key)`` messages back to back, no relay running between."""
         for data, topic, key in messages:
-            self._publish(data, topic=topic, key=key)
+            self._publish(data, topic=topic, key=key, lossless=lossless)
         self._run_ready()
 
     def send(self, client: int, data: str | bytes) -> int:
@@ -505,15 +562,20 @@ class Simulator:
         frame = make_control(data, time=now)
         buffered = sub.write_buffer()
         outcome = sub.outbox.send_control(frame, now, buffered)
-        if outcome is Offer.WRITE:
-            self._emit(sub, frame, buffered)
-        elif outcome is Offer.KICK:
-            self._kick(sub)
-        elif outcome is Offer.CLOSE:
-            sub.attached = False
-            self._kick(sub)
-        self._note_closing(sub)
+        self._carry_out(sub, outcome, frame, buffered)
         self._sample(sub)
+
+    def set_policy(self, client: int, policy: Policy | Callable[[Snapshot], Decision]) -> None:
+        """``subscriber.policy = policy``: the client's queue is reshaped under it at once."""
+        sub = self._subscriber(client)
+        chosen = as_policy(policy)
+        sub.trace.changes.append(PolicyChange(chosen, self.clock.now, self.step))
+        if sub.outbox.closing is None and sub.attached:
+            buffered = sub.write_buffer()
+            outcome = sub.outbox.set_policy(chosen, self.clock.now, buffered)
+            self._carry_out(sub, outcome, None, buffered)
+        self._sample(sub)
+        self._run_ready()
 
     def read(self, client: int, rate: float = math.inf) -> None:
         """The client reads ``rate`` bytes per second from now on."""
@@ -570,21 +632,43 @@ class Simulator:
                 return
         self._fail("events never ended while advancing", None)
 
-    def settle(self) -> bool:
+    def settle(self, horizon: float = SETTLE_HORIZON) -> bool:
         """Publishing has stopped; every connected client reads everything. Run until
-        nothing is left to happen; return True if every open subscriber's queue emptied.
-        What happens meanwhile is recorded at step :data:`SETTLING`."""
+        nothing is left to happen, or until ``horizon`` seconds (or
+        :data:`SETTLE_WAKEUPS` events) pass with nothing written and no connection
+        ending (then ``trace.gave_up`` says so); return True if every open subscriber's
+        queue emptied. What happens meanwhile is recorded at step :data:`SETTLING`."""
+        if not horizon > 0 or not math.isfinite(horizon):
+            raise ValueError(f"horizon={horizon!r} must be a finite number of seconds > 0")
         self.step = SETTLING
         for sub in self._subscribers:
             if sub.trace.ended is None:
                 self._delivered(sub, sub.transport.set_rate(math.inf))
                 self._after_read(sub)
         self._run_ready()
+        progress = self._progress
+        deadline = self.clock.now + horizon
+        idle = 0
         for _ in range(MAX_EVENTS):
             when = self._next_event()
             if when == math.inf:
                 break
+            if when > deadline:
+                self._move_to(deadline)
+                self.trace.gave_up = f"nothing was written for {horizon!r}s (the settling horizon)"
+                break
             self._move_to(when)
+            if self._progress != progress:
+                progress, idle = self._progress, 0
+                deadline = self.clock.now + horizon
+            else:
+                idle += 1
+                if idle >= SETTLE_WAKEUPS:
+                    self.trace.gave_up = (
+                        f"the relays woke {idle} times in a row without writing anything "
+                        "(the settling horizon)"
+                    )
+                    break
         else:
             self._fail("events never ended while settling", None)
         for sub in self._subscribers:
@@ -605,7 +689,9 @@ class Simulator:
         self._seq += 1
         return seq
 
-    def _publish(self, data: str | bytes, *, topic: str | None, key: str | None) -> int:
+    def _publish(
+        self, data: str | bytes, *, topic: str | None, key: str | None, lossless: bool = False
+    ) -> int:
         now = self.clock.now
         stream = self.streams.advance(topic)
         message = make_message(
@@ -614,6 +700,7 @@ class Simulator:
             time=now,
             topic=topic,
             key=key,
+            droppable=not lossless,
             offset=stream.last,
             epoch=stream.epoch,
         )
@@ -632,7 +719,16 @@ class Simulator:
         buffered = sub.write_buffer()
         outcome = sub.outbox.offer(message, now, buffered)
         sub.trace.offered.append(Offered(message.seq, now, self.step, outcome))
+        self._carry_out(sub, outcome, message, buffered)
+        self._sample(sub)
+
+    def _carry_out(
+        self, sub: _Subscriber, outcome: Offer, message: Message | None, buffered: int
+    ) -> None:
+        """What ``Link`` does with an outbox's answer: write ``message`` now, run the
+        relay, or detach and let the relay close."""
         if outcome is Offer.WRITE:
+            assert message is not None
             self._emit(sub, message, buffered)
         elif outcome is Offer.KICK:
             self._kick(sub)
@@ -640,7 +736,6 @@ class Simulator:
             sub.attached = False
             self._kick(sub)
         self._note_closing(sub)
-        self._sample(sub)
 
     def _emit(self, sub: _Subscriber, message: Message, buffered: int) -> None:
         """``Link.emit``: the first frame of the iteration at once, later ones corked."""
@@ -696,10 +791,12 @@ class Simulator:
                 now,
                 self.step,
                 m.control,
+                m.notice if isinstance(m, Notice) else None,
             )
             for m in messages
         )
         sub.trace.writes.append(WriteEvent(frames, now, self.step, buffered, fast))
+        self._progress += 1
         for frame in frames:
             self._delivered(sub, sub.transport.write(frame, len(frame.data)))
 
@@ -741,6 +838,7 @@ class Simulator:
         sub.held_bytes = 0
         sub.outbox.discard()
         sub.trace.ended = Ended(how, code, at, self.step)
+        self._progress += 1
         relay = sub.relay
         if relay is not None and relay.state == _CLOSING:
             sub.relay = None  # wait_closed() returns
@@ -825,6 +923,7 @@ class Simulator:
         if not sub.connected or sub.transport.closed or sub.trace.ended is not None:
             return False
         frame = CloseFrame(code, reason, bytes(4) + reason.encode())
+        self._progress += 1
         sub.connected = False  # the protocol is CLOSING: no more data frames
         sub.close_frame = frame
         sub.close_deadline = self.clock.now + self.close_timeout
@@ -869,7 +968,7 @@ class Simulator:
                     self._delivered(sub, transport.drain(transport.buffered - transport.low))
                 frame = sub.close_frame
                 if frame is not None and when + transport.seconds_until_read(frame) <= when:
-                    self._delivered(sub, transport.drain(transport.buffered))
+                    self._delivered(sub, transport.drain(transport.unread))
             if sub.trace.ended is None and sub.close_deadline <= when:
                 transport.abort()
                 self._end(sub, "aborted", 1006, when)
@@ -896,6 +995,7 @@ class Simulator:
                 queued_bytes=queue.bytes,
                 lag=outbox.lag(now),
                 write_buffer=sub.transport.buffered,
+                kernel_unsent=sub.transport.kernel_unsent,
                 open=sub.attached and outbox.closing is None,
                 stats=outbox.stats(now),
             )
@@ -928,12 +1028,19 @@ def _run_publish(sim: Simulator, step: Publish) -> None:
     first = sim.next_seq
     sim.publish_many(
         (
-            _payload(first + i, step.size, step.binary),
-            step.topic,
-            keys[i % len(keys)] if keys else None,
-        )
-        for i in range(step.n)
+            (
+                _payload(first + i, step.size, step.binary),
+                step.topic,
+                keys[i % len(keys)] if keys else None,
+            )
+            for i in range(step.n)
+        ),
+        lossless=step.lossless,
     )
+
+
+def _run_set_policy(sim: Simulator, step: SetPolicy) -> None:
+    sim.set_policy(step.client, step.policy)
 
 
 def _run_send(sim: Simulator, step: Send) -> None:
@@ -973,6 +1080,7 @@ _RUNNERS: dict[type[Step], Callable[[Simulator, Any], None]] = {
     Drain: _run_drain,
     Hangup: _run_hangup,
     Reconnect: _run_reconnect,
+    SetPolicy: _run_set_policy,
 }
 """What each step does, as a table."""
 
@@ -986,13 +1094,16 @@ def simulate(
     outbox_factory: OutboxFactory = Outbox,
     history: History | None = None,
     history_factory: HistoryFactory = MemoryHistory,
+    settle_horizon: float = SETTLE_HORIZON,
 ) -> Trace:
     """Run ``schedule`` with every client under ``policy`` and return the trace.
 
     With ``settle`` (the default) the run ends as a liveness check does: publishing
     stops, every client still connected reads everything, and time runs until nothing
-    is left to happen. With ``history``, the hub keeps each topic's messages under that
-    bound, for clients that reconnect. A :class:`SimulationError` is recorded in
+    is left to happen, or until ``settle_horizon`` seconds pass with nothing written
+    (:meth:`Simulator.settle`). With ``history``, the hub keeps each topic's messages
+    under that bound, for clients that reconnect. A :class:`SimulationError` is
+    recorded in
     ``trace.error``.
     """
     sim = Simulator(
@@ -1009,7 +1120,7 @@ def simulate(
             sim.step = index
             sim.run(step)
         if settle:
-            sim.settle()
+            sim.settle(settle_horizon)
             sim.trace.settled = True
     except SimulationError as error:
         sim.trace.error = error

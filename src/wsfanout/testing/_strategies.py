@@ -8,6 +8,7 @@ counterexample reads as a story.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -19,6 +20,7 @@ from .._core.builtins import (
     Disconnect,
     DropNewest,
     DropOldest,
+    Notify,
     SkipToLatest,
     Throttle,
 )
@@ -34,6 +36,7 @@ from ._schedule import (
     Reconnect,
     Schedule,
     Send,
+    SetPolicy,
     Stall,
     Step,
 )
@@ -43,6 +46,9 @@ __all__ = ["policies", "schedules", "steps"]
 _SECONDS = (0.001, 0.01, 0.1, 0.25, 1.0, 5.0, 30.0)
 _RATES = (math.inf, 10.0, 100.0, 1_000.0, 10_000.0)
 _HIGHS = (1024, 0, 64, 256, 4096, 65536)
+_LOWATS = (0, 16, 256, 4096)
+"""Kernel low-water marks of simulated clients: none, smaller than one message, a few
+messages, and more than most bursts."""
 
 
 def _seconds(max_advance: float) -> st.SearchStrategy[float]:
@@ -70,45 +76,91 @@ def steps(
     sends: bool = True,
     hangups: bool = True,
     reconnects: bool = False,
+    lossless: bool = True,
+    set_policies: st.SearchStrategy[Policy] | None = None,
 ) -> st.SearchStrategy[Step]:
-    """One schedule step: a publish burst, time passing, a client changing how it reads,
-    reading some bytes, a ``subscriber.send()``, (with ``hangups``) a client vanishing,
-    or (with ``reconnects``) a client reconnecting and resuming."""
+    """One schedule step: a publish burst (some of them ``lossless``), time passing, a
+    client changing how it reads, reading some bytes, a ``subscriber.send()``, (with
+    ``hangups``) a client vanishing, (with ``reconnects``) a client reconnecting and
+    resuming, or, given ``set_policies``, a client's policy replaced by one it draws."""
     if clients < 1:
         raise ValueError(f"clients={clients!r} must be >= 1")
     if max_burst < 1:
         raise ValueError(f"max_burst={max_burst!r} must be >= 1")
+    # Every choice drawn is a cost paid again by each attempt to shrink a failure: a step
+    # is one composite drawing its kind and then its fields directly (no nested tuples,
+    # maps and one_of), what has one possible value is no draw at all, and a step's key
+    # set is one choice from a table. Kinds are listed simplest first, Publish first,
+    # which is where shrinking takes a step.
+    one_client = clients == 1
     client = st.integers(min_value=0, max_value=clients - 1)
+    bursts = st.integers(min_value=1, max_value=max_burst)
     sizes = st.integers(min_value=0, max_value=max_size)
-    key_sets: st.SearchStrategy[tuple[str, ...]] = (
-        st.lists(st.sampled_from(tuple(keys)), max_size=3, unique=True).map(tuple)
-        if keys
-        else st.just(())
-    )
-    # st.tuples(...).map(...) rather than st.builds, which inspects signatures per draw.
-    publish = st.tuples(
-        st.integers(min_value=1, max_value=max_burst),
-        sizes,
-        key_sets,
-        st.sampled_from((None, *topics)),
-        st.booleans() if binary else st.just(False),
-    ).map(lambda args: Publish(*args))
-    choices: list[st.SearchStrategy[Step]] = [
-        publish,
-        _seconds(max_advance).map(Advance),
-        st.tuples(_rates(), client).map(lambda args: Read(*args)),
-        client.map(Stall),
-        st.tuples(st.integers(min_value=0, max_value=8 * max_size + 64), client).map(
-            lambda args: Drain(*args)
-        ),
-    ]
+    key_sets = _key_sets(tuple(keys))
+    topic_names = st.sampled_from((None, *topics)) if topics else None
+    binaries = st.booleans() if binary else None
+    # About one burst in four lossless: enough to meet bounds, few enough to lose.
+    losslesses = st.sampled_from((False, False, False, True)) if lossless else None
+    seconds = _seconds(max_advance)
+    rates = _rates()
+    drains = st.integers(min_value=0, max_value=8 * max_size + 64)
+    kinds: list[type[Step]] = [Publish, Advance, Read, Stall, Drain]
     if sends:
-        choices.append(st.tuples(client, sizes).map(lambda args: Send(*args)))
+        kinds.append(Send)
     if hangups:
-        choices.append(client.map(Hangup))
+        kinds.append(Hangup)
     if reconnects:
-        choices.append(client.map(Reconnect))
-    return st.one_of(choices)
+        kinds.append(Reconnect)
+    if set_policies is not None:
+        kinds.append(SetPolicy)
+    kind_of = st.sampled_from(kinds)
+
+    @st.composite
+    def step(draw: st.DrawFn) -> Step:
+        kind = draw(kind_of)
+        if kind is Publish:
+            return Publish(
+                draw(bursts),
+                draw(sizes),
+                draw(key_sets),
+                None if topic_names is None else draw(topic_names),
+                False if binaries is None else draw(binaries),
+                False if losslesses is None else draw(losslesses),
+            )
+        if kind is Advance:
+            return Advance(draw(seconds))
+        if kind is Read:
+            return Read(draw(rates), 0 if one_client else draw(client))
+        if kind is Drain:
+            return Drain(draw(drains), 0 if one_client else draw(client))
+        if kind is Send:
+            return Send(0 if one_client else draw(client), draw(sizes))
+        if kind is SetPolicy:
+            assert set_policies is not None
+            return SetPolicy(draw(set_policies), 0 if one_client else draw(client))
+        index = 0 if one_client else draw(client)
+        if kind is Reconnect:
+            return Reconnect(index)
+        return Stall(index) if kind is Stall else Hangup(index)
+
+    return step()
+
+
+_RUN = 8
+"""The most steps in one run of a schedule (see ``schedules``)."""
+
+_KEY_SETS = 1000
+"""Up to this many ordered key sets are drawn as one choice from a table."""
+
+
+def _key_sets(keys: tuple[str, ...]) -> st.SearchStrategy[tuple[str, ...]]:
+    """Up to 3 distinct keys in order (publish assigns them round-robin), none first."""
+    if not keys:
+        return st.just(())
+    table = [combo for size in range(4) for combo in itertools.permutations(keys, size)]
+    if len(table) <= _KEY_SETS:
+        return st.sampled_from(table)
+    return st.lists(st.sampled_from(keys), max_size=3, unique=True).map(tuple)
 
 
 def _clients(topics: Sequence[str]) -> st.SearchStrategy[Client]:
@@ -122,6 +174,7 @@ def _clients(topics: Sequence[str]) -> st.SearchStrategy[Client]:
                 st.sampled_from((high // 4, 0, high)),
                 st.sampled_from(_RATES),
                 subscriptions,
+                st.sampled_from(_LOWATS),
             ).map(lambda args: Client(*args))
             for high in _HIGHS
         ]
@@ -141,17 +194,20 @@ def schedules(
     sends: bool = True,
     hangups: bool = True,
     reconnects: bool = False,
+    lossless: bool = True,
+    set_policies: st.SearchStrategy[Policy] | None = None,
 ) -> st.SearchStrategy[Schedule]:
     """Schedules of up to ``max_steps`` steps for 1 to ``clients`` clients.
 
     Publish bursts of up to ``max_burst`` messages of up to ``max_size`` bytes, keyed
     from ``keys``, under a topic from ``topics`` (or none), text or (with ``binary``)
-    binary; time passing up to ``max_advance`` seconds a step; clients reading at
-    various rates, stalling, reading in chunks, receiving ``subscriber.send()``
-    messages (``sends``), vanishing (``hangups``, about one client in five) and, with
-    ``reconnects``, reconnecting to resume (run them with a ``history``). Each client
-    gets its own write-buffer watermarks, starting read rate and, with ``topics``,
-    subscription.
+    binary, and (with ``lossless``) some bursts lossless; time passing up to
+    ``max_advance`` seconds a step; clients reading at various rates, stalling,
+    reading in chunks, receiving ``subscriber.send()`` messages (``sends``), vanishing
+    (``hangups``, about one client in five), with ``reconnects`` reconnecting to resume
+    (run them with a ``history``), and, given ``set_policies``, having their policy
+    replaced by one drawn from it. Each client gets its own write-buffer watermarks,
+    starting read rate and, with ``topics``, subscription.
     """
     if max_steps < 0:
         raise ValueError(f"max_steps={max_steps!r} must be >= 0")
@@ -170,12 +226,23 @@ def schedules(
             sends=sends,
             hangups=False,
             reconnects=reconnects,
+            lossless=lossless,
+            set_policies=set_policies,
         )
         for count in range(1, clients + 1)
     }
     client = _clients(topics)
     counts = st.integers(min_value=1, max_value=clients)
-    lengths = st.integers(min_value=0, max_value=max_steps)
+    # Steps come in runs of 1 to _RUN, up to max_steps / 5 runs: a list of short lists
+    # rather than one list of a drawn length. Hypothesis' lists are short on average, and
+    # a schedule needs enough steps to reach bounds (about 16 here on average); and any
+    # step or run of steps can be deleted alone, which is what shrinking tries first. A
+    # drawn length made every deletion shift the rest of the schedule, and a failure
+    # took minutes to shrink instead of about a second.
+    runs = {
+        count: st.lists(st.lists(strategy, min_size=1, max_size=_RUN), max_size=-(-max_steps // 5))
+        for count, strategy in step_for.items()
+    }
     hangup_odds = st.integers(min_value=0, max_value=4)
     # Half the runs start the clock where production clocks are (loop.time() counts from
     # boot): float rounding there differs from rounding near zero.
@@ -185,10 +252,7 @@ def schedules(
     def draw_schedule(draw: st.DrawFn) -> Schedule:
         count = draw(counts)
         specs = [draw(client) for _ in range(count)]
-        # The length comes first: hypothesis' lists are short on average, and a schedule
-        # needs enough steps to reach bounds; shrinking still brings the length down.
-        length = draw(lengths)
-        drawn = draw(st.lists(step_for[count], min_size=length, max_size=length))
+        drawn = [step for run in draw(runs[count]) for step in run][:max_steps]
         if hangups:
             # At most one hangup per client, for about one client in five: a client that
             # vanished tells nothing more, so it should not happen in most schedules.
@@ -251,6 +315,10 @@ def _disconnect(draw: st.DrawFn, max_messages: int, max_bytes: int) -> Policy:
     )
 
 
+def _notify() -> st.SearchStrategy[Policy]:
+    return st.sampled_from((Notify(), Notify(format="json-binary")))
+
+
 def policies(
     *,
     max_messages: int = 64,
@@ -258,15 +326,16 @@ def policies(
     compose: bool = True,
 ) -> st.SearchStrategy[Policy]:
     """Built-in policies with drawn parameters and, with ``compose``, compositions of them
-    that do not conflict: at most one stage per slot (overflow, arrival, batching), plus
-    optionally ``Throttle`` and ``Disconnect``, in any order. Bounds go up to
-    ``max_messages`` and ``max_bytes`` so schedules reach them."""
+    that do not conflict: at most one stage per slot (overflow, arrival, batching, gap
+    notices), plus optionally ``Throttle`` and ``Disconnect``, in any order. Bounds go up
+    to ``max_messages`` and ``max_bytes`` so schedules reach them."""
     groups = [
         _overflow(max_messages, max_bytes),
         _arrival(max_messages, max_bytes),
         _batch(max_messages, max_bytes),
         _throttle(),
         _disconnect(max_messages, max_bytes),
+        _notify(),
     ]
     single = st.one_of(groups)
     if not compose:
