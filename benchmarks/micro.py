@@ -14,7 +14,10 @@ sits on top of the system call: the part wsfanout can change. Three questions:
   0 to 1,000 messages already queued (constant: the queue is a dict in arrival order),
   without and with ``Notify()`` recording each message the queue drops;
 - gap notices: a publish to subscribers that lose nothing under ``DropOldest | Notify()``
-  against ``DropOldest`` alone (the same: ``Notify`` costs only when something is lost).
+  against ``DropOldest`` alone (the same: ``Notify`` costs only when something is lost);
+- batching: a whole ``Batch(max_messages=16, max_delay=0.01)`` cycle per delivered
+  message (the publishes, the kicked subscribers' pass, the shared timer's pass), with
+  1 and 4 messages per frame; the timer is run at once rather than after 10 ms.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from websockets.server import ServerProtocol
 
 from wsfanout import Hub, Policy
 from wsfanout.lowlevel import Outbox, make_message
-from wsfanout.policies import DropOldest, Notify
+from wsfanout.policies import Batch, DropOldest, Notify
 
 __all__ = ["run_micro"]
 
@@ -163,6 +166,38 @@ async def topics(others: int, *, timings: bool | None = None) -> float:
     return result
 
 
+async def batching(clients: int, per_frame: int) -> float:
+    """ns per delivered message of a batch cycle: ``per_frame`` publishes, then the
+    shared deadline's pass that writes every subscriber's batch (run at once)."""
+    hub = Hub(policy=Batch(max_messages=16, max_delay=0.01))
+    contexts = [hub.subscribe(ws) for ws in connections(clients)]  # kept: see above
+    for context in contexts:
+        await context.__aenter__()
+    timers = hub._fanout.timers
+    text = "x" * 1024
+
+    async def cycle() -> float:
+        t0 = time.perf_counter()
+        for _ in range(per_frame):
+            hub.publish(text)
+        await asyncio.sleep(0)  # a pass over subscribers kicked, if any
+        for key, handle in list(timers._handles.items()):
+            handle.cancel()
+            timers._fire(key)  # what the timer does when it is due
+        return time.perf_counter() - t0
+
+    for _ in range(20):
+        await cycle()
+    best = float("inf")
+    for _ in range(5):
+        total = 0.0
+        for _ in range(50):
+            total += await cycle()
+        best = min(best, total / 50)
+    await hub.aclose(timeout=0.1)
+    return best / (clients * per_frame) * 1e9
+
+
 def queue_depth(depth: int, notify: bool = False) -> float:
     """ns per offer to a subscriber whose queue already holds ``depth`` messages, each
     offer dropping the oldest (and, with ``notify``, recording it for a gap notice)."""
@@ -191,6 +226,7 @@ async def _main() -> dict[str, Any]:
         "offer_ns_by_queue_depth": {n: queue_depth(n) for n in (0, 100, 1000)},
         "offer_notify_ns_by_queue_depth": {n: queue_depth(n, True) for n in (0, 100, 1000)},
         "notify_per_delivery_ns": await notify_per_delivery(1000),
+        "batch_ns_by_per_frame": {k: await batching(1000, k) for k in (1, 4)},
     }
 
 
@@ -222,6 +258,10 @@ def table(result: dict[str, Any]) -> str:
         )
     for case, ns in result.get("notify_per_delivery_ns", {}).items():
         lines.append(f"| ns per delivery, 1000 clients that lose nothing, {case} | {ns:.0f} |")
+    for per_frame, ns in result.get("batch_ns_by_per_frame", {}).items():
+        lines.append(
+            f"| ns per delivery, 1000 clients, Batch(max_delay), {per_frame} per frame | {ns:.0f} |"
+        )
     return "\n".join(lines)
 
 

@@ -161,6 +161,13 @@ def matrix(mode: str, duration: float) -> list[Cell]:
             repeat_cases=["wsfanout", "wsfanout-nocork", "broadcast", "floor"],
         ),
     ]
+    # Batching (issue 17): about one message per frame (1,000 clients, 100 messages/s,
+    # a batch closes on max_delay) and about four (200 clients, 400 messages/s).
+    batching = ["wsfanout-batch", "broadcast", "wsfanout"]
+    cells += [
+        Cell("batch-1000", 1000, 1024, 100, d, batching, repeat=3, repeat_cases=batching[:2]),
+        Cell("batch-200", 200, 1024, 400, d, batching, repeat=3, repeat_cases=batching[:2]),
+    ]
     cells.append(
         Cell(
             "idle-memory",

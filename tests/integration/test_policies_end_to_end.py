@@ -136,6 +136,22 @@ async def test_batch_with_max_delay_sends_full_batches_at_once_and_lingers_for_t
         assert (stats.sent, stats.frames, stats.batched) == (20, 3, 20)
 
 
+async def test_drain_waits_for_a_lingering_batch_that_only_a_shared_timer_sends(
+    net: Net,
+) -> None:
+    async with asyncio.timeout(GUARD):
+        policy = Batch(max_messages=8, max_delay=0.05)
+        client = await net.connect("lingering", policy=policy)
+        for i in range(3):
+            net.hub.publish(f"m{i}")
+        # The batch waits on the hub's timers, with no relay task: drain sees it anyway.
+        assert client.sub.stats().queued_messages == 3
+        assert await net.hub.drain(timeout=GUARD)
+        assert client.sub.stats().queued_messages == 0
+        await client.until(lambda: len(client.messages) == 1, "one frame")
+        assert client.texts() == ["m0\nm1\nm2"]
+
+
 async def test_throttle_caps_the_frame_rate_and_skip_to_latest_still_ends_on_the_newest(
     net: Net,
 ) -> None:

@@ -7,7 +7,8 @@ offers it to every link whose topics match (``topics.py``). For a link that keep
 the outbox answers ``WRITE`` and the frame goes straight to its transport in the same
 call, as websockets' ``broadcast()`` does, with no task woken. Everything else
 (queueing, eviction, throttling, closing) is the outbox's decision, carried out by
-that link's relay task, which exists only while it is behind.
+``Link.pump`` on a timer the links due at the same time share (``timers.py``), or by
+that link's relay task while it must await a drain or a close.
 
 The same object is the hub's side of the backplane seam
 (:class:`~wsfanout.backplane.Inbound`): with a backplane, every message (the hub's own
@@ -35,6 +36,7 @@ from .._core.streams import NO_TOPIC, Streams
 from .cork import Corker
 from .link import Link
 from .monitor import Timing
+from .timers import Timers
 from .topics import TopicIndex
 
 __all__ = ["Fanout"]
@@ -53,7 +55,17 @@ def new_epoch() -> str:
 class Fanout:
     """Who gets a message, and the fast path that gives it to them."""
 
-    __slots__ = ("closed", "corker", "history", "index", "loop", "seq", "streams", "timing")
+    __slots__ = (
+        "closed",
+        "corker",
+        "history",
+        "index",
+        "loop",
+        "seq",
+        "streams",
+        "timers",
+        "timing",
+    )
 
     def __init__(self, *, cork: bool, history: MemoryHistory | None = None) -> None:
         self.index: TopicIndex[Link] = TopicIndex()
@@ -69,6 +81,8 @@ class Fanout:
         self.closed = False
         """The hub is closed: it refuses new subscribers and messages from backplanes."""
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.timers = Timers()
+        """Deadlines shared by the links waiting for a time (``timers.py``)."""
 
     def now(self) -> float:
         """The event loop's clock, which every message's ``time`` and every decision use."""
@@ -242,7 +256,7 @@ class Fanout:
                             if sent != len(data):
                                 transport.write(memoryview(data)[sent:] if sent else data)
                 elif outcome is KICK:
-                    link.kick()
+                    link.queued(buffered, now)
                 elif outcome is CLOSE:
                     if closing is None:
                         closing = []

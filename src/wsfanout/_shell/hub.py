@@ -545,6 +545,7 @@ class Hub:
                 relay.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await relay
+        self._fanout.timers.discard(link)
         link.outbox.discard()
         ungate_reading(link.websocket)
         if link in self._live:
@@ -637,12 +638,27 @@ class Hub:
         """
         if timeout is not None:
             timeout = positive_seconds("timeout", timeout)
-        # A link has a relay task exactly while it has something queued (or closes).
-        relays = {link.relay for link in self._live if link.relay is not None}
-        if not relays:
-            return True
-        _, pending = await asyncio.wait(relays, timeout=timeout)
-        return not pending
+        # A link with something queued has a relay task (awaiting a drain or a close)
+        # or waits on the hub's timers (timers.py); look again whenever either moves.
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        timers = self._fanout.timers
+        while True:
+            relays: set[asyncio.Future[None]] = {
+                link.relay for link in self._live if link.relay is not None
+            }
+            if not relays and not timers:
+                return True
+            left = None if deadline is None else deadline - loop.time()
+            if left is not None and left <= 0:
+                return False
+            changed = timers.changed()
+            try:
+                await asyncio.wait(
+                    {*relays, changed}, timeout=left, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                changed.cancel()
 
     async def aclose(
         self, code: int = 1001, reason: str = "", timeout: float | None = None

@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from typing import TYPE_CHECKING
 
 from websockets.asyncio.connection import Connection
 from websockets.protocol import State
 
-from .._core.contract import cork_is_full, write_buffer
+from .._core.contract import BLOCKED, cork_is_full, plan_wait, write_buffer
 from .._core.decision import Close
 from .._core.frames import OP_TEXT
 from .._core.message import Message, make_control
-from .._core.outbox import Offer, Outbox
+from .._core.outbox import Action, CloseAction, Offer, Outbox, Wait, Write
 from .._core.policy import Policy
 from .extensions import shared_deflate
 from .relay import run_relay
@@ -58,6 +59,7 @@ class Link:
         "beat_at",
         "close_timeout",
         "deflate",
+        "due",
         "fanout",
         "fd",
         "flush_waiting",
@@ -119,6 +121,8 @@ class Link:
         """The relay task, while the subscriber is behind or closing."""
         self.wake: asyncio.Future[None] | None = None
         """What the relay waits on, while it waits."""
+        self.due: int | None = None
+        """The hub's deadline (``timers.py``) this link waits for, if it waits for one."""
         self.close_timeout = close_timeout
         # How frames are encoded for this connection, fixed by the handshake and its
         # framing: a shared frame (no extension), a shared compressed frame
@@ -170,11 +174,12 @@ class Link:
 
     def offer(self, message: Message, now: float) -> None:
         """Offer ``message`` and carry out the answer; ``Fanout.fan_out`` inlines this."""
-        outcome = self.outbox.offer(message, now, self.write_buffer())
+        buffered = self.write_buffer()
+        outcome = self.outbox.offer(message, now, buffered)
         if outcome is Offer.WRITE:
             self.emit(self.encode(message))
         elif outcome is Offer.KICK:
-            self.kick()
+            self.queued(buffered, now)
         elif outcome is Offer.CLOSE:
             self.closing()
 
@@ -299,11 +304,84 @@ class Link:
             self.closing()
 
     def kick(self) -> None:
-        """The outbox has work: start the relay task, or wake it if it waits."""
-        if self.relay is None:
-            self.relay = asyncio.get_running_loop().create_task(run_relay(self))
-        elif self.wake is not None and not self.wake.done():
-            self.wake.set_result(None)
+        """The outbox has work: wake the relay task if there is one; start it to close or
+        to await a full write buffer; else pump this link once the loop iteration's
+        callbacks have run (``timers.py``), where the relay's first turn used to be."""
+        if self.relay is not None:
+            if self.wake is not None and not self.wake.done():
+                self.wake.set_result(None)
+        elif self.outbox.closing is not None or self.write_buffer() > self.outbox.high:
+            self.start_relay()
+        else:
+            self.fanout.timers.soon(self)
+
+    def queued(self, buffered: int, now: float) -> None:
+        """An offer at ``now`` with ``buffered`` bytes waiting queued a message and kicked.
+
+        Under the low-water mark the policy held it on purpose (a batch lingering, a
+        throttle's slot): pump now, so the link takes its deadline on the hub's timers
+        in this very call. Over the high-water mark a relay task awaits the drain. In
+        between the relay's first turn comes after this loop iteration, as always.
+        """
+        if self.relay is not None:
+            if self.wake is not None and not self.wake.done():
+                self.wake.set_result(None)
+        elif buffered > self.outbox.high:
+            self.start_relay()
+        elif buffered <= self.outbox.low:
+            self.pump(now, buffered)
+        else:
+            self.fanout.timers.soon(self)
+
+    def start_relay(self, first: Action | None = None) -> None:
+        """Hand this link to a relay task, for what must be awaited; ``first`` is an
+        action already taken from the outbox, performed before asking it again."""
+        self.fanout.timers.discard(self)
+        self.relay = asyncio.get_running_loop().create_task(run_relay(self, first))
+
+    def pump(self, now: float, buffered: int | None = None) -> None:
+        """The relay's turns, without awaiting: write what is due, then wait for the next
+        deadline on the hub's shared timers (no task, no wake of one), or hand over to a
+        relay task for what must be awaited (a drain, a fragmented send, a close).
+        ``buffered`` is :meth:`write_buffer` when the caller has just read it."""
+        if self.relay is not None:
+            return  # the task owns the outbox until it ends
+        outbox = self.outbox
+        ws = self.websocket
+        first: Action | None = None
+        try:
+            while outbox.closing is None and ws.send_in_progress is None:
+                if buffered is None:
+                    buffered = self.write_buffer()
+                action = outbox.next_action(now, buffered)
+                if type(action) is Write:
+                    self.write(action.frames)
+                    buffered = None  # it changed
+                    timing = self.fanout.timing
+                    if timing is not None:
+                        timing.left_queue(self.policy_name, action.frames, now)
+                elif type(action) is Wait:
+                    until = action.until
+                    if action.drain:  # plan_wait's first rule, (until, no drain), read inline
+                        plan = plan_wait(
+                            until, True, now, writable=buffered != BLOCKED, paused=ws.paused
+                        )
+                        if plan.on_drain:
+                            break
+                        until = plan.until
+                    if until == math.inf:
+                        break
+                    self.fanout.timers.at(self, until)
+                    return
+                elif type(action) is CloseAction:
+                    first = action  # taken: the relay performs it
+                    break
+                else:
+                    return
+        except Exception:
+            self.fail("relay failed for %s; aborting the connection")
+            return
+        self.start_relay(first)
 
     # -- ending ----------------------------------------------------------------------
 
@@ -332,6 +410,7 @@ class Link:
         self.held = None
         self.held_bytes = 0
         self.fanout.detach(self)
+        self.fanout.timers.discard(self)
         self.outbox.discard()
         if self.wake is not None and not self.wake.done():
             self.wake.set_result(None)

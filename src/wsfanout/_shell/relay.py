@@ -2,15 +2,19 @@
 
 Theory of operation
 -------------------
-A relay task exists only while its subscriber has something queued (or is closing);
-``Hub.publish`` starts it lazily on ``Offer.KICK`` and it ends on ``IDLE``. Each turn
+A relay task exists only while its subscriber must await something (a full write
+buffer draining, a fragmented send finishing, a close); otherwise ``Link.pump``
+performs the same turns without a task, on ``Offer.KICK`` or a shared timer. Each turn
 reads the clock and the connection's state (``Link.write_buffer``, the contract's
 rule), asks :meth:`Outbox.next_action`, and performs the answer without awaiting in
 between, so the outbox's view stays true.
 
-Waiting follows the contract's :func:`plan_wait`, with one future per wait, woken by
-whichever comes first: a timer, a kick from ``publish``, the transport resuming
-writing (the future joins websockets' ``drain_waiters``), or the connection being lost.
+Waiting follows the contract's :func:`plan_wait`. A wait for a time alone (a batch's
+``max_delay``, a throttle's slot) ends the task: the hub's shared timers pump the link
+when it is due (``timers.py``), so a batch costs no task wake per subscriber. Other
+waits take one future, woken by whichever comes first: a timer, a kick from
+``publish``, the transport resuming writing (the future joins websockets'
+``drain_waiters``), or the connection being lost.
 
 Closing never hangs: websockets' ``close()`` waits for the write buffer to drain before
 its own timeout starts, which never happens on a stalled client. We send the close
@@ -30,7 +34,7 @@ from websockets.asyncio.connection import Connection
 from websockets.protocol import State
 
 from .._core.contract import BLOCKED, plan_wait
-from .._core.outbox import CloseAction, Wait, Write
+from .._core.outbox import Action, CloseAction, Wait, Write
 from .sockets import abort_with_reset
 
 if TYPE_CHECKING:
@@ -48,8 +52,12 @@ def _wake(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-async def run_relay(link: Link) -> None:
-    """Relay queued messages to one subscriber until its queue is empty or it closes."""
+async def run_relay(link: Link, first: Action | None = None) -> None:
+    """Relay queued messages to one subscriber until its queue is empty, it closes, or
+    it waits only for a time (then the hub's timers take it: ``timers.py``).
+
+    ``first`` is an action :meth:`Link.pump` already took from the outbox.
+    """
     loop = asyncio.get_running_loop()
     outbox = link.outbox
     ws = link.websocket
@@ -62,7 +70,10 @@ async def run_relay(link: Link) -> None:
                 continue
             buffered = link.write_buffer()
             now = loop.time()
-            action = outbox.next_action(now, buffered)
+            if first is not None:
+                action, first = first, None
+            else:
+                action = outbox.next_action(now, buffered)
             if type(action) is Write:
                 link.write(action.frames)
                 timing = link.fanout.timing
@@ -76,6 +87,10 @@ async def run_relay(link: Link) -> None:
                     writable=buffered != BLOCKED,
                     paused=ws.paused,
                 )
+                if not plan.on_drain and plan.until < math.inf:
+                    # Only a time to wait for: a shared timer, not this task (timers.py).
+                    link.fanout.timers.at(link, plan.until)
+                    return
                 await _wait(link, loop, plan.until, plan.on_drain)
             elif type(action) is CloseAction:
                 link.fanout.detach(link)
