@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 LINTED := $(wildcard src tests benchmarks examples mkdocs_hooks.py)
 
 .PHONY: setup test lint typecheck unit docs demo bench clean debian-packages bench-redis \
-	bench-history bench-scale
+	bench-history bench-scale bench-redis-rate
 
 BENCH_STAMP := $(VENV)/.bench-installed
 
@@ -60,6 +60,11 @@ demo: $(STAMP)
 bench-redis: DEBIAN_PACKAGES := redis-server=redis-server
 bench-redis: $(STAMP) debian-packages
 	$(BIN)/python benchmarks/redis_scaling.py
+
+# Does the backplane hold its rate (issue 17)? ARGS="--rate 50000 --seconds 60" by default.
+bench-redis-rate: DEBIAN_PACKAGES := redis-server=redis-server
+bench-redis-rate: $(STAMP) debian-packages
+	$(BIN)/python benchmarks/redis_rate.py $(ARGS)
 
 # 10,000 clients on one hub for a minute (about 2 minutes in all); ARGS=--quick: 500
 # clients for 3 s. Needs no extra: the hub, websockets and the raw-socket load generator.
