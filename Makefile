@@ -6,7 +6,8 @@ STAMP  := $(VENV)/.installed
 # Folders that exist on this branch (benchmarks/ may not yet).
 LINTED := $(wildcard src tests benchmarks examples mkdocs_hooks.py)
 
-.PHONY: setup test lint typecheck unit docs demo bench clean debian-packages bench-redis bench-history bench-pacing
+.PHONY: setup test lint typecheck unit docs demo bench clean debian-packages bench-redis \
+	bench-history bench-pacing bench-scale bench-redis-rate
 
 BENCH_STAMP := $(VENV)/.bench-installed
 
@@ -64,6 +65,16 @@ bench-pacing: $(STAMP)
 bench-redis: DEBIAN_PACKAGES := redis-server=redis-server
 bench-redis: $(STAMP) debian-packages
 	$(BIN)/python benchmarks/redis_scaling.py
+
+# Does the backplane hold its rate (issue 17)? ARGS="--rate 50000 --seconds 60" by default.
+bench-redis-rate: DEBIAN_PACKAGES := redis-server=redis-server
+bench-redis-rate: $(STAMP) debian-packages
+	$(BIN)/python benchmarks/redis_rate.py $(ARGS)
+
+# 10,000 clients on one hub for a minute (about 2 minutes in all); ARGS=--quick: 500
+# clients for 3 s. Needs no extra: the hub, websockets and the raw-socket load generator.
+bench-scale: $(STAMP)
+	$(BIN)/python -m benchmarks.scale $(ARGS)
 
 # What offsets, history and resuming cost per message, in process and through Redis.
 bench-history: DEBIAN_PACKAGES := redis-server=redis-server

@@ -44,7 +44,8 @@ def numbered(index: int) -> str:
 
 
 class RawClient:
-    """A WebSocket client on a plain socket (default options) that reads when told to."""
+    """A WebSocket client on a plain socket (default options) that reads only when told
+    to; tests/integration/test_kernel_bound.py uses it too."""
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -69,21 +70,23 @@ class RawClient:
             if not chunk:
                 raise ConnectionError("the server closed during the handshake")
             client.buffer += chunk
-        client.buffer = client.buffer.partition(b"\r\n\r\n")[2]
+        head, _, client.buffer = client.buffer.partition(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 101"):
+            raise ConnectionError(f"the server refused the upgrade: {head[:80]!r}")
         return client
 
-    async def read_until(self, wanted: bytes) -> int:
-        """Read frames until one whose payload is ``wanted``; return how many came first."""
+    async def read_until(self, wanted: Callable[[bytes], bool]) -> list[bytes]:
+        """Read frames until one whose payload satisfies ``wanted``; return their payloads."""
         loop = asyncio.get_running_loop()
-        count = 0
+        payloads: list[bytes] = []
         while True:
-            while (payload := self._take()) is not None:
-                if payload == wanted:
-                    return count
-                count += 1
+            while (frame := self._take()) is not None:
+                payloads.append(frame)
+                if wanted(frame):
+                    return payloads
             chunk = await loop.sock_recv(self.sock, 1 << 16)
             if not chunk:
-                raise ConnectionError(f"the connection closed after {count} frames")
+                raise ConnectionError(f"the connection closed after {len(payloads)} frames")
             self.buffer += chunk
 
     def _take(self) -> bytes | None:
@@ -99,6 +102,9 @@ class RawClient:
             return None
         self.buffer = data[start + length :]
         return data[start : start + length]
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 async def one_client(
@@ -123,7 +129,7 @@ async def one_client(
             subscriber = await joined.get()
             return await run(hub, subscriber, client)
         finally:
-            client.sock.close()
+            client.close()
             await hub.aclose(timeout=0.5)
 
 
@@ -156,7 +162,8 @@ async def stale(hub: Hub, subscriber: Subscriber, client: RawClient) -> int:
     await stall(hub, subscriber, 3000)
     newest = "newest".ljust(SIZE, "!")
     hub.publish(newest)
-    return await client.read_until(newest.encode())
+    frames = await client.read_until(lambda payload: payload == newest.encode())
+    return len(frames) - 1
 
 
 HEADER = (

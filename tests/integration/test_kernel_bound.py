@@ -11,9 +11,6 @@ off show what the kernel would hold (megabytes), so the checks can fail.
 from __future__ import annotations
 
 import asyncio
-import base64
-import os
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import attrs
@@ -21,6 +18,7 @@ import pytest
 from websockets.asyncio.server import Server as WsServer
 from websockets.asyncio.server import ServerConnection, serve
 
+from benchmarks.kernel_share import RawClient
 from wsfanout import Hub, Policy, Subscriber
 from wsfanout._shell.hub import DEFAULT_NOTSENT_LOWAT
 from wsfanout._shell.sockets import kernel_unsent, send_queue
@@ -40,66 +38,6 @@ building before it refuses more (``gso_max_size``, 64 KiB; about 50 KiB measured
 def numbered(index: int, size: int = SIZE) -> str:
     head = f"{index:07d}|"
     return head + "x" * (size - len(head))
-
-
-class RawClient:
-    """A WebSocket client on a plain socket that reads only when told to."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.buffer = b""
-
-    @classmethod
-    async def connect(cls, port: int) -> RawClient:
-        loop = asyncio.get_running_loop()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setblocking(False)
-        await loop.sock_connect(sock, ("127.0.0.1", port))
-        key = base64.b64encode(os.urandom(16)).decode()
-        request = (
-            f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n"
-        )
-        await loop.sock_sendall(sock, request.encode())
-        client = cls(sock)
-        while b"\r\n\r\n" not in client.buffer:
-            chunk = await loop.sock_recv(sock, 4096)
-            assert chunk, "the server closed during the handshake"
-            client.buffer += chunk
-        head, _, client.buffer = client.buffer.partition(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 101"), head
-        return client
-
-    async def read_until(self, wanted: Callable[[bytes], bool]) -> list[bytes]:
-        """Read frames until one whose payload satisfies ``wanted``; return their payloads."""
-        loop = asyncio.get_running_loop()
-        payloads: list[bytes] = []
-        while True:
-            while (frame := self._take()) is not None:
-                payloads.append(frame)
-                if wanted(frame):
-                    return payloads
-            chunk = await loop.sock_recv(self.sock, 1 << 16)
-            assert chunk, f"the connection closed after {len(payloads)} frames"
-            self.buffer += chunk
-
-    def _take(self) -> bytes | None:
-        data = self.buffer
-        if len(data) < 2:
-            return None
-        length, start = data[1] & 0x7F, 2
-        if length == 126:
-            length, start = int.from_bytes(data[2:4], "big"), 4
-        elif length == 127:
-            length, start = int.from_bytes(data[2:10], "big"), 10
-        if len(data) < start + length:
-            return None
-        self.buffer = data[start + length :]
-        return data[start : start + length]
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 @attrs.frozen

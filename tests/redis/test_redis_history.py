@@ -402,3 +402,21 @@ async def test_a_resume_whose_read_fails_is_closed_to_come_back_not_told_of_a_lo
     assert reader.gaps == []
     assert reader.client.stats().lost == 0
     assert stats.history_missed == 0
+
+
+async def test_a_lossless_message_is_lossless_again_when_read_back_from_the_stream() -> None:
+    async with running_redis() as redis:
+        async with hub_on(redis.url, "A", history=History(max_messages=10)) as a:
+            await wait_health(a, connected)
+            a.publish("may go", topic="t")
+            a.publish("must arrive", topic="t", lossless=True)
+            await published(a, 2)
+        # A hub that never saw them reads them from Redis, for a client that resumes.
+        async with hub_on(redis.url, "B", history=History(max_messages=10)) as b:
+            await wait_health(b, connected)
+            epoch = (await backplane_of(b).read("t", "", 0)).epoch
+            recovered = await backplane_of(b).read("t", epoch, 0)
+    assert [(m.payload, m.droppable) for m in recovered.messages] == [
+        (b"may go", True),
+        (b"must arrive", False),
+    ]

@@ -34,15 +34,18 @@ async def test_backplane_metrics_follow_its_health_through_a_redis_restart() -> 
             lambda h: h.received >= 10 and h.published >= 5, timeout=GUARD
         )
         samples = backplane_samples(registry)
+        assert 0 <= samples.pop("wsfanout_backplane_lag_seconds") < GUARD
         assert samples == {
             "wsfanout_backplane_connected": 1.0,
             "wsfanout_backplane_reconnects_total": 0.0,
             "wsfanout_backplane_lost_total": float(health.lost),
+            "wsfanout_backplane_forged_total": 0.0,
             "wsfanout_backplane_dropped_total": 0.0,
             "wsfanout_backplane_published_total": float(health.published),
             "wsfanout_backplane_received_total": float(health.received),
             "wsfanout_backplane_buffered_messages": float(health.buffered),
             "wsfanout_backplane_peers": float(health.peers),
+            "wsfanout_backplane_skipped_total": float(health.skipped),
         }
         assert health.received == 10  # B's five and its own, which come through Redis too
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wsfanout._backplane.cursors import Cursors, Deliver, Lose, Repair
+from wsfanout._backplane.cursors import Cursors, Deliver, Lose, Reject, Repair
 from wsfanout._backplane.envelope import (
     MAGIC,
     STREAM,
@@ -116,9 +116,11 @@ def test_a_gap_is_repaired_while_later_messages_wait_then_all_go_in_order() -> N
     cursors: Cursors[int] = Cursors(history=True)
     cursors.baseline({"t": ("e1", 10)})
     actions = cursors.live("t", "e1", 14, 14)
-    assert actions == [Repair("t", "e1", 10, 13, 1)]
+    assert actions == [Repair("t", "e1", 10, 13, 1, checked=1)]
     assert cursors.live("t", "e1", 15, 15) == []  # waits behind the repair
-    handed = cursors.repaired(Repair("t", "e1", 10, 13, 1), [(11, 11), (12, 12), (13, 13)])
+    handed = cursors.repaired(
+        Repair("t", "e1", 10, 13, 1, checked=1), [(11, 11), (12, 12), (13, 13)], ("e1", 15)
+    )
     assert handed == [Deliver("t", "e1", o, o) for o in (11, 12, 13, 14, 15)]
     assert (cursors.position("t"), cursors.repaired_count, cursors.lost) == (("e1", 15), 3, 0)
     assert cursors.live("t", "e1", 16, 16) is None
@@ -128,8 +130,10 @@ def test_what_history_no_longer_holds_is_lost_where_it_would_have_been() -> None
     cursors: Cursors[int] = Cursors(history=True)
     cursors.baseline({"t": ("e1", 0)})
     repair = cursors.live("t", "e1", 9, 9)
-    assert repair == [Repair("t", "e1", 0, 8, 1)]
-    handed = cursors.repaired(Repair("t", "e1", 0, 8, 1), [(4, 4), (6, 6), (7, 7), (8, 8)])
+    assert repair == [Repair("t", "e1", 0, 8, 1, checked=1)]
+    handed = cursors.repaired(
+        Repair("t", "e1", 0, 8, 1, checked=1), [(4, 4), (6, 6), (7, 7), (8, 8)], ("e1", 9)
+    )
     assert handed == [
         Lose("t", "e1", ((1, 3),)),
         Deliver("t", "e1", 4, 4),
@@ -139,30 +143,71 @@ def test_what_history_no_longer_holds_is_lost_where_it_would_have_been() -> None
     assert (cursors.lost, cursors.repaired_count) == (4, 4)
 
 
-def test_without_history_a_gap_is_lost_at_once() -> None:
+def test_without_history_a_gap_is_checked_with_redis_then_lost() -> None:
     cursors: Cursors[int] = Cursors(history=False)
     cursors.baseline({"t": ("e1", 0)})
-    assert cursors.live("t", "e1", 4, 4) == [Lose("t", "e1", ((1, 3),)), Deliver("t", "e1", 4, 4)]
-    assert cursors.resync({"t": ("e1", 7)}) == [Lose("t", "e1", ((5, 7),))]
+    (check,) = cursors.live("t", "e1", 4, 4) or []
+    assert check == Repair("t", "e1", 0, 3, 1, checked=1)
+    assert cursors.live("t", "e1", 5, 5) == []  # waits behind the check
+    assert cursors.repaired(check, [], ("e1", 4)) == [
+        Lose("t", "e1", ((1, 3),)),
+        Deliver("t", "e1", 4, 4),
+        Deliver("t", "e1", 5, 5),
+    ]
+    assert cursors.resync({"t": ("e1", 7)}) == [Lose("t", "e1", ((6, 7),))]
     assert cursors.live("t", "e1", 8, 8) is None
+    assert cursors.lost == 5
+
+
+@pytest.mark.parametrize("history", [True, False])
+def test_a_message_numbered_past_what_redis_numbered_is_rejected_not_a_loss(
+    history: bool,
+) -> None:
+    cursors: Cursors[int] = Cursors(history=history)
+    cursors.baseline({"t": ("e1", 5)})
+    (check,) = cursors.live("t", "e1", 10**9, -1) or []
+    assert check == Repair("t", "e1", 5, 10**9 - 1, 1, checked=1)
+    # A genuine message arrives while the check runs, published after Redis answered it.
+    assert cursors.live("t", "e1", 6, 6) == []
+    handed = cursors.repaired(check, [], ("e1", 5))
+    assert handed == [Reject("t", "e1", (10**9,), 5), Deliver("t", "e1", 6, 6)]
+    assert (cursors.forged, cursors.lost, cursors.position("t")) == (1, 0, ("e1", 6))
+    assert cursors.live("t", "e1", 7, 7) is None  # the stream goes on
+
+
+def test_a_forged_jump_over_a_real_gap_loses_only_what_redis_numbered() -> None:
+    cursors: Cursors[int] = Cursors(history=True)
+    cursors.baseline({"t": ("e1", 5)})
+    assert cursors.live("t", "e1", 10**6, -1) == [Repair("t", "e1", 5, 10**6 - 1, 1, checked=1)]
+    handed = cursors.repaired(
+        Repair("t", "e1", 5, 10**6 - 1, 1, checked=1), [(7, 7), (8, 8)], ("e1", 8)
+    )
+    assert handed == [
+        Reject("t", "e1", (10**6,), 8),
+        Lose("t", "e1", ((6, 6),)),
+        Deliver("t", "e1", 7, 7),
+        Deliver("t", "e1", 8, 8),
+    ]
+    assert (cursors.forged, cursors.lost, cursors.position("t")) == (1, 1, ("e1", 8))
+    assert cursors.live("t", "e1", 9, 9) is None  # no second repair toward the forgery
 
 
 def test_a_resync_repairs_the_tail_a_broken_subscription_lost() -> None:
     cursors: Cursors[int] = Cursors(history=True)
     cursors.baseline({"t": ("e1", 5), "u": ("e9", 2)})
     actions = cursors.resync({"t": ("e1", 8), "u": ("e9", 2), "new": ("e3", 2)})
-    assert actions == [Repair("t", "e1", 5, 8, 1), Repair("new", "e3", 0, 2, 1)]
+    assert actions == [Repair("t", "e1", 5, 8, 1), Repair("new", "e3", 0, 2, 1)]  # checked=0
     # Messages that pub/sub brings too while the repair runs are not handed twice.
     assert cursors.live("t", "e1", 7, 7) == []
     assert cursors.live("t", "e1", 9, 9) == []
-    handed = cursors.repaired(Repair("t", "e1", 5, 8, 1), [(6, 6), (7, 7), (8, 8)])
+    handed = cursors.repaired(Repair("t", "e1", 5, 8, 1), [(6, 6), (7, 7), (8, 8)], ("e1", 9))
     assert [a.offset for a in handed if isinstance(a, Deliver)] == [6, 7, 8, 9]
 
 
 def test_a_new_epoch_hands_over_what_waited_and_starts_from_offset_one() -> None:
     cursors: Cursors[int] = Cursors(history=True)
     cursors.baseline({"t": ("e1", 5)})
-    assert cursors.live("t", "e1", 8, 8) == [Repair("t", "e1", 5, 7, 1)]
+    assert cursors.live("t", "e1", 8, 8) == [Repair("t", "e1", 5, 7, 1, checked=1)]
     # Redis was flushed: the old epoch's repair is moot, its waiting message goes now.
     actions = cursors.resync({"t": ("e2", 3)})
     assert actions == [
@@ -178,7 +223,7 @@ def test_a_new_epoch_hands_over_what_waited_and_starts_from_offset_one() -> None
 def test_a_repair_that_waits_too_long_is_given_up_and_counted() -> None:
     cursors: Cursors[int] = Cursors(history=True, pending_limit=2)
     cursors.baseline({"t": ("e1", 0)})
-    assert cursors.live("t", "e1", 5, 5) == [Repair("t", "e1", 0, 4, 1)]
+    assert cursors.live("t", "e1", 5, 5) == [Repair("t", "e1", 0, 4, 1, checked=1)]
     assert cursors.live("t", "e1", 6, 6) == []
     given_up = cursors.live("t", "e1", 7, 7)
     assert given_up == [Lose("t", "e1", ((1, 4),)), *(Deliver("t", "e1", o, o) for o in (5, 6, 7))]
@@ -186,24 +231,30 @@ def test_a_repair_that_waits_too_long_is_given_up_and_counted() -> None:
 
 
 @given(
-    arrivals=st.lists(st.integers(min_value=1, max_value=40), max_size=60),
+    arrivals=st.lists(
+        st.integers(min_value=1, max_value=40) | st.integers(min_value=50, max_value=10**12),
+        max_size=60,
+    ),
     kept=st.integers(min_value=0, max_value=40),
     resync=st.booleans(),
+    history=st.booleans(),
 )
 def test_every_offset_is_handed_over_or_lost_exactly_once_in_order(
-    arrivals: list[int], kept: int, resync: bool
+    arrivals: list[int], kept: int, resync: bool, history: bool
 ) -> None:
     # A model of Redis: a stream of offsets 1..40 whose history keeps the last `kept`;
-    # pub/sub brings `arrivals` (any subset, repeats, out of order). Repairs are answered
-    # at once from the model. Whatever arrives, the hub gets each offset once, ascending,
-    # or a loss for it, and only the offsets history lost are lost.
-    cursors: Cursors[int] = Cursors(history=True)
+    # pub/sub brings `arrivals` (any subset, repeats, out of order), and forgeries
+    # numbered past 40. Repairs are answered at once from the model. Whatever arrives,
+    # the hub gets each real offset once, ascending, or a loss for it, only the offsets
+    # history lost are lost, and every forgery is rejected.
+    cursors: Cursors[int] = Cursors(history=history)
     cursors.baseline({"t": ("e1", 0)})
-    last = max(arrivals, default=0)
-    held = set(range(max(1, 41 - kept), 41))
-    pending = []
+    real = sorted({o for o in arrivals if o <= 40})
+    last = max(real, default=0)
+    held = set(range(max(1, 41 - kept), 41)) if history else set()
     handed: list[int] = []
     lost: list[int] = []
+    rejected: list[int] = []
 
     def run(actions: Sequence[object] | None, offset: int) -> None:
         queue = delivered(actions, offset)
@@ -213,11 +264,12 @@ def test_every_offset_is_handed_over_or_lost_exactly_once_in_order(
                 handed.append(action.offset)
             elif isinstance(action, Lose):
                 lost.extend(o for a, b in action.ranges for o in range(a, b + 1))
+            elif isinstance(action, Reject):
+                rejected.extend(action.offsets)
             else:
                 assert isinstance(action, Repair)
-                pending.append(action)
-                found = [(o, o) for o in range(action.after + 1, action.upto + 1) if o in held]
-                queue += cursors.repaired(action, found)
+                found = [(o, o) for o in sorted(held) if action.after < o <= action.upto]
+                queue += cursors.repaired(action, found, ("e1", 40))
 
     for offset in sorted(set(arrivals), key=arrivals.index):
         run(cursors.live("t", "e1", offset, offset), offset)
@@ -229,8 +281,9 @@ def test_every_offset_is_handed_over_or_lost_exactly_once_in_order(
     assert len(set(handed)) == len(handed)
     assert sorted(accounted) == list(range(1, len(accounted) + 1))
     assert set(lost) <= set(range(1, 41)) - held
-    assert len(accounted) >= (last if resync else 0)
-    assert cursors.lost == len(lost)
+    assert len(accounted) >= last
+    assert sorted(rejected) == sorted({o for o in arrivals if o > 40})
+    assert (cursors.lost, cursors.forged) == (len(lost), len(rejected))
 
 
 # -- publish buffer ---------------------------------------------------------------------
@@ -291,6 +344,19 @@ def test_a_requeued_batch_obeys_the_bound_and_the_overflow_rule() -> None:
     fill(newest, range(4, 7))
     newest.requeue()  # the two newest go
     assert (seqs(newest.take(10)), newest.dropped) == ([1, 2, 3, 4], 2)
+
+
+def test_a_batch_in_doubt_settles_what_redis_ran_and_requeues_the_rest() -> None:
+    buffer = PublishBuffer(4, 1000, Overflow.DROP_OLDEST)
+    fill(buffer, range(1, 4))
+    assert seqs(buffer.take(3)) == [1, 2, 3]
+    buffer.fail()
+    # In doubt, the batch is not counted against the bound: four more still fit.
+    assert fill(buffer, range(4, 8)) == [True] * 4
+    assert (buffer.in_doubt, len(buffer), buffer.dropped) == (True, 7, 0)
+    assert buffer.resolve(2) == 2  # Redis ran 1 and 2: published, not dropped
+    assert (buffer.in_doubt, buffer.dropped) == (False, 1)  # 3 did not fit back in
+    assert seqs(buffer.take(10)) == [4, 5, 6, 7]
 
 
 def test_a_buffer_cannot_close() -> None:

@@ -16,7 +16,18 @@ the stream (:class:`Repair`) while this one and those after it wait in the curso
 ``pending`` list, so the hub still gets the topic in order. When the read returns
 (:meth:`Cursors.repaired`) what it found and what waited are handed over in offset
 order; offsets the stream no longer holds are :class:`Lose` actions, placed where
-the messages would have been. Without a history every gap is lost at once.
+the messages would have been. Without a history the read only tells where the stream
+is, and the gap is lost.
+
+A gap is checked before it is believed. Anyone who can publish on the namespace's
+channels can put a message numbered far ahead of a stream on pub/sub; taken at its
+word, it would report a loss of every offset up to it and make every genuine message
+after it look like a repeat, silencing the stream for the rest of its epoch. Redis
+numbers a genuine message before it publishes it, so the read, issued after the
+message arrived, finds the stream's last offset at or past it. A message that had
+arrived before the read (the repair's ``checked`` first waiting ones) numbered past
+that last offset is a forgery: it is dropped and counted (:attr:`Cursors.forged`,
+a :class:`Reject` action), nothing is reported lost for it, and the stream goes on.
 
 After every (re)subscription the I/O side compares each stream with Redis
 (:meth:`Cursors.resync`, from a snapshot of every topic's epoch and last offset), so
@@ -31,7 +42,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Generic, NamedTuple, TypeVar
 
-__all__ = ["Cursor", "Cursors", "Deliver", "Lose", "Repair"]
+__all__ = ["Cursor", "Cursors", "Deliver", "Lose", "Reject", "Repair"]
 
 T = TypeVar("T")
 
@@ -56,16 +67,30 @@ class Lose(NamedTuple):
 
 
 class Repair(NamedTuple):
-    """Read ``(after, upto]`` of ``stream`` from its history, then call ``repaired``."""
+    """Read ``(after, upto]`` of ``stream`` from its history, then call ``repaired``
+    with what Redis says the stream's epoch and last offset are."""
 
     stream: str
     epoch: str
     after: int
     upto: int
     generation: int
+    checked: int = 0
+    """How many of the messages waiting had arrived when this repair started: the read
+    is issued after them, so it proves or disproves their offsets."""
 
 
-Action = Deliver[T] | Lose | Repair
+class Reject(NamedTuple):
+    """Messages of ``stream`` numbered past what Redis had numbered: forged, dropped."""
+
+    stream: str
+    epoch: str
+    offsets: tuple[int, ...]
+    last: int
+    """The stream's real last offset, as Redis said."""
+
+
+Action = Deliver[T] | Lose | Reject | Repair
 
 
 class Cursor(Generic[T]):
@@ -94,7 +119,15 @@ class Cursors(Generic[T]):
     streams keep history to repair from. ``pending_limit`` bounds what waits per stream
     for a repair: past it the repair is given up and its range counted lost."""
 
-    __slots__ = ("_cursors", "epoch_changes", "history", "lost", "pending_limit", "repaired_count")
+    __slots__ = (
+        "_cursors",
+        "epoch_changes",
+        "forged",
+        "history",
+        "lost",
+        "pending_limit",
+        "repaired_count",
+    )
 
     def __init__(self, *, history: bool, pending_limit: int = 100_000) -> None:
         self.history = history
@@ -106,6 +139,8 @@ class Cursors(Generic[T]):
         """Messages read from history to fill a gap and handed over."""
         self.epoch_changes = 0
         """Streams that started a new epoch under this receiver."""
+        self.forged = 0
+        """Messages dropped because Redis had not numbered that far: forged on pub/sub."""
 
     def __len__(self) -> int:
         return len(self._cursors)
@@ -175,17 +210,19 @@ class Cursors(Generic[T]):
         actions = actions or []
         if offset <= last:
             return actions  # a repeat: already handed over
-        if not self.history:
-            actions.append(self._lose(stream, epoch, last + 1, offset - 1))
-            cursor.last = offset
-            actions.append(Deliver(stream, epoch, offset, item))
-            return actions
+        # A gap: checked against Redis (and read back from history, if any) first.
         cursor.pending.append((offset, item))
         actions.append(self._start(stream, cursor, offset - 1))
         return actions
 
-    def repaired(self, repair: Repair, found: Iterable[tuple[int, T]]) -> list[Action[T]]:
-        """The read of ``repair`` returned ``found`` (ascending ``(offset, item)``)."""
+    def repaired(
+        self,
+        repair: Repair,
+        found: Iterable[tuple[int, T]],
+        real: tuple[str, int] | None = None,
+    ) -> list[Action[T]]:
+        """The read of ``repair`` returned ``found`` (ascending ``(offset, item)``);
+        ``real`` is the stream's epoch and last offset as Redis answered (None: unknown)."""
         cursor = self._cursors.get(repair.stream)
         if (
             cursor is None
@@ -195,9 +232,29 @@ class Cursors(Generic[T]):
         ):
             return []  # given up on, or the stream moved to another epoch meanwhile
         cursor.repairing = False
-        found = [(o, item) for o, item in found if repair.after < o <= repair.upto]
+        upto = repair.upto
+        actions: list[Action[T]] = []
+        if real is not None and real[0] == repair.epoch:
+            last = real[1]
+            upto = min(upto, last)
+            cursor.target = min(cursor.target, max(last, cursor.last))
+            checked = cursor.pending[: repair.checked]
+            forged = tuple(o for o, _ in checked if o > last)
+            if forged:
+                self.forged += len(forged)
+                actions.append(Reject(repair.stream, repair.epoch, forged, last))
+                cursor.pending = [p for p in checked if p[0] <= last] + cursor.pending[
+                    repair.checked :
+                ]
+            if not self.history:
+                # No history to read from: only offsets before a message that did
+                # arrive are known lost; later ones may still be on their way.
+                arrived = [o for o, _ in cursor.pending[: repair.checked] if o <= last]
+                upto = min(upto, max(arrived, default=cursor.last + 1) - 1)
+                cursor.target = min(cursor.target, max(upto, cursor.last))
+        found = [(o, item) for o, item in found if repair.after < o <= upto]
         self.repaired_count += sum(1 for o, _ in found if o > cursor.last)
-        return self._hand_over(repair.stream, cursor, found, repair.upto)
+        return actions + self._hand_over(repair.stream, cursor, found, upto)
 
     # -- internals ----------------------------------------------------------------
 
@@ -218,7 +275,12 @@ class Cursors(Generic[T]):
         cursor.generation += 1
         cursor.target = max(cursor.target, upto)
         return Repair(
-            stream, cursor.epoch, cursor.last, max(upto, cursor.target), cursor.generation
+            stream,
+            cursor.epoch,
+            cursor.last,
+            max(upto, cursor.target),
+            cursor.generation,
+            len(cursor.pending),
         )
 
     def _hand_over(

@@ -48,6 +48,13 @@ class Inbound(Protocol):
         topic. Returns how many subscribers it was offered to."""
         ...
 
+    def skip(self, topic: str | None, epoch: str, offset: int) -> bool:
+        """A message at ``offset`` of ``epoch``, next in the stream of ``topic``: if this
+        hub has nothing to do with it (no subscriber takes the topic, no history), note
+        its place and return True, so the backplane need not decode it; False: hand it
+        over with :meth:`receive`."""
+        ...
+
     def make(
         self,
         opcode: int,

@@ -3,16 +3,20 @@
 Theory of operation
 -------------------
 The sender takes a batch (:meth:`~PublishBuffer.take`), writes it, then settles it
-when Redis answered (:meth:`~PublishBuffer.settle`) or puts it back at the head when
-the connection failed (:meth:`~PublishBuffer.requeue`): the batch may or may not
-have reached Redis. Retrying is safe because Redis' publish script remembers the last
-sequence number it applied for this hub, so a batch is never applied twice, and it
-saves the messages written into a connection that had died unnoticed.
+when Redis answered (:meth:`~PublishBuffer.settle`). When the call failed (a broken
+connection, or a timeout while Redis stalled) the batch may or may not have reached
+Redis: it stays *in doubt* (:meth:`~PublishBuffer.fail`) until the sender, connected
+again, asks Redis the last sequence number it applied for this hub and
+:meth:`~PublishBuffer.resolve` settles what Redis ran and puts the rest back at the
+head. Retrying is safe because Redis' publish script remembers that number, so a batch
+is never applied twice, and it saves the messages written into a connection that had
+died unnoticed; resolving first means a message that reached Redis is never counted
+dropped.
 
-The bound applies to the messages waiting; the batch in flight (at most one) is not
-counted against it until it comes back. When a message does not fit, the overflow
-rule decides: ``DROP_OLDEST`` evicts from the head, ``DROP_NEWEST`` refuses the
-newest. Either way the count goes to :attr:`~PublishBuffer.dropped`.
+The bound applies to the messages waiting; the batch in flight or in doubt (at most
+one) is not counted against it until it comes back. When a message does not fit, the
+overflow rule decides: ``DROP_OLDEST`` evicts from the head, ``DROP_NEWEST`` refuses
+the newest. Either way the count goes to :attr:`~PublishBuffer.dropped`.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ class PublishBuffer:
         "bytes",
         "drop_oldest",
         "dropped",
+        "in_doubt",
         "max_bytes",
         "max_messages",
     )
@@ -48,6 +53,8 @@ class PublishBuffer:
         self.drop_oldest = overflow is Overflow.DROP_OLDEST
         self._items: deque[Item] = deque()
         self._flight: list[Item] = []
+        self.in_doubt = False
+        """The batch in flight failed without a word of whether Redis ran it."""
         self.bytes = 0
         """Payload bytes waiting (not counting the batch in flight)."""
         self.dropped = 0
@@ -76,7 +83,7 @@ class PublishBuffer:
     def take(self, limit: int) -> list[Item]:
         """Remove up to ``limit`` messages from the head; they are in flight until
         :meth:`settle` or :meth:`requeue` is called."""
-        assert not self._flight, "the previous batch was neither settled nor requeued"
+        assert not self._flight, "the previous batch was neither settled nor put back"
         items = self._items
         batch = [items.popleft() for _ in range(min(limit, len(items)))]
         self.bytes -= sum(len(item[3]) for item in batch)
@@ -90,17 +97,35 @@ class PublishBuffer:
         return count
 
     def requeue(self) -> None:
-        """The batch in flight failed: put it back at the head, then apply the bound."""
+        """The batch in flight never reached Redis: put it back at the head, then apply
+        the bound."""
         batch, self._flight = self._flight, []
+        self.in_doubt = False
         self._items.extendleft(reversed(batch))
         self.bytes += sum(len(item[3]) for item in batch)
         self._make_room(0, 0)
+
+    def fail(self) -> None:
+        """The call carrying the batch in flight failed: it stays, in doubt, until
+        :meth:`resolve` (no-op without a batch in flight)."""
+        self.in_doubt = bool(self._flight)
+
+    def resolve(self, applied: int) -> int:
+        """Redis applied this hub's messages up to sequence number ``applied``: settle
+        those of the batch in doubt, put the rest back at the head (then apply the
+        bound); return how many were settled."""
+        batch = self._flight
+        done = sum(1 for item in batch if item[0] <= applied)
+        self._flight = batch[done:]
+        self.requeue()
+        return done
 
     def clear(self) -> int:
         """Forget everything, in flight included; return how many messages that was."""
         count = len(self)
         self._items.clear()
         self._flight = []
+        self.in_doubt = False
         self.bytes = 0
         return count
 

@@ -62,7 +62,7 @@ from .._core.policy import Policy
 from .._core.rules import Overflow, resolve_rules
 from .._core.streams import NO_TOPIC
 from .._core.validate import positive_seconds
-from .cursors import Action, Cursors, Deliver, Lose, Repair
+from .cursors import Action, Cursors, Deliver, Lose, Reject, Repair
 from .envelope import STREAM, Foreign, Numbered, decode, decode_head, encode_head
 from .protocol import Recovered
 from .publish_buffer import PublishBuffer
@@ -149,6 +149,17 @@ class BackplaneHealth:
     then once per ``heartbeat``)."""
     malformed: int
     """Payloads in the namespace that carry the wire format's marker but do not parse."""
+    skipped: int = 0
+    """Of ``received``: messages for topics that no subscriber of this hub takes (and no
+    history to keep), whose place in their stream was noted without decoding them."""
+    lag: float = 0.0
+    """Seconds the receiver is behind Redis: how long what Redis had sent it took to be
+    read, measured by a ``PING`` on the subscribed connection once per ``heartbeat``
+    (a ping still unanswered counts for how long it has waited)."""
+    forged: int = 0
+    """Numbered messages dropped because their offset was past the last one Redis had
+    assigned in their stream: written on pub/sub by some client other than a hub's
+    publish script (see the trust model in docs/how-to/redis.md)."""
 
 
 MAX_CONCURRENT_READS = 16
@@ -288,6 +299,10 @@ class RedisBackplane:
         self._received = 0
         self._discarded = 0
         self._malformed = 0
+        self._skipped = 0
+        self._ping_sent: float | None = None
+        self._lag_seen = 0.0
+        self._forged_logged = False
         self._reconnects = 0
         self._resyncs = 0
         self._resumes = 0
@@ -356,12 +371,20 @@ class RedisBackplane:
 
     def forward(self, message: Message) -> None:
         """Queue ``message`` toward Redis; called by ``hub.publish()``, never blocks."""
+        # Encoded before it is numbered: a message that cannot be sent takes no number.
+        try:
+            head = encode_head(message.opcode, message.key, lossless=not message.droppable)
+        except UnicodeEncodeError:
+            raise ValueError(f"key={message.key!r} has no UTF-8 form") from None
+        try:
+            self._names(message.topic)
+        except UnicodeEncodeError:
+            raise ValueError(f"topic={message.topic!r} has no UTF-8 form") from None
         if self._closing:
             self._seq += 1
             self._discarded += 1
             return
         self._seq = seq = self._seq + 1
-        head = encode_head(message.opcode, message.key, lossless=not message.droppable)
         self._buffer.push(seq, message.topic, head, message.payload)
         wake = self._wake
         if wake is not None and not wake.done():
@@ -488,6 +511,12 @@ class RedisBackplane:
             await asyncio.wait([sender], timeout=timeout)
         tasks = [self._sender, self._receiver, *self._repairs, *self._reads.values()]
         await _finish(task for task in tasks if task is not None)
+        if self._buffer.in_doubt and self._clients:
+            try:  # what Redis ran of the last batch reached the hubs: not dropped
+                async with asyncio.timeout(min(timeout, self.timeout)):
+                    await self._resolve(self._clients[0])
+            except Exception:
+                logger.debug("could not ask Redis what it applied", exc_info=True)
         left = self._buffer.clear()
         if left:
             self._discarded += left
@@ -538,7 +567,17 @@ class RedisBackplane:
             reads=self._history_reads,
             peers=self._peers,
             malformed=self._malformed,
+            forged=cursors.forged,
+            skipped=self._skipped,
+            lag=self._lag(),
         )
+
+    def _lag(self) -> float:
+        """The last lag measured, or how long the ping in flight has waited if longer."""
+        sent = self._ping_sent
+        if sent is None or not self._subscribed:
+            return self._lag_seen
+        return max(self._lag_seen, time.monotonic() - sent)
 
     async def wait_for(
         self, predicate: Callable[[BackplaneHealth], bool], timeout: float | None = None
@@ -646,6 +685,8 @@ class RedisBackplane:
         script = self._scripts["publish"]
         maxn, maxb, maxage = self._limits
         prefix = STREAM
+        if buffer.in_doubt:
+            await self._resolve(client)
         while True:
             if not buffer.waiting:
                 if self._closing:
@@ -675,11 +716,22 @@ class RedisBackplane:
             try:
                 await script(keys=keys, args=args, client=client)
             except BaseException:
-                buffer.requeue()
+                buffer.fail()  # Redis may have run it: ask, once connected again
                 raise
             self._published += buffer.settle()
             if self._waiters:
                 self._changed()
+
+    async def _resolve(self, client: Redis) -> None:
+        """Settle the batch in doubt: what Redis ran of it (the publish script keeps
+        the last sequence number it applied for this run) is published, not dropped."""
+        stored = await client.get(self._publisher_key) or b""
+        text = stored if isinstance(stored, str) else stored.decode()
+        run, _, seq = text.partition(" ")
+        applied = int(seq) if run == self.run and seq.isdigit() else 0
+        self._published += self._buffer.resolve(applied)
+        if self._waiters:
+            self._changed()
 
     async def _idle(self, loop: asyncio.AbstractEventLoop) -> None:
         wake: asyncio.Future[None] = loop.create_future()
@@ -704,11 +756,16 @@ class RedisBackplane:
                 await pubsub.subscribe(self._presence)
                 pinged = False
                 counted = -math.inf
+                self._ping_sent = None
                 while True:
                     now = loop.time()
                     if now - counted >= self.heartbeat and self._subscribed:
                         counted = now
                         self._count_peers()
+                        if self._ping_sent is None:
+                            # Its answer comes after all Redis sent before it: the lag.
+                            self._ping_sent = time.monotonic()
+                            await pubsub.ping()
                     message = await pubsub.get_message(timeout=self.heartbeat)
                     if message is None:
                         if pinged:
@@ -718,7 +775,14 @@ class RedisBackplane:
                         continue
                     pinged = False
                     kind = message["type"]
-                    if kind == "pmessage":
+                    if kind == "pong":
+                        sent = self._ping_sent
+                        if sent is not None:
+                            self._lag_seen = time.monotonic() - sent
+                            self._ping_sent = None
+                            if self._waiters:
+                                self._changed()
+                    elif kind == "pmessage":
                         try:
                             self._on_payload(message["channel"], message["data"])
                         except Exception:
@@ -808,6 +872,8 @@ class RedisBackplane:
         if topic is _NOT_OURS:
             return
         assert topic is None or isinstance(topic, str)
+        if raw.startswith(STREAM) and self._skip(topic, raw, inbound):
+            return
         decoded = decode(raw)
         if type(decoded) is Numbered:
             stream = NO_TOPIC if topic is None else topic
@@ -835,6 +901,30 @@ class RedisBackplane:
         if self._waiters:
             self._changed()
 
+    def _skip(self, topic: str | None, raw: bytes, inbound: Inbound) -> bool:
+        """The next message of a stream that no subscriber of this hub takes: advance
+        the stream from its epoch and offset alone, without decoding the rest (a hub
+        subscribed to every topic of a busy namespace receives them all). Anything
+        else (a gap, another epoch, a repair under way) takes the full path."""
+        cursor = self._cursors.cursor(NO_TOPIC if topic is None else topic)
+        if cursor is None or cursor.repairing:
+            return False
+        epoch = cursor.epoch
+        start = len(STREAM) + len(epoch)
+        # "<epoch> <offset> ": the epoch must be the cursor's, the offset the next one.
+        if raw[start : start + 1] != b" " or not raw.startswith(epoch.encode(), len(STREAM)):
+            return False
+        offset = cursor.last + 1
+        digits = b"%d " % offset
+        if not raw.startswith(digits, start + 1):
+            return False
+        if not inbound.skip(topic, epoch, offset):
+            return False
+        cursor.last = offset
+        self._received += 1
+        self._skipped += 1
+        return True
+
     def _run(self, actions: list[Action[Item]]) -> None:
         """Carry out what the cursors decided, in order."""
         inbound = self._inbound
@@ -858,6 +948,22 @@ class RedisBackplane:
                 if inbound is not None and not inbound.closed:
                     topic = action.stream if action.stream else None
                     inbound.lost(topic, action.epoch, action.ranges)
+            elif type(action) is Reject:
+                assert isinstance(action, Reject)
+                # Once at warning level: a forger must not be able to flood the log.
+                level = logging.DEBUG if self._forged_logged else logging.WARNING
+                self._forged_logged = True
+                logger.log(
+                    level,
+                    "%s dropped %d messages of stream %r numbered past its last offset %d "
+                    "in Redis (%s): forged on pub/sub by a client that is not a hub; "
+                    "counted in health().forged, not logged again",
+                    self.hub_id,
+                    len(action.offsets),
+                    action.stream,
+                    action.last,
+                    ", ".join(map(str, action.offsets[:5])),
+                )
             else:
                 assert isinstance(action, Repair)
                 task = asyncio.get_running_loop().create_task(self._repair(action))
@@ -871,7 +977,7 @@ class RedisBackplane:
         delay = self.min_retry_delay
         while True:
             try:
-                found = await self._read_range(
+                found, real = await self._read_range(
                     repair.stream, repair.epoch, repair.after, repair.upto
                 )
                 break
@@ -881,20 +987,26 @@ class RedisBackplane:
                 _log_failure("repair from", self.hub_id, exc, 1)
                 await asyncio.sleep(random.uniform(delay / 2, delay))
                 delay = min(delay * 2, self.max_retry_delay)
-        self._run(self._cursors.repaired(repair, found))
+        self._run(self._cursors.repaired(repair, found, real))
 
     async def _read_range(
         self, stream: str, epoch: str, after: int, upto: int
-    ) -> list[tuple[int, Item]]:
-        """Entries ``(after, upto]`` of ``stream`` in ``epoch`` (none in another epoch)."""
+    ) -> tuple[list[tuple[int, Item]], tuple[str, int]]:
+        """Entries ``(after, upto]`` of ``stream`` in ``epoch`` (none in another epoch),
+        and the stream's epoch and last offset as Redis answered the first read."""
         found: list[tuple[int, Item]] = []
-        while after < upto:
-            now, _, start, entries, _ = await self._read_page(stream, epoch, after, upto)
-            if now != epoch or start != after or not entries:
+        real: tuple[str, int] | None = None
+        while True:
+            now, last, start, entries, _ = await self._read_page(stream, epoch, after, upto)
+            if real is None:
+                real = (now, last)
+            if now != epoch or start != after or not entries or after >= upto:
                 break
             found += entries
             after = entries[-1][0]
-        return found
+            if after >= upto:
+                break
+        return found, real
 
     async def _read_all(
         self, stream: str, epoch: str, after: int

@@ -180,6 +180,21 @@ class Fanout:
             self.record(message, now)
         return self.deliver(message, now)
 
+    def skip(self, topic: str | None, epoch: str, offset: int) -> bool:
+        """If no subscriber here takes ``topic`` and there is no history to keep, note
+        the message's place in its stream and return True: the backplane need not
+        decode it (the Inbound seam). False: hand it over with :meth:`receive`."""
+        if self.history is not None:
+            return False
+        index = self.index
+        if topic is None:
+            if index.members:
+                return False
+        elif index.wildcard or index.by_topic.get(topic):
+            return False
+        self.streams.place(topic, epoch, offset)
+        return True
+
     def make(
         self,
         opcode: int,

@@ -152,6 +152,12 @@ METRICS: tuple[Metric, ...] = (
         "Messages pub/sub lost that the history no longer held (told to subscribers).",
     ),
     Metric(
+        "backplane_forged_total",
+        "counter",
+        (),
+        "Numbered messages dropped because Redis had not numbered their stream that far.",
+    ),
+    Metric(
         "backplane_dropped_total",
         "counter",
         (),
@@ -176,6 +182,18 @@ METRICS: tuple[Metric, ...] = (
         "Messages waiting in the backplane's publish buffer.",
     ),
     Metric("backplane_peers", "gauge", (), "Other hubs subscribed to the namespace."),
+    Metric(
+        "backplane_lag_seconds",
+        "gauge",
+        (),
+        "Seconds the backplane's receiver is behind Redis (a PING per heartbeat).",
+    ),
+    Metric(
+        "backplane_skipped_total",
+        "counter",
+        (),
+        "Messages for topics no local subscriber takes, passed over without decoding.",
+    ),
     Metric("info", "gauge", ("version",), "Always 1; the version label is wsfanout's."),
 )
 """Every metric family :class:`HubCollector` exposes; the ``backplane_*`` ones only for a
@@ -201,11 +219,14 @@ _BACKPLANE = {
     "backplane_connected": "connected",
     "backplane_reconnects_total": "reconnects",
     "backplane_lost_total": "lost",
+    "backplane_forged_total": "forged",
     "backplane_dropped_total": "dropped",
     "backplane_published_total": "published",
     "backplane_received_total": "received",
     "backplane_buffered_messages": "buffered",
     "backplane_peers": "peers",
+    "backplane_lag_seconds": "lag",
+    "backplane_skipped_total": "skipped",
 }
 """Backplane metrics -> the BackplaneHealth field they show."""
 
