@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 LINTED := $(wildcard src tests benchmarks examples mkdocs_hooks.py)
 
 .PHONY: setup test lint typecheck unit docs demo bench clean debian-packages bench-redis \
-	bench-history bench-scale bench-redis-rate
+	bench-history bench-pacing bench-scale bench-redis-rate
 
 BENCH_STAMP := $(VENV)/.bench-installed
 
@@ -56,6 +56,11 @@ test: lint typecheck docs unit
 
 demo: $(STAMP)
 	$(BIN)/wsfanout demo
+
+# Pacing from the drain rate: a real client reading at 50 kB/s under 200 kB/s published
+# (about a minute; ARGS=--help for the knobs). See docs/performance.md.
+bench-pacing: $(STAMP)
+	$(BIN)/python -m benchmarks.pacing $(ARGS)
 
 bench-redis: DEBIAN_PACKAGES := redis-server=redis-server
 bench-redis: $(STAMP) debian-packages

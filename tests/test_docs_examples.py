@@ -54,6 +54,8 @@ EXECUTED = [
     "how-to/statistics.md",
     "how-to/observability.md",
     "how-to/shutdown.md",
+    "how-to/escalate.md",
+    "how-to/pacing.md",
     "how-to/resume.md",
     "how-to/gap-notices.md",
     "how-to/lossless.md",

@@ -12,7 +12,7 @@ worker processes), ``wsfanout.lowlevel`` (the sans-I/O core), ``wsfanout.testing
 (property-test a policy) and ``wsfanout.exceptions``.
 """
 
-from ._core.decision import NEUTRAL, Close, Decision
+from ._core.decision import NEUTRAL, Close, Decision, LevelStep
 from ._core.errors import (
     ConfigError,
     HubClosedError,
@@ -24,6 +24,7 @@ from ._core.errors import (
 )
 from ._core.frames import SUBPROTOCOL
 from ._core.history import History, Position
+from ._core.ladder import Ladder
 from ._core.policy import Composite, Policy, as_policy
 from ._core.snapshot import Snapshot
 from ._core.stats import HubStats, SubscriberStats
@@ -54,6 +55,8 @@ __all__ = [
     "Decision",
     "Close",
     "NEUTRAL",
+    "Ladder",
+    "LevelStep",
     # statistics
     "SubscriberStats",
     "HubStats",

@@ -18,6 +18,7 @@ from ._core.contract import (
 from ._core.control import gap_notice, heartbeat_frame, resume_frame
 from ._core.decision import NEUTRAL, join
 from ._core.deflate import DeflateParams
+from ._core.drain import DrainMeter
 from ._core.frames import OP_BINARY, OP_TEXT
 from ._core.history import (
     Held,
@@ -30,7 +31,15 @@ from ._core.history import (
     resume_after,
     wanted,
 )
-from ._core.message import CONTROL_SEQ, Batched, Message, make_control, make_message, v1_header
+from ._core.message import (
+    CONTROL_SEQ,
+    Batched,
+    Merged,
+    Message,
+    make_control,
+    make_message,
+    v1_header,
+)
 from ._core.notices import REASONS, GapLedger, Notice
 from ._core.outbox import IDLE, Action, CloseAction, Idle, Offer, Outbox, Wait, Write
 from ._core.policy import FunctionPolicy
@@ -68,6 +77,7 @@ __all__ = [
     # messages
     "Message",
     "Batched",
+    "Merged",
     "make_message",
     "make_control",
     "CONTROL_SEQ",
@@ -93,6 +103,7 @@ __all__ = [
     "DeflateParams",
     "MessageQueue",
     "Push",
+    "DrainMeter",
     # gap notices in the core
     "GapLedger",
     "Notice",

@@ -47,7 +47,8 @@ def test_check_reports_every_bad_file_and_exits_2(
         '(expected e.g. "250ms", "5s")',
         "wsfanout check: error: missing.toml: no such file",
         'wsfanout check: error: "chatt" is not a preset (expected one of "chat", "dashboard", '
-        '"event-feed", "log-tail", "market-data", "notifications"; or a path to a .toml file)',
+        '"event-feed", "live-feed", "log-tail", "market-data", "mobile", "notifications"; '
+        "or a path to a .toml file)",
     ]
 
 
@@ -71,7 +72,8 @@ def test_check_list_shows_every_preset_and_stage_kind(capsys: pytest.CaptureFixt
     out = capsys.readouterr().out
     for name in preset_names():
         assert f"\n  {name}\n" in out
-    assert "  conflate-by-key ConflateByKey: max_messages, max_bytes\n" in out
+    assert "  conflate-by-key ConflateByKey: max_messages, max_bytes, reduce\n" in out
+    assert "  escalate        Escalate: level, hold, announce\n" in out
     assert "  disconnect      Disconnect: max_messages, max_bytes, max_lag, max_buffer" in out
 
 

@@ -107,8 +107,8 @@ BAD_CONFIGS = [
     (
         'policy = "chatt"\n',
         'policy: "chatt" is not a preset (expected one of "chat", '
-        '"dashboard", "event-feed", "log-tail", "market-data", "notifications"; or a path to a '
-        ".toml file)",
+        '"dashboard", "event-feed", "live-feed", "log-tail", "market-data", "mobile", '
+        '"notifications"; or a path to a .toml file)',
     ),
     ('policy = "mine.toml"\n', "policy: {dir}/mine.toml: no such file"),
     ("port = \n", "not valid TOML: "),

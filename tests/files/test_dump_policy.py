@@ -120,6 +120,6 @@ def test_a_custom_stage_cannot_be_dumped() -> None:
         PolicyError,
         match=r"^as_policy\(.*never\) is not a built-in stage, so a policy file cannot declare "
         r"it \(expected one of DropOldest, DropNewest, SkipToLatest, ConflateByKey, Batch, "
-        r"Throttle, Disconnect, Notify\)$",
+        r"Throttle, Disconnect, Escalate, Adaptive, Notify\)$",
     ):
         dump_policy(DropOldest() | never)

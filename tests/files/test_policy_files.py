@@ -9,11 +9,13 @@ from wsfanout import PolicyFileError
 from wsfanout._files.policy_files import parameters
 from wsfanout.files import STAGE_KINDS, load_policy, load_policy_file, parse_policy
 from wsfanout.policies import (
+    Adaptive,
     Batch,
     ConflateByKey,
     Disconnect,
     DropNewest,
     DropOldest,
+    Escalate,
     Notify,
     SkipToLatest,
     Throttle,
@@ -21,7 +23,7 @@ from wsfanout.policies import (
 
 KINDS = (
     '"drop-oldest", "drop-newest", "skip-to-latest", "conflate-by-key", "batch", "throttle", '
-    '"disconnect", "notify"'
+    '"disconnect", "escalate", "adaptive", "notify"'
 )
 
 
@@ -94,6 +96,8 @@ def test_the_registry_covers_every_built_in_and_every_parameter_has_a_kind() -> 
         Batch,
         Throttle,
         Disconnect,
+        Escalate,
+        Adaptive,
         Notify,
     }
     for kind in STAGE_KINDS:
@@ -283,7 +287,8 @@ def test_an_unknown_preset_lists_the_presets() -> None:
     with pytest.raises(
         PolicyFileError,
         match=r'^"chatt" is not a preset \(expected one of "chat", "dashboard", "event-feed", '
-        r'"log-tail", "market-data", "notifications"; or a path to a \.toml file\)$',
+        r'"live-feed", "log-tail", "market-data", "mobile", "notifications"; or a path to a '
+        r"\.toml file\)$",
     ):
         load_policy("chatt")
 

@@ -4,11 +4,13 @@ The promises are checked by hypothesis on the sans-I/O core: an ``Outbox`` under
 preset, a virtual clock and a fake write buffer that the client drains at will.
 """
 
+import itertools
+from collections.abc import Callable
 from pathlib import Path
 
 import attrs
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wsfanout import Close
@@ -24,11 +26,16 @@ from wsfanout.lowlevel import (
     resolve_rules,
 )
 from wsfanout.policies import (
+    Above,
+    Adaptive,
     Batch,
+    Below,
     ConflateByKey,
     Disconnect,
     DropNewest,
     DropOldest,
+    Escalate,
+    Level,
     Notify,
     SkipToLatest,
     Throttle,
@@ -39,9 +46,10 @@ REQUIRED = (
     "market-data",
     "chat",
     "dashboard",
-    "event-feed",
     "log-tail",
     "notifications",
+    "mobile",
+    "live-feed",
     "event-feed",
 )
 
@@ -71,6 +79,37 @@ def test_the_presets_are_the_policies_their_descriptions_promise() -> None:
         | DropOldest(max_messages=5000, max_bytes=1024 * 1024)
     )
     assert load_policy("notifications") == DropNewest(max_messages=256)
+    assert load_policy("mobile") == (
+        ConflateByKey(max_messages=4096)
+        | Adaptive(interval=0.1, max_bytes=65536)
+        | Disconnect(max_lag=30.0)
+    )
+    conflate = ConflateByKey()
+    dropping = conflate | DropOldest(max_messages=64)
+    assert load_policy("live-feed") == Escalate(
+        levels=[
+            Level(name="normal"),
+            Level(
+                conflate,
+                up=Above("lag", 1.0) | Above("queued_messages", 512),
+                down=Below("lag", 0.25) & Below("queued_messages", 64),
+                name="conflate",
+            ),
+            Level(
+                dropping,
+                up=Above("queued_messages", 48) | Above("lag", 5.0),
+                down=Below("queued_messages", 16) & Below("lag", 1.0),
+                name="drop-oldest",
+            ),
+            Level(
+                dropping | Disconnect(max_lag=10.0, grace=5.0),
+                up=Above("lag", 10.0),
+                down=Below("lag", 5.0),
+                name="disconnect",
+            ),
+        ],
+        hold=2.0,
+    )
     assert load_policy("event-feed") == (
         DropOldest(max_messages=1000, max_bytes=1024 * 1024) | Notify() | Disconnect(max_lag=30.0)
     )
@@ -155,11 +194,17 @@ steps = st.lists(
 )
 
 
-def run(name: str, script: list[tuple[object, ...]]) -> Client:
+def run(
+    name: str,
+    script: list[tuple[object, ...]],
+    check: Callable[[Client], None] | None = None,
+) -> Client:
     client = Client(Outbox(load_policy(name), high=HIGH, low=LOW))
     rules = resolve_rules(client.outbox.policy)
     for step in script:
         getattr(client, str(step[0]))(*step[1:])
+        if check is not None:
+            check(client)
         stats = client.outbox.stats(client.now)
         # Bounded, accounted for, in order, no duplicates: at every step, for every preset.
         assert stats.queued_messages <= (rules.max_messages or 0)
@@ -172,6 +217,7 @@ def run(name: str, script: list[tuple[object, ...]]) -> Client:
 
 
 @given(steps)
+@settings(deadline=None)  # each example runs a whole script; a loaded machine is slow
 def test_chat_loses_nothing_unless_it_disconnects(script: list[tuple[object, ...]]) -> None:
     client = run("chat", script)
     stats = client.outbox.stats(client.now)
@@ -184,6 +230,7 @@ def test_chat_loses_nothing_unless_it_disconnects(script: list[tuple[object, ...
 
 
 @given(steps)
+@settings(deadline=None)  # each example runs a whole script; a loaded machine is slow
 def test_notifications_never_disconnect_and_only_refuse_new_messages(
     script: list[tuple[object, ...]],
 ) -> None:
@@ -195,6 +242,7 @@ def test_notifications_never_disconnect_and_only_refuse_new_messages(
 
 
 @given(steps)
+@settings(deadline=None)  # each example runs a whole script; a loaded machine is slow
 def test_dashboard_never_disconnects_and_always_ends_on_the_latest(
     script: list[tuple[object, ...]],
 ) -> None:
@@ -207,6 +255,7 @@ def test_dashboard_never_disconnects_and_always_ends_on_the_latest(
 
 
 @given(steps)
+@settings(deadline=None)  # each example runs a whole script; a loaded machine is slow
 def test_log_tail_never_disconnects_and_keeps_the_newest_lines(
     script: list[tuple[object, ...]],
 ) -> None:
@@ -219,6 +268,7 @@ def test_log_tail_never_disconnects_and_keeps_the_newest_lines(
 
 
 @given(steps)
+@settings(deadline=None)  # each example runs a whole script; a loaded machine is slow
 def test_market_data_delivers_the_newest_value_of_every_key(
     script: list[tuple[object, ...]],
 ) -> None:
@@ -232,3 +282,45 @@ def test_market_data_delivers_the_newest_value_of_every_key(
     assert set(newest.values()) <= set(client.delivered)
     unkeyed = [seq for seq, key in client.published if key is None]
     assert set(unkeyed) <= set(client.delivered)
+
+
+@given(steps)
+@settings(deadline=None)  # each example runs a whole script; a loaded machine is slow
+def test_mobile_loses_only_what_conflation_replaces_and_ends_on_the_newest_per_key(
+    script: list[tuple[object, ...]],
+) -> None:
+    client = run("mobile", script)
+    stats = client.outbox.stats(client.now)
+    assert stats.dropped_oldest == stats.dropped_newest == stats.skipped == 0
+    if client.closed is not None:
+        assert client.closed.code == 1013
+        return
+    newest = {key: seq for seq, key in client.published if key is not None}
+    assert set(newest.values()) <= set(client.delivered)
+    assert {seq for seq, key in client.published if key is None} <= set(client.delivered)
+
+
+@given(steps)
+@settings(deadline=None)  # each example runs a whole script; a loaded machine is slow
+def test_live_feed_steps_at_most_once_per_hold_and_keeps_each_level_s_bound(
+    script: list[tuple[object, ...]],
+) -> None:
+    policy = load_policy("live-feed")
+    bounds = [resolve_rules(level) for level in policy.level_policies()]
+    taken: list[float] = []
+
+    def check(client: Client) -> None:
+        outbox = client.outbox
+        if outbox.on_step is None:
+            outbox.on_step = lambda step: taken.append(step.at)
+        if outbox.closing is None:
+            bound = bounds[outbox.level]
+            assert len(outbox.queue) <= (bound.max_messages or 0)
+            assert outbox.queue.bytes <= (bound.max_bytes or 0)
+
+    client = run("live-feed", script, check)
+    assert all(later - earlier >= 2.0 for earlier, later in itertools.pairwise(taken))
+    stats = client.outbox.stats(client.now)
+    assert stats.steps_up - stats.steps_down == stats.level
+    if client.closed is not None:
+        assert client.closed.code == 1013

@@ -144,8 +144,8 @@ def test_routes_written_in_code_are_the_same_function() -> None:
         (
             'default = "chatt"\n',
             r'^routes\.toml: default: "chatt" is not a preset \(expected one of "chat", '
-            r'"dashboard", "event-feed", "log-tail", "market-data", "notifications"; or a path '
-            r"to a \.toml file\)$",
+            r'"dashboard", "event-feed", "live-feed", "log-tail", "market-data", "mobile", '
+            r'"notifications"; or a path to a \.toml file\)$',
         ),
         (
             'default = "chat"\nroute = 3\n',

@@ -16,7 +16,7 @@ from websockets.asyncio.server import ServerConnection
 
 from wsfanout import ConfigError, Hub, Policy, SubscriberStats
 from wsfanout._core.stats import SUMMED
-from wsfanout.policies import Disconnect, DropOldest
+from wsfanout.policies import Above, Disconnect, DropOldest, Escalate, Level
 
 from .wsnet import Client, Net, Route, served
 
@@ -290,3 +290,27 @@ async def test_a_bad_policy_name_in_serve_is_refused_before_subscribing() -> Non
         await client.route.finished()
         assert len(net.hub) == 0
         assert net.hub.monitor.policies() == {}
+
+
+async def test_a_ladder_s_steps_are_counted_per_policy_name_present_and_past() -> None:
+    ladder = Escalate(
+        levels=[
+            Level(DropOldest(max_messages=64)),
+            Level(DropOldest(max_messages=2), up=Above("queued_messages", 4)),
+        ]
+    )
+    async with asyncio.timeout(GUARD), served(Hub(close_timeout=0.5)) as net:
+        stalled = await not_reading(net, "stalled", ladder, "feed")
+        published = 0
+        while stalled.sub.stats().level == 0:
+            assert published < 20_000, "the client never fell behind"
+            net.hub.publish(BIG)
+            published += 1
+            if published % 8 == 0:
+                await asyncio.sleep(0)
+        feed = net.hub.monitor.policies()["feed"]
+        assert (feed.steps_up, feed.steps_down, feed.stepped_up) == (1, 0, 1)
+        stalled.ws.transport.abort()  # it reads nothing: no closing handshake
+        await stalled.route.finished()
+        gone = net.hub.monitor.policies()["feed"]
+        assert (gone.steps_up, gone.steps_down, gone.stepped_up) == (1, 0, 0)

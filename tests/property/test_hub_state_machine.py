@@ -103,7 +103,8 @@ class HubMachine(RuleBasedStateMachine):
     def queues_stay_within_their_bounds(self) -> None:
         for trace in self.sim.trace.clients:
             outbox = self.sim.outbox(trace.index)
-            rules = resolve_rules(outbox.policy)  # the current one: reshaped at once
+            # The current policy (reshaped at once); for a ladder, the level in force.
+            rules = resolve_rules(outbox.policy.level_policies()[outbox.level])
             assert rules.max_messages is not None
             assert rules.max_bytes is not None
             assert len(outbox.queue) <= rules.max_messages, outbox.policy

@@ -23,7 +23,18 @@ from wsfanout.lowlevel import (
     Rules,
     Write,
 )
-from wsfanout.policies import Batch, ConflateByKey, Disconnect, DropOldest, Throttle, notice_json
+from wsfanout.policies import (
+    Above,
+    Batch,
+    Below,
+    ConflateByKey,
+    Disconnect,
+    DropOldest,
+    Escalate,
+    Level,
+    Throttle,
+    notice_json,
+)
 from wsfanout.testing import (
     BatchIntegrity,
     Bounded,
@@ -31,8 +42,10 @@ from wsfanout.testing import (
     GapsAnnounced,
     Guarantee,
     Lossless,
+    MaxDrops,
     MaxSendRate,
     NewestDelivered,
+    StepsApart,
 )
 
 
@@ -47,6 +60,19 @@ class LeakyBound(Policy):
 
     def guarantees(self) -> tuple[Guarantee, ...]:
         return (Bounded(max_messages=10),)
+
+
+@attrs.frozen(repr=False)
+class KeepsDropping(Policy):
+    """Promises to close a subscriber past 2 drops in 10 s, but only ever drops."""
+
+    eager = True
+
+    def rules(self) -> Rules:
+        return Rules(max_messages=2, overflow=Overflow.DROP_OLDEST)
+
+    def guarantees(self) -> tuple[Guarantee, ...]:
+        return (MaxDrops(count=2, window=10.0),)
 
 
 @attrs.frozen(repr=False)
@@ -219,6 +245,101 @@ class AsksAgainNow(Policy):
 
     def decide(self, snapshot: Snapshot) -> Decision:
         return Decision(recheck_at=snapshot.now)
+
+
+# -- broken ladders, folds and the cores that carry steps out ------------------------------
+
+
+@attrs.frozen(repr=False)
+class HastyEscalate(Escalate):
+    """Steps as often as its short hold allows, but promises five seconds between steps."""
+
+    def guarantees(self) -> tuple[Guarantee, ...]:
+        return (StepsApart(hold=5.0),)
+
+
+def concat(older: str | bytes, newer: str | bytes) -> str | bytes:
+    """A reducer that keeps every update: the fold is visible in the payload."""
+    return older + newer  # type: ignore[operator]
+
+
+@attrs.frozen(repr=False)
+class ForgetfulFold(ConflateByKey):
+    """Promises the fold of every update of a key, but its queue keeps only the newest."""
+
+    def rules(self) -> Rules:
+        return attrs.evolve(super().rules(), reduce=None)
+
+
+STEPPING = Escalate(
+    levels=[
+        Level(DropOldest(max_messages=32)),
+        Level(
+            DropOldest(max_messages=3),
+            up=Above("queued_messages", 5),
+            down=Below("queued_messages", 1),
+        ),
+    ],
+    hold=0.01,
+)
+"""A ladder that steps often, between a bound of 32 messages and one of 3."""
+
+
+class LazyReshapeQueue(MessageQueue):
+    """Takes a level's rules without making what is queued fit them."""
+
+    def reshape(self, rules: Rules) -> list[Message] | None:
+        self.max_messages, self.max_bytes = rules.max_messages or 0, rules.max_bytes or 0
+        return None
+
+
+class ReversingReshapeQueue(MessageQueue):
+    """Makes what is queued fit a level's rules, and reverses it."""
+
+    def reshape(self, rules: Rules) -> list[Message] | None:
+        left_over = super().reshape(rules)
+        entries = list(self._entries.items())
+        self._entries.clear()
+        self._entries.update(reversed(entries))
+        return left_over
+
+
+class EchoingReshapeQueue(MessageQueue):
+    """Queues again, at each step that leaves messages queued, the last message it
+    handed out (a step that empties the queue would leave it stuck: Drains, not the
+    duplicate this core is for)."""
+
+    last: Message | None = None
+
+    def pop(self) -> Message:
+        message = self.last = super().pop()
+        return message
+
+    def reshape(self, rules: Rules) -> list[Message] | None:
+        left_over = super().reshape(rules)
+        last = self.last
+        if last is not None and self._entries and last.seq not in self._entries:
+            self._entries[last.seq] = last
+            self.bytes += len(last.payload)
+            if not last.droppable:
+                self.pinned_messages += 1
+                self.pinned_bytes += len(last.payload)
+        return left_over
+
+
+def _on(queue: type[MessageQueue]) -> type[Outbox]:
+    class OutboxOn(Outbox):
+        def __init__(self, policy: Policy, *, high: int, low: int, **probe: Any) -> None:
+            super().__init__(policy, high=high, low=low, **probe)
+            self.queue = queue(self.rules)
+
+    OutboxOn.__name__ = f"OutboxOn{queue.__name__}"
+    return OutboxOn
+
+
+UnshapedOutbox = _on(LazyReshapeQueue)
+ReversingStepOutbox = _on(ReversingReshapeQueue)
+EchoingStepOutbox = _on(EchoingReshapeQueue)
 
 
 # -- broken histories: each breaks Resumes() -------------------------------------------------

@@ -20,10 +20,14 @@ from pathlib import Path
 from typing import IO, Any
 
 from .. import __version__
+from .._core.adaptive import RATIO, Adaptive
+from .._core.builtins import REDUCERS
 from .._core.errors import ConfigError, PolicyError, PolicyFileError
+from .._core.ladder import Escalate, Ladder
 from .._core.notices import NOTICE_FORMATS
 from .._core.policy import Policy
-from .._core.rules import Overflow, resolve_rules
+from .._core.rules import Overflow, Rules, resolve_rules
+from .._files.conditions import format_condition
 from .._files.policy_files import (
     STAGE_KINDS,
     PolicyFile,
@@ -34,7 +38,7 @@ from .._files.policy_files import (
 )
 from .._files.presets import load_policy_file, looks_like_path, presets
 from .._files.routes import is_routing_document, load_routes
-from .._files.units import format_size, parse_duration
+from .._files.units import format_duration, format_size, parse_duration
 from .admin import add_admin_argument
 from .configure import CommandError, build_options, print_configuration
 from .options import (
@@ -272,16 +276,19 @@ def _size_text(size: int) -> str:
     return written if isinstance(written, str) else f"{size} bytes"
 
 
-def describe_policy(policy: Policy) -> list[str]:
-    """What ``check`` prints about a policy: its code, its queue bound and its guarantees."""
-    rules = resolve_rules(policy)
-    lines = [
-        f"policy:     {policy!r}",
-        f"bound:      {rules.max_messages} messages or {_size_text(rules.max_bytes or 0)} "
-        f"queued; when full: {_OVERFLOW[rules.overflow or Overflow.CLOSE]}",
-    ]
+def _bound_text(rules: Rules) -> str:
+    return (
+        f"{rules.max_messages} messages or {_size_text(rules.max_bytes or 0)} "
+        f"queued; when full: {_OVERFLOW[rules.overflow or Overflow.CLOSE]}"
+    )
+
+
+def _rules_lines(rules: Rules) -> list[str]:
+    lines = []
     if rules.arrival is not None:
-        lines.append(f"arrival:    {rules.arrival.value}")
+        reduce = rules.reduce
+        merge = "" if reduce is None else f", merged by {_reducer_name(reduce)}"
+        lines.append(f"arrival:    {rules.arrival.value}{merge}")
     if rules.batch is not None:
         limit = "" if rules.batch.max_bytes is None else f" or {_size_text(rules.batch.max_bytes)}"
         lines.append(f"batch:      up to {rules.batch.max_messages} messages{limit} per frame")
@@ -289,6 +296,85 @@ def describe_policy(policy: Policy) -> list[str]:
         names = [name for name, fmt in NOTICE_FORMATS.items() if fmt is rules.notify]
         shown = names[0] if names else getattr(rules.notify, "__qualname__", repr(rules.notify))
         lines.append(f"notices:    every loss announced before the next message ({shown})")
+    return lines
+
+
+def _reducer_name(reduce: object) -> str:
+    for name, function in REDUCERS.items():
+        if function is reduce:
+            return name
+    return str(getattr(reduce, "__qualname__", repr(reduce)))
+
+
+def _duration_text(seconds: float) -> str:
+    written = format_duration(seconds)
+    return written if isinstance(written, str) else f"{seconds}s"
+
+
+def _ladder_lines(policy: Policy) -> list[str]:
+    """The levels of the ladder in ``policy``, one or two lines each."""
+    ladder = next((s for s in policy.stages if isinstance(s, Ladder)), None)
+    if ladder is None:
+        return []
+    levels = policy.level_policies()
+    told = "announced to the client" if ladder.announce else "not announced"
+    lines = [
+        f"ladder:     {len(levels)} levels, at most one step per "
+        f"{_duration_text(ladder.hold)}; steps {told}"
+    ]
+    names = ladder.level_names()
+    if isinstance(ladder, Adaptive):
+        paces = ladder.paces
+        lines.append(
+            f"  level 0 ({names[0]}): everything at once, in frames of up to "
+            f"{_size_text(ladder.max_bytes)}"
+        )
+        lines.append(
+            f"  levels 1-{len(paces)}: a frame every {_duration_text(ladder.interval)}, paced "
+            f"from {names[1]} down to {names[-1]} (each {100 * (1 - 1 / RATIO):.0f}% slower)"
+        )
+        lines.append(
+            f"    at the pace nearest {ladder.fraction:g} x the drain rate; frames of at least "
+            f"{_size_text(ladder.min_bytes)}, less often below {names[1 + _floor(ladder)]}"
+        )
+        if ladder.probe is not None:
+            lines.append(
+                f"  after {_duration_text(ladder.probe)} without a new drain rate: a faster pace"
+            )
+        return lines
+    assert isinstance(ladder, Escalate)
+    for number, (level, composed) in enumerate(zip(ladder.levels, levels, strict=True)):
+        when = []
+        if level.up is not None:
+            when.append(f"up when {format_condition(level.up)}")
+        if level.down is not None:
+            when.append(f"down when {format_condition(level.down)}")
+        suffix = f" ({'; '.join(when)})" if when else ""
+        lines.append(f"  level {number} {names[number]}{suffix}:")
+        lines.append(f"    {composed!r}")
+        lines.append(f"    bound: {_bound_text(resolve_rules(composed))}")
+    return lines
+
+
+def _floor(ladder: Adaptive) -> int:
+    """The last level whose frames are a full interval's worth (above ``min_bytes``)."""
+    paces = ladder.paces
+    return max(
+        (i for i, pace in enumerate(paces) if pace * ladder.interval >= ladder.min_bytes),
+        default=0,
+    )
+
+
+def describe_policy(policy: Policy) -> list[str]:
+    """What ``check`` prints about a policy: its code, its queue bound (for a ladder, at
+    its first level, then each level's), and its guarantees."""
+    rules = resolve_rules(policy)
+    lines = [
+        f"policy:     {policy!r}",
+        f"bound:      {_bound_text(rules)}",
+    ]
+    lines += _rules_lines(rules)
+    lines += _ladder_lines(policy)
     guarantees: Any = getattr(policy, "guarantees", None)
     if callable(guarantees):
         guarantees = guarantees()

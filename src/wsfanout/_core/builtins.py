@@ -19,6 +19,7 @@ from .guarantees import (
     BatchIntegrity,
     Bounded,
     DisconnectsWithin,
+    FoldedPerKey,
     GapsAnnounced,
     Guarantee,
     Lossless,
@@ -27,12 +28,14 @@ from .guarantees import (
 )
 from .notices import NOTICE_FORMATS, GapNotice, check_notice_format
 from .policy import Policy
+from .reducers import REDUCERS, Reduce, reducer
 from .rules import Arrival, BatchRule, Overflow, Rules
 from .snapshot import Snapshot
 from .validate import check_close, duration, optional_duration, optional_size, positive_rate, size
 
 __all__ = [
     "COMBINERS",
+    "REDUCERS",
     "DEFAULT_POLICY",
     "Batch",
     "ConflateByKey",
@@ -90,17 +93,27 @@ class SkipToLatest(Policy):
         return (NewestDelivered(),)
 
 
+def _check_reduce(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None:
+        reducer(value)  # type: ignore[arg-type]
+
+
 @attrs.frozen(repr=False)
 class ConflateByKey(Policy):
-    """Keep only the newest queued message per ``key``; messages without a key queue normally.
+    """Keep one queued message per ``key``; messages without a key queue normally.
 
-    The bound caps distinct keys and unkeyed messages together; what happens past it
-    is the overflow rule of another stage (``DropOldest``/``DropNewest``) or, by
-    default, closing the subscriber.
+    By default the newest update of a key replaces the queued one. With ``reduce``, it
+    is merged into it instead: ``"json-merge"``, ``"sum"``, ``"max"`` (see
+    :data:`REDUCERS`) or a function ``(older, newer) -> merged`` of the values as the
+    client receives them (``str`` or ``bytes``), so the value sent for a key is the fold
+    of every update since the key was last sent. The bound caps distinct keys and
+    unkeyed messages together; what happens past it is the overflow rule of another
+    stage (``DropOldest``/``DropNewest``) or, by default, closing the subscriber.
     """
 
     max_messages: int | None = attrs.field(default=None, validator=optional_size)
     max_bytes: int | None = attrs.field(default=None, validator=optional_size)
+    reduce: str | Reduce | None = attrs.field(default=None, validator=_check_reduce)
     eager = True
 
     def rules(self) -> Rules:
@@ -108,10 +121,14 @@ class ConflateByKey(Policy):
             max_messages=self.max_messages,
             max_bytes=self.max_bytes,
             arrival=Arrival.CONFLATE_BY_KEY,
+            reduce=None if self.reduce is None else reducer(self.reduce),
         )
 
     def guarantees(self) -> tuple[Guarantee, ...]:
-        return (*_bounded(self.max_messages, self.max_bytes), NewestDelivered(per_key=True))
+        promises = (*_bounded(self.max_messages, self.max_bytes), NewestDelivered(per_key=True))
+        if self.reduce is not None:
+            promises += (FoldedPerKey(self.reduce),)
+        return promises
 
 
 def _lines(payloads: Sequence[bytes]) -> bytes:

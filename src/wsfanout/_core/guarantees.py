@@ -50,6 +50,9 @@ __all__ = [
     "OrderedSubsequence",
     "Resumes",
     "Bounded",
+    "FoldedPerKey",
+    "LevelBound",
+    "StepsApart",
     "WithinWriteLimit",
     "code",
 ]
@@ -282,3 +285,43 @@ class MaxDrops(Guarantee):
 
     count: int = attrs.field(validator=_check_count)
     window: float = attrs.field(validator=_check_window)
+
+
+# -- ladders and reducers --------------------------------------------------------------
+
+
+@attrs.frozen(repr=False)
+class StepsApart(Guarantee):
+    """A ladder steps between levels at most once every ``hold`` seconds."""
+
+    hold: float = attrs.field(validator=_check_window)
+
+
+@attrs.frozen(repr=False)
+class LevelBound(Guarantee):
+    """The queue never holds more than the bound of the level in force (its rules
+    resolved with the other stages'), however the level changes."""
+
+
+def _check_reduce(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not (isinstance(value, str) or callable(value)):
+        raise invalid("reduce", value, "must be a reducer name or a callable")
+
+
+@attrs.frozen(repr=False)
+class FoldedPerKey(Guarantee):
+    """Each message written for a key is the fold by ``reduce``, in publish order, of
+    every message published to the subscriber for that key since the key's last write:
+    none lost, none twice, none out of order."""
+
+    reduce: str | Callable[[Any, Any], Any] = attrs.field(validator=_check_reduce)
+
+    def survives(self, rules: Rules) -> bool:
+        from .reducers import reducer
+        from .rules import Arrival
+
+        return (
+            _drops_nothing(rules)
+            and rules.arrival is Arrival.CONFLATE_BY_KEY
+            and rules.reduce is reducer(self.reduce)
+        )

@@ -10,7 +10,8 @@ topic, key), a line feed, then the published payload (docs/protocol.md).
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from .frames import OP_BINARY, OP_TEXT, encode_frame
 
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CONTROL_SEQ",
     "Batched",
+    "Merged",
     "Message",
     "encode_payload",
     "make_control",
@@ -216,6 +218,58 @@ class Batched(Message):
     def __repr__(self) -> str:
         seqs = ",".join(str(part.seq) for part in self.parts)
         return f"<Batched seqs={seqs} {'text' if self.text else 'binary'} {self.size}B>"
+
+
+class Merged(Message):
+    """One key's updates folded into one queued message (``ConflateByKey(reduce=...)``).
+
+    It stands in the queue for the newest update it folds (its ``seq``, ``time``,
+    ``offset``, ``topic`` and ``key`` are that update's) and carries the fold as its
+    payload; ``folded`` are the published messages it folds, in publish order, so a
+    simulator or a test can tell what the client received. It belongs to one
+    subscriber's queue, and its frames are encoded for that subscriber alone.
+    """
+
+    __slots__ = ("folded",)
+
+    folded: tuple[Message, ...]
+
+    def __init__(self, newest: Message, payload: bytes, *, folded: tuple[Message, ...]) -> None:
+        super().__init__(
+            newest.opcode,
+            payload,
+            seq=newest.seq,
+            time=newest.time,
+            topic=newest.topic,
+            key=newest.key,
+            droppable=newest.droppable,
+            offset=newest.offset,
+            epoch=newest.epoch,
+        )
+        self.folded = folded
+
+    def __repr__(self) -> str:
+        seqs = ",".join(str(part.seq) for part in self.folded)
+        return f"<Merged key={self.key!r} seqs={seqs} {self.size}B>"
+
+
+def merge_messages(older: Message, newer: Message, reduce: Callable[[Any, Any], Any]) -> Message:
+    """``newer`` with ``older`` folded into it by ``reduce`` (see ``reducers.py``). They
+    must be of one kind (text or binary): the queue never merges two of different kinds."""
+    assert older.opcode == newer.opcode
+    merged = reduce(older.data(), newer.data())
+    if newer.opcode == OP_TEXT:
+        if not isinstance(merged, str):
+            raise TypeError(f"reduce returned {type(merged).__name__} for a text message, not str")
+        payload = merged.encode()
+    else:
+        if not isinstance(merged, (bytes, bytearray, memoryview)):
+            raise TypeError(
+                f"reduce returned {type(merged).__name__} for a binary message, not bytes"
+            )
+        payload = bytes(merged)
+    folded = older.folded if isinstance(older, Merged) else (older,)
+    return Merged(newer, payload, folded=(*folded, newer))
 
 
 def v1_header(message: Message) -> bytes:

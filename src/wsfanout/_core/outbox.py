@@ -44,6 +44,17 @@ Below the write buffer, the kernel holds bytes of its own. A policy that decides
 them on the slow path only: the shell may give the outbox a probe (``kernel_unsent``),
 which it calls when it builds a snapshot for a subscriber that is behind, never on the
 fast path.
+
+Two things ride on the relay's turns, never on the fast path. The write buffer's size
+at each turn feeds a :class:`DrainMeter` (``drain.py``), whose rate is the snapshot's
+``drain_rate``. And a *ladder* policy (``Escalate``, ``Adaptive``) may answer with a
+:class:`LevelStep`: the outbox then switches the queue to that level's rules at once
+(:meth:`MessageQueue.reshape`, the same reshape :meth:`Outbox.set_policy` uses; a
+smaller bound evicts as its overflow rule says, never a lossless message, or closes),
+announces the losses of the old level first, counts the step, puts its notice in the
+control lane if the ladder announces steps, and calls :attr:`Outbox.on_step`. Above its
+first level a ladder is also asked when the queue empties, and the relay waits for the
+time it names (the end of its hold), so that a subscriber that caught up steps back down.
 """
 
 from __future__ import annotations
@@ -54,9 +65,10 @@ from collections.abc import Callable
 
 import attrs
 
-from .decision import NEUTRAL, Close, Decision
+from .decision import NEUTRAL, Close, Decision, LevelStep
+from .drain import DrainMeter
 from .frames import frame_size
-from .message import Batched, Message
+from .message import Batched, Message, make_control
 from .notices import Notice
 from .policy import Policy
 from .queue import MessageQueue, Push
@@ -124,7 +136,9 @@ class Outbox:
         "_close_emitted",
         "_decide",
         "_decision",
+        "_drain",
         "_eager",
+        "_ladder",
         "_memo",
         "_probe",
         "batched",
@@ -141,10 +155,13 @@ class Outbox:
         "last_send",
         "low",
         "offered",
+        "on_step",
         "policy",
         "queue",
         "rules",
         "sent",
+        "steps_down",
+        "steps_up",
     )
 
     _decide: Callable[[Snapshot], Decision] | None
@@ -179,6 +196,14 @@ class Outbox:
         self.control_bytes = 0
         self.control_frames = 0
         """Control frames written so far (not counted as messages, nor as ``frames``)."""
+        self.on_step: Callable[[LevelStep], None] | None = None
+        """Called with each :class:`LevelStep` as it is taken (the shell tells the
+        application); it must not call back into this outbox."""
+        self._drain: DrainMeter | None = None  # made on the first wait: the slow path
+        self.steps_up = 0
+        """Steps a ladder took to a higher level (across policy changes: a counter)."""
+        self.steps_down = 0
+        """Steps a ladder took back down."""
         self._adopt(policy, rules)
         # Bytes the kernel has not sent, read only when a snapshot is built off the fast path.
         self._probe = kernel_unsent
@@ -229,7 +254,7 @@ class Outbox:
             if decision.close is not None:
                 self.disconnected += 1
                 return self._begin_close(decision.close)
-            if decision.send_at <= now:
+            if decision.send_at <= now and not self.control:  # an announced step goes first
                 self.sent += 1
                 self.frames += 1
                 self.last_send = now
@@ -307,32 +332,17 @@ class Outbox:
                 return IDLE
             self._close_emitted = True
             return CloseAction(self.closing)
+        meter = self._drain
+        if meter is not None:
+            meter.observe(now, write_buffer)
         queue = self.queue
         control = self.control
         if write_buffer <= self.high:
             self._announce(now)
             if control:
-                # Control frames go alone, ahead of any message; no policy holds them back.
-                # Like messages, a write stops after the frame that crosses the high-water
-                # mark: the rest wait in the lane for the buffer to drain.
-                buffered = write_buffer
-                count = 0
-                for frame in control:
-                    count += 1
-                    buffered += frame_size(len(frame.payload))
-                    if buffered > self.high:
-                        break
-                written = tuple(control[:count])
-                del control[:count]
-                self.control_bytes -= sum(len(frame.payload) for frame in written)
-                self.control_frames += count
-                if not control:
-                    self.fast_limit = self.low
-                return Write(written)
+                return self._write_control(write_buffer)
         if not queue:
-            # Control frames and notices wait for the buffer to drain; messages (below)
-            # may still make the policy close the subscriber meanwhile.
-            return Wait(math.inf, drain=True) if control or self.fast_limit < 0 else IDLE
+            return self._idle(now, write_buffer)
         kernel = None
         if self._decide is not None:
             kernel = self._kernel()  # once per turn: nothing is written before the loop ends
@@ -343,9 +353,15 @@ class Outbox:
             self._begin_close(decision.close)
             self._close_emitted = True
             return CloseAction(decision.close)
+        if control and write_buffer <= self.high:  # the decision announced a step
+            return self._write_control(write_buffer)
+        if not queue:  # a step's smaller bound emptied it
+            return self._idle(now, write_buffer)
         if write_buffer > self.high:
+            self._arm(now, write_buffer, drain=True)
             return Wait(decision.recheck_at, drain=True)
         if decision.send_at > now:
+            self._arm(now, write_buffer, drain=False)
             return Wait(min(decision.send_at, decision.recheck_at), drain=False)
         frames = []
         buffered = write_buffer
@@ -363,7 +379,13 @@ class Outbox:
                     # The policy raised mid-write: the frames taken were never written.
                     self._unsend(frames)
                     raise
-                if decision.close is not None or decision.send_at > now:
+                if decision.close is not None and decision.step is not None:
+                    # The new level cannot hold what is queued. No later decision says
+                    # so again: close now, after the frames already taken.
+                    self._begin_close(decision.close)
+                    break
+                # A step may announce itself (control) or evict what was left (queue).
+                if decision.close is not None or decision.send_at > now or control or not queue:
                     break
         if self._decide is not None:
             self._decision = None
@@ -410,6 +432,54 @@ class Outbox:
             if decision.close is not None:
                 return self._begin_close(decision.close)
         return Offer.KICK if queue or self.fast_limit < 0 else Offer.NONE
+
+    def _write_control(self, write_buffer: int) -> Write:
+        # Control frames go alone, ahead of any message; no policy holds them back.
+        # Like messages, a write stops after the frame that crosses the high-water
+        # mark: the rest wait in the lane for the buffer to drain.
+        control = self.control
+        buffered = write_buffer
+        count = 0
+        for frame in control:
+            count += 1
+            buffered += frame_size(len(frame.payload))
+            if buffered > self.high:
+                break
+        written = tuple(control[:count])
+        del control[:count]
+        self.control_bytes -= sum(len(frame.payload) for frame in written)
+        self.control_frames += count
+        if not control:
+            self.fast_limit = self.low
+        return Write(written)
+
+    def _idle(self, now: float, write_buffer: int) -> Action:
+        """Nothing queued: stop, unless control frames wait for the buffer to drain, or
+        a ladder above its first level wants to be asked again (to step down)."""
+        if self.control or self.fast_limit < 0:
+            # Control frames and notices wait for the buffer to drain; messages may
+            # still make the policy close the subscriber meanwhile.
+            return Wait(math.inf, drain=True)
+        if self.level and self._decide is not None:  # above a ladder's first level
+            decision = self._ask(now, write_buffer, self._kernel())
+            if decision.close is not None:
+                self._begin_close(decision.close)
+                self._close_emitted = True
+                return CloseAction(decision.close)
+            if self.control:  # the step down is announced
+                if write_buffer <= self.high:
+                    return self._write_control(write_buffer)
+                return Wait(math.inf, drain=True)
+            if self.level and decision.recheck_at < math.inf:
+                return Wait(decision.recheck_at, drain=False)
+        return IDLE
+
+    def _arm(self, now: float, write_buffer: int, *, drain: bool) -> None:
+        """The relay waits with messages queued: what leaves the buffer meanwhile drains."""
+        meter = self._drain
+        if meter is None:
+            meter = self._drain = DrainMeter()
+        meter.arm(now, write_buffer, drain=drain)
 
     def close(self, close: Close) -> bool:
         """Begin closing for a reason outside the policy; False if already closing."""
@@ -459,8 +529,15 @@ class Outbox:
             sent=self.sent,
             dropped=self.dropped,
             memo=self._memo,
+            drain_rate=None if self._drain is None else self._drain.rate,
             kernel_unsent=kernel_unsent,
         )
+
+    @property
+    def level(self) -> int:
+        """The ladder's level in force; 0 for a policy without levels."""
+        ladder = self._ladder
+        return 0 if ladder is None else ladder.level
 
     @property
     def dropped(self) -> int:
@@ -485,6 +562,10 @@ class Outbox:
             peak_bytes=queue.peak_bytes,
             lag=self.lag(now),
             close=None if self.closing is _GONE else self.closing,
+            level=self.level,
+            steps_up=self.steps_up,
+            steps_down=self.steps_down,
+            drain_rate=None if self._drain is None else self._drain.rate,
         )
 
     # -- internals ------------------------------------------------------------------
@@ -497,6 +578,12 @@ class Outbox:
         self._decide = policy.decide if type(policy).decide is not Policy.decide else None
         # A policy that never decides always means "send now", whatever it declares.
         self._eager = policy.eager or self._decide is None
+        levels = policy.level_policies()
+        # A ladder's levels and where it stands (a new policy starts at its first level);
+        # None without levels (one slot, so a subscriber without a ladder pays a pointer).
+        self._ladder: _Ladder | None = _Ladder(levels) if len(levels) > 1 else None
+        if self._ladder is not None:
+            self._eager = self._ladder.eager[0]
         self._decision = None
         self._memo = None
 
@@ -534,7 +621,54 @@ class Outbox:
         decision = self._decide(self._snapshot(now, write_buffer, kernel_unsent))
         self._decision = decision
         self._memo = decision.memo
+        if decision.step is not None:
+            return self._step(decision, now)
         return decision
+
+    def _step(self, decision: Decision, now: float) -> Decision:
+        """Take the decision's step: the new level's rules, counted, announced, told."""
+        step = decision.step
+        assert step is not None
+        ladder = self._ladder
+        if ladder is None or not 0 <= step.level < len(ladder.rules) or step.level == self.level:
+            count = 1 if ladder is None else len(ladder.rules)
+            raise ValueError(
+                f"{self.policy!r} stepped from level {self.level} to {step.level}, "
+                f"but it has {count} level{'s' if count > 1 else ''}"
+            )
+        if step.level > ladder.level:
+            self.steps_up += 1
+        else:
+            self.steps_down += 1
+        ladder.level = step.level
+        self._announce(now)  # losses so far, in the old level's format
+        rules = self.rules = ladder.rules[step.level]
+        self._batch = rules.batch
+        self._eager = ladder.eager[step.level]
+        # The same reshape as set_policy: what is queued arrives again under the level's
+        # rules; a lossless message is never evicted, and one that cannot fit closes.
+        left_over = self.queue.reshape(rules)
+        self.fast_max = self.queue.max_bytes  # the fast path refuses what this level would
+        if left_over is not None:
+            self.disconnected += len(left_over)  # out of the queue: lost with the close
+        if step.announce:
+            notice = make_control(step.notice(), time=now)
+            self.control.append(notice)
+            self.control_bytes += len(notice.payload)
+            self.fast_limit = -1
+        self._announce(now)  # what the step itself evicted, after the step's own notice
+        if self.on_step is not None:
+            self.on_step(step)
+        if left_over is None or decision.close is not None:
+            return decision
+        q = self.queue
+        messages = len(q) + len(left_over)
+        size = q.bytes + sum(len(m.payload) for m in left_over)
+        cause = (
+            f"level {step.level} ({step.name}) holds at most {q.max_messages} messages and "
+            f"{q.max_bytes} bytes; {messages} messages, {size} bytes queued could not fit"
+        )
+        return attrs.evolve(decision, close=Close(1013, QUEUE_FULL, cause=cause))
 
     def _begin_close(self, close: Close) -> Offer:
         self.closing = close
@@ -602,6 +736,17 @@ class Outbox:
         self.batched += len(parts)
         payload = batch.combine([part.payload for part in parts])
         return Batched(first.opcode, payload, parts=tuple(parts))
+
+
+class _Ladder:
+    """A ladder policy's levels, resolved once, and the level the subscriber is at."""
+
+    __slots__ = ("eager", "level", "rules")
+
+    def __init__(self, levels: tuple[Policy, ...]) -> None:
+        self.rules = tuple(resolve_rules(level) for level in levels)
+        self.eager = tuple(level.eager or type(level).decide is Policy.decide for level in levels)
+        self.level = 0
 
 
 _GONE = Close(1001, "", cause="connection lost")

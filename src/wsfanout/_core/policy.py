@@ -20,6 +20,11 @@ bounds take the minimum, and a slot that two stages both claim with different va
 at construction. Its decision is the :func:`join` of the stages' decisions: the first
 close wins, the latest ``send_at`` wins, the earliest recheck wins. Both merges are
 associative, so ``(a | b) | c == a | (b | c)``.
+
+A *ladder* (``Escalate``, ``Adaptive``) is a stage with levels (:meth:`Policy.level_policies`):
+the policy in force changes while it runs, one step at a time. In a composition, each
+level is the other stages composed with that level's policy, all built (and checked
+for conflicts) at construction; a composition holds at most one ladder.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import attrs
 
 from .decision import NEUTRAL, Decision, join
-from .errors import PolicyError, invalid
+from .errors import PolicyConflictError, PolicyError, invalid
 from .rules import Rules, merge_rules
 from .snapshot import Snapshot
 
@@ -76,6 +81,12 @@ class Policy:
         """The flat sequence of stages; a single policy is its own only stage."""
         return (self,)
 
+    def level_policies(self) -> tuple[Policy, ...]:
+        """The policy in force at each level of a ladder, level 0 first: whose queue
+        rules the core enforces, and whose ``eager`` the fast path follows, while the
+        subscriber is at that level. A policy without levels has one: itself."""
+        return (self,)
+
     def __repr__(self) -> str:
         """Construction code naming only the parameters that differ from their defaults."""
         cls = type(self)
@@ -105,6 +116,20 @@ class Policy:
 
 
 _NO_RULES = Rules()
+
+
+@attrs.frozen(repr=False)
+class _Pass(Policy):
+    """The policy of a ladder's level that adds nothing: eager, no rules, no decision."""
+
+    eager = True
+
+    def __repr__(self) -> str:
+        return "nothing"
+
+
+PASS: Policy = _Pass()
+"""What a level without a policy of its own runs; dropped from a composition's levels."""
 
 
 def _is_dynamic(policy: Policy) -> bool:
@@ -156,10 +181,12 @@ class Composite(Policy):
 
     _stages: tuple[Policy, ...] = attrs.field(validator=_check_stages)
     _dynamic: tuple[Policy, ...] = attrs.field(init=False, eq=False)
+    _levels: tuple[Policy, ...] = attrs.field(init=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
         merge_rules(self._stages)  # raises on conflicting stages
         object.__setattr__(self, "_dynamic", tuple(s for s in self._stages if _is_dynamic(s)))
+        object.__setattr__(self, "_levels", _compose_levels(self._stages))
 
     @property
     def stages(self) -> tuple[Policy, ...]:
@@ -172,13 +199,17 @@ class Composite(Policy):
     def rules(self) -> Rules:
         return merge_rules(self._stages)
 
+    def level_policies(self) -> tuple[Policy, ...]:
+        return self._levels or (self,)
+
     def guarantees(self) -> tuple[Guarantee, ...]:
-        """The stages' promises that survive the merged rules (:meth:`Guarantee.survives`)."""
-        merged = self.rules()
+        """The stages' promises that survive the merged rules (:meth:`Guarantee.survives`)
+        of every level."""
+        merged = [level.rules() for level in self.level_policies()]
         kept: list[Guarantee] = []
         for stage in self._stages:
             for guarantee in stage.guarantees():
-                if guarantee not in kept and guarantee.survives(merged):
+                if guarantee not in kept and all(guarantee.survives(r) for r in merged):
                     kept.append(guarantee)
         return tuple(kept)
 
@@ -200,3 +231,32 @@ class Composite(Policy):
 
     def __repr__(self) -> str:
         return " | ".join(repr(stage) for stage in self._stages)
+
+
+def _compose_levels(stages: tuple[Policy, ...]) -> tuple[Policy, ...]:
+    """Each level of the one ladder among ``stages``, composed with the other stages;
+    () if there is no ladder. Two ladders, or a level that conflicts with another stage,
+    is a :class:`PolicyConflictError`."""
+    ladders = [
+        (index, stage) for index, stage in enumerate(stages) if len(stage.level_policies()) > 1
+    ]
+    if not ladders:
+        return ()
+    if len(ladders) > 1:
+        first, second = ladders[0][1], ladders[1][1]
+        raise PolicyConflictError(
+            f"{first!r} and {second!r} both step between levels; keep one of them",
+            stages=(first, second),
+            slot="levels",
+        )
+    index, ladder = ladders[0]
+    composed: list[Policy] = []
+    for number, level in enumerate(ladder.level_policies()):
+        parts = [s for s in (*stages[:index], *level.stages, *stages[index + 1 :]) if s is not PASS]
+        try:
+            composed.append(Composite(tuple(parts)) if len(parts) > 1 else (parts or [PASS])[0])
+        except PolicyConflictError as exc:
+            raise PolicyConflictError(
+                f"at level {number} of {ladder!r}: {exc}", stages=exc.stages, slot=exc.slot
+            ) from exc
+    return tuple(composed)

@@ -1,10 +1,14 @@
 """A subscriber's bounded queue: arrival rules, bounds in messages and bytes, eviction.
 
 The queue is ordered by publish order. Conflation removes the older message of a key
-and appends the newer one at the tail, so delivery stays a subsequence of publish
-order. Messages marked not droppable (lossless) are never evicted. Under a policy that
-announces losses (``Rules.notify``) the queue records each message it loses in its
+and appends the newer one at the tail (folded into it by the rules' reducer, if any;
+a reducer never merges a text and a binary message, which then both stay), so
+delivery stays a subsequence of publish order. Messages marked not droppable
+(lossless) are never evicted. Under a policy that announces losses (``Rules.notify``)
+the queue records each message it loses in its
 :class:`~wsfanout._core.notices.GapLedger`, at the only places it loses one.
+:meth:`MessageQueue.reshape` switches to other rules (a live policy change, or a
+ladder's next level) and makes what is queued fit them at once.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import enum
 from collections import OrderedDict
 from collections.abc import Iterator
 
-from .message import Message
+from .message import Message, merge_messages
 from .notices import CONFLATED, DROPPED_NEWEST, DROPPED_OLDEST, SKIPPED, GapLedger
 from .rules import Arrival, Overflow, Rules
 
@@ -46,6 +50,7 @@ class MessageQueue:
         "peak_messages",
         "pinned_bytes",
         "pinned_messages",
+        "reduce",
         "skipped",
     )
 
@@ -73,6 +78,7 @@ class MessageQueue:
         self.max_bytes: int = rules.max_bytes
         self.overflow: Overflow = rules.overflow
         self.arrival: Arrival | None = rules.arrival
+        self.reduce = rules.reduce
         self.ledger: GapLedger | None = GapLedger() if rules.notify is not None else None
         """Where lost messages are recorded for gap notices; None unless announced."""
 
@@ -119,8 +125,14 @@ class MessageQueue:
             elif message.key is not None:
                 seq = self._keys.get(message.key)
                 if seq is not None and entries[seq].droppable:
-                    self._lose(seq, CONFLATED)
-                    self.conflated += 1
+                    older = entries[seq]
+                    if self.reduce is None:
+                        self._lose(seq, CONFLATED)
+                        self.conflated += 1
+                    elif older.opcode == message.opcode:  # a text and a binary never merge
+                        self._lose(seq, CONFLATED)
+                        self.conflated += 1
+                        message = merge_messages(older, message, self.reduce)
         size = len(message.payload)
         if len(entries) >= self.max_messages or self.bytes + size > self.max_bytes:
             result = self._make_room(message, size)
@@ -160,9 +172,12 @@ class MessageQueue:
     def reshape(self, rules: Rules) -> list[Message] | None:
         """Enforce new ``rules`` on what is queued, as if each message arrived again in
         order: a smaller bound evicts or refuses under the new overflow rule, a new
-        arrival rule skips or conflates, and the counters go on. Returns None, or, when
-        a message that may not be evicted cannot fit, the messages that no longer fit
-        (the caller closes the subscriber; they are lost with it)."""
+        arrival rule skips or conflates (folding with its reducer, if any), and the
+        counters go on. Both a live policy change (``Outbox.set_policy``) and a ladder's
+        step use it. Returns None, or, when a message cannot fit (the overflow rule
+        closes, or a message that may not be evicted has no room), the messages that no
+        longer fit, already out of the queue (the caller closes the subscriber; they are
+        lost with it)."""
         queued = list(self._entries.values())
         self._apply(rules)
         self._entries.clear()

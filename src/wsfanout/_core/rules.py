@@ -2,9 +2,11 @@
 
 A stage's rules are fixed at construction, so the core enforces them on every publish
 without calling Python policy code. Merging takes the smallest bound of each kind;
-the other slots (what to evict, what an arrival replaces, how to frame batches, how to
-announce losses) may be claimed by one stage only. :func:`resolve_rules` fills in the
-documented defaults, so every policy the core runs has a finite bound.
+the other slots (what to evict, what an arrival replaces, how a key's updates merge,
+how to frame batches, how to announce losses) may be claimed by one stage only. A
+ladder (``Escalate``) has rules per level, each fixed at construction too; the core
+switches between them. :func:`resolve_rules` fills in the documented defaults, so
+every policy the core runs has a finite bound.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from .validate import optional_size
 if TYPE_CHECKING:
     from .notices import NoticeFormat
     from .policy import Policy
+    from .reducers import Reduce
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -84,6 +87,9 @@ class Rules:
     overflow: Overflow | None = None
     arrival: Arrival | None = None
     batch: BatchRule | None = None
+    reduce: Reduce | None = None
+    """How a key's arriving update merges into the queued one (with
+    ``Arrival.CONFLATE_BY_KEY``); None: the newer replaces the older."""
     notify: NoticeFormat | None = None
     """Announce losses in gap notices written in this format (``Notify``)."""
 
@@ -92,6 +98,7 @@ _SLOTS = {
     "overflow": "decide what to evict when the queue is full",
     "arrival": "decide what an arriving message replaces",
     "batch": "decide how messages are framed",
+    "reduce": "decide how a key's updates merge",
     "notify": "decide how losses are announced",
 }
 
@@ -125,6 +132,7 @@ def merge_rules(stages: Sequence[Policy]) -> Rules:
         overflow=claimed["overflow"][1] if "overflow" in claimed else None,  # type: ignore[arg-type]
         arrival=claimed["arrival"][1] if "arrival" in claimed else None,  # type: ignore[arg-type]
         batch=claimed["batch"][1] if "batch" in claimed else None,  # type: ignore[arg-type]
+        reduce=claimed["reduce"][1] if "reduce" in claimed else None,  # type: ignore[arg-type]
         notify=claimed["notify"][1] if "notify" in claimed else None,  # type: ignore[arg-type]
     )
 

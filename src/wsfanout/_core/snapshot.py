@@ -37,6 +37,18 @@ class Snapshot:
     dropped: int = 0
     """Messages lost so far, for any reason (evicted, refused, skipped or conflated)."""
 
+    drain_rate: float | None = None
+    """Bytes per second leaving the transport's write buffer, measured on the slow path
+    while the buffer held data, so the client (or the network) set the pace; None until
+    the subscriber first fell behind. A subscriber that keeps up is never measured: its
+    buffer never holds data long enough to tell (see :class:`~wsfanout.lowlevel.DrainMeter`)."""
+
+    delivery_rate: float | None = None
+    """The kernel's estimate of how fast it delivers this connection's bytes to the peer
+    (``TCP_INFO``'s ``tcpi_delivery_rate`` on Linux), in bytes per second; None where the
+    platform does not report it. Not read yet: always None until the shell reads
+    ``TCP_INFO`` (the kernel-aware bounds of the engine issue)."""
+
     memo: object = None
     """This policy's own state, as its previous :class:`Decision` left it (None at first)."""
 

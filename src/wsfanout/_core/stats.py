@@ -92,6 +92,15 @@ class SubscriberStats(Counts):
     """Seconds the subscriber has been missing messages now (see :attr:`Snapshot.lag`)."""
     close: Close | None = None
     """Why wsfanout closed this subscriber (its policy, an overflow or the hub), if it did."""
+    level: int = 0
+    """The level its ladder policy (``Escalate``, ``Adaptive``) is at now; 0 without one."""
+    steps_up: int = 0
+    """Steps its ladder took to a higher level."""
+    steps_down: int = 0
+    """Steps its ladder took back down."""
+    drain_rate: float | None = None
+    """Bytes per second leaving its write buffer, as last measured (see
+    :attr:`Snapshot.drain_rate`); None if it never fell behind."""
 
 
 @attrs.frozen(kw_only=True)
@@ -138,6 +147,13 @@ class PolicyStats(HubStats):
     """Connected subscribers with messages queued: off the fast path now."""
     write_buffer: int = 0
     """Bytes waiting in the write buffers of connected subscribers (corked frames included)."""
+    steps_up: int = 0
+    """Steps a ladder policy (``Escalate``, ``Adaptive``) took to a higher level, summed
+    over its subscribers present and past."""
+    steps_down: int = 0
+    """Steps a ladder policy took back down, summed likewise."""
+    stepped_up: int = 0
+    """Connected subscribers whose ladder is above its first level now."""
     closes: tuple[tuple[str, int], ...] = ()
     """``(ended, count)`` pairs for the subscribers gone, sorted; how they ended: the
     close code wsfanout sent (``"1013"``), ``"client"`` (the client closed first),

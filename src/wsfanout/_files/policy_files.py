@@ -17,7 +17,26 @@ and one ``[[stage]]`` table per stage, in composition order::
 Two tables drive everything. :data:`STAGE_KINDS` maps each ``kind`` to its built-in
 class, whose constructor parameters are the keys a stage may have. ``_PARAMETERS`` maps
 each parameter name to its value kind (a count, a size, a duration, ...), which reads
-what people write (``"250ms"``, ``"64KiB"``) and writes it back. Loading builds the
+what people write (``"250ms"``, ``"64KiB"``) and writes it back.
+
+An ``escalate`` stage holds its levels as ``[[stage.level]]`` tables, each with a
+``name``, ``up`` and ``down`` conditions (``"lag > 1s"``, see ``conditions.py``) and
+the level's own ``[[stage.level.stage]]`` tables::
+
+    [[stage]]
+    kind = "escalate"
+    hold = "2s"
+
+    [[stage.level]]
+    name = "normal"
+
+    [[stage.level]]
+    name = "conflate"
+    up = "lag > 1s"
+    down = "lag < 250ms"
+
+    [[stage.level.stage]]
+    kind = "conflate-by-key" Loading builds the
 stages with their constructors, so a loaded policy is equal to the one code would
 build, and every validator of the built-ins applies; its errors are re-raised with the
 file name and the key path. Stage indices in key paths count from 0, as
@@ -37,8 +56,10 @@ from typing import Any
 
 import attrs
 
+from .._core.adaptive import Adaptive
 from .._core.builtins import (
     COMBINERS,
+    REDUCERS,
     Batch,
     ConflateByKey,
     Disconnect,
@@ -49,12 +70,17 @@ from .._core.builtins import (
     Throttle,
 )
 from .._core.errors import PolicyConflictError, PolicyError, PolicyFileError
+from .._core.ladder import Escalate, Level
 from .._core.notices import NOTICE_FORMATS
 from .._core.policy import Policy, as_policy
+from .conditions import ConditionSyntaxError, format_condition, parse_condition
 from .units import (
     CLOSE_CODE,
     COUNT,
     DURATION,
+    FLAG,
+    FRACTION,
+    OPTIONAL_DURATION,
     RATE,
     SIZE,
     TEXT,
@@ -86,6 +112,8 @@ STAGE_KINDS: dict[str, type[Policy]] = {
     "batch": Batch,
     "throttle": Throttle,
     "disconnect": Disconnect,
+    "escalate": Escalate,
+    "adaptive": Adaptive,
     "notify": Notify,
 }
 """The stage kinds a policy file may name, and the built-in class each one builds."""
@@ -111,6 +139,33 @@ def _named(what: str, parameter: str, names: list[str]) -> ValueKind:
 COMBINER = _named("a combiner name", "combine", sorted(COMBINERS))
 NOTICE_FORMAT = _named("a notice format name", "format", list(NOTICE_FORMATS))
 
+
+def _write_reduce(value: object) -> object:
+    if not isinstance(value, str):
+        raise PolicyError(
+            f"reduce={value!r} is a function, which a policy file cannot hold "
+            f"(expected one of {', '.join(show_toml(name) for name in sorted(REDUCERS))})"
+        )
+    return value
+
+
+REDUCER = ValueKind(
+    "a reducer name",
+    " or ".join(show_toml(name) for name in sorted(REDUCERS)),
+    parse_text,
+    _write_reduce,
+)
+
+
+def _not_a_value(value: object) -> object:
+    raise ValueError("read by _build_levels")
+
+
+LEVELS = ValueKind("a list of levels", "[[stage.level]] tables", _not_a_value, _not_a_value)
+
+_KEYS = {"levels": "level"}
+"""Parameters whose key in a file differs from their name: ``[[stage.level]]`` tables."""
+
 _PARAMETERS: dict[str, ValueKind] = {
     "max_messages": COUNT,
     "max_bytes": SIZE,
@@ -122,9 +177,17 @@ _PARAMETERS: dict[str, ValueKind] = {
     "code": CLOSE_CODE,
     "reason": TEXT,
     "combine": COMBINER,
+    "reduce": REDUCER,
+    "level": LEVELS,
+    "hold": DURATION,
+    "announce": FLAG,
+    "interval": DURATION,
+    "min_bytes": SIZE,
+    "fraction": FRACTION,
+    "probe": OPTIONAL_DURATION,
     "format": NOTICE_FORMAT,
 }
-"""The value kind of every parameter of every stage kind, by parameter name."""
+"""The value kind of every parameter of every stage kind, by its key in a file."""
 
 
 def _init_fields(kind: str) -> tuple[attrs.Attribute[Any], ...]:
@@ -132,15 +195,19 @@ def _init_fields(kind: str) -> tuple[attrs.Attribute[Any], ...]:
     return tuple(field for field in attrs.fields(cls) if field.init)
 
 
+def _key(name: str) -> str:
+    return _KEYS.get(name, name)
+
+
 def parameters(kind: str) -> dict[str, ValueKind]:
     """The keys a stage of ``kind`` accepts (its class's parameters), in declaration order."""
-    return {field.name: _PARAMETERS[field.name] for field in _init_fields(kind)}
+    return {_key(field.name): _PARAMETERS[_key(field.name)] for field in _init_fields(kind)}
 
 
 def defaults(kind: str) -> dict[str, object]:
-    """The default of each optional parameter of ``kind``; required ones are absent."""
+    """The default of each optional parameter of ``kind``, by key; required ones are absent."""
     fields = _init_fields(kind)
-    return {f.name: f.default for f in fields if f.default is not attrs.NOTHING}
+    return {_key(f.name): f.default for f in fields if f.default is not attrs.NOTHING}
 
 
 # -- reading ------------------------------------------------------------------------
@@ -262,6 +329,7 @@ def _build_stage(filename: str, where: str, table: Mapping[str, object]) -> Poli
             f"{brief(kind)} is not a stage kind ({expected_one_of(STAGE_KINDS)})",
         )
     accepted = parameters(kind)
+    names = {_key(name): name for name in _FIELD_NAMES}
     arguments: dict[str, object] = {}
     for key, raw in table.items():
         if key == "kind":
@@ -273,8 +341,11 @@ def _build_stage(filename: str, where: str, table: Mapping[str, object]) -> Poli
                 f"unknown key for {show_toml(kind)} ({expected_one_of(['kind', *accepted])})",
             )
         value_kind = accepted[key]
+        if value_kind is LEVELS:
+            arguments[names.get(key, key)] = _build_levels(filename, f"{where}.{key}", raw)
+            continue
         try:
-            arguments[key] = value_kind.read(raw)
+            arguments[names.get(key, key)] = value_kind.read(raw)
         except ValueError:
             raise _fail(
                 filename,
@@ -282,7 +353,7 @@ def _build_stage(filename: str, where: str, table: Mapping[str, object]) -> Poli
                 f"{brief(raw)} is not {value_kind.what} (expected {value_kind.expected})",
             ) from None
     for key, value_kind in accepted.items():
-        if key not in arguments and key not in defaults(kind):
+        if names.get(key, key) not in arguments and key not in defaults(kind):
             raise _fail(
                 filename,
                 f"{where}.{key}",
@@ -292,8 +363,59 @@ def _build_stage(filename: str, where: str, table: Mapping[str, object]) -> Poli
     try:
         return STAGE_KINDS[kind](**arguments)
     except PolicyError as exc:
-        key = f"{where}.{exc.name}" if exc.name in arguments else where
+        key = f"{where}.{_key(exc.name)}" if exc.name in arguments else where
         raise _fail(filename, key, str(exc)) from exc
+
+
+_FIELD_NAMES = ("levels",)
+_LEVEL_KEYS = ("name", "up", "down", "stage")
+
+
+def _build_levels(filename: str, where: str, raw: object) -> tuple[Level, ...]:
+    """An ``escalate`` stage's ``[[stage.level]]`` tables, each built as a :class:`Level`."""
+    if not isinstance(raw, list) or not all(isinstance(t, dict) for t in raw):
+        raise _fail(
+            filename, where, f"{brief(raw)} is not a list of levels ([[stage.level]] tables)"
+        )
+    levels = []
+    for index, table in enumerate(raw):
+        at = f"{where}[{index}]"
+        for key in table:
+            if key not in _LEVEL_KEYS:
+                raise unknown_key(filename, f"{at}.{key}", _LEVEL_KEYS)
+        name = table.get("name", "")
+        if not isinstance(name, str):
+            raise _fail(filename, f"{at}.name", f"{brief(name)} is not a string")
+        conditions = {}
+        for key in ("up", "down"):
+            if key in table:
+                try:
+                    conditions[key] = parse_condition(table[key])
+                except ConditionSyntaxError as exc:
+                    raise _fail(
+                        filename,
+                        f"{at}.{key}",
+                        f"{brief(table[key])} is not a condition: {exc}",
+                    ) from None
+        stages = table.get("stage", [])
+        if not isinstance(stages, list) or not all(isinstance(t, dict) for t in stages):
+            raise _fail(
+                filename,
+                f"{at}.stage",
+                f"{brief(stages)} is not a list of stages ([[stage.level.stage]] tables)",
+            )
+        policy: Policy | None = None
+        for number, stage_table in enumerate(stages):
+            stage = _build_stage(filename, f"{at}.stage[{number}]", stage_table)
+            try:
+                policy = stage if policy is None else policy | stage
+            except PolicyConflictError as exc:
+                raise _fail(filename, f"{at}.stage[{number}]", str(exc)) from exc
+        try:
+            levels.append(Level(policy, name=name, **conditions))
+        except PolicyError as exc:
+            raise _fail(filename, f"{at}.stage" if exc.name == "policy" else at, str(exc)) from exc
+    return tuple(levels)
 
 
 MAX_FILE_BYTES = 1024 * 1024
@@ -350,19 +472,38 @@ def dump_policy(policy: Policy, *, description: str = "") -> str:
     if description:
         lines.append(f"description = {show_toml(description)}")
     for stage in as_policy(policy).stages:
-        kind = _KIND_OF.get(type(stage))
-        if kind is None:
-            raise PolicyError(
-                f"{stage!r} is not a built-in stage, so a policy file cannot declare it "
-                f"(expected one of {', '.join(cls.__name__ for cls in _KIND_OF)})"
-            )
-        if lines:
-            lines.append("")
-        lines += ["[[stage]]", f"kind = {show_toml(kind)}"]
-        optional = defaults(kind)
-        for name, value_kind in parameters(kind).items():
-            value = getattr(stage, name)
-            if name in optional and value == optional[name]:
-                continue
-            lines.append(f"{name} = {show_toml(value_kind.write(value))}")
+        lines += _dump_stage(stage, "stage", lines)
     return "\n".join(lines) + "\n"
+
+
+def _dump_stage(stage: Policy, table: str, before: list[str]) -> list[str]:
+    kind = _KIND_OF.get(type(stage))
+    if kind is None:
+        raise PolicyError(
+            f"{stage!r} is not a built-in stage, so a policy file cannot declare it "
+            f"(expected one of {', '.join(cls.__name__ for cls in _KIND_OF)})"
+        )
+    lines = [""] if before else []
+    lines += [f"[[{table}]]", f"kind = {show_toml(kind)}"]
+    optional = defaults(kind)
+    levels: tuple[Level, ...] = ()
+    for key, value_kind in parameters(kind).items():
+        value = getattr(stage, {v: k for k, v in _KEYS.items()}.get(key, key))
+        if value_kind is LEVELS:
+            levels = value
+            continue
+        if key in optional and value == optional[key]:
+            continue
+        lines.append(f"{key} = {show_toml(value_kind.write(value))}")
+    for level in levels:
+        lines += ["", f"[[{table}.level]]"]
+        if level.name:
+            lines.append(f"name = {show_toml(level.name)}")
+        for key in ("up", "down"):
+            condition = getattr(level, key)
+            if condition is not None:
+                lines.append(f"{key} = {show_toml(format_condition(condition))}")
+        if level.policy is not None:
+            for inner in level.policy.stages:
+                lines += _dump_stage(inner, f"{table}.level.stage", lines)
+    return lines

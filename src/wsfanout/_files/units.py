@@ -18,16 +18,22 @@ from typing import Any
 import attrs
 
 __all__ = [
+    "BYTE_RATE",
     "CLOSE_CODE",
     "COUNT",
     "DURATION",
+    "FLAG",
+    "FRACTION",
+    "OPTIONAL_DURATION",
     "RATE",
     "SIZE",
     "TEXT",
     "ValueKind",
     "brief",
+    "format_byte_rate",
     "format_duration",
     "format_size",
+    "parse_byte_rate",
     "parse_duration",
     "parse_int",
     "parse_rate",
@@ -190,6 +196,54 @@ def parse_rate(value: object) -> float:
     raise ValueError(f"{_short_repr(value)} is not a rate")
 
 
+_BYTE_RATE = re.compile(r"^\s*(.+?)\s*/\s*s\s*$")
+
+
+def parse_byte_rate(value: object) -> float:
+    """Bytes per second from a number or a string such as ``"20kB/s"``, ``"1MiB/s"``."""
+    if _is_number(value):
+        return float(value)  # type: ignore[arg-type]
+    if isinstance(value, str):
+        match = _BYTE_RATE.match(value)
+        if match:
+            return float(parse_size(match[1]))
+    raise ValueError(f"{_short_repr(value)} is not a byte rate")
+
+
+def format_byte_rate(rate: float) -> str | float:
+    """``"20kB/s"``-like text that reads back as exactly ``rate``, else the number."""
+    if float(rate).is_integer():
+        for unit, factor in (("MB", 1000**2), ("kB", 1000)):
+            if rate >= factor and rate % factor == 0:
+                return f"{int(rate // factor)}{unit}/s"
+        written = format_size(int(rate))
+        return f"{written}/s" if isinstance(written, str) else f"{int(rate)}B/s"
+    return float(rate)
+
+
+def parse_flag(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise ValueError(f"{_short_repr(value)} is not true or false")
+
+
+def parse_fraction(value: object) -> float:
+    if _is_number(value):
+        return float(value)  # type: ignore[arg-type]
+    raise ValueError(f"{_short_repr(value)} is not a number")
+
+
+def parse_optional_duration(value: object) -> float | None:
+    """A duration, or ``false`` for none."""
+    if value is False:
+        return None
+    return parse_duration(value)
+
+
+def _write_optional_duration(value: float | None) -> object:
+    return False if value is None else format_duration(value)
+
+
 def parse_text(value: object) -> str:
     if isinstance(value, str):
         return value
@@ -255,3 +309,17 @@ DURATION = ValueKind("a duration", 'e.g. "250ms", "5s"', parse_duration, format_
 RATE = ValueKind("a rate", 'per second, e.g. 10, 0.5 or "600/min"', parse_rate, _same)
 CLOSE_CODE = ValueKind("a close code", "an integer, e.g. 1013", parse_int, _same)
 TEXT = ValueKind("a string", 'e.g. "subscriber too slow"', parse_text, _same)
+BYTE_RATE = ValueKind(
+    "a byte rate",
+    'bytes per second, e.g. 20000, "20kB/s", "1MiB/s"',
+    parse_byte_rate,
+    format_byte_rate,
+)
+FLAG = ValueKind("a flag", "true or false", parse_flag, _same)
+FRACTION = ValueKind("a fraction", "a number, e.g. 0.9", parse_fraction, _same)
+OPTIONAL_DURATION = ValueKind(
+    "a duration or false",
+    'e.g. "10s", or false for none',
+    parse_optional_duration,
+    _write_optional_duration,
+)

@@ -23,12 +23,15 @@ from __future__ import annotations
 import asyncio
 import itertools
 import secrets
+from collections.abc import Callable
 from os import write
+from typing import TYPE_CHECKING
 
 from websockets.protocol import State
 
 from .._core.contract import BLOCKED
 from .._core.control import gap_notice
+from .._core.decision import LevelStep
 from .._core.history import MemoryHistory, Range
 from .._core.message import Message
 from .._core.outbox import Offer
@@ -39,7 +42,13 @@ from .monitor import Timing
 from .timers import Timers
 from .topics import TopicIndex
 
-__all__ = ["Fanout"]
+__all__ = ["Fanout", "OnStep"]
+
+if TYPE_CHECKING:
+    from .subscriber import Subscriber
+
+OnStep = Callable[["Subscriber", LevelStep], object]
+"""``Hub(on_step=...)``: called with a subscriber and each step its ladder policy takes."""
 
 OPEN = State.OPEN
 WRITE = Offer.WRITE
@@ -61,13 +70,20 @@ class Fanout:
         "history",
         "index",
         "loop",
+        "on_step",
         "seq",
         "streams",
         "timers",
         "timing",
     )
 
-    def __init__(self, *, cork: bool, history: MemoryHistory | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        cork: bool,
+        history: MemoryHistory | None = None,
+        on_step: OnStep | None = None,
+    ) -> None:
         self.index: TopicIndex[Link] = TopicIndex()
         self.corker = Corker(enabled=cork)
         self.timing: Timing | None = None
@@ -81,6 +97,8 @@ class Fanout:
         self.closed = False
         """The hub is closed: it refuses new subscribers and messages from backplanes."""
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.on_step = on_step
+        """The application's callback for ladder steps (``Hub(on_step=...)``), if any."""
         self.timers = Timers()
         """Deadlines shared by the links waiting for a time (``timers.py``)."""
 

@@ -54,14 +54,14 @@ from .._core.policy import Policy, as_policy
 from .._core.snapshot import Snapshot
 from .._core.stats import HubStats, SubscriberStats, add_stats
 from .._core.validate import check_close, positive_seconds
-from .fanout import Fanout
+from .fanout import Fanout, OnStep
 from .link import Link
 from .monitor import HubMonitor, Ledger
 from .reading import gate_reading, is_gated, ungate_reading
 from .sockets import NOTSENT_LOWAT
 from .subscriber import Subscriber, check_topics
 
-__all__ = ["DEFAULT_NOTSENT_LOWAT", "Hub", "OnMessage"]
+__all__ = ["DEFAULT_NOTSENT_LOWAT", "Hub", "OnMessage", "OnStep"]
 
 DEFAULT_NOTSENT_LOWAT = 16384
 """``Hub(notsent_lowat=...)``'s default: unsent bytes the kernel may hold per TCP
@@ -107,7 +107,9 @@ class Hub:
     write. ``history`` keeps each topic's recent messages for clients that resume
     (None, the default: none); with a backplane, history is the backplane's setting.
     ``heartbeat`` is how many seconds a ``wsfanout.v1`` subscriber may receive nothing
-    before it is sent a heartbeat (None: never). ``notsent_lowat`` (bytes, or None to
+    before it is sent a heartbeat (None: never). ``on_step`` is called with the
+    subscriber and the :class:`LevelStep` each time a ladder policy (``Escalate``,
+    ``Adaptive``) steps, soon after the step. ``notsent_lowat`` (bytes, or None to
     leave sockets as they are) is the ``TCP_NOTSENT_LOWAT`` set on every subscribed TCP
     connection, so that what a stalled client cannot take waits where its policy sees
     it rather than in the kernel.
@@ -128,6 +130,7 @@ class Hub:
         cork: bool = True,
         history: History | None = None,
         heartbeat: float | None = DEFAULT_HEARTBEAT,
+        on_step: OnStep | None = None,
         notsent_lowat: int | None = DEFAULT_NOTSENT_LOWAT,
         policy_name: str = "default",
         closed_history: int = 100,
@@ -148,6 +151,10 @@ class Hub:
         self.notsent_lowat = notsent_lowat
         if not isinstance(cork, bool):
             raise ConfigError(f"cork={cork!r} must be True or False", name="cork", value=cork)
+        if on_step is not None and not callable(on_step):
+            raise ConfigError(
+                f"on_step={on_step!r} must be callable", name="on_step", value=on_step
+            )
         history = check_history(history)
         if backplane is not None:
             if history is not None:
@@ -174,7 +181,7 @@ class Hub:
         self._ledger = Ledger(self._live, closed_history=closed_history)
         """The counters of released subscribers, how they ended, and the timings."""
         window = None if history is None else MemoryHistory(history)
-        self._fanout = Fanout(cork=cork, history=window)
+        self._fanout = Fanout(cork=cork, history=window, on_step=on_step)
         self._monitor = HubMonitor(
             self._fanout,
             self._ledger,

@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from websockets.asyncio.connection import Connection
 from websockets.protocol import State
 
 from .._core.contract import BLOCKED, cork_is_full, plan_wait, write_buffer
-from .._core.decision import Close
+from .._core.decision import Close, LevelStep
 from .._core.frames import OP_TEXT
 from .._core.message import Message, make_control
 from .._core.outbox import Action, CloseAction, Offer, Outbox, Wait, Write
@@ -145,6 +146,8 @@ class Link:
         self.beat_at = fanout.now()
         """When a control frame was last sent (at first: when the link was made)."""
         self.subscriber: Subscriber = Subscriber(self)
+        if fanout.on_step is not None:
+            self.outbox.on_step = self.stepped
 
     def __repr__(self) -> str:
         return f"<Subscriber {self.websocket.id} {self.outbox.policy!r}>"
@@ -289,6 +292,19 @@ class Link:
             self.kick()
         elif outcome is Offer.CLOSE:
             self.closing()
+
+    def stepped(self, step: LevelStep) -> None:
+        """The ladder stepped: tell the application once the current call is over, so
+        its callback never runs inside ``publish()``'s loop over subscribers."""
+        callback = self.fanout.on_step
+        if callback is not None:
+            asyncio.get_running_loop().call_soon(self._tell, callback, step)
+
+    def _tell(self, callback: Callable[[Subscriber, LevelStep], object], step: LevelStep) -> None:
+        try:
+            callback(self.subscriber, step)
+        except Exception:
+            logger.exception("on_step raised for %s (%r)", self, step)
 
     def set_policy(self, policy: Policy) -> None:
         """Replace the policy now; the outbox reshapes the queue, and its answer is

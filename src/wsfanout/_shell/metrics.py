@@ -82,6 +82,18 @@ METRICS: tuple[Metric, ...] = (
     ),
     Metric("subscribers", "gauge", ("policy",), "Subscribers connected now."),
     Metric(
+        "ladder_steps_total",
+        "counter",
+        ("policy", "direction"),
+        "Steps of ladder policies (Escalate, Adaptive) between levels: up or down.",
+    ),
+    Metric(
+        "subscribers_stepped_up",
+        "gauge",
+        ("policy",),
+        "Connected subscribers whose ladder policy is above its first level now.",
+    ),
+    Metric(
         "subscribers_behind",
         "gauge",
         ("policy",),
@@ -195,6 +207,7 @@ _COUNTS = {
     "subscribers_opened_total": "opened",
     "subscribers": "subscribers",
     "subscribers_behind": "behind",
+    "subscribers_stepped_up": "stepped_up",
     "queued_messages": "queued_messages",
     "queued_bytes": "queued_bytes",
     "write_buffer_bytes": "write_buffer",
@@ -290,6 +303,10 @@ class HubCollector:
                 for name, stats in policies.items():
                     for reason, field in DROP_REASONS.items():
                         family.add_metric([name, reason], float(getattr(stats, field)))
+            elif metric.name == "ladder_steps_total":
+                for name, stats in policies.items():
+                    family.add_metric([name, "up"], float(stats.steps_up))
+                    family.add_metric([name, "down"], float(stats.steps_down))
             elif metric.name == "subscribers_closed_total":
                 for name, stats in policies.items():
                     for ended, count in stats.closes:

@@ -49,6 +49,9 @@ _ROW = (
     "max_lag",
     "closed",
     "live",
+    "steps_up",
+    "steps_down",
+    "stepped_up",
 )
 """What ``HubMonitor.policies`` adds up per policy name over the connected subscribers."""
 
@@ -187,7 +190,11 @@ class Ledger:
         outbox = link.outbox
         stats = outbox.stats(now)
         name = link.policy_name
-        add_stats(self.retired.setdefault(name, {}), stats)
+        retired = self.retired.setdefault(name, {})
+        add_stats(retired, stats)
+        if stats.steps_up:  # a ladder's steps: kept beside the counters that add up
+            retired["steps_up"] = retired.get("steps_up", 0) + stats.steps_up
+            retired["steps_down"] = retired.get("steps_down", 0) + stats.steps_down
         self.released[name] = self.released.get(name, 0) + 1
         if outbox.closed_by_policy:
             self.closed_by_policy[name] = self.closed_by_policy.get(name, 0) + 1
@@ -283,6 +290,10 @@ class HubMonitor:
             row[14] = max(row[14], outbox.lag(now))
             row[15] += outbox.closed_by_policy
             row[16] += 1
+            if outbox.steps_up:  # a ladder that ever stepped (a step down follows one up)
+                row[17] += outbox.steps_up
+                row[18] += outbox.steps_down
+                row[19] += outbox.level > 0
         result = {}
         for name in sorted(set(rows) | set(ledger.retired)):
             live = dict(zip(_ROW, rows.get(name, [0] * len(_ROW)), strict=True))
@@ -298,6 +309,9 @@ class HubMonitor:
                 closed_by_policy=ledger.closed_by_policy.get(name, 0) + int(live["closed"]),
                 opened=ledger.released.get(name, 0) + int(live["live"]),
                 closes=tuple(sorted(ledger.closes.get(name, {}).items())),
+                steps_up=int(live["steps_up"] + retired.get("steps_up", 0)),
+                steps_down=int(live["steps_down"] + retired.get("steps_down", 0)),
+                stepped_up=int(live["stepped_up"]),
                 notsent_lowat=self._notsent_lowat,
                 notsent_lowat_supported=self._notsent_lowat_supported,
                 **summed,

@@ -26,9 +26,11 @@ from .._core.guarantees import (
     CountsAddUp,
     DisconnectsWithin,
     Drains,
+    FoldedPerKey,
     GapsAnnounced,
     Guarantee,
     HeldWithin,
+    LevelBound,
     Lossless,
     LosslessDelivered,
     MaxDrops,
@@ -37,6 +39,7 @@ from .._core.guarantees import (
     NoDuplicates,
     OrderedSubsequence,
     Resumes,
+    StepsApart,
     WithinWriteLimit,
     code,
 )
@@ -45,6 +48,7 @@ from .._core.message import Message
 from .._core.notices import CONFLATED, NOTICE_FORMATS, GapNotice
 from .._core.outbox import Outbox
 from .._core.policy import FunctionPolicy, Policy, as_policy
+from .._core.reducers import reducer
 from .._core.rules import resolve_rules
 from .._core.snapshot import Snapshot
 from .._core.stats import SubscriberStats
@@ -133,16 +137,23 @@ class GuaranteeViolation(AssertionError):
 
 def baseline(policy: Policy) -> tuple[Guarantee, ...]:
     """What the core owes every policy, declared or not: ordering, no duplicates, the
-    resolved queue bound, writes within the watermarks, held bytes within the bound and
-    the limits below it, liveness, counts that add up, lossless messages delivered, and
-    an exact resume for a client that reconnects."""
-    rules = resolve_rules(policy)
+    resolved queue bound (the loosest of a ladder's levels), writes within the
+    watermarks, held bytes within the bound and the limits below it, liveness, counts
+    that add up, lossless messages delivered, and an exact resume for a client that
+    reconnects."""
+    levels = [resolve_rules(level) for level in policy.level_policies()]
+    loosest_messages = max(rules.max_messages or 0 for rules in levels)
+    loosest_bytes = max(rules.max_bytes or 0 for rules in levels)
     return (
         OrderedSubsequence(),
         NoDuplicates(),
-        Bounded(max_messages=rules.max_messages, max_bytes=rules.max_bytes),
+        Bounded(max_messages=loosest_messages, max_bytes=loosest_bytes),
         WithinWriteLimit(),
-        HeldWithin(max_messages=rules.max_messages, max_bytes=rules.max_bytes),
+        # A reducer's fold may outgrow every message offered: then only bytes bound it.
+        HeldWithin(
+            max_messages=None if any(r.reduce is not None for r in levels) else loosest_messages,
+            max_bytes=loosest_bytes,
+        ),
         Drains(),
         CountsAddUp(),
         Resumes(),
@@ -169,7 +180,9 @@ def _client_guarantees(client: ClientTrace, also: tuple[Guarantee, ...]) -> list
         return list(guarantees_of(client.policy, also))
     each = [guarantees_of(policy, also) for policy in client.policies]
     common = [g for g in each[0] if not isinstance(g, Bounded) and all(g in gs for gs in each)]
-    bounds = [resolve_rules(policy) for policy in client.policies]
+    bounds = [
+        resolve_rules(level) for policy in client.policies for level in policy.level_policies()
+    ]
     loosest = Bounded(
         max_messages=max(rules.max_messages or 0 for rules in bounds),
         max_bytes=max(rules.max_bytes or 0 for rules in bounds),
@@ -269,7 +282,7 @@ def _check_ordered(guarantee: OrderedSubsequence, client: ClientTrace, trace: Tr
     last_seq = None
     for delivery in client.deliveries:
         frame = delivery.frame
-        single = frame.seqs[0] if len(frame.seqs) == 1 else None
+        single = frame.seqs[0] if len(frame.seqs) == 1 and not frame.folded else None
         if single in trace.messages and frame.payload != trace.messages[single].payload:
             return (
                 delivery.step,
@@ -547,7 +560,9 @@ def _check_batch(guarantee: BatchIntegrity, client: ClientTrace, trace: Trace) -
             if len(seqs) < 2:
                 continue
             parts = [trace.messages[seq] for seq in seqs]
-            size = sum(part.size for part in parts)
+            # A message a reducer merged is written with its fold as payload.
+            payloads = list(frame.parts) if frame.folded else [part.payload for part in parts]
+            size = sum(len(payload) for payload in payloads)
             if guarantee.max_bytes is not None and size > guarantee.max_bytes:
                 return (
                     *where,
@@ -556,7 +571,7 @@ def _check_batch(guarantee: BatchIntegrity, client: ClientTrace, trace: Trace) -
                 )
             if any(part.opcode != frame.opcode for part in parts):
                 return *where, f"a frame mixed text and binary messages {list(seqs)}"
-            if frame.payload != combine([part.payload for part in parts]):
+            if frame.payload != combine(payloads):
                 return *where, f"a frame's payload is not the combined payloads of {list(seqs)}"
     return None
 
@@ -641,6 +656,106 @@ def _check_max_drops(guarantee: MaxDrops, client: ClientTrace, trace: Trace) -> 
                 f"still open after losing {recent} messages within {guarantee.window!r}s "
                 f"(count={guarantee.count})",
             )
+    return None
+
+
+def _check_steps_apart(guarantee: StepsApart, client: ClientTrace, trace: Trace) -> Found:
+    hold = guarantee.hold
+    previous = None
+    for stepped in client.stepped:
+        if previous is not None and stepped.at - previous.at < hold * (1 - _EPS) - _EPS:
+            change, before = stepped.change, previous.change
+            return (
+                stepped.step,
+                stepped.at,
+                f"stepped from level {change.previous} to {change.level} at t={stepped.at!r}, "
+                f"{stepped.at - previous.at!r}s after stepping from {before.previous} to "
+                f"{before.level}; hold={hold!r}",
+            )
+        previous = stepped
+    return None
+
+
+def _check_level_bound(guarantee: LevelBound, client: ClientTrace, trace: Trace) -> Found:
+    levels = [resolve_rules(level) for level in client.policy.level_policies()]
+    for sample in client.samples:
+        if not sample.open:
+            continue
+        level = sample.stats.level
+        if not 0 <= level < len(levels):
+            return (
+                sample.step,
+                sample.at,
+                f"at level {level}, but the policy has {len(levels)} levels",
+            )
+        rules = levels[level]
+        if sample.queued_messages > (rules.max_messages or 0) or sample.queued_bytes > (
+            rules.max_bytes or 0
+        ):
+            return (
+                sample.step,
+                sample.at,
+                f"at level {level} the queue held {sample.queued_messages} messages and "
+                f"{sample.queued_bytes} bytes, more than its max_messages="
+                f"{rules.max_messages} or max_bytes={rules.max_bytes}",
+            )
+    return None
+
+
+def _check_folded(guarantee: FoldedPerKey, client: ClientTrace, trace: Trace) -> Found:
+    reduce = reducer(guarantee.reduce)
+    by_key: dict[str, list[int]] = {}
+    for offer in client.offered:
+        key = trace.messages[offer.seq].key
+        if key is not None:
+            by_key.setdefault(key, []).append(offer.seq)
+    taken: dict[str, int] = {}
+    closed_at = client.closing.at if client.closing is not None else None
+    for write in client.writes:
+        if closed_at is not None and write.at > closed_at:
+            break
+        for frame in write.frames:
+            if frame.control:
+                continue
+            if frame.folded:
+                folds, payloads = frame.folded, frame.parts
+            else:  # as published: each message folds itself alone
+                folds = tuple((seq,) for seq in frame.seqs)
+                payloads = tuple(trace.messages[seq].payload for seq in frame.seqs)
+            for seq, folded, payload in zip(frame.seqs, folds, payloads, strict=True):
+                key = trace.messages[seq].key
+                if key is None:
+                    continue
+                start = taken.get(key, 0)
+                offered = by_key[key]
+                if seq not in offered[start:]:
+                    return (
+                        write.step,
+                        write.at,
+                        f"message #{seq} of key {key!r} was written after key {key!r}'s "
+                        "later messages",
+                    )
+                end = offered.index(seq, start) + 1
+                expected = tuple(offered[start:end])
+                if folded != expected:
+                    return (
+                        write.step,
+                        write.at,
+                        f"the message written for key {key!r} folds {list(folded)}, but "
+                        f"{list(expected)} were published for it since it was last written",
+                    )
+                value = trace.messages[expected[0]].data()
+                for later in expected[1:]:
+                    value = reduce(value, trace.messages[later].data())
+                wanted = value.encode() if isinstance(value, str) else bytes(value)
+                if payload != wanted:
+                    return (
+                        write.step,
+                        write.at,
+                        f"the message written for key {key!r} carries {payload!r}, but the "
+                        f"fold of {list(expected)} is {wanted!r}",
+                    )
+                taken[key] = end
     return None
 
 
@@ -776,6 +891,11 @@ def _check_lossless_delivered(
     lossless = [offer for offer in client.offered if not trace.messages[offer.seq].droppable]
     if not lossless:
         return None
+    # Offer order, not seq order: a resumed client is offered each topic's replay in
+    # turn, so a message replayed later may have been published earlier.
+    order: dict[int, int] = {}
+    for index, offer in enumerate(client.offered):
+        order.setdefault(offer.seq, index)
     written: set[int] = set()
     pending = 0  # index into lossless of the first one not yet written
     for write in client.writes:
@@ -792,15 +912,15 @@ def _check_lossless_delivered(
                         f"lossless message #{alone[0]} was batched with {list(seqs)}",
                     )
             written.update(seqs)
-            newest = max(seqs)
-            while pending < len(lossless) and lossless[pending].seq < newest:
+            newest = max(seqs, key=lambda seq: order.get(seq, -1))
+            while pending < len(lossless) and order[lossless[pending].seq] < order.get(newest, -1):
                 offer = lossless[pending]
                 if offer.seq not in written:
                     return (
                         write.step,
                         write.at,
                         f"lossless message #{offer.seq} was never written, but #{newest}, "
-                        "published after it, was",
+                        "offered after it, was",
                     )
                 pending += 1
     if trace.settled and client.open:
@@ -925,6 +1045,9 @@ CHECKERS: dict[type[Guarantee], Checker] = {
     MaxSendRate: _check_rate,
     DisconnectsWithin: _check_disconnects,
     MaxDrops: _check_max_drops,
+    StepsApart: _check_steps_apart,
+    LevelBound: _check_level_bound,
+    FoldedPerKey: _check_folded,
     Resumes: _check_resumes,
     LosslessDelivered: _check_lossless_delivered,
     GapsAnnounced: _check_announced,

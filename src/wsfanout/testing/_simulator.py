@@ -36,9 +36,12 @@ forever is reported after one horizon, not after settling until time runs out.
 
 Everything observable is recorded in a :class:`Trace`: what was offered to each client,
 every write with the buffer size it was made at, every frame the client finished
-reading (with the messages it carried), closes, and a :class:`Sample` of the
-subscriber's state after every change. The checkers in ``wsfanout.testing`` judge the
-trace; the simulator itself asserts nothing.
+reading (with the messages it carried, and what each folds when a reducer merged
+them), closes, every step of a ladder policy, and a :class:`Sample` of the
+subscriber's state after every change. A client reads at its rate, in bytes per
+second, so it has a drain rate the core measures as it does on a real connection.
+The checkers in ``wsfanout.testing`` judge the trace; the simulator itself asserts
+nothing.
 """
 
 from __future__ import annotations
@@ -51,9 +54,9 @@ from typing import Any, Literal
 import attrs
 
 from .._core.contract import cork_is_full, plan_wait, write_buffer
-from .._core.decision import Close, Decision
+from .._core.decision import Close, Decision, LevelStep
 from .._core.history import History, MemoryHistory, Position, plan_from, wanted
-from .._core.message import Batched, Message, make_control, make_message
+from .._core.message import Batched, Merged, Message, make_control, make_message
 from .._core.notices import GapNotice, Notice
 from .._core.outbox import CloseAction, Offer, Outbox, Wait, Write
 from .._core.policy import Policy, as_policy
@@ -92,6 +95,7 @@ __all__ = [
     "SETTLING",
     "SimulationError",
     "Simulator",
+    "Stepped",
     "Trace",
     "WriteEvent",
     "simulate",
@@ -150,6 +154,11 @@ class Frame:
     written_at: float
     step: int | None
     control: bool = False
+    folded: tuple[tuple[int, ...], ...] = ()
+    """When a message it carries was merged by a reducer: for each message (in
+    ``seqs``' order), the seqs of the published messages it folds; else ()."""
+    parts: tuple[bytes, ...] = ()
+    """With ``folded``: the payload of each message it carries, as written."""
     notice: GapNotice | None = None
     """The gap notice a control frame carries, if it is one (``Notify``)."""
 
@@ -222,6 +231,15 @@ class Closing:
 
 
 @attrs.frozen
+class Stepped:
+    """A ladder policy stepped between levels (``change``), at ``at``."""
+
+    change: LevelStep
+    at: float
+    step: int | None
+
+
+@attrs.frozen
 class Ended:
     """The connection ended: ``how`` it ended and the close code the client saw."""
 
@@ -253,6 +271,8 @@ class ClientTrace:
     samples: list[Sample] = attrs.Factory(list)
     closing: Closing | None = None
     ended: Ended | None = None
+    stepped: list[Stepped] = attrs.Factory(list)
+    """Every step of the client's ladder policy, in order."""
     joined_at: float = 0.0
     left_at: float | None = None
     """When the handler returned (:meth:`Simulator.leave`), if it did."""
@@ -453,6 +473,9 @@ class Simulator:
             index, policy, client, joined_at=self.clock.now, logical=logical, joined_seq=self._seq
         )
         self.trace.clients.append(trace)
+        outbox.on_step = lambda change: trace.stepped.append(
+            Stepped(change, self.clock.now, self.step)
+        )
         sub = _Subscriber(index, outbox, transport, trace)
         self._subscribers.append(sub)
         self._sample(sub)
@@ -791,6 +814,7 @@ class Simulator:
                 now,
                 self.step,
                 m.control,
+                *_folds(m),
                 m.notice if isinstance(m, Notice) else None,
             )
             for m in messages
@@ -1012,6 +1036,19 @@ def _seqs(message: Message) -> tuple[int, ...]:
     if isinstance(message, Batched):
         return tuple(part.seq for part in message.parts)
     return (message.seq,)
+
+
+def _folds(message: Message) -> tuple[tuple[tuple[int, ...], ...], tuple[bytes, ...]]:
+    """A written frame's ``folded`` and ``parts``: empty unless a reducer merged one of
+    the messages it carries."""
+    parts = message.parts if isinstance(message, Batched) else (message,)
+    if not any(isinstance(part, Merged) for part in parts):
+        return (), ()
+    folded = tuple(
+        tuple(m.seq for m in part.folded) if isinstance(part, Merged) else (part.seq,)
+        for part in parts
+    )
+    return folded, tuple(part.payload for part in parts)
 
 
 # -- schedules -------------------------------------------------------------------------------

@@ -14,7 +14,9 @@ from collections.abc import Sequence
 
 from hypothesis import strategies as st
 
+from .._core.adaptive import Adaptive
 from .._core.builtins import (
+    REDUCERS,
     Batch,
     ConflateByKey,
     Disconnect,
@@ -24,6 +26,9 @@ from .._core.builtins import (
     SkipToLatest,
     Throttle,
 )
+from .._core.conditions import Above, Below, Condition
+from .._core.errors import PolicyConflictError
+from .._core.ladder import Escalate, Level
 from .._core.policy import Policy
 from .._public import publish_names
 from ._schedule import (
@@ -282,17 +287,80 @@ def _overflow(max_messages: int, max_bytes: int) -> st.SearchStrategy[Policy]:
 def _arrival(max_messages: int, max_bytes: int) -> st.SearchStrategy[Policy]:
     return st.one_of(
         st.just(SkipToLatest()),
-        st.builds(ConflateByKey, max_messages=_bound(max_messages), max_bytes=_bound(max_bytes)),
+        st.builds(
+            ConflateByKey,
+            max_messages=_bound(max_messages),
+            max_bytes=_bound(max_bytes),
+            reduce=st.none() | st.sampled_from(sorted(REDUCERS)),
+        ),
     )
 
 
 def _batch(max_messages: int, max_bytes: int) -> st.SearchStrategy[Policy]:
-    return st.builds(
-        Batch,
-        max_messages=st.integers(min_value=1, max_value=min(32, max_messages)),
-        max_bytes=_bound(max_bytes),
-        max_delay=st.sampled_from((0.0, 0.01, 0.1, 1.0)),
-        combine=st.sampled_from(("lines", "json-array")),
+    return st.one_of(
+        st.builds(
+            Batch,
+            max_messages=st.integers(min_value=1, max_value=min(32, max_messages)),
+            max_bytes=_bound(max_bytes),
+            max_delay=st.sampled_from((0.0, 0.01, 0.1, 1.0)),
+            combine=st.sampled_from(("lines", "json-array")),
+        ),
+        _adaptive(max_bytes),
+    )
+
+
+@st.composite
+def _adaptive(draw: st.DrawFn, max_bytes: int) -> Policy:
+    largest = draw(st.integers(min_value=16, max_value=max(16, max_bytes)))
+    return Adaptive(
+        interval=draw(st.sampled_from((0.01, 0.05, 0.25))),
+        max_bytes=largest,
+        min_bytes=draw(st.integers(min_value=1, max_value=largest)),
+        combine=draw(st.sampled_from(("lines", "json-array"))),
+        hold=draw(st.sampled_from((0.1, 1.0, 5.0))),
+        probe=draw(st.none() | st.sampled_from((0.5, 10.0))),
+        announce=draw(st.booleans()),
+    )
+
+
+# Thresholds as (field, up, down, rising): the way back lower than the way up (or, for a
+# rate, higher), as a user writes hysteresis.
+_THRESHOLDS: tuple[tuple[str, float, float, bool], ...] = (
+    ("queued_messages", 4, 1, True),
+    ("queued_messages", 16, 4, True),
+    ("queued_bytes", 512, 64, True),
+    ("lag", 0.1, 0.01, True),
+    ("lag", 1.0, 0.25, True),
+    ("write_buffer", 256, 32, True),
+    ("drain_rate", 500.0, 2000.0, False),
+)
+
+
+@st.composite
+def _thresholds(draw: st.DrawFn) -> tuple[Condition, Condition | None]:
+    field, up, down, rising = draw(st.sampled_from(_THRESHOLDS))
+    first: Condition = Above(field, up) if rising else Below(field, up)
+    back: Condition = Below(field, down) if rising else Above(field, down)
+    return first, draw(st.just(back) | st.none())
+
+
+@st.composite
+def _escalate(draw: st.DrawFn, max_messages: int, max_bytes: int) -> Policy:
+    stages = st.one_of(
+        st.none(),
+        _overflow(max_messages, max_bytes),
+        _arrival(max_messages, max_bytes),
+        _throttle(),
+        _disconnect(max_messages, max_bytes),
+    )
+    levels = [Level(draw(stages))]
+    for _ in range(draw(st.integers(min_value=1, max_value=3))):
+        up, down = draw(_thresholds())
+        levels.append(Level(draw(stages), up=up, down=down))
+    return Escalate(
+        levels=levels,
+        hold=draw(st.sampled_from((0.01, 0.25, 1.0, 5.0))),
+        announce=draw(st.booleans()),
     )
 
 
@@ -326,15 +394,17 @@ def policies(
     compose: bool = True,
 ) -> st.SearchStrategy[Policy]:
     """Built-in policies with drawn parameters and, with ``compose``, compositions of them
-    that do not conflict: at most one stage per slot (overflow, arrival, batching, gap
-    notices), plus optionally ``Throttle`` and ``Disconnect``, in any order. Bounds go up
-    to ``max_messages`` and ``max_bytes`` so schedules reach them."""
+    that do not conflict: at most one stage per slot (overflow, arrival, batching or
+    ``Adaptive``, gap notices), plus optionally ``Throttle``, ``Disconnect`` and an
+    ``Escalate`` ladder of up to four levels, in any order. Bounds go up to
+    ``max_messages`` and ``max_bytes`` so schedules reach them."""
     groups = [
         _overflow(max_messages, max_bytes),
         _arrival(max_messages, max_bytes),
         _batch(max_messages, max_bytes),
         _throttle(),
         _disconnect(max_messages, max_bytes),
+        _escalate(max_messages, max_bytes),
         _notify(),
     ]
     single = st.one_of(groups)
@@ -349,7 +419,10 @@ def policies(
         stages = [draw(groups[index]) for index in chosen]
         policy = stages[0]
         for stage in stages[1:]:
-            policy = policy | stage
+            try:
+                policy = policy | stage
+            except PolicyConflictError:  # a level claims a slot another stage claims
+                continue
         return policy
 
     return st.one_of(single, composed())

@@ -1,0 +1,229 @@
+"""Pacing from the drain rate: a slow reader gets fewer, fuller frames.
+
+Theory of operation
+-------------------
+``Adaptive`` batches queued messages into frames of at most ``max_bytes`` and, once it
+knows how fast a subscriber's write buffer drains (the snapshot's ``drain_rate``),
+paces them: one frame every ``interval`` carrying what the reader takes in that time,
+so what waits does so in the queue, where conflation keeps it fresh, and not in the
+write buffer and the kernel, where it only grows stale.
+
+Its levels are paces, a geometric ladder of quarter-octaves (each about 19% slower
+than the one before) from a full frame every ``interval`` down to
+:data:`SLOWEST_PACE`. Level 0 does not pace at all: a subscriber that keeps up, or
+whose drain rate was never measured, gets everything at once. Level ``k`` allows
+``budget`` bytes per frame and one frame every ``budget / pace`` seconds, where the
+budget is ``pace * interval`` (never under ``min_bytes``; a slower pace then spaces
+frames of ``min_bytes`` further apart). The level in force is the one whose pace is
+nearest to ``fraction`` of the drain rate, so the buffer empties between frames.
+
+It changes level at most once every ``hold`` seconds. A pace below the reader's speed
+leaves the write buffer empty, and an empty buffer says nothing of how much faster the
+reader could go; so after ``probe`` seconds without a new measurement it tries the next
+faster level, and stays there until a measurement says otherwise. A probe that a
+measurement proves too fast becomes a ceiling: later probes stop below it, for
+:data:`CEILING_PROBES` probe periods, since each probe past what the reader takes
+fills buffers no one can see (the kernel's, the client's) before the write buffer
+shows it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+
+from .builtins import Batch, Throttle, _check_combine
+from .decision import NEUTRAL, Decision
+from .errors import PolicyError, invalid
+from .guarantees import BatchIntegrity, Guarantee, LevelBound, Lossless, StepsApart
+from .ladder import Ladder, check_hold
+from .policy import Policy
+from .rules import DEFAULT_MAX_MESSAGES
+from .snapshot import Snapshot
+from .validate import size
+
+__all__ = ["CEILING_PROBES", "RATIO", "SLOWEST_PACE", "Adaptive"]
+
+RATIO = 2**0.25
+"""How much faster each level's pace is than the next one's (a quarter-octave)."""
+
+SLOWEST_PACE = 1000.0
+"""Bytes per second: the pace of the ladder's last level."""
+
+CEILING_PROBES = 6
+"""Probe periods during which a pace proved too fast is not probed again."""
+
+
+def _check_interval(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    check_hold(instance, attribute, value)
+
+
+def _check_fraction(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise invalid("fraction", value, "must be a number")
+    if not 0 < value <= 1:
+        raise invalid("fraction", value, "must be > 0 and <= 1")
+
+
+def _check_probe(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None:
+        check_hold(instance, attribute, value)
+
+
+@attrs.frozen
+class _State:
+    """What Adaptive remembers of the drain rate: the last value seen, since when,
+    whether the level in force is a probe above what that value says, and the level a
+    probe found too fast (and when)."""
+
+    rate: float | None
+    seen_at: float
+    probing: bool
+    ceiling: int = 0
+    ceiling_at: float = -math.inf
+
+
+@attrs.frozen(repr=False)
+class Adaptive(Ladder):
+    """Batch queued messages into frames and pace them to the subscriber's drain rate.
+
+    A reader that keeps up (or was never measured) gets every message at once, as
+    ``Batch`` gives it what accumulated. A slower one gets one frame every ``interval``
+    seconds holding about what it reads in that time (``fraction`` of its drain rate),
+    at most ``max_bytes`` and at least ``min_bytes`` (frames then come less often), at
+    most one change of pace every ``hold`` seconds. ``combine`` joins the payloads as
+    ``Batch``'s does. After ``probe`` seconds without a new measurement, it tries a
+    faster pace (None: never). Pair it with ``ConflateByKey``, ``SkipToLatest`` or
+    ``DropOldest``: pacing holds messages back, and something must keep them fresh.
+    """
+
+    interval: float = attrs.field(default=0.1, validator=_check_interval)
+    max_bytes: int = attrs.field(default=65536, validator=size)
+    min_bytes: int = attrs.field(default=1024, validator=size)
+    combine: str | Callable[[Sequence[bytes]], bytes] = attrs.field(
+        default="lines", validator=_check_combine
+    )
+    fraction: float = attrs.field(default=0.9, validator=_check_fraction)
+    hold: float = attrs.field(default=1.0, validator=check_hold)
+    probe: float | None = attrs.field(default=10.0, validator=_check_probe)
+    announce: bool = attrs.field(default=False)
+    _paces: tuple[float, ...] = attrs.field(init=False, eq=False, repr=False)
+    _policies: tuple[Policy, ...] = attrs.field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        if not isinstance(self.announce, bool):
+            raise invalid("announce", self.announce, "must be True or False")
+        if self.min_bytes > self.max_bytes:
+            raise PolicyError(
+                f"min_bytes={self.min_bytes!r} must be <= max_bytes={self.max_bytes!r}",
+                name="min_bytes",
+                value=self.min_bytes,
+            )
+        fastest = self.max_bytes / self.interval
+        count = max(1, math.ceil(math.log(fastest / SLOWEST_PACE, RATIO)) + 1)
+        paces = tuple(max(SLOWEST_PACE, fastest / RATIO**k) for k in range(count))
+        object.__setattr__(self, "_paces", paces)
+        unpaced = self._batch(self.max_bytes)
+        levels: list[Policy] = [unpaced]
+        for pace in paces:
+            budget = max(self.min_bytes, min(self.max_bytes, round(pace * self.interval)))
+            levels.append(self._batch(budget) | Throttle(rate=pace / budget))
+        object.__setattr__(self, "_policies", tuple(levels))
+
+    def _batch(self, budget: int) -> Batch:
+        return Batch(max_messages=DEFAULT_MAX_MESSAGES, max_bytes=budget, combine=self.combine)
+
+    @property
+    def paces(self) -> tuple[float, ...]:
+        """The pace of each level from level 1 on, in bytes per second."""
+        return self._paces
+
+    def level_policies(self) -> tuple[Policy, ...]:
+        return self._policies
+
+    def level_names(self) -> tuple[str, ...]:
+        return ("unpaced", *(f"{_rate_text(pace)}" for pace in self._paces))
+
+    def target(self, drain_rate: float | None) -> int:
+        """The level whose pace is nearest to ``fraction`` of ``drain_rate`` (0: unpaced)."""
+        if drain_rate is None:
+            return 0
+        pace = self.fraction * drain_rate
+        fastest = self._paces[0]
+        if pace >= fastest:
+            return 0
+        if pace <= 0:
+            return len(self._paces)
+        nearest = round(math.log(fastest / pace, RATIO)) + 1
+        return min(max(nearest, 1), len(self._paces))
+
+    def initial_state(self) -> object:
+        return _State(None, -math.inf, False)
+
+    def observe(self, snapshot: Snapshot, level: int, state: object) -> object:
+        assert isinstance(state, _State)
+        rate = snapshot.drain_rate
+        if rate == state.rate:
+            return state
+        # A new measurement. If it ends a probe by saying the probed pace was too fast,
+        # that pace is a ceiling for a while.
+        ceiling, ceiling_at = state.ceiling, state.ceiling_at
+        if state.probing and self.target(rate) > level:
+            ceiling, ceiling_at = level, snapshot.now
+        return _State(rate, snapshot.now, False, ceiling, ceiling_at)
+
+    def choose(self, snapshot: Snapshot, level: int, state: object) -> tuple[int, str, object]:
+        assert isinstance(state, _State)
+        rate = state.rate
+        target = self.target(rate)
+        if state.probing:
+            target = min(target, level)  # stay at the probe until a measurement says
+        if (
+            self.probe is not None
+            and level > 0
+            and target >= level
+            and state.seen_at + self.probe <= snapshot.now
+            and (
+                level - 1 > state.ceiling
+                or state.ceiling_at + CEILING_PROBES * self.probe <= snapshot.now
+            )
+        ):
+            target = level - 1
+            state = attrs.evolve(state, seen_at=snapshot.now, probing=True)
+            cause = f"no new drain rate for {self.probe!r}s: probing a faster pace"
+            return target, cause, state
+        if target == level:
+            return level, "", state
+        if rate is None:
+            return target, "no drain rate measured", state
+        return target, f"drain_rate {rate:.0f} B/s", state
+
+    def hints(self, snapshot: Snapshot, level: int, state: object) -> Decision:
+        assert isinstance(state, _State)
+        if self.probe is None or not level or not snapshot.queued_messages:
+            return NEUTRAL
+        due = state.seen_at + self.probe
+        if level - 1 <= state.ceiling:
+            # The next faster pace is a ceiling: no probe until it expires (a recheck
+            # at an earlier time would find nothing to do, and come due again at once).
+            due = max(due, state.ceiling_at + CEILING_PROBES * self.probe)
+        return Decision(recheck_at=due)
+
+    def guarantees(self) -> tuple[Guarantee, ...]:
+        return (
+            StepsApart(self.hold),
+            LevelBound(),
+            BatchIntegrity(DEFAULT_MAX_MESSAGES, self.max_bytes, self.combine),
+            Lossless(),
+        )
+
+
+def _rate_text(pace: float) -> str:
+    if pace >= 1e6:
+        return f"{pace / 1e6:.3g} MB/s"
+    if pace >= 1e3:
+        return f"{pace / 1e3:.3g} kB/s"
+    return f"{pace:.3g} B/s"

@@ -1,0 +1,177 @@
+"""Adaptive: frames paced to the drain rate, one pace per level, at most one step per hold."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+
+from wsfanout import PolicyConflictError, PolicyError, Snapshot
+from wsfanout.policies import Adaptive, Batch, ConflateByKey, Disconnect, SkipToLatest, Throttle
+from wsfanout.testing import BatchIntegrity, Client, LevelBound, Lossless, Simulator, StepsApart
+
+PACED = Adaptive(interval=0.1, max_bytes=65_536, min_bytes=1_024)
+
+
+def test_its_levels_are_quarter_octave_paces_from_a_full_frame_per_interval() -> None:
+    paces = PACED.paces
+    assert paces[0] == 655_360.0
+    assert paces[1] == pytest.approx(655_360.0 / 2**0.25)
+    assert paces[-1] == 1_000.0
+    assert len(paces) == 39
+    levels = PACED.level_policies()
+    assert levels[0] == Batch(max_messages=1024, max_bytes=65_536)
+    assert levels[1] == Batch(max_messages=1024, max_bytes=65_536) | Throttle(rate=10.0)
+    # Below 1 KiB per interval, frames stay at 1 KiB and come less often.
+    assert levels[-1] == Batch(max_messages=1024, max_bytes=1_024) | Throttle(rate=1_000.0 / 1_024)
+    assert PACED.level_names()[:2] == ("unpaced", "655 kB/s")
+
+
+def test_the_level_is_the_pace_nearest_to_a_fraction_of_the_drain_rate() -> None:
+    assert PACED.target(None) == 0
+    assert PACED.target(10e6) == 0  # faster than a full frame per interval: no pacing
+    level = PACED.target(50_000.0)
+    assert PACED.paces[level - 1] == pytest.approx(0.9 * 50_000, rel=0.1)
+    assert PACED.target(1.0) == len(PACED.paces)
+
+
+def test_it_steps_to_the_measured_pace_once_and_then_holds() -> None:
+    first = PACED.decide(Snapshot(now=5.0, queued_messages=40, drain_rate=50_000.0))
+    assert first.step is not None
+    assert (first.step.previous, first.step.level) == (0, PACED.target(50_000.0))
+    assert first.step.cause == "drain_rate 50000 B/s"
+    again = PACED.decide(
+        Snapshot(now=5.5, queued_messages=40, drain_rate=20_000.0, memo=first.memo)
+    )
+    assert again.step is None  # within the hold
+    later = PACED.decide(
+        Snapshot(now=6.0, queued_messages=40, drain_rate=20_000.0, memo=again.memo)
+    )
+    assert later.step is not None
+    assert later.step.level == PACED.target(20_000.0)
+
+
+def test_the_pace_holds_frames_apart_as_the_level_s_throttle_does() -> None:
+    paced = PACED.decide(Snapshot(now=5.0, queued_messages=40, drain_rate=50_000.0, last_send=4.99))
+    assert paced.send_at == pytest.approx(5.09)
+    unpaced = PACED.decide(Snapshot(now=5.0, queued_messages=40, last_send=4.99))
+    assert unpaced.step is None
+    assert unpaced.send_at == -math.inf
+
+
+def test_without_a_new_measurement_it_probes_a_faster_pace_and_stays_there() -> None:
+    memo = PACED.decide(Snapshot(now=0.0, queued_messages=1, drain_rate=50_000.0)).memo
+    level = PACED.target(50_000.0)
+    quiet = PACED.decide(Snapshot(now=9.0, queued_messages=1, drain_rate=50_000.0, memo=memo))
+    assert quiet.step is None
+    assert quiet.recheck_at == 10.0
+    probe = PACED.decide(Snapshot(now=10.0, queued_messages=1, drain_rate=50_000.0, memo=memo))
+    assert probe.step is not None
+    assert probe.step.level == level - 1
+    assert probe.step.cause == "no new drain rate for 10.0s: probing a faster pace"
+    stays = PACED.decide(
+        Snapshot(now=12.0, queued_messages=1, drain_rate=50_000.0, memo=probe.memo)
+    )
+    assert stays.step is None
+    measured = PACED.decide(
+        Snapshot(now=12.0, queued_messages=1, drain_rate=49_000.0, memo=probe.memo)
+    )
+    assert measured.step is not None
+    assert measured.step.level == PACED.target(49_000.0)
+    never = Adaptive(probe=None)
+    memo = never.decide(Snapshot(now=0.0, queued_messages=1, drain_rate=50_000.0)).memo
+    assert (
+        never.decide(Snapshot(now=100.0, queued_messages=1, drain_rate=50_000.0, memo=memo)).step
+        is None
+    )
+
+
+def test_it_batches_so_it_claims_the_batch_slot_and_declares_its_promises() -> None:
+    with pytest.raises(PolicyConflictError, match="both decide how messages are framed"):
+        PACED | Batch()
+    policy = SkipToLatest() | PACED | Disconnect(max_lag=5.0)
+    assert len(policy.level_policies()) == 40
+    assert PACED.guarantees() == (
+        StepsApart(hold=1.0),
+        LevelBound(),
+        BatchIntegrity(max_messages=1024, max_bytes=65_536),
+        Lossless(),
+    )
+    assert repr(Adaptive(interval=0.05, probe=None)) == "Adaptive(interval=0.05, probe=None)"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"interval": 0}, r"^interval=0 must be a finite number of seconds > 0$"),
+        ({"max_bytes": 0}, r"^max_bytes=0 must be >= 1$"),
+        ({"min_bytes": 2_000, "max_bytes": 1_000}, r"^min_bytes=2000 must be <= max_bytes=1000$"),
+        ({"fraction": 1.5}, r"^fraction=1.5 must be > 0 and <= 1$"),
+        ({"probe": -1}, r"^probe=-1 must be a finite number of seconds > 0$"),
+        ({"combine": "csv"}, r"^combine='csv' is not a known combiner"),
+        ({"announce": 1}, r"^announce=1 must be True or False$"),
+    ],
+)
+def test_wrong_parameters_are_refused_naming_them(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(PolicyError, match=message):
+        Adaptive(**kwargs)  # type: ignore[arg-type]
+
+
+def test_a_slow_reader_gets_fewer_fuller_frames_at_its_pace_and_a_fast_one_everything() -> None:
+    """200 kB/s published (1000 updates of 200 bytes a second on 100 keys) to a reader of
+    50 kB/s and to one that keeps up, on the simulator's virtual clock."""
+    sim = Simulator()
+    policy = ConflateByKey(max_messages=4096) | Adaptive(interval=0.1)
+    slow = sim.join(policy, Client(high=32_768, low=8_192, rate=50_000))
+    fast = sim.join(policy, Client(high=32_768, low=8_192))
+    seq = 0
+    for _ in range(500):  # 10 s
+        sim.publish_many(("x" * 200, None, f"k{(seq := seq + 1) % 100}") for _ in range(20))
+        sim.advance(0.02)
+    trace = sim.trace.clients[slow]
+    late = [w for w in trace.writes if w.at >= 2.0]
+    sent = sum(len(frame.data) for w in late for frame in w.frames) / (sim.now - 2.0)
+    assert 0.8 * 50_000 <= sent <= 1.2 * 50_000  # within 20% of the drain rate
+    frames = sum(len(w.frames) for w in late) / (sim.now - 2.0)
+    assert frames <= 11  # about one frame per interval
+    ages = sorted(
+        w.at - sim.trace.messages[seq].time for w in late for f in w.frames for seq in f.seqs
+    )
+    assert ages[int(0.99 * len(ages))] < 0.25
+    steps = [s.at for s in trace.stepped]
+    assert all(b - a >= 1.0 for a, b in itertools.pairwise(steps))
+    # The one that keeps up is never paced: every update, each in its own frame.
+    fast_stats = sim.outbox(fast).stats(sim.now)
+    assert (fast_stats.level, fast_stats.steps_up, fast_stats.sent) == (0, 0, 10_000)
+    assert fast_stats.frames == fast_stats.sent
+
+
+def test_a_probe_found_too_fast_is_a_ceiling_for_a_while() -> None:
+    probe = PACED.probe
+    assert probe is not None
+    level = PACED.target(50_000.0)
+    memo = PACED.decide(Snapshot(now=0.0, queued_messages=1, drain_rate=50_000.0)).memo
+    up = PACED.decide(Snapshot(now=probe, queued_messages=1, drain_rate=50_000.0, memo=memo))
+    assert up.step is not None
+    assert up.step.level == level - 1
+    # The probe overshot: a measurement says the reader takes less, back to its pace.
+    back = PACED.decide(
+        Snapshot(now=probe + 5, queued_messages=1, drain_rate=50_100.0, memo=up.memo)
+    )
+    assert back.step is not None
+    assert back.step.level == level
+    memo = back.memo
+    # Probe periods later, no probe to the pace that overshot...
+    for now in (probe * 3, probe * 5):
+        quiet = PACED.decide(Snapshot(now=now, queued_messages=1, drain_rate=50_100.0, memo=memo))
+        assert quiet.step is None
+        # ... and no recheck before the ceiling expires (one already due would spin the
+        # relay: the hypothesis search of the mobile preset found that).
+        assert quiet.recheck_at == probe + 5 + 6 * probe
+        memo = quiet.memo
+    # ... until the ceiling expires.
+    later = probe + 5 + 6 * probe
+    again = PACED.decide(Snapshot(now=later, queued_messages=1, drain_rate=50_100.0, memo=memo))
+    assert again.step is not None
+    assert again.step.level == level - 1
