@@ -4,10 +4,11 @@ every update of a key."""
 
 from __future__ import annotations
 
+import attrs
 import pytest
 from hypothesis import given, target
 
-from wsfanout import Policy
+from wsfanout import Close, Decision, Policy, Snapshot
 from wsfanout.policies import (
     Above,
     Adaptive,
@@ -22,7 +23,7 @@ from wsfanout.policies import (
     SkipToLatest,
     Throttle,
 )
-from wsfanout.testing import Schedule, check_guarantees, schedules
+from wsfanout.testing import Guarantee, MaxDrops, Publish, Schedule, check_guarantees, schedules
 
 
 def concat(older: str | bytes, newer: str | bytes) -> str | bytes:
@@ -93,3 +94,39 @@ def test_a_ladder_keeps_its_promises_across_steps(policy: Policy, schedule: Sche
 def test_a_reducer_delivers_the_fold_of_every_update(policy: Policy, schedule: Schedule) -> None:
     trace = check_guarantees(policy, schedule)
     target(float(sum(client.samples[-1].stats.conflated for client in trace.clients)))
+
+
+@attrs.frozen
+class DropBudget(Policy):
+    """Closes a subscriber that has lost ``drops`` messages: it must see every loss."""
+
+    drops: int = 3
+    eager = True
+
+    def decide(self, snapshot: Snapshot) -> Decision:
+        if snapshot.dropped >= self.drops:
+            return Decision(close=Close(1013, "too many messages lost"))
+        return Decision(recheck_messages=1)
+
+    def guarantees(self) -> tuple[Guarantee, ...]:
+        return (MaxDrops(count=self.drops - 1, window=10.0),)
+
+
+def test_a_step_that_evicts_several_at_once_is_seen_by_the_stages_that_count_losses() -> None:
+    # Found by CI's 1,000 examples: the step to a 1-byte level evicted 4 messages in one
+    # ask, and the drop budget composed after it was not asked again before the next one.
+    ladder = Escalate(
+        levels=[
+            Level(),
+            Level(
+                DropOldest(max_bytes=1),
+                up=Above("queued_messages", 4),
+                down=Below("queued_messages", 1),
+            ),
+        ],
+        hold=0.01,
+    )
+    policy = ladder | DropOldest() | Throttle(rate=1.0) | DropBudget()
+    trace = check_guarantees(policy, Schedule(steps=[Publish(n=6, size=1)]))
+    (client,) = trace.clients
+    assert client.closing is not None

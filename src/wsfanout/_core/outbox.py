@@ -617,12 +617,23 @@ class Outbox:
         return None if probe is None else probe()
 
     def _ask(self, now: float, write_buffer: int, kernel_unsent: int | None) -> Decision:
+        decision = self._consult(now, write_buffer, kernel_unsent)
+        if decision.step is None:
+            return decision
+        dropped = self.dropped
+        decision = self._step(decision, now)
+        if self.dropped > dropped and decision.close is None:
+            # The step itself lost messages, all at once: stages that count losses (a
+            # drop budget) see them now, before anything else is offered or written.
+            again = self._consult(now, write_buffer, kernel_unsent)
+            decision = again if again.step is None else self._step(again, now)
+        return decision
+
+    def _consult(self, now: float, write_buffer: int, kernel_unsent: int | None) -> Decision:
         assert self._decide is not None
         decision = self._decide(self._snapshot(now, write_buffer, kernel_unsent))
         self._decision = decision
         self._memo = decision.memo
-        if decision.step is not None:
-            return self._step(decision, now)
         return decision
 
     def _step(self, decision: Decision, now: float) -> Decision:
