@@ -269,10 +269,14 @@ def test_a_client_that_resumes_gets_what_it_missed_from_serve_history(
         assert payload == "one"
         epoch = json.loads(header)["e"]
     server.wait_for(r"client disconnected: ")
-    server.feed("two\nthree\nfour\nfive\n")  # published while it is away; history keeps 3
-    since = urllib.parse.quote(f":{epoch}:1")
-    with client(url, f"/?since={since}", subprotocols=[Subprotocol("wsfanout.v1")]) as ws:
-        frames = [str(ws.recv(timeout=GUARD)) for _ in range(5)]
+    with client(url, "/watch") as watcher:
+        server.wait_for(r"client connected: .* /watch policy chat$")
+        server.feed("two\nthree\nfour\nfive\n")  # published while it is away; history keeps 3
+        # Once another client has them, they are published, and in history: resume then.
+        assert [watcher.recv(timeout=GUARD) for _ in range(4)] == ["two", "three", "four", "five"]
+        since = urllib.parse.quote(f":{epoch}:1")
+        with client(url, f"/?since={since}", subprotocols=[Subprotocol("wsfanout.v1")]) as ws:
+            frames = [str(ws.recv(timeout=GUARD)) for _ in range(5)]
     assert json.loads(frames[0]) == {
         "type": "resume", "e": epoch, "since": 1, "replay": [3, 5], "complete": False,
     }  # fmt: skip
