@@ -74,6 +74,8 @@ async def tcp(
     accepted, _ = listener.accept()
     listener.close()
     if small:
+        # The socket option is the subject here: a send buffer that fills at once makes
+        # the kernel take part of a write, the case send_now must hand on to write().
         accepted.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SMALL)
     peer.setblocking(False)
     transport, recorder = await asyncio.get_running_loop().connect_accepted_socket(
