@@ -32,6 +32,7 @@ MAX_BULK = 512 * 1024 * 1024
 MIN_READ = 64 * 1024
 """Free room the buffer offers each read; it grows past its size for a longer frame."""
 _MAX_DIGITS = 20
+_MAX_LINE = 4096
 _SUBSCRIPTIONS = frozenset({b"subscribe", b"psubscribe", b"unsubscribe", b"punsubscribe"})
 
 Message = tuple[bytes, int, int]
@@ -71,13 +72,17 @@ class PushReader:
     """Parses the frames of one connection from one growing buffer (see the module).
 
     ``pattern`` is the pattern the connection subscribes to: its ``pmessage`` frames
-    take the short path. The caller's duties: receive into ``get_buffer()``, report
+    take the short path. ``size`` is the buffer's usual size and ``min_read`` the least
+    room each read is offered (small values: for tests). The caller's duties: receive into ``get_buffer()``, report
     with ``received()``, then call ``next()`` until None, using a message's
     ``start:end`` before the next ``get_buffer()``.
     """
 
-    def __init__(self, pattern: bytes = b"", size: int = 256 * 1024) -> None:
-        self.buffer = bytearray(max(size, 2 * MIN_READ))
+    def __init__(
+        self, pattern: bytes = b"", size: int = 256 * 1024, min_read: int = MIN_READ
+    ) -> None:
+        self._min_read = min_read
+        self.buffer = bytearray(max(size, 2 * min_read))
         """Where frames are read from; replaced (not resized) when it grows."""
         self.view = memoryview(self.buffer)
         """A view of :attr:`buffer`, to copy a message's data without a second copy."""
@@ -94,7 +99,7 @@ class PushReader:
         return self._end - self._pos
 
     def get_buffer(self) -> memoryview:
-        """Where to receive next: the free end of the buffer, at least ``MIN_READ`` bytes
+        """Where to receive next: the free end of the buffer, at least ``min_read`` bytes
         (moving the unparsed tail to the front, or growing, first)."""
         buffer = self.buffer
         pos, end = self._pos, self._end
@@ -104,12 +109,12 @@ class PushReader:
             if len(buffer) > self._size:  # a long frame made it grow: shrink back
                 self.buffer = buffer = bytearray(self._size)
                 self.view = memoryview(buffer)
-        if len(buffer) - end < MIN_READ:
+        if len(buffer) - end < self._min_read:
             unread = end - pos
-            if unread + MIN_READ <= len(buffer) // 2:
+            if unread + self._min_read <= len(buffer) // 2:
                 buffer[:unread] = buffer[pos:end]
             else:
-                grown = bytearray(max(2 * len(buffer), unread + MIN_READ))
+                grown = bytearray(max(2 * len(buffer), unread + self._min_read))
                 grown[:unread] = buffer[pos:end]
                 self.buffer = buffer = grown
                 self.view = memoryview(grown)
@@ -169,10 +174,10 @@ class PushReader:
 
     def _line(self, at: int, end: int, what: str) -> int | None:
         """Where the CRLF ending the line at ``at`` is (None: not received yet)."""
-        crlf = self.buffer.find(b"\r\n", at, end)
+        crlf = self.buffer.find(b"\r\n", at, min(end, at + _MAX_LINE + 2))
         if crlf < 0:
-            if end - at > 4096:
-                raise RespError(f"{what} at {self._where(at)} has no CRLF in 4096 bytes")
+            if end - at > _MAX_LINE:
+                raise RespError(f"{what} at {self._where(at)} has no CRLF in {_MAX_LINE} bytes")
             if self.buffer.find(b"\n", at, end) >= 0:
                 raise RespError(f"{what} at {self._where(at)} ends with LF and no CR")
             return None
