@@ -41,13 +41,15 @@ high-water mark and the frame that crossed it (the relay counts each frame with 
 header, so a write of many small frames stops there too).
 
 Below the write buffer, the kernel holds bytes of its own. A policy that decides sees
-them on the slow path only: the shell may give the outbox a probe (``kernel_unsent``),
-which it calls when it builds a snapshot for a subscriber that is behind, never on the
-fast path.
+them on the slow path only: the shell may give the outbox a probe (``kernel``, one
+read of what the kernel says as a :class:`KernelView`, or ``kernel_unsent``, the
+unsent bytes alone), which it calls at most once per relay turn, for a subscriber that
+is behind, never on the fast path.
 
 Two things ride on the relay's turns, never on the fast path. The write buffer's size
-at each turn feeds a :class:`DrainMeter` (``drain.py``), whose rate is the snapshot's
-``drain_rate``. And a *ladder* policy (``Escalate``, ``Adaptive``) may answer with a
+at each turn (and what the kernel says, with a ``kernel`` probe) feeds a
+:class:`DrainMeter` (``drain.py``), whose rates are the snapshot's ``drain_rate`` and
+``delivery_rate``. And a *ladder* policy (``Escalate``, ``Adaptive``) may answer with a
 :class:`LevelStep`: the outbox then switches the queue to that level's rules at once
 (:meth:`MessageQueue.reshape`, the same reshape :meth:`Outbox.set_policy` uses; a
 smaller bound evicts as its overflow rule says, never a lossless message, or closes),
@@ -66,7 +68,7 @@ from collections.abc import Callable
 import attrs
 
 from .decision import NEUTRAL, Close, Decision, LevelStep
-from .drain import DrainMeter
+from .drain import DrainMeter, KernelView
 from .frames import frame_size
 from .message import Batched, Message, make_control
 from .notices import Notice
@@ -175,6 +177,7 @@ class Outbox:
         high: int,
         low: int,
         kernel_unsent: Callable[[], int | None] | None = None,
+        kernel: Callable[[], KernelView | None] | None = None,
     ) -> None:
         if not 0 <= low <= high:
             raise ValueError(f"write limits (high={high}, low={low}) need 0 <= low <= high")
@@ -205,8 +208,10 @@ class Outbox:
         self.steps_down = 0
         """Steps a ladder took back down."""
         self._adopt(policy, rules)
-        # Bytes the kernel has not sent, read only when a snapshot is built off the fast path.
-        self._probe = kernel_unsent
+        # What the kernel says, read only when a snapshot is built off the fast path.
+        self._probe = (
+            kernel if kernel is not None or kernel_unsent is None else _unsent(kernel_unsent)
+        )
         self.last_send: float | None = None
         # Publish time of the oldest message offered since the last write that the
         # subscriber has not received, queued or dropped since; None when caught up.
@@ -333,8 +338,11 @@ class Outbox:
             self._close_emitted = True
             return CloseAction(self.closing)
         meter = self._drain
-        if meter is not None:
-            meter.observe(now, write_buffer)
+        view: KernelView | None = None
+        looked = False  # the kernel is read at most once a turn: nothing is written meanwhile
+        if meter is not None and meter.armed:
+            view, looked = self._kernel(), True
+            meter.observe(now, write_buffer, view)
         queue = self.queue
         control = self.control
         if write_buffer <= self.high:
@@ -343,10 +351,10 @@ class Outbox:
                 return self._write_control(write_buffer)
         if not queue:
             return self._idle(now, write_buffer)
-        kernel = None
         if self._decide is not None:
-            kernel = self._kernel()  # once per turn: nothing is written before the loop ends
-            decision = self._ask(now, write_buffer, kernel)
+            if not looked:
+                view, looked = self._kernel(), True
+            decision = self._ask(now, write_buffer, view)
         else:
             decision = NEUTRAL
         if decision.close is not None:
@@ -358,10 +366,10 @@ class Outbox:
         if not queue:  # a step's smaller bound emptied it
             return self._idle(now, write_buffer)
         if write_buffer > self.high:
-            self._arm(now, write_buffer, drain=True)
+            self._arm(now, write_buffer, drain=True, kernel=view if looked else self._kernel())
             return Wait(decision.recheck_at, drain=True)
         if decision.send_at > now:
-            self._arm(now, write_buffer, drain=False)
+            self._arm(now, write_buffer, drain=False, kernel=view if looked else self._kernel())
             return Wait(min(decision.send_at, decision.recheck_at), drain=False)
         frames = []
         buffered = write_buffer
@@ -374,7 +382,7 @@ class Outbox:
                 break
             if self._decide is not None:
                 try:
-                    decision = self._ask(now, buffered, kernel)
+                    decision = self._ask(now, buffered, view)
                 except Exception:
                     # The policy raised mid-write: the frames taken were never written.
                     self._unsend(frames)
@@ -474,12 +482,14 @@ class Outbox:
                 return Wait(decision.recheck_at, drain=False)
         return IDLE
 
-    def _arm(self, now: float, write_buffer: int, *, drain: bool) -> None:
+    def _arm(
+        self, now: float, write_buffer: int, *, drain: bool, kernel: KernelView | None
+    ) -> None:
         """The relay waits with messages queued: what leaves the buffer meanwhile drains."""
         meter = self._drain
         if meter is None:
             meter = self._drain = DrainMeter()
-        meter.arm(now, write_buffer, drain=drain)
+        meter.arm(now, write_buffer, drain=drain, kernel=kernel)
 
     def close(self, close: Close) -> bool:
         """Begin closing for a reason outside the policy; False if already closing."""
@@ -514,11 +524,12 @@ class Outbox:
         return max(0.0, now - since)
 
     def snapshot(self, now: float, write_buffer: int) -> Snapshot:
-        """What the policy would see now, the kernel's unsent bytes read from the probe."""
+        """What the policy would see now, what the kernel says read from the probe."""
         return self._snapshot(now, write_buffer, self._kernel())
 
-    def _snapshot(self, now: float, write_buffer: int, kernel_unsent: int | None) -> Snapshot:
+    def _snapshot(self, now: float, write_buffer: int, kernel: KernelView | None) -> Snapshot:
         queue = self.queue
+        meter = self._drain
         return Snapshot(
             now=now,
             queued_messages=len(queue),
@@ -529,8 +540,9 @@ class Outbox:
             sent=self.sent,
             dropped=self.dropped,
             memo=self._memo,
-            drain_rate=None if self._drain is None else self._drain.rate,
-            kernel_unsent=kernel_unsent,
+            drain_rate=None if meter is None else meter.rate,
+            delivery_rate=None if meter is None else meter.delivery_rate,
+            kernel_unsent=None if kernel is None else kernel.unsent,
         )
 
     @property
@@ -612,12 +624,20 @@ class Outbox:
             f"(max_bytes={self.queue.max_bytes})"
         )
 
-    def _kernel(self) -> int | None:
+    def _kernel(self) -> KernelView | None:
         probe = self._probe
-        return None if probe is None else probe()
+        if probe is None:
+            return None
+        view = probe()
+        if view is not None and view.delivery_rate is not None:
+            meter = self._drain
+            if meter is None:
+                meter = self._drain = DrainMeter()
+            meter.kernel(view)
+        return view
 
-    def _ask(self, now: float, write_buffer: int, kernel_unsent: int | None) -> Decision:
-        decision = self._consult(now, write_buffer, kernel_unsent)
+    def _ask(self, now: float, write_buffer: int, kernel: KernelView | None) -> Decision:
+        decision = self._consult(now, write_buffer, kernel)
         if decision.step is None:
             return decision
         dropped = self.dropped
@@ -625,13 +645,13 @@ class Outbox:
         if self.dropped > dropped and decision.close is None:
             # The step itself lost messages, all at once: stages that count losses (a
             # drop budget) see them now, before anything else is offered or written.
-            again = self._consult(now, write_buffer, kernel_unsent)
+            again = self._consult(now, write_buffer, kernel)
             decision = again if again.step is None else self._step(again, now)
         return decision
 
-    def _consult(self, now: float, write_buffer: int, kernel_unsent: int | None) -> Decision:
+    def _consult(self, now: float, write_buffer: int, kernel: KernelView | None) -> Decision:
         assert self._decide is not None
-        decision = self._decide(self._snapshot(now, write_buffer, kernel_unsent))
+        decision = self._decide(self._snapshot(now, write_buffer, kernel))
         self._decision = decision
         self._memo = decision.memo
         return decision
@@ -761,3 +781,13 @@ class _Ladder:
 
 
 _GONE = Close(1001, "", cause="connection lost")
+
+
+def _unsent(probe: Callable[[], int | None]) -> Callable[[], KernelView | None]:
+    """A ``kernel`` probe from a ``kernel_unsent`` one: the unsent bytes, nothing else."""
+
+    def kernel() -> KernelView | None:
+        unsent = probe()
+        return None if unsent is None else KernelView(unsent=unsent)
+
+    return kernel
