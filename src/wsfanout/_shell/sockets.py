@@ -188,16 +188,28 @@ def tcp_info(sock: Any) -> TcpInfo | None:
 
 def kernel_view(sock: Any) -> KernelView | None:
     """What the kernel says of ``sock`` for the outbox, from one ``TCP_INFO`` read (Linux):
-    its unsent bytes, delivery rate and bytes acknowledged; None where it cannot tell."""
-    info = tcp_info(sock)
-    if info is None:
+    its unsent bytes, delivery rate and bytes acknowledged; None where it cannot tell.
+    About 3 µs, read off the fast path at most once a relay turn (``SIOCOUTQNSD`` alone:
+    about 2 µs), so not rate-limited."""
+    if not _LINUX or not is_tcp(sock):
         return None
+    try:
+        raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_SIZE)
+    except OSError:
+        return None
+    if len(raw) < _DELIVERY_RATE + 8:
+        return None if len(raw) < _NOTSENT + 4 else KernelView(unsent=_U32(raw, _NOTSENT)[0])
     return KernelView(
-        unsent=info.notsent_bytes,
-        delivery_rate=None if info.delivery_rate is None else float(info.delivery_rate),
-        app_limited=info.delivery_rate_app_limited,
-        acked=info.bytes_acked,
+        unsent=_U32(raw, _NOTSENT)[0],
+        delivery_rate=float(_U64(raw, _DELIVERY_RATE)[0]),
+        app_limited=bool(raw[_APP_LIMITED] & 1),
+        acked=_U64(raw, _BYTES_ACKED)[0],
     )
+
+
+# Precompiled: tcp_info's format-string unpacking costs as much as the system call.
+_U32 = struct.Struct("I").unpack_from
+_U64 = struct.Struct("Q").unpack_from
 
 
 def _ioctl_int(sock: Any, request: int) -> int | None:
