@@ -41,7 +41,10 @@ class Snapshot:
     """Bytes per second leaving the transport's write buffer, measured on the slow path
     while the buffer held data, so the client (or the network) set the pace; None until
     the subscriber first fell behind. A subscriber that keeps up is never measured: its
-    buffer never holds data long enough to tell (see :class:`~wsfanout.lowlevel.DrainMeter`)."""
+    buffer never holds data long enough to tell (see :class:`~wsfanout.lowlevel.DrainMeter`).
+    Where the shell reads ``TCP_INFO`` for the policy (Linux, a policy that decides per
+    subscriber), it counts the bytes the client acknowledged instead, while the kernel
+    held unsent bytes."""
 
     delivery_rate: float | None = None
     """The kernel's estimate of how fast it delivers this connection's bytes to the peer
