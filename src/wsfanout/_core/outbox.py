@@ -72,7 +72,7 @@ from .drain import DrainMeter, KernelView
 from .frames import frame_size
 from .message import Batched, Message, make_control
 from .notices import Notice
-from .policy import Policy, shared_reads
+from .policy import Policy, decides, shared_reads
 from .queue import MessageQueue, Push
 from .rules import Rules, resolve_rules
 from .snapshot import Snapshot
@@ -598,7 +598,7 @@ class Outbox:
         self.policy = policy
         self.rules = rules
         self._batch = rules.batch
-        self._decide = policy.decide if type(policy).decide is not Policy.decide else None
+        self._decide = policy.decide if decides(policy) else None
         # A policy that never decides always means "send now", whatever it declares.
         self._eager = policy.eager or self._decide is None
         levels = policy.level_policies()
@@ -833,7 +833,7 @@ class _Ladder:
 
     def __init__(self, levels: tuple[Policy, ...]) -> None:
         self.rules = tuple(resolve_rules(level) for level in levels)
-        self.eager = tuple(level.eager or type(level).decide is Policy.decide for level in levels)
+        self.eager = tuple(level.eager or not decides(level) for level in levels)
         self.level = 0
 
 

@@ -42,7 +42,15 @@ from .snapshot import Snapshot
 if TYPE_CHECKING:
     from .guarantees import Guarantee
 
-__all__ = ["SHAREABLE", "Composite", "FunctionPolicy", "Policy", "as_policy", "shared_reads"]
+__all__ = [
+    "SHAREABLE",
+    "Composite",
+    "FunctionPolicy",
+    "Policy",
+    "as_policy",
+    "decides",
+    "shared_reads",
+]
 
 
 class Policy:
@@ -144,6 +152,14 @@ def _is_dynamic(policy: Policy) -> bool:
     return type(policy).decide is not Policy.decide
 
 
+def decides(policy: Policy) -> bool:
+    """True if asking ``policy`` can answer anything but "send now": some stage of it
+    overrides :meth:`Policy.decide`. The core never asks one that does not."""
+    if isinstance(policy, Composite):
+        return bool(policy.deciding)
+    return _is_dynamic(policy)
+
+
 SHAREABLE = frozenset(
     ["now", "queued_messages", "queued_bytes", "lag", "write_buffer", "last_send", "memo"]
 )
@@ -226,6 +242,11 @@ class Composite(Policy):
     @property
     def stages(self) -> tuple[Policy, ...]:
         return self._stages
+
+    @property
+    def deciding(self) -> tuple[Policy, ...]:
+        """The stages that override :meth:`Policy.decide`: those a decision asks."""
+        return self._dynamic
 
     @property
     def eager(self) -> bool:  # type: ignore[override]
