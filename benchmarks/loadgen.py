@@ -10,7 +10,9 @@ Stalled clients set a small receive buffer, finish the handshake and never read 
 with ``--resume-after``, they keep default socket options and start reading that many
 seconds after ``go``, counting the stale records they read first (published before
 they resumed) until they reach fresh ones. Churning clients (``--churn``) connect, read
-for a moment and leave, over and over.
+for a moment and leave, over and over. Slow clients (``--slow``) keep default socket
+options and read at most ``--slow-rate`` bytes per second each, in small reads every
+tick: a crowd of readers that are behind, not stalled (phones on a poor network).
 
 Driven by ``benchmarks.run`` over stdin/stdout, one JSON object per line: it prints
 ``{"event": "connected"}``, waits for ``go``, reads until ``stop``, prints its result.
@@ -35,6 +37,8 @@ from .payload import SEQ, STAMP
 
 _TAIL = b"\x00\x00\xff\xff"
 _RECV = 1 << 18
+_SLOW_TICK = 0.02
+"""Seconds between the slow clients' reads."""
 
 
 class Client:
@@ -185,13 +189,20 @@ class LoadGen:
         self.latencies = array("q")
         self.negotiated = 0
         self.rng = random.Random(1)
+        self.slow: list[Client] = []
+        self.slow_rate: float = args.slow_rate
 
-    def connect(self, healthy: int, stalled: int) -> None:
+    def connect(self, healthy: int, stalled: int, slow: int = 0) -> None:
         # Interleave stalled clients so they are not all at one end of the server's loop.
-        kinds = ["healthy"] * healthy + ["stalled"] * stalled
+        kinds = ["healthy"] * healthy + ["stalled"] * stalled + ["slow"] * slow
         random.Random(0).shuffle(kinds)
         for kind in kinds:
-            if kind == "stalled":
+            if kind == "slow":
+                sock, rest, negotiated = handshake(
+                    self.port, "/", deflate=self.deflate, rcvbuf=None
+                )
+                self.slow.append(Client(sock, rest, negotiated))
+            elif kind == "stalled":
                 sock, rest, negotiated = handshake(
                     self.port,
                     "/stalled",
@@ -218,8 +229,11 @@ class LoadGen:
         poll = self.ep.poll
         clients = self.clients
         pending = b""
+        tick = _SLOW_TICK if self.slow else float("inf")
+        next_slow = wall0 + tick
+        slow_at = wall0
         while True:
-            timeout = max(0.0, min(next_churn, resume_at) - time.monotonic())
+            timeout = max(0.0, min(next_churn, resume_at, next_slow) - time.monotonic())
             for fd, _ in poll(min(timeout, 1.0)):
                 client = clients.get(fd)
                 if client is not None:
@@ -233,6 +247,11 @@ class LoadGen:
                     pending += chunk
                     if b"stop" in pending or not chunk:
                         return time.process_time() - cpu0, time.monotonic() - wall0
+            if time.monotonic() >= next_slow:
+                now = time.monotonic()
+                self.read_slowly(int(self.slow_rate * (now - slow_at)))
+                slow_at = now
+                next_slow = now + tick
             if self.churn_rate and time.monotonic() >= next_churn:
                 self.churn()
                 next_churn += 1 / self.churn_rate
@@ -263,6 +282,27 @@ class LoadGen:
         self.churning[sock.fileno()] = (Client(sock, rest, self.deflate), now)
         self.ep.register(sock.fileno(), select.EPOLLIN)
         self.churn_joins += 1
+
+    def read_slowly(self, budget: int) -> None:
+        """Each slow client reads at most ``budget`` bytes (what its rate allows since
+        the last tick); what it does not read waits in the kernel, then on the server."""
+        if budget <= 0:
+            return
+        now = time.monotonic_ns()
+        for client in self.slow:
+            sock = client.sock
+            if client.closed or sock is None:
+                continue
+            try:
+                data = sock.recv(budget)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                data = b""
+            if not data:
+                client.closed = True
+                continue
+            feed(client, data, now, self.size, None)
 
     def read(self, client: Client, measure: bool, latencies: array[int] | None = None) -> None:
         sock = client.sock
@@ -302,6 +342,10 @@ class LoadGen:
             "out_of_order": sum(c.out_of_order for c in clients),
             "closed": sum(c.closed for c in clients),
             "churn_joins": self.churn_joins,
+            "slow": len(self.slow),
+            "slow_records": sum(c.records for c in self.slow),
+            "slow_out_of_order": sum(c.out_of_order for c in self.slow),
+            "slow_closed": sum(c.closed for c in self.slow),
             "stale_records": [c.stale for c in self.resumed.values()],
             "resumed_caught_up": sum(
                 c.records > c.stale for c in self.resumed.values() if not c.closed
@@ -324,11 +368,15 @@ def main() -> None:
     parser.add_argument(
         "--resume-after", type=float, default=0.0, help="seconds before stalled clients read"
     )
+    parser.add_argument("--slow", type=int, default=0, help="clients that read slowly")
+    parser.add_argument(
+        "--slow-rate", type=float, default=0.0, help="bytes per second each slow client reads"
+    )
     args = parser.parse_args()
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     gen = LoadGen(args)
-    gen.connect(args.clients, args.stalled)
+    gen.connect(args.clients, args.stalled, args.slow)
     print(json.dumps({"event": "connected", "negotiated": gen.negotiated}), flush=True)
     control = sys.stdin.fileno()
     received = b""

@@ -94,10 +94,15 @@ class Cell:
     """Seconds after the start at which stalled clients start reading (0: never)."""
     repeat: int = 1
     repeat_cases: list[str] = field(default_factory=list)
+    slow: int = 0
+    """Clients that read at ``slow_rate`` bytes per second: behind, not stalled."""
+    slow_rate: float = 0.0
+    warmup: float = 0.0
+    """Seconds of publishing before CPU is counted (for slow readers to fall behind)."""
 
     @property
     def healthy(self) -> int:
-        return self.clients - self.stalled
+        return self.clients - self.stalled - self.slow
 
 
 def matrix(mode: str, duration: float) -> list[Cell]:
@@ -161,6 +166,24 @@ def matrix(mode: str, duration: float) -> list[Cell]:
             repeat_cases=["wsfanout", "wsfanout-nocork", "broadcast", "floor"],
         ),
     ]
+    # Slow readers (issue 17): 30% of the crowd reads at a quarter of the published
+    # rate with default socket options, behind for the whole measured window (after a
+    # warm-up that fills their kernel buffers); the others keep up.
+    cells.append(
+        Cell(
+            "slow-30pct",
+            1000,
+            1024,
+            40,
+            d,
+            ["wsfanout", "wsfanout-dropoldest", "broadcast", "picows"],
+            slow=300,
+            slow_rate=10240,
+            warmup=8.0,
+            repeat=3,
+            repeat_cases=["wsfanout", "broadcast"],
+        )
+    )
     # Batching (issue 17): about one message per frame (1,000 clients, 100 messages/s,
     # a batch closes on max_delay) and about four (200 clients, 400 messages/s).
     batching = ["wsfanout-batch", "broadcast", "wsfanout"]
@@ -292,7 +315,7 @@ def run_case(cell: Cell, spec: str, loop: str) -> dict[str, Any]:
             "--case",
             name,
             "--clients",
-            str(cell.healthy + stalled),
+            str(cell.healthy + stalled + cell.slow),
             "--size",
             str(cell.size),
             "--rate",
@@ -305,6 +328,8 @@ def run_case(cell: Cell, spec: str, loop: str) -> dict[str, Any]:
             compression,
             "--loop",
             loop,
+            "--warmup",
+            str(cell.warmup),
         ]
         + (["--idle"] if cell.idle else [])
     )
@@ -327,6 +352,10 @@ def run_case(cell: Cell, spec: str, loop: str) -> dict[str, Any]:
             str(cell.churn),
             "--resume-after",
             str(cell.resume),
+            "--slow",
+            str(cell.slow),
+            "--slow-rate",
+            str(cell.slow_rate),
         ]
         if cell.deflate:
             argv.append("--deflate")
@@ -334,7 +363,7 @@ def run_case(cell: Cell, spec: str, loop: str) -> dict[str, Any]:
         connected = gen.receive(timeout=120)
         gen.send("go")
         server.send("go")
-        served = server.receive(timeout=cell.duration + 45)
+        served = server.receive(timeout=cell.warmup + cell.duration + 45)
         if cell.idle:
             return {**served, "case": spec}
         gen.send("stop")
@@ -359,7 +388,8 @@ def derive(
 ) -> dict[str, Any]:
     """The figures of one case from what its two processes reported."""
     published = served["published"]
-    offered = published * served["connected"]
+    # CPU is counted after the warm-up only; what clients read, from the start.
+    offered = served.get("published_measured", published) * served["connected"]
     expected = published * cell.healthy
     growth = served["rss_end"] - served["rss_start"]
     return {
@@ -420,6 +450,12 @@ def derive(
         "rss_samples": served["rss_samples"],
         **growth_halves(served["rss_samples"], cell.duration, stalled),
         "server_stats": served["stats"],
+        "slow_read_ratio": (
+            loaded["slow_records"] / (published * loaded["slow"])
+            if loaded.get("slow") and published
+            else None
+        ),
+        "slow_out_of_order": loaded.get("slow_out_of_order"),
         "loadgen_cpu_pct": 100 * loaded["cpu_s"] / loaded["wall_s"] if loaded["wall_s"] else None,
     }
 
@@ -623,6 +659,31 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         "healthy 1000: CPU/delivery floor / broadcast()",
         _ratios(results, h, "floor", "broadcast"),
         None,
+    )
+    add(
+        "batch, ~1 message per frame (1,000 clients): CPU/delivery Batch / broadcast() <= 0.8",
+        _ratios(results, "batch-1000", "wsfanout-batch", "broadcast"),
+        0.8,
+    )
+    add(
+        "batch, ~4 messages per frame (200 clients): CPU/delivery Batch / broadcast() <= 0.5",
+        _ratios(results, "batch-200", "wsfanout-batch", "broadcast"),
+        0.5,
+    )
+    sl = "slow-30pct"
+    add(
+        "30% slow readers: CPU/delivery wsfanout / broadcast() <= 0.8",
+        _ratios(results, sl, "wsfanout", "broadcast"),
+        0.8,
+    )
+    add(
+        "30% slow readers, wsfanout: the others receive everything (delivered, in order)",
+        [
+            r["delivered_ratio"] if not r["out_of_order"] else 0.0
+            for r in _rows(results, sl, "wsfanout").values()
+        ],
+        0.999,
+        at_least=True,
     )
     b = "burst-100"
     add(

@@ -18,7 +18,7 @@ from ._core.contract import (
 from ._core.control import gap_notice, heartbeat_frame, resume_frame
 from ._core.decision import NEUTRAL, join
 from ._core.deflate import DeflateParams
-from ._core.drain import DrainMeter
+from ._core.drain import DrainMeter, KernelView
 from ._core.frames import OP_BINARY, OP_TEXT
 from ._core.history import (
     Held,
@@ -104,6 +104,7 @@ __all__ = [
     "MessageQueue",
     "Push",
     "DrainMeter",
+    "KernelView",
     # gap notices in the core
     "GapLedger",
     "Notice",

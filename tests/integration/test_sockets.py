@@ -20,6 +20,7 @@ from wsfanout._shell.sockets import (
     NOTSENT_LOWAT,
     is_tcp,
     kernel_unsent,
+    kernel_view,
     send_queue,
     set_notsent_lowat,
     tcp_info,
@@ -100,6 +101,17 @@ def test_the_kernel_reports_what_it_has_not_sent_to_a_client_that_stopped_readin
     assert info.delivery_rate is not None
     assert info.delivery_rate > 0
     assert info.rtt > 0
+    # The client's kernel acknowledged what it took (its application read nothing), and
+    # its receive window is what it still has room for.
+    assert 0 < info.bytes_acked <= accepted - unsent
+    assert info.snd_wnd is not None
+    view = kernel_view(server)
+    assert view is not None
+    assert view.unsent == unsent
+    assert view.acked is not None
+    assert info.bytes_acked <= view.acked <= accepted - unsent
+    assert view.delivery_rate is not None
+    assert view.delivery_rate > 0
 
 
 @linux
@@ -107,6 +119,7 @@ def test_what_the_kernel_cannot_tell_is_none(tcp_pair: tuple[socket.socket, ...]
     left, right = socket.socketpair()
     with left, right:
         assert (kernel_unsent(left), send_queue(left), tcp_info(left)) == (None, None, None)
+        assert kernel_view(left) is None
     server, _ = tcp_pair
     server.close()
     assert (kernel_unsent(server), send_queue(server), tcp_info(server)) == (None, None, None)
@@ -230,3 +243,47 @@ async def test_a_policy_behind_sees_the_kernels_unsent_bytes(loop_guard: None) -
     behind = [value for value in seen if value is not None]
     assert behind, seen
     assert max(behind) >= DEFAULT_NOTSENT_LOWAT
+
+
+@linux
+async def test_a_policy_behind_sees_the_kernels_delivery_rate(loop_guard: None) -> None:
+    """A websockets client (default options) that reads one message in four published:
+    the subscriber falls behind, and its policy sees the kernel's delivery rate, that of
+    the connection (loopback: far faster than the client reads), not of its reader."""
+    seen: list[float | None] = []
+
+    def records(snapshot: Snapshot) -> Decision:
+        seen.append(snapshot.delivery_rate)
+        return Decision()
+
+    hub = Hub(policy=as_policy(records) | DropOldest(max_messages=64))
+    joined: asyncio.Queue[None] = asyncio.Queue()
+
+    async def handler(websocket: ServerConnection) -> None:
+        asyncio.get_running_loop().call_soon(joined.put_nowait, None)
+        await hub.serve(websocket)
+
+    payload = "x" * 4096
+    async with asyncio.timeout(GUARD), serve(handler, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        async with connect(f"ws://127.0.0.1:{port}", compression=None) as client:
+            await joined.get()
+            subscriber = hub.subscribers[0]
+            start = asyncio.get_running_loop().time()
+            published = read = 0
+            while subscriber.stats().drain_rate is None:  # until it fell behind and waited
+                hub.publish(payload)
+                published += 1
+                if published % 4 == 0:
+                    await client.recv()
+                    read += 1
+                await asyncio.sleep(0)
+                assert published < 200_000
+            elapsed = asyncio.get_running_loop().time() - start
+            await hub.aclose(timeout=0.5)
+    rates = [rate for rate in seen if rate is not None]
+    assert rates, seen
+    # Of the order of the link, not of the reader: above what the client read per second
+    # on average, and below 100 GB/s.
+    reading = read * len(payload) / elapsed
+    assert all(reading < rate < 1e11 for rate in rates), (reading, rates)

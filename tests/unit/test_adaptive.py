@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 
+import attrs
 import pytest
 
 from wsfanout import PolicyConflictError, PolicyError, Snapshot
@@ -12,6 +13,8 @@ from wsfanout.policies import Adaptive, Batch, ConflateByKey, Disconnect, SkipTo
 from wsfanout.testing import BatchIntegrity, Client, LevelBound, Lossless, Simulator, StepsApart
 
 PACED = Adaptive(interval=0.1, max_bytes=65_536, min_bytes=1_024)
+STEADY = Adaptive(interval=0.1, max_bytes=65_536, min_bytes=1_024, drain=None)
+"""Without the draining after an overshoot: what the tests of the other parts look at."""
 
 
 def test_its_levels_are_quarter_octave_paces_from_a_full_frame_per_interval() -> None:
@@ -37,49 +40,89 @@ def test_the_level_is_the_pace_nearest_to_a_fraction_of_the_drain_rate() -> None
 
 
 def test_it_steps_to_the_measured_pace_once_and_then_holds() -> None:
-    first = PACED.decide(Snapshot(now=5.0, queued_messages=40, drain_rate=50_000.0))
+    first = STEADY.decide(Snapshot(now=5.0, queued_messages=40, drain_rate=50_000.0))
     assert first.step is not None
-    assert (first.step.previous, first.step.level) == (0, PACED.target(50_000.0))
+    assert (first.step.previous, first.step.level) == (0, STEADY.target(50_000.0))
     assert first.step.cause == "drain_rate 50000 B/s"
-    again = PACED.decide(
+    again = STEADY.decide(
         Snapshot(now=5.5, queued_messages=40, drain_rate=20_000.0, memo=first.memo)
     )
     assert again.step is None  # within the hold
-    later = PACED.decide(
+    later = STEADY.decide(
         Snapshot(now=6.0, queued_messages=40, drain_rate=20_000.0, memo=again.memo)
     )
     assert later.step is not None
-    assert later.step.level == PACED.target(20_000.0)
+    assert later.step.level == STEADY.target(20_000.0)
+
+
+def test_a_reader_found_slower_than_it_was_sent_drains_first_then_gets_its_pace() -> None:
+    # Unpaced, then measured: what it could not read waits unseen, so half its rate...
+    first = PACED.decide(Snapshot(now=5.0, queued_messages=40, drain_rate=50_000.0))
+    assert first.step is not None
+    assert (first.step.previous, first.step.level) == (0, PACED.target(25_000.0 / 0.9))
+    assert first.step.cause == "drain_rate 50000 B/s: draining what it fell behind on"
+    # ... while measurements keep coming (the kernel holds unsent bytes: buffers full) ...
+    memo = first.memo
+    for now, rate in ((6.0, 49_000.0), (6.8, 51_000.0)):
+        kept = PACED.decide(Snapshot(now=now, queued_messages=40, drain_rate=rate, memo=memo))
+        assert kept.step is None
+        memo = kept.memo
+    early = PACED.decide(Snapshot(now=7.5, queued_messages=40, drain_rate=51_000.0, memo=memo))
+    assert early.step is None  # less than a hold since the last measurement
+    # ... and its pace once a hold passes without one.
+    paced = PACED.decide(Snapshot(now=7.8, queued_messages=40, drain_rate=51_000.0, memo=memo))
+    assert paced.step is not None
+    assert paced.step.level == PACED.target(51_000.0)
+    assert paced.step.cause == "drain_rate 51000 B/s"
+    # Without draining (drain=None), the pace at once.
+    assert STEADY.decide(Snapshot(now=5.0, drain_rate=50_000.0)).step == attrs.evolve(
+        first.step,
+        name=STEADY.level_names()[STEADY.target(50_000.0)],
+        level=STEADY.target(50_000.0),
+        cause="drain_rate 50000 B/s",
+    )
+
+
+def test_a_kernel_delivering_slower_than_the_buffer_drains_sets_the_pace() -> None:
+    fast_buffer = Snapshot(now=5.0, queued_messages=40, drain_rate=500_000.0)
+    slow_path = attrs.evolve(fast_buffer, delivery_rate=50_000.0)
+    assert STEADY.decide(fast_buffer).step.level == STEADY.target(500_000.0)  # type: ignore[union-attr]
+    assert STEADY.decide(slow_path).step.level == STEADY.target(50_000.0)  # type: ignore[union-attr]
+    # A delivery rate above the drain rate (a short link, a slow reader) changes nothing.
+    loopback = attrs.evolve(fast_buffer, drain_rate=50_000.0, delivery_rate=4e9)
+    assert STEADY.decide(loopback).step.level == STEADY.target(50_000.0)  # type: ignore[union-attr]
 
 
 def test_the_pace_holds_frames_apart_as_the_level_s_throttle_does() -> None:
-    paced = PACED.decide(Snapshot(now=5.0, queued_messages=40, drain_rate=50_000.0, last_send=4.99))
+    paced = STEADY.decide(
+        Snapshot(now=5.0, queued_messages=40, drain_rate=50_000.0, last_send=4.99)
+    )
     assert paced.send_at == pytest.approx(5.09)
-    unpaced = PACED.decide(Snapshot(now=5.0, queued_messages=40, last_send=4.99))
+    unpaced = STEADY.decide(Snapshot(now=5.0, queued_messages=40, last_send=4.99))
     assert unpaced.step is None
     assert unpaced.send_at == -math.inf
 
 
 def test_without_a_new_measurement_it_probes_a_faster_pace_and_stays_there() -> None:
-    memo = PACED.decide(Snapshot(now=0.0, queued_messages=1, drain_rate=50_000.0)).memo
-    level = PACED.target(50_000.0)
-    quiet = PACED.decide(Snapshot(now=9.0, queued_messages=1, drain_rate=50_000.0, memo=memo))
+    memo = STEADY.decide(Snapshot(now=0.0, queued_messages=1, drain_rate=50_000.0)).memo
+    level = STEADY.target(50_000.0)
+    quiet = STEADY.decide(Snapshot(now=9.0, queued_messages=1, drain_rate=50_000.0, memo=memo))
     assert quiet.step is None
     assert quiet.recheck_at == 10.0
-    probe = PACED.decide(Snapshot(now=10.0, queued_messages=1, drain_rate=50_000.0, memo=memo))
+    probe = STEADY.decide(Snapshot(now=10.0, queued_messages=1, drain_rate=50_000.0, memo=memo))
     assert probe.step is not None
     assert probe.step.level == level - 1
     assert probe.step.cause == "no new drain rate for 10.0s: probing a faster pace"
-    stays = PACED.decide(
+    stays = STEADY.decide(
         Snapshot(now=12.0, queued_messages=1, drain_rate=50_000.0, memo=probe.memo)
     )
     assert stays.step is None
-    measured = PACED.decide(
+    measured = STEADY.decide(
         Snapshot(now=12.0, queued_messages=1, drain_rate=49_000.0, memo=probe.memo)
     )
     assert measured.step is not None
-    assert measured.step.level == PACED.target(49_000.0)
-    never = Adaptive(probe=None)
+    assert measured.step.level == STEADY.target(49_000.0)
+    never = Adaptive(probe=None, drain=None)
     memo = never.decide(Snapshot(now=0.0, queued_messages=1, drain_rate=50_000.0)).memo
     assert (
         never.decide(Snapshot(now=100.0, queued_messages=1, drain_rate=50_000.0, memo=memo)).step
@@ -108,6 +151,8 @@ def test_it_batches_so_it_claims_the_batch_slot_and_declares_its_promises() -> N
         ({"max_bytes": 0}, r"^max_bytes=0 must be >= 1$"),
         ({"min_bytes": 2_000, "max_bytes": 1_000}, r"^min_bytes=2000 must be <= max_bytes=1000$"),
         ({"fraction": 1.5}, r"^fraction=1.5 must be > 0 and <= 1$"),
+        ({"drain": 0}, r"^drain=0 must be > 0 and <= 1, or None$"),
+        ({"drain": "half"}, r"^drain='half' must be a number, or None$"),
         ({"probe": -1}, r"^probe=-1 must be a finite number of seconds > 0$"),
         ({"combine": "csv"}, r"^combine='csv' is not a known combiner"),
         ({"announce": 1}, r"^announce=1 must be True or False$"),
@@ -148,15 +193,15 @@ def test_a_slow_reader_gets_fewer_fuller_frames_at_its_pace_and_a_fast_one_every
 
 
 def test_a_probe_found_too_fast_is_a_ceiling_for_a_while() -> None:
-    probe = PACED.probe
+    probe = STEADY.probe
     assert probe is not None
-    level = PACED.target(50_000.0)
-    memo = PACED.decide(Snapshot(now=0.0, queued_messages=1, drain_rate=50_000.0)).memo
-    up = PACED.decide(Snapshot(now=probe, queued_messages=1, drain_rate=50_000.0, memo=memo))
+    level = STEADY.target(50_000.0)
+    memo = STEADY.decide(Snapshot(now=0.0, queued_messages=1, drain_rate=50_000.0)).memo
+    up = STEADY.decide(Snapshot(now=probe, queued_messages=1, drain_rate=50_000.0, memo=memo))
     assert up.step is not None
     assert up.step.level == level - 1
     # The probe overshot: a measurement says the reader takes less, back to its pace.
-    back = PACED.decide(
+    back = STEADY.decide(
         Snapshot(now=probe + 5, queued_messages=1, drain_rate=50_100.0, memo=up.memo)
     )
     assert back.step is not None
@@ -164,7 +209,7 @@ def test_a_probe_found_too_fast_is_a_ceiling_for_a_while() -> None:
     memo = back.memo
     # Probe periods later, no probe to the pace that overshot...
     for now in (probe * 3, probe * 5):
-        quiet = PACED.decide(Snapshot(now=now, queued_messages=1, drain_rate=50_100.0, memo=memo))
+        quiet = STEADY.decide(Snapshot(now=now, queued_messages=1, drain_rate=50_100.0, memo=memo))
         assert quiet.step is None
         # ... and no recheck before the ceiling expires (one already due would spin the
         # relay: the hypothesis search of the mobile preset found that).
@@ -172,6 +217,6 @@ def test_a_probe_found_too_fast_is_a_ceiling_for_a_while() -> None:
         memo = quiet.memo
     # ... until the ceiling expires.
     later = probe + 5 + 6 * probe
-    again = PACED.decide(Snapshot(now=later, queued_messages=1, drain_rate=50_100.0, memo=memo))
+    again = STEADY.decide(Snapshot(now=later, queued_messages=1, drain_rate=50_100.0, memo=memo))
     assert again.step is not None
     assert again.step.level == level - 1

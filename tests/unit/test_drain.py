@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from wsfanout.lowlevel import DrainMeter, Outbox, Wait, Write, make_message
+from wsfanout.lowlevel import DrainMeter, KernelView, Outbox, Wait, Write, make_message
 from wsfanout.policies import DropOldest, Throttle
 from wsfanout.testing import Client, Simulator
 
@@ -75,3 +75,58 @@ def test_a_simulated_reader_drains_at_its_rate_and_the_core_measures_it(rate: fl
     measured = sim.outbox(client).stats(sim.now).drain_rate
     assert measured is not None
     assert measured == pytest.approx(rate, rel=0.02)
+
+
+# -- what the kernel says (KernelView, from TCP_INFO in the shell) -------------------------
+
+
+def test_with_the_kernel_a_sample_counts_what_the_peer_acknowledged() -> None:
+    meter = DrainMeter()
+    # The kernel takes the buffer's bytes in steps of its low-water mark: the buffer's
+    # drop (30 kB) is not what reached the client (50 kB acknowledged in that second).
+    meter.arm(0.0, 30_000, drain=False, kernel=KernelView(unsent=16_384, acked=100_000))
+    rate = meter.observe(1.0, 0, KernelView(unsent=16_384, acked=150_000))
+    assert rate == 50_000.0
+    assert meter.samples == 1
+
+
+def test_a_sample_waiting_at_one_end_counts_and_one_waiting_at_neither_does_not() -> None:
+    meter = DrainMeter()
+    # Nothing waited, at either end: the peer acknowledged what it was given at once.
+    meter.arm(0.0, 0, drain=False, kernel=KernelView(unsent=0, acked=0))
+    assert meter.observe(0.1, 0, KernelView(unsent=0, acked=400_000)) is None
+    # The kernel held unsent bytes at the start; the window opened and took them all.
+    meter.arm(1.0, 0, drain=False, kernel=KernelView(unsent=16_384, acked=400_000))
+    assert meter.observe(2.0, 0, KernelView(unsent=0, acked=440_000)) == 40_000.0
+    # Waiting at the end only (the peer's window closed meanwhile): counts too.
+    meter.arm(2.0, 0, drain=False, kernel=KernelView(unsent=0, acked=440_000))
+    rate = meter.observe(3.0, 0, KernelView(unsent=8_000, acked=480_000))
+    assert rate == pytest.approx(40_000.0)
+    assert meter.samples == 2
+    # A sample that waited at neither end never raises the estimate, however fast.
+    meter.arm(3.0, 0, drain=False, kernel=KernelView(unsent=0, acked=480_000))
+    assert meter.observe(3.01, 0, KernelView(unsent=0, acked=980_000)) == pytest.approx(40_000.0)
+
+
+def test_without_acknowledged_bytes_the_buffer_is_measured_as_before() -> None:
+    meter = DrainMeter()
+    meter.arm(0.0, 30_000, drain=False, kernel=KernelView(unsent=16_384))
+    assert meter.observe(0.5, 5_000, KernelView(unsent=16_384)) == 50_000.0
+
+
+def test_the_delivery_rate_kept_is_one_the_sender_did_not_limit() -> None:
+    meter = DrainMeter()
+    assert meter.delivery_rate is None
+    meter.kernel(KernelView(unsent=0))
+    assert meter.delivery_rate is None  # the kernel did not say
+    meter.kernel(KernelView(delivery_rate=2e6, app_limited=True))
+    assert meter.delivery_rate == 2e6  # limited by the sender, but better than nothing
+    meter.kernel(KernelView(delivery_rate=1e6, app_limited=True))
+    assert meter.delivery_rate == 2e6  # a lower bound below the one kept says nothing
+    meter.kernel(KernelView(delivery_rate=5e5))
+    assert meter.delivery_rate == 5e5  # not limited by the sender: replaces it
+    meter.kernel(KernelView(delivery_rate=8e5, app_limited=True))
+    assert meter.delivery_rate == 8e5  # the peer is at least that fast
+    # Observing a sample keeps the delivery rate too, armed or not.
+    meter.observe(1.0, 0, KernelView(delivery_rate=3e5))
+    assert meter.delivery_rate == 3e5

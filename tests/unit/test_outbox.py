@@ -26,6 +26,7 @@ from wsfanout.lowlevel import (
     OP_TEXT,
     Action,
     CloseAction,
+    KernelView,
     Message,
     Offer,
     Outbox,
@@ -801,6 +802,59 @@ def test_a_platform_that_cannot_tell_shows_none() -> None:
     unprobed = Outbox(Records(), high=HIGH, low=LOW)
     assert policy.seen == [None]
     assert unprobed.snapshot(0.0, 0).kernel_unsent is None
+
+
+class ViewProbe:
+    """The shell's ``TCP_INFO`` probe: counts its calls, answers the view the test sets."""
+
+    def __init__(self, answer: KernelView | None) -> None:
+        self.answer = answer
+        self.calls = 0
+
+    def __call__(self) -> KernelView | None:
+        self.calls += 1
+        return self.answer
+
+
+@attrs.frozen
+class RecordsRates(Policy):
+    """Holds nothing, decides nothing; remembers the kernel's figures it was shown."""
+
+    seen: list[tuple[int | None, float | None]] = attrs.field(factory=list, eq=False)
+
+    def decide(self, snapshot: Snapshot) -> Decision:
+        self.seen.append((snapshot.kernel_unsent, snapshot.delivery_rate))
+        return NEUTRAL
+
+
+def test_one_kernel_read_gives_a_policy_behind_unsent_bytes_and_the_delivery_rate() -> None:
+    probe = ViewProbe(KernelView(unsent=4096, delivery_rate=2e6, acked=10_000))
+    policy = RecordsRates()
+    outbox = Outbox(policy, high=HIGH, low=LOW, kernel=probe)
+    assert outbox.offer(make_message(b"x", seq=0, time=0.0), 0.0, 0) is Offer.WRITE
+    assert policy.seen == [(None, None)]  # the fast path reads nothing
+    assert outbox.offer(make_message(b"x", seq=1, time=0.0), 0.0, HIGH + 1) is Offer.KICK
+    assert policy.seen[-1] == (4096, 2e6)
+    assert probe.calls == 1
+    assert outbox.snapshot(0.0, HIGH + 1).delivery_rate == 2e6
+    # A wait with the buffer over the mark, then its drain: the turn that ends the wait
+    # reads the kernel once, for the sample and the decision alike.
+    assert outbox.next_action(0.0, HIGH + 1) == Wait(math.inf, drain=True)
+    calls = probe.calls
+    probe.answer = KernelView(unsent=16_384, delivery_rate=3e6, acked=60_000)
+    action = outbox.next_action(1.0, LOW)
+    assert isinstance(action, Write)
+    assert probe.calls == calls + 1
+    assert policy.seen[-1] == (16_384, 3e6)
+    assert outbox.stats(1.0).drain_rate == 50_000.0  # 50 kB acknowledged in the second
+
+
+def test_an_unsent_bytes_probe_still_serves_and_no_probe_gives_no_delivery_rate() -> None:
+    policy = RecordsRates()
+    outbox = Outbox(policy, high=HIGH, low=LOW, kernel_unsent=Probe(4096))
+    outbox.offer(make_message(b"x", seq=1, time=0.0), 0.0, HIGH + 1)
+    assert policy.seen == [(4096, None)]
+    assert Outbox(RecordsRates(), high=HIGH, low=LOW).snapshot(0.0, 0).delivery_rate is None
 
 
 def test_an_undroppable_message_survives_a_full_queue_of_droppable_ones() -> None:

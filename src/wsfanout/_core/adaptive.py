@@ -6,7 +6,9 @@ Theory of operation
 knows how fast a subscriber's write buffer drains (the snapshot's ``drain_rate``),
 paces them: one frame every ``interval`` carrying what the reader takes in that time,
 so what waits does so in the queue, where conflation keeps it fresh, and not in the
-write buffer and the kernel, where it only grows stale.
+write buffer and the kernel, where it only grows stale. Where the kernel reports its
+delivery rate (``TCP_INFO``), the rate paced to is the lower of the two: a slow network
+shows in the delivery rate, a slow reader behind a fast one only in the drain rate.
 
 Its levels are paces, a geometric ladder of quarter-octaves (each about 19% slower
 than the one before) from a full frame every ``interval`` down to
@@ -16,6 +18,17 @@ whose drain rate was never measured, gets everything at once. Level ``k`` allows
 budget is ``pace * interval`` (never under ``min_bytes``; a slower pace then spaces
 frames of ``min_bytes`` further apart). The level in force is the one whose pace is
 nearest to ``fraction`` of the drain rate, so the buffer empties between frames.
+
+A measurement that shows the level in force faster than its target means the reader
+fell behind what it was sent (the unpaced start of every subscriber, or a probe), and
+what it could not read waits in buffers the hub does not see: the kernel's, and the
+client's own receive buffer and library, which on a short link take hundreds of
+kilobytes before the write buffer holds anything. Pacing at ``fraction`` of the drain
+rate would leave that backlog, stale, in front of everything it sends, for a long time.
+So it first *drains*: it paces at ``drain`` of the rate while measurements keep coming
+(a measurement comes only while the kernel holds unsent bytes, so while the client's
+buffers are full), and goes to ``fraction`` of it once ``hold`` seconds pass without
+one (a draining that BBR, for one, also does after its start-up).
 
 It changes level at most once every ``hold`` seconds. A pace below the reader's speed
 leaves the write buffer empty, and an empty buffer says nothing of how much faster the
@@ -68,6 +81,15 @@ def _check_fraction(instance: object, attribute: attrs.Attribute[Any], value: ob
         raise invalid("fraction", value, "must be > 0 and <= 1")
 
 
+def _check_drain(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise invalid("drain", value, "must be a number, or None")
+    if not 0 < value <= 1:
+        raise invalid("drain", value, "must be > 0 and <= 1, or None")
+
+
 def _check_probe(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if value is not None:
         check_hold(instance, attribute, value)
@@ -76,19 +98,24 @@ def _check_probe(instance: object, attribute: attrs.Attribute[Any], value: objec
 @attrs.frozen
 class _State:
     """What Adaptive remembers of the drain rate: the last value seen, since when,
-    whether the level in force is a probe above what that value says, and the level a
-    probe found too fast (and when)."""
+    whether the level in force is a probe above what that value says, the level a probe
+    found too fast (and when), whether it drains, and the kernel's delivery rate."""
 
     rate: float | None
     seen_at: float
     probing: bool
     ceiling: int = 0
     ceiling_at: float = -math.inf
+    draining: bool = False
+    delivery: float | None = None
 
 
 @attrs.frozen(repr=False)
 class Adaptive(Ladder):
     """Batch queued messages into frames and pace them to the subscriber's drain rate.
+
+    ``drain`` (a fraction of the drain rate, None: never) is the pace while what a reader
+    fell behind on drains from buffers the hub cannot see: see the module docstring.
 
     A reader that keeps up (or was never measured) gets every message at once, as
     ``Batch`` gives it what accumulated. A slower one gets one frame every ``interval``
@@ -109,6 +136,7 @@ class Adaptive(Ladder):
     fraction: float = attrs.field(default=0.9, validator=_check_fraction)
     hold: float = attrs.field(default=1.0, validator=check_hold)
     probe: float | None = attrs.field(default=10.0, validator=_check_probe)
+    drain: float | None = attrs.field(default=0.5, validator=_check_drain)
     announce: bool = attrs.field(default=False)
     _paces: tuple[float, ...] = attrs.field(init=False, eq=False, repr=False)
     _policies: tuple[Policy, ...] = attrs.field(init=False, eq=False, repr=False)
@@ -166,18 +194,30 @@ class Adaptive(Ladder):
     def observe(self, snapshot: Snapshot, level: int, state: object) -> object:
         assert isinstance(state, _State)
         rate = snapshot.drain_rate
+        delivery = snapshot.delivery_rate
         if rate == state.rate:
-            return state
+            return state if delivery == state.delivery else attrs.evolve(state, delivery=delivery)
         # A new measurement. If it ends a probe by saying the probed pace was too fast,
-        # that pace is a ceiling for a while.
+        # that pace is a ceiling for a while. If it says the pace in force is too fast
+        # (a probe, or the unpaced start), what the reader did not take waits unseen:
+        # drain it. Each measurement while draining says the buffers are still full.
         ceiling, ceiling_at = state.ceiling, state.ceiling_at
-        if state.probing and self.target(rate) > level:
+        overshot = self.target(_lower(rate, delivery)) > level
+        if state.probing and overshot:
             ceiling, ceiling_at = level, snapshot.now
-        return _State(rate, snapshot.now, False, ceiling, ceiling_at)
+        draining = self.drain is not None and (state.draining or overshot)
+        return _State(rate, snapshot.now, False, ceiling, ceiling_at, draining, delivery)
 
     def choose(self, snapshot: Snapshot, level: int, state: object) -> tuple[int, str, object]:
         assert isinstance(state, _State)
-        rate = state.rate
+        rate = _lower(state.rate, state.delivery)
+        if state.draining and state.seen_at + self.hold <= snapshot.now:
+            state = attrs.evolve(state, draining=False)  # no measurement for a hold: drained
+        if state.draining and rate is not None and self.drain is not None:
+            target = self.target(rate * self.drain / self.fraction)
+            if target != level:
+                return target, f"drain_rate {rate:.0f} B/s: draining what it fell behind on", state
+            return level, "", state
         target = self.target(rate)
         if state.probing:
             target = min(target, level)  # stay at the probe until a measurement says
@@ -219,6 +259,14 @@ class Adaptive(Ladder):
             BatchIntegrity(DEFAULT_MAX_MESSAGES, self.max_bytes, self.combine),
             Lossless(),
         )
+
+
+def _lower(drain: float | None, delivery: float | None) -> float | None:
+    """The rate to pace to: the drain rate, or the kernel's delivery rate if lower (the
+    path is slower than what leaves the buffer says); None before a drain rate."""
+    if drain is None or delivery is None:
+        return drain
+    return min(drain, delivery)
 
 
 def _rate_text(pace: float) -> str:

@@ -185,6 +185,8 @@ class Batch(Policy):
     def guarantees(self) -> tuple[Guarantee, ...]:
         return (BatchIntegrity(self.max_messages, self.max_bytes, self.combine), Lossless())
 
+    reads = frozenset(["now", "lag", "queued_messages", "queued_bytes"])
+
     def decide(self, snapshot: Snapshot) -> Decision:
         # An empty queue is the fast path asking about a message that is about to be queued:
         # it lingers too, or a subscriber that keeps up would never see a batch.
@@ -211,6 +213,8 @@ class Throttle(Policy):
     """
 
     rate: float = attrs.field(validator=positive_rate)
+
+    reads = frozenset(["last_send"])
 
     def decide(self, snapshot: Snapshot) -> Decision:
         if snapshot.last_send is None:
@@ -269,6 +273,8 @@ class Disconnect(Policy):
         if self.max_buffer is not None and s.write_buffer > self.max_buffer:
             return f"{s.write_buffer} bytes in write buffer > max_buffer={self.max_buffer}"
         return None
+
+    reads = frozenset(["now", "lag", "queued_messages", "queued_bytes", "write_buffer", "memo"])
 
     def decide(self, snapshot: Snapshot) -> Decision:
         breach = self._breach(snapshot)

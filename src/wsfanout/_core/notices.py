@@ -270,8 +270,14 @@ class GapLedger:
         if lost is None:
             lost = self._lost[place] = _Lost()
             self.weight += _NOTICE_BYTES + len(topic) + len(message.epoch)
-        self.weight += _RANGE_BYTES * lost.add(message.offset)
-        lost.reasons[reason] = lost.reasons.get(reason, 0) + 1
+        offset = message.offset
+        ends = lost.ends
+        if ends and offset == ends[-1] + 1:  # the next one lost: the range grows
+            ends[-1] = offset
+        else:
+            self.weight += _RANGE_BYTES * lost.add(offset)
+        reasons = lost.reasons
+        reasons[reason] = reasons.get(reason, 0) + 1
         key = message.key
         if reason == CONFLATED and key is not None and key not in lost.keys:
             lost.keys[key] = None

@@ -41,13 +41,15 @@ high-water mark and the frame that crossed it (the relay counts each frame with 
 header, so a write of many small frames stops there too).
 
 Below the write buffer, the kernel holds bytes of its own. A policy that decides sees
-them on the slow path only: the shell may give the outbox a probe (``kernel_unsent``),
-which it calls when it builds a snapshot for a subscriber that is behind, never on the
-fast path.
+them on the slow path only: the shell may give the outbox a probe (``kernel``, one
+read of what the kernel says as a :class:`KernelView`, or ``kernel_unsent``, the
+unsent bytes alone), which it calls at most once per relay turn, for a subscriber that
+is behind, never on the fast path.
 
 Two things ride on the relay's turns, never on the fast path. The write buffer's size
-at each turn feeds a :class:`DrainMeter` (``drain.py``), whose rate is the snapshot's
-``drain_rate``. And a *ladder* policy (``Escalate``, ``Adaptive``) may answer with a
+at each turn (and what the kernel says, with a ``kernel`` probe) feeds a
+:class:`DrainMeter` (``drain.py``), whose rates are the snapshot's ``drain_rate`` and
+``delivery_rate``. And a *ladder* policy (``Escalate``, ``Adaptive``) may answer with a
 :class:`LevelStep`: the outbox then switches the queue to that level's rules at once
 (:meth:`MessageQueue.reshape`, the same reshape :meth:`Outbox.set_policy` uses; a
 smaller bound evicts as its overflow rule says, never a lossless message, or closes),
@@ -61,16 +63,16 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import attrs
 
 from .decision import NEUTRAL, Close, Decision, LevelStep
-from .drain import DrainMeter
+from .drain import DrainMeter, KernelView
 from .frames import frame_size
 from .message import Batched, Message, make_control
 from .notices import Notice
-from .policy import Policy
+from .policy import Policy, decides, shared_reads
 from .queue import MessageQueue, Push
 from .rules import Rules, resolve_rules
 from .snapshot import Snapshot
@@ -91,6 +93,9 @@ class Offer(enum.Enum):
 
 
 _WRITE = Offer.WRITE  # read once: an enum member lookup costs more than the whole fast path
+_KICK = Offer.KICK
+_NONE = Offer.NONE
+_OVERFLOW = Push.OVERFLOW
 
 
 @attrs.frozen
@@ -131,6 +136,7 @@ class Outbox:
     """One subscriber's queue, policy and counters; see the module docstring for the protocol."""
 
     __slots__ = (
+        "_asked",
         "_batch",
         "_behind_since",
         "_close_emitted",
@@ -141,6 +147,8 @@ class Outbox:
         "_ladder",
         "_memo",
         "_probe",
+        "_share_mode",
+        "_shared",
         "batched",
         "closed_by_policy",
         "closing",
@@ -175,6 +183,7 @@ class Outbox:
         high: int,
         low: int,
         kernel_unsent: Callable[[], int | None] | None = None,
+        kernel: Callable[[], KernelView | None] | None = None,
     ) -> None:
         if not 0 <= low <= high:
             raise ValueError(f"write limits (high={high}, low={low}) need 0 <= low <= high")
@@ -205,8 +214,10 @@ class Outbox:
         self.steps_down = 0
         """Steps a ladder took back down."""
         self._adopt(policy, rules)
-        # Bytes the kernel has not sent, read only when a snapshot is built off the fast path.
-        self._probe = kernel_unsent
+        # What the kernel says, read only when a snapshot is built off the fast path.
+        self._probe = (
+            kernel if kernel is not None or kernel_unsent is None else _unsent(kernel_unsent)
+        )
         self.last_send: float | None = None
         # Publish time of the oldest message offered since the last write that the
         # subscriber has not received, queued or dropped since; None when caught up.
@@ -261,20 +272,21 @@ class Outbox:
                 self._decision = None  # last_send changed: ask again next time
                 return Offer.WRITE
             asked = True
-        was_empty = not queue
+        was_empty = not queue._entries
         pushed = queue.push(message)
-        if pushed is Push.OVERFLOW:
+        if pushed is _OVERFLOW:
             self.disconnected += 1
             return self._begin_close(Close(1013, QUEUE_FULL, cause=self._overflow_cause(message)))
         # Only a subscriber whose policy announces losses has a ledger, and only a loss
         # fills it: nothing more to test for anyone else.
         ledger = queue.ledger
-        unannounced = ledger is not None and ledger.weight > 0
+        weight = 0 if ledger is None else ledger.weight
+        unannounced = weight > 0
         if unannounced:
-            if self._notices_overflow():
+            if weight + self.control_bytes > queue.max_bytes:  # _notices_overflow(), inlined
                 return self._begin_close(Close(1013, QUEUE_FULL, cause=self._notices_cause()))
             self.fast_limit = -1  # no message may overtake the notice
-        if not queue:
+        if not queue._entries:
             if pushed is Push.REFUSED and self._decide is not None:
                 # A message too big for the byte bound, refused at an empty queue: no
                 # recheck condition can announce this drop, so tell the policy now (it
@@ -291,14 +303,14 @@ class Outbox:
             if not asked and (
                 was_empty
                 or standing is None
-                or len(queue) >= standing.recheck_messages
+                or len(queue._entries) >= standing.recheck_messages
                 or queue.bytes >= standing.recheck_bytes
             ):
                 decision = self._ask(now, write_buffer, self._kernel())
                 if decision.close is not None:
                     return self._begin_close(decision.close)
                 return Offer.KICK
-        return Offer.KICK if was_empty else Offer.NONE
+        return _KICK if was_empty else _NONE
 
     def send_control(self, frame: Message, now: float, write_buffer: int) -> Offer:
         """A control frame for this subscriber, to be written before any later message.
@@ -333,8 +345,11 @@ class Outbox:
             self._close_emitted = True
             return CloseAction(self.closing)
         meter = self._drain
-        if meter is not None:
-            meter.observe(now, write_buffer)
+        view: KernelView | None = None
+        looked = False  # the kernel is read at most once a turn: nothing is written meanwhile
+        if meter is not None and meter.armed:
+            view, looked = self._kernel(), True
+            meter.observe(now, write_buffer, view)
         queue = self.queue
         control = self.control
         if write_buffer <= self.high:
@@ -343,12 +358,16 @@ class Outbox:
                 return self._write_control(write_buffer)
         if not queue:
             return self._idle(now, write_buffer)
-        kernel = None
-        if self._decide is not None:
-            kernel = self._kernel()  # once per turn: nothing is written before the loop ends
-            decision = self._ask(now, write_buffer, kernel)
-        else:
+        if self._decide is None:
             decision = NEUTRAL
+        elif self._holds(now, write_buffer):
+            # Asked at this instant about this buffer, and told to wait: an answer that
+            # still stands (the offer just asked; the relay's first turn plans the wait).
+            decision = self._decision  # type: ignore[assignment]
+        else:
+            if not looked:
+                view, looked = self._kernel(), True
+            decision = self._ask(now, write_buffer, view)
         if decision.close is not None:
             self._begin_close(decision.close)
             self._close_emitted = True
@@ -358,10 +377,10 @@ class Outbox:
         if not queue:  # a step's smaller bound emptied it
             return self._idle(now, write_buffer)
         if write_buffer > self.high:
-            self._arm(now, write_buffer, drain=True)
+            self._arm(now, write_buffer, drain=True, kernel=view if looked else self._kernel())
             return Wait(decision.recheck_at, drain=True)
         if decision.send_at > now:
-            self._arm(now, write_buffer, drain=False)
+            self._arm(now, write_buffer, drain=False, kernel=view if looked else self._kernel())
             return Wait(min(decision.send_at, decision.recheck_at), drain=False)
         frames = []
         buffered = write_buffer
@@ -374,7 +393,7 @@ class Outbox:
                 break
             if self._decide is not None:
                 try:
-                    decision = self._ask(now, buffered, kernel)
+                    decision = self._ask(now, buffered, view)
                 except Exception:
                     # The policy raised mid-write: the frames taken were never written.
                     self._unsend(frames)
@@ -474,12 +493,14 @@ class Outbox:
                 return Wait(decision.recheck_at, drain=False)
         return IDLE
 
-    def _arm(self, now: float, write_buffer: int, *, drain: bool) -> None:
+    def _arm(
+        self, now: float, write_buffer: int, *, drain: bool, kernel: KernelView | None
+    ) -> None:
         """The relay waits with messages queued: what leaves the buffer meanwhile drains."""
         meter = self._drain
         if meter is None:
             meter = self._drain = DrainMeter()
-        meter.arm(now, write_buffer, drain=drain)
+        meter.arm(now, write_buffer, drain=drain, kernel=kernel)
 
     def close(self, close: Close) -> bool:
         """Begin closing for a reason outside the policy; False if already closing."""
@@ -514,11 +535,12 @@ class Outbox:
         return max(0.0, now - since)
 
     def snapshot(self, now: float, write_buffer: int) -> Snapshot:
-        """What the policy would see now, the kernel's unsent bytes read from the probe."""
-        return self._snapshot(now, write_buffer, self._kernel())
+        """What the policy would see now, what the kernel says read from the probe."""
+        return self._snapshot(now, write_buffer, self._view())
 
-    def _snapshot(self, now: float, write_buffer: int, kernel_unsent: int | None) -> Snapshot:
+    def _snapshot(self, now: float, write_buffer: int, kernel: KernelView | None) -> Snapshot:
         queue = self.queue
+        meter = self._drain
         return Snapshot(
             now=now,
             queued_messages=len(queue),
@@ -529,8 +551,9 @@ class Outbox:
             sent=self.sent,
             dropped=self.dropped,
             memo=self._memo,
-            drain_rate=None if self._drain is None else self._drain.rate,
-            kernel_unsent=kernel_unsent,
+            drain_rate=None if meter is None else meter.rate,
+            delivery_rate=None if meter is None else meter.delivery_rate,
+            kernel_unsent=None if kernel is None else kernel.unsent,
         )
 
     @property
@@ -575,7 +598,7 @@ class Outbox:
         self.policy = policy
         self.rules = rules
         self._batch = rules.batch
-        self._decide = policy.decide if type(policy).decide is not Policy.decide else None
+        self._decide = policy.decide if decides(policy) else None
         # A policy that never decides always means "send now", whatever it declares.
         self._eager = policy.eager or self._decide is None
         levels = policy.level_policies()
@@ -584,7 +607,13 @@ class Outbox:
         self._ladder: _Ladder | None = _Ladder(levels) if len(levels) > 1 else None
         if self._ladder is not None:
             self._eager = self._ladder.eager[0]
+        reads = shared_reads(policy) if self._decide is not None else None
+        self._shared = None if reads is None else _shared_decisions(policy)
+        self._share_mode = (_SHARE_LAST_SEND if "last_send" in (reads or ()) else 0) | (
+            _SHARE_WRITE_BUFFER if "write_buffer" in (reads or ()) else 0
+        )
         self._decision = None
+        self._asked: tuple[float, int, int, int] | None = None
         self._memo = None
 
     def _announce(self, now: float) -> None:
@@ -612,12 +641,26 @@ class Outbox:
             f"(max_bytes={self.queue.max_bytes})"
         )
 
-    def _kernel(self) -> int | None:
-        probe = self._probe
-        return None if probe is None else probe()
+    def _kernel(self) -> KernelView | None:
+        """What the kernel says, for the policy: not read (a syscall) for one that
+        declared it does not look (a shared decision)."""
+        return None if self._shared is not None else self._view()
 
-    def _ask(self, now: float, write_buffer: int, kernel_unsent: int | None) -> Decision:
-        decision = self._consult(now, write_buffer, kernel_unsent)
+    def _view(self) -> KernelView | None:
+        """What the kernel says, read from the probe; its delivery rate is kept."""
+        probe = self._probe
+        if probe is None:
+            return None
+        view = probe()
+        if view is not None and view.delivery_rate is not None:
+            meter = self._drain
+            if meter is None:
+                meter = self._drain = DrainMeter()
+            meter.kernel(view)
+        return view
+
+    def _ask(self, now: float, write_buffer: int, kernel: KernelView | None) -> Decision:
+        decision = self._consult(now, write_buffer, kernel)
         if decision.step is None:
             return decision
         dropped = self.dropped
@@ -625,16 +668,58 @@ class Outbox:
         if self.dropped > dropped and decision.close is None:
             # The step itself lost messages, all at once: stages that count losses (a
             # drop budget) see them now, before anything else is offered or written.
-            again = self._consult(now, write_buffer, kernel_unsent)
+            again = self._consult(now, write_buffer, kernel)
             decision = again if again.step is None else self._step(again, now)
         return decision
 
-    def _consult(self, now: float, write_buffer: int, kernel_unsent: int | None) -> Decision:
+    def _consult(self, now: float, write_buffer: int, kernel: KernelView | None) -> Decision:
         assert self._decide is not None
-        decision = self._decide(self._snapshot(now, write_buffer, kernel_unsent))
+        shared = self._shared
+        if shared is not None and self._memo is None:
+            # What the policy reads, and nothing else: subscribers that agree on it share
+            # the decision (the queue's length and bytes and the oldest message's time
+            # give the lag).
+            queue = self.queue
+            mode = self._share_mode
+            key = (
+                now,
+                len(queue._entries),
+                queue.bytes,
+                self._behind_since,
+                self.last_send if mode & _SHARE_LAST_SEND else None,
+                write_buffer if mode & _SHARE_WRITE_BUFFER else None,
+            )
+            decision = shared.get(key)
+            if decision is None:
+                decision = self._decide(self._snapshot(now, write_buffer, None))
+                if decision.memo is None and decision.step is None:
+                    if len(shared) >= _SHARED_ENTRIES:
+                        shared.clear()  # keys hold the clock: the old ones never recur
+                    shared[key] = decision
+        else:
+            decision = self._decide(self._snapshot(now, write_buffer, kernel))
+        queue = self.queue
         self._decision = decision
+        self._asked = (now, write_buffer, len(queue._entries), queue.bytes)
         self._memo = decision.memo
         return decision
+
+    def _holds(self, now: float, write_buffer: int) -> bool:
+        """True when the standing decision was made at ``now`` about this very queue and
+        write buffer, and says to wait: asking again would show the policy what it has
+        just seen. A decision that writes is never reused (the policy is asked before
+        every write), nor one that stepped, nor one made before the message that came
+        since (the fast path asks about an empty queue, before it queues the message)."""
+        standing = self._decision
+        if (
+            standing is None
+            or standing.step is not None
+            or standing.send_at <= now
+            or standing.recheck_at <= now
+        ):
+            return False
+        queue = self.queue
+        return self._asked == (now, write_buffer, len(queue._entries), queue.bytes)
 
     def _step(self, decision: Decision, now: float) -> Decision:
         """Take the decision's step: the new level's rules, counted, announced, told."""
@@ -714,39 +799,31 @@ class Outbox:
 
     def _take_frame(self) -> Message:
         queue = self.queue
-        first = queue.pop()
         batch = self._batch
-        # A lossless message (not droppable) always travels in a frame of its own.
-        if (
-            batch is None
-            or not queue
-            or not first.droppable
-            or queue.peek().opcode != first.opcode
-            or not queue.peek().droppable
-        ):
+        if batch is None:
+            first = queue.pop()
             self.sent += 1
             self.frames += 1
             return first
-        parts = [first]
-        size = len(first.payload)
         limit = batch.max_bytes if batch.max_bytes is not None else math.inf
-        while queue and len(parts) < batch.max_messages:
-            following = queue.peek()
-            if (
-                following.opcode != first.opcode
-                or not following.droppable
-                or size + len(following.payload) > limit
-            ):
-                break
-            parts.append(queue.pop())
-            size += len(following.payload)
+        parts = queue.pop_batch(batch.max_messages, limit)
+        first = parts[0]
         self.sent += len(parts)
         self.frames += 1
         if len(parts) == 1:
             return first
         self.batched += len(parts)
-        payload = batch.combine([part.payload for part in parts])
-        return Batched(first.opcode, payload, parts=tuple(parts))
+        together = tuple(parts)
+        global _last_batched
+        combine = batch.combine
+        last = _last_batched
+        # Subscribers whose batches are due at once mostly hold the same messages: the
+        # frame (combined, and later encoded and compressed) is made once for them all.
+        if last is not None and last[0] is combine and last[1].parts == together:
+            return last[1]
+        frame = Batched(first.opcode, combine([part.payload for part in parts]), parts=together)
+        _last_batched = (combine, frame)
+        return frame
 
 
 class _Ladder:
@@ -756,8 +833,45 @@ class _Ladder:
 
     def __init__(self, levels: tuple[Policy, ...]) -> None:
         self.rules = tuple(resolve_rules(level) for level in levels)
-        self.eager = tuple(level.eager or type(level).decide is Policy.decide for level in levels)
+        self.eager = tuple(level.eager or not decides(level) for level in levels)
         self.level = 0
 
 
 _GONE = Close(1001, "", cause="connection lost")
+
+_last_batched: tuple[Callable[[Sequence[bytes]], bytes], Batched] | None = None
+"""The last batched frame made, with its combiner: the next subscriber whose batch
+holds the very same messages shares it (messages compare by identity)."""
+
+_SHARE_LAST_SEND = 1
+_SHARE_WRITE_BUFFER = 2
+_SHARED_ENTRIES = 64
+"""Decisions kept per policy: a few instants' worth (keys hold the clock)."""
+
+_SharedKey = tuple[float, int, int, "float | None", "float | None", "int | None"]
+_SHARED: dict[Policy, dict[_SharedKey, Decision]] = {}
+"""Shared decisions by policy (equal policies share: they are pure values)."""
+
+
+def _shared_decisions(policy: Policy) -> dict[_SharedKey, Decision] | None:
+    """The table of decisions shared by every subscriber of ``policy``; None for a
+    policy that cannot be a key (an unhashable parameter)."""
+    try:
+        table = _SHARED.get(policy)
+    except TypeError:
+        return None
+    if table is None:
+        if len(_SHARED) >= 1024:
+            _SHARED.clear()  # a process making policies without end: start again
+        table = _SHARED[policy] = {}
+    return table
+
+
+def _unsent(probe: Callable[[], int | None]) -> Callable[[], KernelView | None]:
+    """A ``kernel`` probe from a ``kernel_unsent`` one: the unsent bytes, nothing else."""
+
+    def kernel() -> KernelView | None:
+        unsent = probe()
+        return None if unsent is None else KernelView(unsent=unsent)
+
+    return kernel

@@ -42,7 +42,15 @@ from .snapshot import Snapshot
 if TYPE_CHECKING:
     from .guarantees import Guarantee
 
-__all__ = ["Composite", "FunctionPolicy", "Policy", "as_policy"]
+__all__ = [
+    "SHAREABLE",
+    "Composite",
+    "FunctionPolicy",
+    "Policy",
+    "as_policy",
+    "decides",
+    "shared_reads",
+]
 
 
 class Policy:
@@ -59,6 +67,14 @@ class Policy:
     """True if, for a subscriber with an empty queue and a drained write buffer, this
     policy always decides "send now": the core then writes without asking it.
     Leave False (the safe default) unless that holds."""
+
+    reads: ClassVar[frozenset[str] | None] = None
+    """The snapshot fields :meth:`decide` depends on, for a policy whose decision is a
+    function of those fields alone: the core then shares one decision among the
+    subscribers whose snapshots agree on them (a timer pass over a thousand batches
+    asks once). ``"memo"`` among them means "while the memo is None". None, the
+    default, declares nothing: the policy is asked every time. Trusted only from the
+    class that also defines :meth:`decide` (see :func:`shared_reads`)."""
 
     def rules(self) -> Rules:
         """The queue rules this stage declares; a stage that declares none returns ``Rules()``."""
@@ -136,6 +152,41 @@ def _is_dynamic(policy: Policy) -> bool:
     return type(policy).decide is not Policy.decide
 
 
+def decides(policy: Policy) -> bool:
+    """True if asking ``policy`` can answer anything but "send now": some stage of it
+    overrides :meth:`Policy.decide`. The core never asks one that does not."""
+    if isinstance(policy, Composite):
+        return bool(policy.deciding)
+    return _is_dynamic(policy)
+
+
+SHAREABLE = frozenset(
+    ["now", "queued_messages", "queued_bytes", "lag", "write_buffer", "last_send", "memo"]
+)
+"""The snapshot fields a shared decision may depend on: those two subscribers at one
+instant can have in common (never ``sent``, ``dropped`` or the kernel's figures)."""
+
+
+def shared_reads(policy: Policy) -> frozenset[str] | None:
+    """The fields ``policy``'s decision depends on, if it declares them (:attr:`Policy.reads`)
+    and they are all :data:`SHAREABLE`; None otherwise. A composition's are its stages'
+    union; a ladder's are None (its memo is its level). A subclass that overrides
+    ``decide`` without declaring ``reads`` again does not inherit its parent's."""
+    if len(policy.level_policies()) > 1:
+        return None
+    reads: frozenset[str] = frozenset()
+    for stage in policy.stages:
+        if not _is_dynamic(stage):
+            continue
+        mro = type(stage).__mro__
+        declared = next(c for c in mro if "reads" in c.__dict__)
+        decided = next(c for c in mro if "decide" in c.__dict__)
+        if declared is not decided or stage.reads is None:
+            return None
+        reads |= stage.reads
+    return reads if reads <= SHAREABLE else None
+
+
 @attrs.frozen(repr=False)
 class FunctionPolicy(Policy):
     """A plain function ``(Snapshot) -> Decision`` used as a policy stage."""
@@ -191,6 +242,11 @@ class Composite(Policy):
     @property
     def stages(self) -> tuple[Policy, ...]:
         return self._stages
+
+    @property
+    def deciding(self) -> tuple[Policy, ...]:
+        """The stages that override :meth:`Policy.decide`: those a decision asks."""
+        return self._dynamic
 
     @property
     def eager(self) -> bool:  # type: ignore[override]

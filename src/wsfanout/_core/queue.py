@@ -31,6 +31,9 @@ class Push(enum.Enum):
     """The message cannot fit without evicting what may not be evicted: close the subscriber."""
 
 
+_ACCEPTED = Push.ACCEPTED  # read once: the lookup costs on every offer to a queue
+
+
 class MessageQueue:
     """Messages waiting for one subscriber, with eviction counted by reason."""
 
@@ -106,6 +109,35 @@ class MessageQueue:
         self._forget(message)
         return message
 
+    def pop_batch(self, max_messages: int, max_bytes: float) -> list[Message]:
+        """Remove and return the oldest message and the ones after it that may share its
+        frame: of its kind (text or binary), droppable like it, at most ``max_messages``
+        and ``max_bytes`` of payload in all. A lossless message travels alone."""
+        entries = self._entries
+        _, first = entries.popitem(last=False)
+        self._forget(first)
+        parts = [first]
+        if not first.droppable:
+            return parts
+        opcode = first.opcode
+        size = len(first.payload)
+        keys = self._keys
+        for message in entries.values():
+            if len(parts) >= max_messages or message.opcode != opcode or not message.droppable:
+                break
+            length = len(message.payload)
+            if size + length > max_bytes:
+                break
+            size += length
+            parts.append(message)
+        for message in parts[1:]:  # all droppable: nothing pinned to account for
+            del entries[message.seq]
+            key = message.key
+            if key is not None and keys.get(key) == message.seq:
+                del keys[key]
+        self.bytes -= size - len(first.payload)
+        return parts
+
     def clear(self) -> int:
         """Empty the queue; return how many messages it held."""
         count = len(self._entries)
@@ -119,8 +151,9 @@ class MessageQueue:
     def push(self, message: Message) -> Push:
         """Queue ``message`` under the arrival rule, then make it fit the bounds."""
         entries = self._entries
-        if entries and self.arrival is not None:
-            if self.arrival is Arrival.SKIP_TO_LATEST:
+        arrival = self.arrival
+        if arrival is not None and entries:
+            if arrival is Arrival.SKIP_TO_LATEST:
                 self.skipped += self._evict_all_droppable()
             elif message.key is not None:
                 seq = self._keys.get(message.key)
@@ -136,20 +169,21 @@ class MessageQueue:
         size = len(message.payload)
         if len(entries) >= self.max_messages or self.bytes + size > self.max_bytes:
             result = self._make_room(message, size)
-            if result is not Push.ACCEPTED:
+            if result is not _ACCEPTED:
                 return result
         entries[message.seq] = message
-        if message.key is not None:
-            self._keys[message.key] = message.seq
+        key = message.key
+        if key is not None:
+            self._keys[key] = message.seq
         if not message.droppable:
             self.pinned_messages += 1
             self.pinned_bytes += size
-        self.bytes += size
+        total = self.bytes = self.bytes + size
         if len(entries) > self.peak_messages:
             self.peak_messages = len(entries)
-        if self.bytes > self.peak_bytes:
-            self.peak_bytes = self.bytes
-        return Push.ACCEPTED
+        if total > self.peak_bytes:
+            self.peak_bytes = total
+        return _ACCEPTED
 
     def _make_room(self, message: Message, size: int) -> Push:
         overflow = self.overflow
@@ -163,11 +197,25 @@ class MessageQueue:
             if message.droppable:
                 return self._refuse(message)
             return Push.OVERFLOW
-        while len(self._entries) >= self.max_messages or self.bytes + size > self.max_bytes:
-            victim = next(seq for seq, m in self._entries.items() if m.droppable)
-            self._lose(victim, DROPPED_OLDEST)
+        entries = self._entries
+        ledger = self.ledger
+        keys = self._keys
+        while len(entries) >= self.max_messages or self.bytes + size > self.max_bytes:
+            if self.pinned_messages:
+                victim = next(seq for seq, m in entries.items() if m.droppable)
+                self._lose(victim, DROPPED_OLDEST)
+            else:
+                # Nothing pinned: the oldest is the victim (the common case, inlined: it
+                # is the cost of every offer to a subscriber that is behind).
+                seq, old = entries.popitem(last=False)
+                self.bytes -= len(old.payload)
+                key = old.key
+                if key is not None and keys.get(key) == seq:
+                    del keys[key]
+                if ledger is not None:
+                    ledger.record(old, DROPPED_OLDEST)
             self.dropped_oldest += 1
-        return Push.ACCEPTED
+        return _ACCEPTED
 
     def reshape(self, rules: Rules) -> list[Message] | None:
         """Enforce new ``rules`` on what is queued, as if each message arrived again in

@@ -41,13 +41,20 @@ class Snapshot:
     """Bytes per second leaving the transport's write buffer, measured on the slow path
     while the buffer held data, so the client (or the network) set the pace; None until
     the subscriber first fell behind. A subscriber that keeps up is never measured: its
-    buffer never holds data long enough to tell (see :class:`~wsfanout.lowlevel.DrainMeter`)."""
+    buffer never holds data long enough to tell (see :class:`~wsfanout.lowlevel.DrainMeter`).
+    Where the shell reads ``TCP_INFO`` for the policy (Linux, a policy that decides per
+    subscriber), it counts the bytes the client acknowledged instead, while the kernel
+    held unsent bytes."""
 
     delivery_rate: float | None = None
     """The kernel's estimate of how fast it delivers this connection's bytes to the peer
-    (``TCP_INFO``'s ``tcpi_delivery_rate`` on Linux), in bytes per second; None where the
-    platform does not report it. Not read yet: always None until the shell reads
-    ``TCP_INFO`` (the kernel-aware bounds of the engine issue)."""
+    (``TCP_INFO``'s ``tcpi_delivery_rate`` on Linux), in bytes per second: its latest
+    sample that the hub's sending did not limit (or a larger one that it did). Read with
+    ``kernel_unsent``, in one system call, so only for a subscriber that is behind; None
+    until then and where the platform does not report it. It measures the path, not the
+    client's application: on a short link it stays of the order of the link however
+    slowly the client reads (the client's kernel acknowledges what its application has
+    not read), so a slow network shows here and a slow reader in ``drain_rate``."""
 
     memo: object = None
     """This policy's own state, as its previous :class:`Decision` left it (None at first)."""

@@ -81,6 +81,7 @@ from .units import (
     FLAG,
     FRACTION,
     OPTIONAL_DURATION,
+    OPTIONAL_FRACTION,
     RATE,
     SIZE,
     TEXT,
@@ -185,6 +186,7 @@ _PARAMETERS: dict[str, ValueKind] = {
     "min_bytes": SIZE,
     "fraction": FRACTION,
     "probe": OPTIONAL_DURATION,
+    "drain": OPTIONAL_FRACTION,
     "format": NOTICE_FORMAT,
 }
 """The value kind of every parameter of every stage kind, by its key in a file."""

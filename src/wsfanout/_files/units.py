@@ -25,6 +25,7 @@ __all__ = [
     "FLAG",
     "FRACTION",
     "OPTIONAL_DURATION",
+    "OPTIONAL_FRACTION",
     "RATE",
     "SIZE",
     "TEXT",
@@ -233,6 +234,17 @@ def parse_fraction(value: object) -> float:
     raise ValueError(f"{_short_repr(value)} is not a number")
 
 
+def parse_optional_fraction(value: object) -> float | None:
+    """A fraction, or ``false`` for none."""
+    if value is False:
+        return None
+    return parse_fraction(value)
+
+
+def _write_optional_fraction(value: float | None) -> object:
+    return False if value is None else value
+
+
 def parse_optional_duration(value: object) -> float | None:
     """A duration, or ``false`` for none."""
     if value is False:
@@ -322,4 +334,10 @@ OPTIONAL_DURATION = ValueKind(
     'e.g. "10s", or false for none',
     parse_optional_duration,
     _write_optional_duration,
+)
+OPTIONAL_FRACTION = ValueKind(
+    "a fraction or false",
+    "a number, e.g. 0.5, or false for none",
+    parse_optional_fraction,
+    _write_optional_fraction,
 )

@@ -241,6 +241,11 @@ class Fanout:
         # connection's state is contract.write_buffer's rule, written out.
         count = len(targets)  # before any of them closes and leaves
         closing: list[Link] | None = None
+        # Plain connections written straight to their socket get the shared frame in a
+        # second loop: a system call (loopback TCP runs the peer's receive path in it)
+        # evicts the caches the next subscriber's bookkeeping needs, so deciding for
+        # every subscriber first and then writing costs less than interleaving them.
+        direct: list[Link] = []
         frame: bytes | None = None
         corker = self.corker
         if not corker.enabled:
@@ -281,6 +286,8 @@ class Fanout:
                         wrote = True
                         if fd is None:
                             transport.write(data)
+                        elif data is frame:
+                            direct.append(link)
                         else:  # sockets.send_now, inlined
                             try:
                                 sent = write(fd, data)
@@ -296,6 +303,19 @@ class Fanout:
                     closing.append(link)
             except Exception:
                 link.fail()
+        if direct:
+            assert frame is not None
+            size = len(frame)
+            for link in direct:  # sockets.send_now, inlined
+                try:
+                    try:
+                        sent = write(link.fd, frame)  # type: ignore[arg-type]
+                    except OSError:
+                        sent = 0
+                    if sent != size:
+                        link.transport.write(memoryview(frame)[sent:] if sent else frame)
+                except Exception:
+                    link.fail()
         if wrote:
             corker.wrote()
         if closing is not None:

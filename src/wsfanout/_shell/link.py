@@ -20,6 +20,7 @@ from websockets.protocol import State
 
 from .._core.contract import BLOCKED, cork_is_full, plan_wait, write_buffer
 from .._core.decision import Close, LevelStep
+from .._core.drain import KernelView
 from .._core.frames import OP_TEXT
 from .._core.message import Message, make_control
 from .._core.outbox import Action, CloseAction, Offer, Outbox, Wait, Write
@@ -30,7 +31,7 @@ from .sockets import (
     abort_with_reset,
     direct_fd,
     is_tcp,
-    kernel_unsent,
+    kernel_view,
     send_now,
     set_notsent_lowat,
 )
@@ -111,8 +112,8 @@ class Link:
         """The connection's TCP socket (asyncio's ``TransportSocket``), or None."""
         if self.sock is not None and notsent_lowat is not None:
             set_notsent_lowat(self.sock, notsent_lowat)
-        probe = self.kernel_unsent if self.sock is not None else None
-        self.outbox = Outbox(policy, high=high, low=low, kernel_unsent=probe)
+        probe = self.kernel_view if self.sock is not None else None
+        self.outbox = Outbox(policy, high=high, low=low, kernel=probe)
         self.topics = topics
         self.policy_name = policy_name
         """The label of this subscriber's policy in the hub's monitor and metrics."""
@@ -169,9 +170,9 @@ class Link:
         last_send = self.outbox.last_send
         return self.beat_at if last_send is None else max(last_send, self.beat_at)
 
-    def kernel_unsent(self) -> int | None:
-        """Bytes the kernel holds for this connection that it has not sent, if it says."""
-        return kernel_unsent(self.sock)
+    def kernel_view(self) -> KernelView | None:
+        """What the kernel says of this connection (one ``TCP_INFO`` read), if it says."""
+        return kernel_view(self.sock)
 
     # -- the fast path's steps, readable ---------------------------------------------
 

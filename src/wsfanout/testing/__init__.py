@@ -52,6 +52,7 @@ from ._check import (
     reproduction,
 )
 from ._clock import VirtualClock
+from ._reads import ReadsViolation, check_reads
 from ._schedule import (
     Advance,
     Client,
@@ -140,6 +141,8 @@ __all__ = [
     "Violation",
     "GuaranteeViolation",
     "CHECKERS",
+    "check_reads",
+    "ReadsViolation",
     # the simulator
     "simulate",
     "Simulator",
