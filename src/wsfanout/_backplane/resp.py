@@ -73,9 +73,9 @@ class PushReader:
 
     ``pattern`` is the pattern the connection subscribes to: its ``pmessage`` frames
     take the short path. ``size`` is the buffer's usual size and ``min_read`` the least
-    room each read is offered (small values: for tests). The caller's duties: receive into ``get_buffer()``, report
-    with ``received()``, then call ``next()`` until None, using a message's
-    ``start:end`` before the next ``get_buffer()``.
+    room each read is offered (small values: for tests). The caller's duties: receive
+    into ``get_buffer()``, report with ``received()``, then call ``next()`` until None,
+    using a message's ``start:end`` before the next ``get_buffer()``.
     """
 
     def __init__(
