@@ -19,9 +19,10 @@ monotonic clock, which both processes share). The summary says when the send rat
 settled within 20% of the drain rate (and of the client's reading rate), the p99 age
 before and after, and the shortest time between two steps against the hold.
 
-``--notsent-lowat BYTES`` sets ``TCP_NOTSENT_LOWAT`` on the server's socket, as the
-engine issue's hub setting will by default: without it the kernel takes megabytes
-before the write buffer, which the hub measures, holds anything.
+``--notsent-lowat BYTES`` sets ``TCP_NOTSENT_LOWAT`` on the server's socket before it
+subscribes; the hub sets it too, to 16384 by default (``Hub(notsent_lowat=...)``):
+without it the kernel takes megabytes before the write buffer, which the hub
+measures, holds anything.
 """
 
 from __future__ import annotations
