@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 LINTED := $(wildcard src tests benchmarks examples mkdocs_hooks.py)
 
 .PHONY: setup test lint typecheck unit docs demo bench clean debian-packages bench-redis \
-	bench-history bench-pacing bench-scale bench-redis-rate
+	bench-history bench-pacing bench-scale bench-redis-rate loadgen
 
 BENCH_STAMP := $(VENV)/.bench-installed
 
@@ -29,10 +29,11 @@ typecheck: $(STAMP)
 # What the tests run from Debian, as COMMAND=PACKAGE: the Redis backplane's tests start
 # their own redis-server on a free port of 127.0.0.1, tests/browser/ drives
 # /usr/bin/chromium headless, and the serve tests publish with curl and make a
-# throwaway TLS certificate with openssl. debian-packages installs those whose command
+# throwaway TLS certificate with openssl, and the C load generator's test builds it with
+# cc (gcc). debian-packages installs those whose command
 # is missing (apt-get, as root), all in one apt-get.
 DEBIAN_PACKAGES := redis-server=redis-server /usr/bin/chromium=chromium curl=curl \
-	openssl=openssl
+	openssl=openssl cc=gcc
 
 debian-packages:
 	@missing=""; \
@@ -71,9 +72,21 @@ bench-redis-rate: DEBIAN_PACKAGES := redis-server=redis-server
 bench-redis-rate: $(STAMP) debian-packages
 	$(BIN)/python benchmarks/redis_rate.py $(ARGS)
 
+# The C load generator of the scale benchmark (issue 17), built into build/ (ignored).
+LOADGEN := build/loadgen
+
+$(LOADGEN): benchmarks/loadgen.c | debian-packages
+	@mkdir -p $(dir $@)
+	cc -O2 -Wall -Wextra -Werror -o $@ $<
+
+loadgen: DEBIAN_PACKAGES := cc=gcc
+loadgen: $(LOADGEN)
+
 # 10,000 clients on one hub for a minute (about 2 minutes in all); ARGS=--quick: 500
-# clients for 3 s. Needs no extra: the hub, websockets and the raw-socket load generator.
-bench-scale: $(STAMP)
+# clients for 3 s; ARGS="--loadgen python" for the Python load generator. Needs no extra:
+# the hub, websockets and the raw-socket load generator (C, built first).
+bench-scale: DEBIAN_PACKAGES := cc=gcc
+bench-scale: $(STAMP) $(LOADGEN)
 	$(BIN)/python -m benchmarks.scale $(ARGS)
 
 # What offsets, history and resuming cost per message, in process and through Redis.

@@ -250,6 +250,8 @@ class Child:
 
     def __init__(self, argv: Sequence[str]) -> None:
         self.argv = list(argv)
+        # "benchmarks.loadgen" for `python -m benchmarks.loadgen`, else the program's name.
+        self.name = self.argv[2] if self.argv[1:2] == ["-m"] else Path(self.argv[0]).name
         self.proc = subprocess.Popen(
             self.argv,
             cwd=ROOT,
@@ -271,12 +273,12 @@ class Child:
         while b"\n" not in self.buffer:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise TimeoutError(f"no answer from {self.argv[2]} within {timeout:.0f} s")
+                raise TimeoutError(f"no answer from {self.name} within {timeout:.0f} s")
             ready, _, _ = select.select([fd], [], [], left)
             if ready:
                 chunk = os.read(fd, 1 << 20)
                 if not chunk:
-                    raise RuntimeError(f"{self.argv[2]} exited: {self.stderr()}")
+                    raise RuntimeError(f"{self.name} exited: {self.stderr()}")
                 self.buffer += chunk
         line, _, self.buffer = self.buffer.partition(b"\n")
         message: dict[str, Any] = json.loads(line)

@@ -10,7 +10,19 @@ import pytest
 
 from wsfanout import PolicyConflictError, PolicyError, Snapshot
 from wsfanout.policies import Adaptive, Batch, ConflateByKey, Disconnect, SkipToLatest, Throttle
-from wsfanout.testing import BatchIntegrity, Client, LevelBound, Lossless, Simulator, StepsApart
+from wsfanout.testing import (
+    Advance,
+    BatchIntegrity,
+    Client,
+    LevelBound,
+    Lossless,
+    Publish,
+    Read,
+    Schedule,
+    Simulator,
+    StepsApart,
+    check_guarantees,
+)
 
 PACED = Adaptive(interval=0.1, max_bytes=65_536, min_bytes=1_024)
 STEADY = Adaptive(interval=0.1, max_bytes=65_536, min_bytes=1_024, drain=None)
@@ -220,3 +232,21 @@ def test_a_probe_found_too_fast_is_a_ceiling_for_a_while() -> None:
     again = STEADY.decide(Snapshot(now=later, queued_messages=1, drain_rate=50_100.0, memo=memo))
     assert again.step is not None
     assert again.step.level == level - 1
+
+
+def test_a_pace_that_drains_is_not_rechecked_before_its_draining_can_end() -> None:
+    # Found by CI's 1,000 examples: draining (no probe) until a hold after the last
+    # measurement, while the probe's recheck came due half a hold earlier, made the
+    # relay ask again at the same instant for ever.
+    schedule = Schedule(
+        steps=[
+            Read(rate=10.0),
+            Publish(size=0),
+            Publish(n=25, size=118),
+            Publish(size=0),
+            Read(rate=1000.0),
+            Advance(seconds=3.0),
+        ],
+        clients=[Client(), Client()],
+    )
+    check_guarantees(Adaptive(interval=0.01, max_bytes=16, min_bytes=1, probe=0.5), schedule)

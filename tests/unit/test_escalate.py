@@ -7,7 +7,15 @@ import math
 
 import pytest
 
-from wsfanout import LevelStep, PolicyConflictError, PolicyError, Snapshot
+from wsfanout import (
+    Close,
+    Decision,
+    LevelStep,
+    PolicyConflictError,
+    PolicyError,
+    Snapshot,
+    as_policy,
+)
 from wsfanout.lowlevel import (
     IDLE,
     CloseAction,
@@ -30,7 +38,15 @@ from wsfanout.policies import (
     SkipToLatest,
     Throttle,
 )
-from wsfanout.testing import LevelBound, StepsApart
+from wsfanout.testing import (
+    Client,
+    LevelBound,
+    MaxDrops,
+    Publish,
+    Schedule,
+    StepsApart,
+    check_guarantees,
+)
 
 LADDER = Escalate(
     levels=[
@@ -335,3 +351,32 @@ def test_a_policy_that_steps_without_levels_is_a_bug_reported_as_such() -> None:
     box = Outbox(Liar(), high=HIGH, low=LOW)
     with pytest.raises(ValueError, match=r"stepped from level 0 to 1, but it has 1 level$"):
         box.offer(message(0), 0.0, HIGH + 1)
+
+
+def test_a_close_decided_mid_write_after_a_step_lost_messages_closes_at_once() -> None:
+    # Found by CI's 1,000 examples: a write that took frames until the buffer passed
+    # 256 B stepped to a level whose bound evicted the 3 messages left; the policy,
+    # asked again, closed for those losses, but the close waited for the relay's next
+    # turn, and the frames already taken were written to a subscriber still open.
+    def close_at_three_drops(snapshot: Snapshot) -> Decision:
+        if snapshot.dropped >= 3:
+            return Decision(close=Close(1013, "too many messages lost"))
+        return Decision(recheck_messages=1)
+
+    ladder = Escalate(
+        levels=[
+            Level(),
+            Level(
+                DropOldest(max_bytes=1),
+                up=Above("write_buffer", 256),
+                down=Below("write_buffer", 32),
+            ),
+        ],
+        hold=0.01,
+    )
+    schedule = Schedule(steps=[Publish(n=16, size=18)], clients=[Client(low=0, rate=10.0)])
+    trace = check_guarantees(
+        ladder | as_policy(close_at_three_drops), schedule, also=[MaxDrops(count=2, window=10.0)]
+    )
+    (client,) = trace.clients
+    assert client.closing is not None

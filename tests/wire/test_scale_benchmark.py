@@ -2,7 +2,8 @@
 
 Its verdict (every client received every message in order) is the evidence behind
 the figures in docs/performance.md, so the checker is fed broken results it must
-catch, and the whole driver (server process, load generator process) runs once small.
+catch, and the whole driver (server process, load generator process) runs small, once with
+each load generator (C and Python).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from wire_helpers import c_loadgen
 
 from benchmarks.scale import delivery_problems, memory_trend, raise_fd_limit
 
@@ -76,17 +78,22 @@ def test_a_hard_limit_below_the_need_is_named() -> None:
         raise_fd_limit(10**9)
 
 
-def test_the_quick_run_delivers_every_message_in_order(tmp_path: Path) -> None:
+@pytest.mark.parametrize("loadgen", ["c", "python"])
+def test_the_quick_run_delivers_every_message_in_order(tmp_path: Path, loadgen: str) -> None:
+    if loadgen == "c":
+        c_loadgen()  # built here, or the test skipped if no C compiler can be had
     out = tmp_path / "scale.json"
     command = [sys.executable, "-m", "benchmarks.scale", "--quick", "--clients", "200"]
-    command += ["--duration", "2", "--out", str(out)]
+    command += ["--duration", "2", "--loadgen", loadgen, "--out", str(out)]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     summary = json.loads(out.read_text())
     assert summary["problems"] == []
     assert summary["clients"] == 200
+    assert summary["loadgen"] == loadgen
     assert summary["published"] == 20
     assert summary["server_stats"]["sent"] == 200 * 20
     assert summary["latency_ms"]["p50"] > 0
     assert summary["memory"]["flat"] is not None
     assert "every client received every message in order" in done.stdout
+    assert f"{loadgen} load generator" in done.stdout

@@ -11,9 +11,12 @@ import asyncio
 import base64
 import contextlib
 import os
+import shutil
 from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
+import pytest
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.extensions.base import Extension
 from websockets.extensions.permessage_deflate import PerMessageDeflate
@@ -175,3 +178,16 @@ def parse_frames(data: bytes) -> list[Frame]:
         )
         pos = end
     return frames
+
+
+def c_loadgen() -> Path:
+    """The C load generator, built by ``make loadgen``; the test is skipped only if no C
+    compiler is there and none could be installed, and fails if the source does not build."""
+    from benchmarks.scale import build_loadgen
+
+    try:
+        return build_loadgen()
+    except SystemExit as exc:
+        if shutil.which("cc") is None:
+            pytest.skip(f"no C compiler: cc is missing and make could not install gcc ({exc})")
+        raise AssertionError(str(exc)) from None

@@ -246,6 +246,10 @@ class Adaptive(Ladder):
         if self.probe is None or not level or not snapshot.queued_messages:
             return NEUTRAL
         due = state.seen_at + self.probe
+        if state.draining and self.drain is not None:
+            # No probe while draining, and draining ends a hold after the last
+            # measurement: a recheck before then would find nothing to do, at once again.
+            due = max(due, state.seen_at + self.hold)
         if level - 1 <= state.ceiling:
             # The next faster pace is a ceiling: no probe until it expires (a recheck
             # at an earlier time would find nothing to do, and come due again at once).

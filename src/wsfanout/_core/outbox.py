@@ -398,13 +398,15 @@ class Outbox:
                     # The policy raised mid-write: the frames taken were never written.
                     self._unsend(frames)
                     raise
-                if decision.close is not None and decision.step is not None:
-                    # The new level cannot hold what is queued. No later decision says
-                    # so again: close now, after the frames already taken.
+                if decision.close is not None:
+                    # Close now, after the frames already taken: a later decision might
+                    # not say so again (the new level of a step cannot hold what is
+                    # queued), and a subscriber whose step just lost messages must not
+                    # stay open past the losses that made its policy close.
                     self._begin_close(decision.close)
                     break
                 # A step may announce itself (control) or evict what was left (queue).
-                if decision.close is not None or decision.send_at > now or control or not queue:
+                if decision.send_at > now or control or not queue:
                     break
         if self._decide is not None:
             self._decision = None
