@@ -17,7 +17,8 @@ rate the hub measured, what the client read (kB/s), the ladder's level, and the 
 of what the client read in that second (read time minus publish time, on the machine's
 monotonic clock, which both processes share). The summary says when the send rate
 settled within 20% of the drain rate (and of the client's reading rate), the p99 age
-before and after, and the shortest time between two steps against the hold.
+before and after, and the shortest time between two steps against the hold; and from
+t=2 (the issue's time to settle) the p99 age and the seconds within 20% of the reader.
 
 ``--notsent-lowat BYTES`` sets ``TCP_NOTSENT_LOWAT`` on the server's socket before it
 subscribes; the hub sets it too, to 16384 by default (``Hub(notsent_lowat=...)``):
