@@ -508,19 +508,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.network_queue > 0:
         parser.error(f"--network-queue must be > 0, not {args.network_queue!r}")
     results = []
-    with contextlib.ExitStack() as stack:
-        if args.network_rate is not None:
-            try:
+    try:
+        with contextlib.ExitStack() as stack:
+            if args.network_rate is not None:
                 stack.enter_context(slow_network(args.network_rate, args.network_queue))
-            except NetworkError as error:
-                print(f"pacing: {error}", file=sys.stderr)
-                return 2
-        for name, policy in policies(args.hold, args.probe or None).items():
-            if args.case and name not in args.case:
-                continue
-            results.append(asyncio.run(run_case(name, policy, args)))
-            if not args.json:
-                report(results[-1], args.hold)
+            for name, policy in policies(args.hold, args.probe or None).items():
+                if args.case and name not in args.case:
+                    continue
+                results.append(asyncio.run(run_case(name, policy, args)))
+                if not args.json:
+                    report(results[-1], args.hold)
+    except NetworkError as error:  # setting the link up, or reading its shaper
+        print(f"pacing: {error}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps(results, indent=1))
     return 0
