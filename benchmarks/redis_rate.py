@@ -25,6 +25,7 @@ import asyncio
 import json
 import multiprocessing
 import os
+import socket
 import sys
 import time
 from multiprocessing.connection import Connection
@@ -32,9 +33,12 @@ from typing import Any
 
 import attrs
 import redis.asyncio as aredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from wsfanout import History, Hub
 from wsfanout._backplane.envelope import STREAM, decode, encode_head
+from wsfanout._backplane.subscription import Subscription
 from wsfanout.backplane import RedisBackplane
 
 if __package__ in (None, ""):  # run as a script: make the package importable
@@ -223,6 +227,171 @@ def skip_cost(calls: int = 1_000_000) -> dict[str, float]:
     return asyncio.run(run())
 
 
+def fake_redis(messages: int, size: int, topics: int, rate: int, pipe: Connection) -> None:
+    """A stand-in for Redis that answers a subscription with ``messages`` numbered
+    messages (what a hub's publish script sends, over ``topics`` topics), ``rate`` a
+    second in bursts every 10 ms as Redis sends a publisher's batches (0: as fast as
+    the reader takes them), then a pong saying "end"; in RESP3 pushes after ``HELLO 3``.
+    One connection after another; it prepares the bytes before listening."""
+    head = encode_head(1, None)
+    payload = b"x" * size
+    frames = []
+    for n in range(messages):
+        channel = b"wsfanout:topic:t%d" % (n % topics)
+        data = STREAM + b"e1 %d " % (n // topics + 1) + head + payload
+        frames.append(
+            b"4\r\n$8\r\npmessage\r\n$10\r\nwsfanout:*\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n"
+            % (len(channel), channel, len(data), data)
+        )
+    per_tick = max(1, rate // 100) if rate else messages
+    bursts: dict[bytes, list[bytes]] = {}
+    for kind in (b"*", b">"):  # RESP2 arrays, RESP3 pushes
+        bursts[kind] = [
+            kind + kind.join(frames[n : n + per_tick]) for n in range(0, messages, per_tick)
+        ]
+        bursts[kind][-1] += kind + b"2\r\n$4\r\npong\r\n$3\r\nend\r\n"
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        pipe.send(listener.getsockname()[1])
+        while True:
+            connection, _ = listener.accept()
+            with connection:
+                serve_one(connection, bursts, 0.01 if rate else 0.0)
+
+
+def take_command(pending: bytearray) -> list[bytes] | None:
+    """The first whole command (a RESP array of bulk strings) of ``pending``, removed."""
+    crlf = pending.find(b"\r\n")
+    if crlf < 0:
+        return None
+    at, args = crlf + 2, []
+    for _ in range(int(pending[1:crlf])):
+        crlf = pending.find(b"\r\n", at)
+        if crlf < 0:
+            return None
+        start = crlf + 2
+        stop = start + int(pending[at + 1 : crlf])
+        if stop + 2 > len(pending):
+            return None
+        args.append(bytes(pending[start:stop]))
+        at = stop + 2
+    del pending[:at]
+    return args
+
+
+def serve_one(connection: socket.socket, bursts: dict[bytes, list[bytes]], tick: float) -> None:
+    """OK to every command until PSUBSCRIBE (``HELLO 3``: RESP3 from then on), then its
+    confirmation and the bursts, one every ``tick`` seconds."""
+    pending = bytearray()
+    kind = b"*"
+    while chunk := connection.recv(65536):
+        pending += chunk
+        while (args := take_command(pending)) is not None:
+            name = args[0].upper()
+            if name == b"HELLO":
+                kind = b">" if args[1:2] == [b"3"] else b"*"
+                proto = b"%1\r\n" if kind == b">" else b"*2\r\n"
+                connection.sendall(proto + b"$5\r\nproto\r\n:%s\r\n" % args[1])
+                continue
+            if name != b"PSUBSCRIBE":
+                connection.sendall(b"+OK\r\n")  # CLIENT SETNAME, CLIENT SETINFO
+                continue
+            connection.sendall(kind + b"3\r\n$10\r\npsubscribe\r\n$10\r\nwsfanout:*\r\n:1\r\n")
+            start = time.monotonic()
+            for n, burst in enumerate(bursts[kind]):
+                wait = start + n * tick - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)  # pacing the stand-in's output, not a synchronisation
+                connection.sendall(burst)
+            while connection.recv(65536):  # until the reader hangs up
+                pass
+            return
+
+
+PATHS = ("redis-py get_message, RESP3 (before)", "redis-py get_message, RESP2", "raw subscription")
+
+
+def receive_cost(
+    messages: int = 200_000, size: int = 1024, topics: int = 100, rate: int = 0
+) -> dict[str, Any]:
+    """µs of the receiving process per message, through redis-py's ``get_message()`` (the
+    receiver before, in RESP3 as redis-py 8 speaks by default, and in RESP2) and
+    through the raw subscription, for a hub whose
+    subscribers take none of the topics (skip) and one with a history window (decode),
+    from a stand-in for Redis in another process sending ``rate`` messages a second
+    (0: as fast as they are read)."""
+    ctx = multiprocessing.get_context("spawn")
+    ours, theirs = ctx.Pipe()
+    server = ctx.Process(
+        target=fake_redis, args=(messages, size, topics, rate, theirs), daemon=True
+    )
+    server.start()
+    assert ours.poll(GUARD * 2), "the stand-in for Redis did not start"
+    url = f"redis://127.0.0.1:{ours.recv()}/0"
+
+    async def one(path: str, mode: str) -> float:
+        history = History(max_messages=1000) if mode == "decode" else None
+        backplane = RedisBackplane(url, hub_id="cost", history=history)
+        hub = Hub(backplane=backplane)
+        backplane._cursors.baseline({f"t{n}": ("e1", 0) for n in range(topics)})
+        began = time.process_time()
+        if path.startswith("redis-py"):
+            # The receiver before the raw subscription: its client's options, its loop
+            # (RESP3, redis-py's default, or RESP2).
+            client = aredis.Redis.from_url(
+                url,
+                protocol=3 if "RESP3" in path else 2,
+                client_name="cost",
+                retry=Retry(NoBackoff(), 0),
+                socket_connect_timeout=backplane.timeout,
+                socket_timeout=backplane.timeout,
+            )
+            pubsub = client.pubsub()
+            await pubsub.psubscribe(b"wsfanout:*")
+            on_payload = backplane._on_payload
+            while True:
+                message = await pubsub.get_message(timeout=backplane.heartbeat)
+                assert message is not None
+                if message["type"] == "pmessage":
+                    on_payload(message["channel"], message["data"])
+                elif message["type"] == "pong":
+                    break
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await client.aclose()
+        else:
+            subscription = await Subscription.open(
+                url,
+                client_name="cost",
+                patterns=(b"wsfanout:*",),
+                channels=(),
+                on_message=backplane._on_message,
+                timeout=GUARD,
+            )
+            while (reply := await subscription.reply(GUARD)) is not None:
+                if reply.kind == "pong":
+                    break
+            subscription.close()
+        spent = time.process_time() - began
+        health = backplane.health()
+        assert health.received == messages, (path, mode, health)
+        assert health.skipped == (messages if mode == "skip" else 0), health
+        await hub.aclose()
+        return round(spent / messages * 1e6, 2)
+
+    async def run() -> dict[str, Any]:
+        return {
+            path: {mode: await one(path, mode) for mode in ("skip", "decode")} for path in PATHS
+        }
+
+    try:
+        costs = asyncio.run(run())
+        return {"messages": messages, "size": size, "rate": rate, "us_per_message": costs}
+    finally:
+        server.terminate()
+        server.join(GUARD)
+
+
 def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=int, default=50_000, help="messages per second")
@@ -231,6 +400,9 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--topics", type=int, default=100)
     parser.add_argument("--mode", choices=["skip", "decode"], default="skip")
     parser.add_argument("--only-skip-cost", action="store_true")
+    parser.add_argument(
+        "--only-costs", action="store_true", help="the per-message costs alone, no Redis"
+    )
     return parser.parse_args()
 
 
@@ -238,4 +410,8 @@ if __name__ == "__main__":
     arguments = parse()
     print(json.dumps({"skip_cost": skip_cost()}), flush=True)
     if not arguments.only_skip_cost:
+        for rate in (0, arguments.rate):
+            cost = receive_cost(size=arguments.size, rate=rate)
+            print(json.dumps({"receive_cost": cost}), flush=True)
+    if not (arguments.only_skip_cost or arguments.only_costs):
         print(json.dumps(asyncio.run(sustained(arguments))), flush=True)

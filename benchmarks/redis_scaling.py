@@ -35,6 +35,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -45,6 +46,11 @@ from wsfanout.policies import DropOldest
 
 POLICY = DropOldest(max_messages=1_000_000, max_bytes=1 << 30)
 """Far above any run: every message reaches every client, as with a fast client."""
+
+SERVE_OPTIONS: dict[str, Any] = {"compression": None, "ping_interval": None}
+"""No keepalive pings: the clients only count bytes and never answer one, so websockets
+would close them all after 40 s (a ping at 20 s, unanswered for 20 s: "keepalive ping
+timeout"), and a ping's bytes would be counted as a message's."""
 
 HELLO = "hello"
 HELLO_FRAME = 2 + len(HELLO)
@@ -215,7 +221,7 @@ async def run_hub(args: argparse.Namespace, redis_pid: int) -> Run:
         await bench_handler(hub, websocket)
 
     run = Run()
-    async with serve(handler, "127.0.0.1", 0, compression=None) as server:
+    async with serve(handler, "127.0.0.1", 0, **SERVE_OPTIONS) as server:
         port = server.sockets[0].getsockname()[1]
         async with clients_process(port, args) as pipe:
             run.start({"redis": [redis_pid]})
@@ -226,11 +232,16 @@ async def run_hub(args: argparse.Namespace, redis_pid: int) -> Run:
 
 
 async def run_workers(workers: int, url: str, args: argparse.Namespace, redis_pid: int) -> Run:
-    pool = WorkerPool(workers, url, port=0, policy=POLICY, handler=bench_handler)
+    pool = WorkerPool(
+        workers, url, port=0, policy=POLICY, handler=bench_handler, serve_options=SERVE_OPTIONS
+    )
     await asyncio.to_thread(pool.start)
     run = Run()
     try:
-        backplane = RedisBackplane(url, hub_id="publisher", buffer=DropOldest(max_messages=10**6))
+        # Bytes bounded too: DropOldest's default max_bytes (1 MiB, 16,384 messages of 64 B)
+        # dropped what waited beyond it, and the clients then waited for it in vain.
+        buffer = DropOldest(max_messages=10**6, max_bytes=1 << 30)
+        backplane = RedisBackplane(url, hub_id="publisher", buffer=buffer)
         hub = Hub(backplane=backplane)
         async with backplane:
             # pool.start() returned once every worker was subscribed.

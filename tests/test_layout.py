@@ -149,6 +149,12 @@ def test_the_client_gap_tracker_does_no_io() -> None:
     assert layer_problems(path, path.read_text(encoding="utf-8"), "_core") == []
 
 
+@pytest.mark.parametrize("module", ["resp.py", "envelope.py"])
+def test_the_backplanes_wire_parsers_do_no_io(module: str) -> None:
+    path = PACKAGE / "_backplane" / module
+    assert layer_problems(path, path.read_text(encoding="utf-8"), "_core") == []
+
+
 @pytest.mark.parametrize("layer", sorted(LAYERS))
 def test_each_layer_imports_only_what_it_may(layer: str) -> None:
     problems = []

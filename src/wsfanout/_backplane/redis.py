@@ -16,20 +16,22 @@ off, doubling a jittered delay up to ``max_retry_delay``, while the buffer keeps
 fits and counts what it drops.
 
 Delivering. The hub delivers nothing itself: a receiver task subscribes to the pattern
-``<namespace>:*`` and hands every numbered message, this hub's own included, to the
-hub's ``Inbound`` in offset order. Local subscribers therefore see the same order and
-numbering as every other hub's, one Redis round trip after publishing; while Redis is
-away, nothing is delivered, the publishes wait in the buffer; and the sender publishes
-only while the receiver is subscribed, so a hub never misses its own messages. The receiver's
-:class:`~wsfanout._backplane.cursors.Cursors` find every message pub/sub lost: a gap in
-a topic's offsets, or, after each (re)subscription, a stream that Redis has further
-than this hub (a snapshot of every topic's epoch and offset). The gap is read back
-from the stream (*repaired*) while the topic's later messages wait, then all are
-handed over in order; what the stream no longer holds is reported to the hub
-(``Inbound.lost``), which tells its subscribers. Clients that resume read the stream
-through :meth:`RedisBackplane.read`, one read (and one copy of its messages) shared by
-every client that resumes from the same place, at once or later while the stream has
-not moved on.
+``<namespace>:*``, on a connection it reads raw (``subscription.py``: messages are
+parsed in place in the receive buffer, not by redis-py, which costs too much per message
+at tens of thousands a second), and hands every numbered message, this hub's own
+included, to the hub's ``Inbound`` in offset order. Local subscribers therefore see the
+same order and numbering as every other hub's, one Redis round trip after publishing;
+while Redis is away, nothing is delivered, the publishes wait in the buffer; and the
+sender publishes only while the receiver is subscribed, so a hub never misses its own
+messages. The receiver's :class:`~wsfanout._backplane.cursors.Cursors` find every
+message pub/sub lost: a gap in a topic's offsets, or, after each (re)subscription, a
+stream that Redis has further than this hub (a snapshot of every topic's epoch and
+offset). The gap is read back from the stream (*repaired*) while the topic's later
+messages wait, then all are handed over in order; what the stream no longer holds is
+reported to the hub (``Inbound.lost``), which tells its subscribers. Clients that resume
+read the stream through :meth:`RedisBackplane.read`, one read (and one copy of its
+messages) shared by every client that resumes from the same place, at once or later
+while the stream has not moved on.
 
 Channels. A message with no topic goes to ``<namespace>:all``, one with topic ``t``
 to ``<namespace>:topic:t``; its stream is ``<namespace>:history:t`` (``""`` for no
@@ -63,10 +65,12 @@ from .._core.rules import Overflow, resolve_rules
 from .._core.streams import NO_TOPIC
 from .._core.validate import positive_seconds
 from .cursors import Action, Cursors, Deliver, Lose, Reject, Repair
-from .envelope import STREAM, Foreign, Numbered, decode, decode_head, encode_head
+from .envelope import STREAM, Foreign, Numbered, decode, decode_head, decode_numbered, encode_head
 from .protocol import Recovered
 from .publish_buffer import PublishBuffer
+from .resp import RespError
 from .scripts import PUBLISH, PUBLISHER_TTL, READ, SNAPSHOT
+from .subscription import Subscription
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -491,9 +495,7 @@ class RedisBackplane:
         }
         loop = asyncio.get_running_loop()
         self._sender = loop.create_task(self._send_loop(publisher), name="wsfanout-redis-send")
-        self._receiver = loop.create_task(
-            self._receive_loop(subscriber), name="wsfanout-redis-receive"
-        )
+        self._receiver = loop.create_task(self._receive_loop(), name="wsfanout-redis-receive")
 
     async def aclose(self, timeout: float = 2.0) -> None:
         """Stop: flush the publish buffer for at most ``timeout`` seconds if connected.
@@ -743,18 +745,25 @@ class RedisBackplane:
 
     # -- receiving ------------------------------------------------------------------
 
-    async def _receive_loop(self, client: Redis) -> None:
+    async def _receive_loop(self) -> None:
         loop = asyncio.get_running_loop()
         delay = self.min_retry_delay
         failures = 0
         while not self._closing:
-            pubsub = client.pubsub()
+            subscription: Subscription | None = None
             try:
                 # Before subscribing: what this hub need not deliver, the first time.
                 before = None if self._baselined else await self._snapshot()
-                await pubsub.psubscribe(self._pattern)
-                await pubsub.subscribe(self._presence)
-                pinged = False
+                subscription = await Subscription.open(
+                    self.url,
+                    client_name=self._client_name("sub"),
+                    patterns=(self._pattern,),
+                    channels=(self._presence,),
+                    on_message=self._on_message,
+                    hold=frozenset({"psubscribe"}),
+                    timeout=self.timeout,
+                )
+                pinged: int | None = None
                 counted = -math.inf
                 self._ping_sent = None
                 while True:
@@ -765,30 +774,30 @@ class RedisBackplane:
                         if self._ping_sent is None:
                             # Its answer comes after all Redis sent before it: the lag.
                             self._ping_sent = time.monotonic()
-                            await pubsub.ping()
-                    message = await pubsub.get_message(timeout=self.heartbeat)
-                    if message is None:
-                        if pinged:
+                            subscription.ping()
+                    reply = await subscription.reply(self.heartbeat)
+                    if reply is None:
+                        # Alive while bytes come (a receiver behind waits for its pong).
+                        seen = subscription.received
+                        if pinged is None:
+                            subscription.ping()
+                            pinged = seen
+                        elif seen == pinged:
                             raise ConnectionError(f"no answer to a ping in {self.heartbeat} s")
-                        await pubsub.ping()
-                        pinged = True
+                        else:
+                            pinged = seen
                         continue
-                    pinged = False
-                    kind = message["type"]
-                    if kind == "pong":
+                    pinged = None
+                    if reply.kind == "pong":
                         sent = self._ping_sent
                         if sent is not None:
                             self._lag_seen = time.monotonic() - sent
                             self._ping_sent = None
                             if self._waiters:
                                 self._changed()
-                    elif kind == "pmessage":
-                        try:
-                            self._on_payload(message["channel"], message["data"])
-                        except Exception:
-                            logger.exception("%s could not deliver a message", self.hub_id)
-                    elif kind == "psubscribe":
-                        # Subscribed: whatever Redis has beyond this hub is repaired.
+                    elif reply.kind == "psubscribe":
+                        # Subscribed: whatever Redis has beyond this hub is repaired. The
+                        # messages after the confirmation wait (held) until then.
                         after = await self._snapshot()
                         if before is not None:
                             self._cursors.baseline(before)
@@ -800,18 +809,25 @@ class RedisBackplane:
                         self._subscribed = True
                         self._listening.set()
                         self._connection_changed()
+                        subscription.release()
             except Exception as exc:
                 self._listening.clear()
                 if self._subscribed:
                     self._subscribed = False
                     self._connection_changed()
                 failures += 1
-                _log_failure("subscribe", self.hub_id, exc, failures)
+                if isinstance(exc, RespError):
+                    logger.warning(
+                        "%s read bytes that are not RESP on its subscribed connection (%s); "
+                        "reconnecting",
+                        self.hub_id,
+                        exc,
+                    )
+                else:
+                    _log_failure("subscribe", self.hub_id, exc, failures)
             finally:
-                try:
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
-                except Exception:  # the connection is already broken
-                    logger.debug("closing a pubsub failed", exc_info=True)
+                if subscription is not None:
+                    subscription.close()
             await asyncio.sleep(random.uniform(delay / 2, delay))
             delay = min(delay * 2, self.max_retry_delay)
 
@@ -865,43 +881,67 @@ class RedisBackplane:
         return topic
 
     def _on_payload(self, channel: bytes, raw: bytes) -> None:
-        inbound = self._inbound
-        if inbound is None or inbound.closed:
-            return
-        topic = self._topic_of(channel)
-        if topic is _NOT_OURS:
-            return
-        assert topic is None or isinstance(topic, str)
-        if raw.startswith(STREAM) and self._skip(topic, raw, inbound):
-            return
-        decoded = decode(raw)
-        if type(decoded) is Numbered:
-            stream = NO_TOPIC if topic is None else topic
-            item: Item = (decoded.opcode, decoded.payload, topic, decoded.key, decoded.lossless)
-            actions = self._cursors.live(stream, decoded.epoch, decoded.offset, item)
-            if actions is None:
-                self._received += 1
-                inbound.receive(
-                    decoded.opcode,
-                    decoded.payload,
-                    topic,
-                    decoded.key,
-                    decoded.offset,
-                    decoded.epoch,
-                    decoded.lossless,
-                )
+        """One pub/sub payload as bytes (``_on_message`` on a buffer of its own)."""
+        self._on_message(channel, raw, raw, 0, len(raw))
+
+    def _on_message(
+        self,
+        channel: bytes,
+        buffer: bytes | bytearray,
+        view: bytes | memoryview,
+        start: int,
+        end: int,
+    ) -> None:
+        """A message of the subscription, its data at ``buffer[start:end]`` (in the
+        connection's buffer: only the payload is copied, once, for the hub)."""
+        try:
+            inbound = self._inbound
+            if inbound is None or inbound.closed:
+                return
+            topic = self._topics.get(channel, _NOT_OURS)
+            if topic is _NOT_OURS:
+                topic = self._topic_of(channel)
+                if topic is _NOT_OURS:
+                    return
+            assert topic is None or isinstance(topic, str)
+            if buffer.startswith(STREAM, start, end) and self._skip(
+                topic, buffer, start, end, inbound
+            ):
+                return
+            fields = decode_numbered(buffer, view, start, end)
+            if fields is not None:
+                epoch, offset, opcode, key, payload, lossless = fields
+                stream = NO_TOPIC if topic is None else topic
+                item: Item = (opcode, payload, topic, key, lossless)
+                actions = self._cursors.live(stream, epoch, offset, item)
+                if actions is None:
+                    self._received += 1
+                    inbound.receive(opcode, payload, topic, key, offset, epoch, lossless)
+                else:
+                    self._run(actions)
             else:
-                self._run(actions)
-        elif type(decoded) is Foreign:
+                self._on_other(channel, bytes(view[start:end]), topic, inbound)
+            if self._waiters:
+                self._changed()
+        except Exception:
+            logger.exception("%s could not deliver a message", self.hub_id)
+
+    def _on_other(self, channel: bytes, raw: bytes, topic: str | None, inbound: Inbound) -> None:
+        """A payload that is not a well-formed numbered message: another client's, as it
+        is, or a malformed one, counted and logged."""
+        decoded = decode(raw)
+        if type(decoded) is Foreign:
             self._received += 1
             inbound.receive(decoded.opcode, decoded.payload, topic, None, 0, "")
+        elif type(decoded) is Numbered:  # pragma: no cover - decode_numbered took these
+            raise AssertionError(f"decode_numbered refused {raw[:64]!r}, which decodes")
         else:
             self._malformed += 1
             logger.warning("%s ignored a payload on %r: %s", self.hub_id, channel, decoded)
-        if self._waiters:
-            self._changed()
 
-    def _skip(self, topic: str | None, raw: bytes, inbound: Inbound) -> bool:
+    def _skip(
+        self, topic: str | None, buffer: bytes | bytearray, start: int, end: int, inbound: Inbound
+    ) -> bool:
         """The next message of a stream that no subscriber of this hub takes: advance
         the stream from its epoch and offset alone, without decoding the rest (a hub
         subscribed to every topic of a busy namespace receives them all). Anything
@@ -910,13 +950,9 @@ class RedisBackplane:
         if cursor is None or cursor.repairing:
             return False
         epoch = cursor.epoch
-        start = len(STREAM) + len(epoch)
-        # "<epoch> <offset> ": the epoch must be the cursor's, the offset the next one.
-        if raw[start : start + 1] != b" " or not raw.startswith(epoch.encode(), len(STREAM)):
-            return False
         offset = cursor.last + 1
-        digits = b"%d " % offset
-        if not raw.startswith(digits, start + 1):
+        # "<epoch> <offset> ": the epoch must be the cursor's, the offset the next one.
+        if not buffer.startswith(b"%s %d " % (epoch.encode(), offset), start + len(STREAM), end):
             return False
         if not inbound.skip(topic, epoch, offset):
             return False
