@@ -171,6 +171,16 @@ def handshake(
     return sock, rest, negotiated
 
 
+def _recv(sock: socket.socket, size: int) -> bytes | None:
+    """At most ``size`` bytes from ``sock``; None if none are there yet, b"" once closed."""
+    try:
+        return sock.recv(size)
+    except (BlockingIOError, InterruptedError):
+        return None
+    except OSError:
+        return b""
+
+
 class LoadGen:
     def __init__(self, args: argparse.Namespace) -> None:
         self.port: int = args.port
@@ -293,12 +303,9 @@ class LoadGen:
             sock = client.sock
             if client.closed or sock is None:
                 continue
-            try:
-                data = sock.recv(budget)
-            except (BlockingIOError, InterruptedError):
+            data = _recv(sock, budget)
+            if data is None:
                 continue
-            except OSError:
-                data = b""
             if not data:
                 client.closed = True
                 continue
@@ -307,12 +314,9 @@ class LoadGen:
     def read(self, client: Client, measure: bool, latencies: array[int] | None = None) -> None:
         sock = client.sock
         assert sock is not None
-        try:
-            data = sock.recv(_RECV)
-        except (BlockingIOError, InterruptedError):
+        data = _recv(sock, _RECV)
+        if data is None:
             return
-        except OSError:
-            data = b""
         if not data:
             self.ep.unregister(sock.fileno())
             client.closed = True

@@ -157,15 +157,21 @@ class TcpInfo:
     kernels older than 5.4."""
 
 
-def tcp_info(sock: Any) -> TcpInfo | None:
-    """The kernel's view of a TCP connection (Linux), or None where it cannot tell."""
+def _tcp_info_bytes(sock: Any) -> bytes | None:
+    """``TCP_INFO`` as the kernel returns it (Linux), or None where it cannot tell."""
     if not _LINUX or not is_tcp(sock):
         return None
     try:
-        raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_SIZE)
+        raw: bytes = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_SIZE)
     except OSError:
         return None
-    if len(raw) < _NOTSENT + 4:
+    return raw
+
+
+def tcp_info(sock: Any) -> TcpInfo | None:
+    """The kernel's view of a TCP connection (Linux), or None where it cannot tell."""
+    raw = _tcp_info_bytes(sock)
+    if raw is None or len(raw) < _NOTSENT + 4:
         return None
     (notsent,) = struct.unpack_from("I", raw, _NOTSENT)
     (rtt,) = struct.unpack_from("I", raw, _RTT)
@@ -191,11 +197,8 @@ def kernel_view(sock: Any) -> KernelView | None:
     its unsent bytes, delivery rate and bytes acknowledged; None where it cannot tell.
     About 3 µs, read off the fast path at most once a relay turn (``SIOCOUTQNSD`` alone:
     about 2 µs), so not rate-limited."""
-    if not _LINUX or not is_tcp(sock):
-        return None
-    try:
-        raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_SIZE)
-    except OSError:
+    raw = _tcp_info_bytes(sock)
+    if raw is None:
         return None
     if len(raw) < _DELIVERY_RATE + 8:
         return None if len(raw) < _NOTSENT + 4 else KernelView(unsent=_U32(raw, _NOTSENT)[0])
