@@ -16,6 +16,7 @@ from wsfanout import (
     Snapshot,
     as_policy,
 )
+from wsfanout._core.ladder import carried
 from wsfanout.lowlevel import (
     IDLE,
     CloseAction,
@@ -28,6 +29,7 @@ from wsfanout.lowlevel import (
 )
 from wsfanout.policies import (
     Above,
+    Batch,
     Below,
     ConflateByKey,
     Disconnect,
@@ -39,6 +41,7 @@ from wsfanout.policies import (
     Throttle,
 )
 from wsfanout.testing import (
+    Advance,
     Client,
     LevelBound,
     MaxDrops,
@@ -380,3 +383,38 @@ def test_a_close_decided_mid_write_after_a_step_lost_messages_closes_at_once() -
     )
     (client,) = trace.clients
     assert client.closing is not None
+
+
+def test_a_stage_both_levels_have_keeps_its_grace_across_a_step() -> None:
+    # Found by CI's 1,000 examples: the step to a level with the same Disconnect
+    # restarted its grace at the step, so the subscriber stayed open past the grace
+    # both levels promise (DisconnectsWithin, counted from when the breach began).
+    grace = Disconnect(max_messages=1, max_bytes=1, grace=0.5)
+    ladder = Escalate(
+        levels=[
+            Level(grace),
+            Level(grace, up=Above("lag", 0.1), down=Below("lag", 0.01)),
+        ],
+        hold=0.01,
+    )
+    schedule = Schedule(
+        steps=[Publish(size=0), Publish(n=4, size=0), Advance(seconds=1.0)],
+        clients=[Client(high=0, low=0, rate=10.0)],
+    )
+    trace = check_guarantees(ladder, schedule)
+    (client,) = trace.clients
+    assert client.closing is not None
+    assert client.stepped  # it did step while in its grace
+
+
+def test_carried_memos_follow_equal_stages_only() -> None:
+    grace = Disconnect(max_messages=1, grace=1.0)
+    other = Disconnect(max_lag=2.0)
+    assert carried(grace, grace, 3.0) == 3.0
+    assert carried(grace, other, 3.0) is None
+    # A composition keeps one memo per deciding stage, in order: the shared one follows.
+    before = grace | Batch(max_delay=0.1)
+    after = Batch(max_delay=0.5) | grace
+    assert carried(before, after, (3.0, None)) == (None, 3.0)
+    assert carried(before, grace, (3.0, None)) == 3.0
+    assert carried(before, other, (3.0, None)) is None

@@ -30,7 +30,7 @@ from .conditions import Condition
 from .decision import NEUTRAL, Decision, LevelStep, join
 from .errors import PolicyError, invalid
 from .guarantees import Guarantee, LevelBound, StepsApart, code
-from .policy import PASS, Policy, as_policy
+from .policy import PASS, Composite, Policy, as_policy, decides
 from .rules import Rules
 from .snapshot import Snapshot
 
@@ -131,7 +131,9 @@ class Ladder(Policy):
                     cause=cause,
                     announce=self.announce,
                 )
-                level, since, inner = target, now, None
+                policies = self.level_policies()
+                inner = carried(policies[level], policies[target], inner)
+                level, since = target, now
         policy = self.level_policies()[level]
         decision = NEUTRAL
         if type(policy).decide is not Policy.decide:
@@ -143,6 +145,34 @@ class Ladder(Policy):
             hints = self.hints(snapshot, level, state)
         result = join(decision, hints)
         return attrs.evolve(result, memo=_Memo(level, since, decision.memo, state), step=step)
+
+
+def carried(old: Policy, new: Policy, memo: object) -> object:
+    """The memo ``new`` (the next level's policy) starts with after a step from ``old``,
+    whose memo was ``memo``: a stage both levels have keeps its own (a ``Disconnect``'s
+    grace goes on across the step, as the promise it shares with the other level says);
+    every other stage starts afresh."""
+    if memo is None or old == new:
+        return memo
+    before = _deciding(old)
+    memos = memo if isinstance(old, Composite) and isinstance(memo, tuple) else (memo,)
+    if len(memos) != len(before):
+        return None
+    left = list(zip(before, memos, strict=True))
+    kept: list[object] = []
+    for stage in _deciding(new):
+        found = next((i for i, (other, _) in enumerate(left) if other == stage), None)
+        kept.append(None if found is None else left.pop(found)[1])
+    if not any(m is not None for m in kept):
+        return None
+    return tuple(kept) if isinstance(new, Composite) else kept[0]
+
+
+def _deciding(policy: Policy) -> tuple[Policy, ...]:
+    """The stages of ``policy`` that hold a memo of their own, in memo order."""
+    if isinstance(policy, Composite):
+        return policy.deciding
+    return (policy,) if decides(policy) else ()
 
 
 # -- Escalate -------------------------------------------------------------------------
