@@ -39,6 +39,7 @@ from .._core.streams import NO_TOPIC, Streams
 from .cork import Corker
 from .link import Link
 from .monitor import Timing
+from .sockets import send_now
 from .timers import Timers
 from .topics import TopicIndex
 
@@ -288,13 +289,8 @@ class Fanout:
                             transport.write(data)
                         elif data is frame:
                             direct.append(link)
-                        else:  # sockets.send_now, inlined
-                            try:
-                                sent = write(fd, data)
-                            except OSError:
-                                sent = 0
-                            if sent != len(data):
-                                transport.write(memoryview(data)[sent:] if sent else data)
+                        else:  # encoded for this connection alone (compression)
+                            send_now(transport, fd, data)
                 elif outcome is KICK:
                     link.queued(buffered, now)
                 elif outcome is CLOSE:
