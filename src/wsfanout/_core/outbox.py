@@ -677,11 +677,11 @@ class Outbox:
     def _consult(self, now: float, write_buffer: int, kernel: KernelView | None) -> Decision:
         assert self._decide is not None
         shared = self._shared
+        queue = self.queue
         if shared is not None and self._memo is None:
             # What the policy reads, and nothing else: subscribers that agree on it share
             # the decision (the queue's length and bytes and the oldest message's time
             # give the lag).
-            queue = self.queue
             mode = self._share_mode
             key = (
                 now,
@@ -700,7 +700,6 @@ class Outbox:
                     shared[key] = decision
         else:
             decision = self._decide(self._snapshot(now, write_buffer, kernel))
-        queue = self.queue
         self._decision = decision
         self._asked = (now, write_buffer, len(queue._entries), queue.bytes)
         self._memo = decision.memo

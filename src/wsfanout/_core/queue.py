@@ -121,7 +121,6 @@ class MessageQueue:
             return parts
         opcode = first.opcode
         size = len(first.payload)
-        keys = self._keys
         for message in entries.values():
             if len(parts) >= max_messages or message.opcode != opcode or not message.droppable:
                 break
@@ -130,12 +129,9 @@ class MessageQueue:
                 break
             size += length
             parts.append(message)
-        for message in parts[1:]:  # all droppable: nothing pinned to account for
+        for message in parts[1:]:
             del entries[message.seq]
-            key = message.key
-            if key is not None and keys.get(key) == message.seq:
-                del keys[key]
-        self.bytes -= size - len(first.payload)
+            self._forget(message)
         return parts
 
     def clear(self) -> int:
@@ -198,22 +194,15 @@ class MessageQueue:
                 return self._refuse(message)
             return Push.OVERFLOW
         entries = self._entries
-        ledger = self.ledger
-        keys = self._keys
         while len(entries) >= self.max_messages or self.bytes + size > self.max_bytes:
-            if self.pinned_messages:
-                victim = next(seq for seq, m in entries.items() if m.droppable)
-                self._lose(victim, DROPPED_OLDEST)
-            else:
-                # Nothing pinned: the oldest is the victim (the common case, inlined: it
-                # is the cost of every offer to a subscriber that is behind).
-                seq, old = entries.popitem(last=False)
-                self.bytes -= len(old.payload)
-                key = old.key
-                if key is not None and keys.get(key) == seq:
-                    del keys[key]
-                if ledger is not None:
-                    ledger.record(old, DROPPED_OLDEST)
+            # Nothing pinned: the oldest is the victim, no scan (every offer to a
+            # subscriber that is behind comes here).
+            victim = (
+                next(seq for seq, m in entries.items() if m.droppable)
+                if self.pinned_messages
+                else next(iter(entries))
+            )
+            self._lose(victim, DROPPED_OLDEST)
             self.dropped_oldest += 1
         return _ACCEPTED
 
