@@ -65,7 +65,7 @@ from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from wsfanout import Hub, Policy
+from wsfanout import Hub, Policy, select_subprotocol
 from wsfanout._shell import fanout as fanout_module
 from wsfanout._shell import sockets as sockets_module
 from wsfanout.policies import Adaptive, Batch, ConflateByKey
@@ -84,6 +84,8 @@ def policies(hold: float, probe: float | None = 10.0) -> dict[str, Policy]:
         "adaptive": ConflateByKey(max_messages=4096)
         | Adaptive(interval=0.1, hold=hold, probe=probe),
         "batch": ConflateByKey(max_messages=4096) | Batch(max_messages=1024, max_bytes=65536),
+        "adaptive-acks": ConflateByKey(max_messages=4096)
+        | Adaptive(interval=0.1, hold=hold, probe=probe),
     }
 
 
@@ -175,6 +177,81 @@ def shaper_state() -> tuple[int, int]:
 # -- the client: a separate process, reading at a capped rate ------------------------------
 
 
+BURST = 0.1
+"""Seconds of reading a throttled client may bank while idle: what it reads at once
+after a pause, beyond its rate."""
+
+
+class Throttled:
+    """Reading at ``rate`` bytes per second (0: unthrottled), with at most :data:`BURST`
+    seconds of it banked: a reader that is idle for a while cannot then read faster than
+    its rate for longer than that (its average since the start is not what it can take)."""
+
+    def __init__(self, rate: float, start: float) -> None:
+        self.rate = rate
+        self.ready = start
+
+    def took(self, size: int, now: float) -> float:
+        """It read ``size`` bytes at ``now``: when it may read again."""
+        if self.rate <= 0:
+            return now
+        self.ready = max(self.ready, now - BURST) + size / self.rate
+        return self.ready
+
+
+async def acking_client(host: str, port: int, read_rate: float, seconds: float) -> None:
+    """As :func:`client`, in ``wsfanout.v1``, acknowledging what it has read as
+    docs/protocol.md says ("Acknowledgements"), by hand: every frame taken counts, an
+    acknowledgement at most every ``interval`` and the one owed sent while it waits."""
+    from websockets.typing import Subprotocol
+
+    lines = []
+    async with connect(
+        f"ws://{host}:{port}", compression=None, subprotocols=[Subprotocol("wsfanout.v1")]
+    ) as websocket:
+        start = time.monotonic()
+        read = 0
+        throttle = Throttled(read_rate, start)
+        taken = 0
+        acked = 0
+        last_ack = -1.0
+        interval: float | None = None
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                try:
+                    owed = interval is not None and taken > acked
+                    wait = max(0.0, last_ack + interval - time.monotonic()) if owed else None  # type: ignore[operator]
+                    async with asyncio.timeout(wait):
+                        frame = await websocket.recv()
+                except TimeoutError:
+                    await websocket.send(json.dumps({"type": "ack", "n": taken}))
+                    acked, last_ack = taken, time.monotonic()
+                    continue
+                now = time.monotonic()
+                if now - start > seconds:
+                    break
+                taken += 1
+                data = frame.encode() if isinstance(frame, str) else frame
+                cut = data.find(b"\n")
+                if cut < 0:
+                    control = json.loads(data)
+                    if control.get("type") == "ack-request":
+                        interval = control["interval"]
+                    continue
+                data = data[cut + 1 :]
+                if interval is not None and now - last_ack >= interval:
+                    await websocket.send(json.dumps({"type": "ack", "n": taken}))
+                    acked, last_ack = taken, now
+                read += len(data)
+                stamps = [json.loads(line)["t"] for line in data.split(b"\n")]
+                lines.append(json.dumps({"at": now, "bytes": len(data), "stamps": stamps}))
+                due = throttle.took(len(data), now)
+                if due > now:
+                    await asyncio.sleep(due - now)
+    sys.stdout.write("".join(line + "\n" for line in lines))
+    sys.stdout.flush()
+
+
 async def client(host: str, port: int, read_rate: float, seconds: float) -> None:
     """Read for ``seconds``, at most ``read_rate`` bytes per second (0: as fast as it
     can); then print one JSON line per frame read: its time, its size and the publish
@@ -184,6 +261,7 @@ async def client(host: str, port: int, read_rate: float, seconds: float) -> None
     async with connect(f"ws://{host}:{port}", compression=None) as websocket:
         start = time.monotonic()
         read = 0
+        throttle = Throttled(read_rate, start)
         with contextlib.suppress(ConnectionClosed):
             async for frame in websocket:
                 now = time.monotonic()
@@ -193,9 +271,7 @@ async def client(host: str, port: int, read_rate: float, seconds: float) -> None
                 read += len(data)
                 stamps = [json.loads(line)["t"] for line in data.split(b"\n")]
                 lines.append(json.dumps({"at": now, "bytes": len(data), "stamps": stamps}))
-                # Throttled reading: the next read waits until the average is back
-                # under read_rate.
-                due = start + read / read_rate if read_rate > 0 else now
+                due = throttle.took(len(data), now)
                 if due > now:
                     await asyncio.sleep(due - now)
     sys.stdout.write("".join(line + "\n" for line in lines))
@@ -249,6 +325,7 @@ async def run_case(name: str, policy: Policy, args: argparse.Namespace) -> dict[
     congestion: list[str] = []
     network = args.network_rate is not None
     host = SERVER_ADDRESS if network else "127.0.0.1"
+    acks = name.endswith("-acks")
 
     async def handler(websocket: ServerConnection) -> None:
         sock = websocket.transport.get_extra_info("socket")
@@ -259,6 +336,10 @@ async def run_case(name: str, policy: Policy, args: argparse.Namespace) -> dict[
         congestion.append(
             sock.getsockopt(socket.IPPROTO_TCP, TCP_CONGESTION, 16).rstrip(b"\0").decode()
         )
+        if acks:
+            asyncio.get_running_loop().call_soon(connected.set_result, websocket)
+            await hub.serve(websocket, policy=policy)
+            return
         async with hub.subscribe(websocket, policy=policy):
             if not connected.done():
                 connected.set_result(websocket)
@@ -272,7 +353,9 @@ async def run_case(name: str, policy: Policy, args: argparse.Namespace) -> dict[
             shaper.append((time.monotonic() - start, backlog, drops))
             await asyncio.sleep(0.25)
 
-    async with serve(handler, host, 0, compression=None) as server:
+    async with serve(
+        handler, host, 0, compression=None, select_subprotocol=select_subprotocol
+    ) as server:
         port = server.sockets[0].getsockname()[1]
         prefix = ["ip", "netns", "exec", NAMESPACE] if network else []
         proc = await asyncio.create_subprocess_exec(
@@ -288,6 +371,7 @@ async def run_case(name: str, policy: Policy, args: argparse.Namespace) -> dict[
             "0" if network else str(args.read),
             "--seconds",
             str(args.seconds),
+            *(["--acks"] if acks else []),
             stdout=subprocess.PIPE,
             cwd=ROOT,
         )
@@ -306,7 +390,10 @@ async def run_case(name: str, policy: Policy, args: argparse.Namespace) -> dict[
                 hub.publish(json.dumps({"k": key, "t": time.monotonic(), "p": padding}), key=key)
                 sequence += 1
             stats = subscriber.stats()
-            samples.append((time.monotonic() - start, stats.drain_rate, stats.level))
+            # With acknowledgements, the rate the client's application takes is what
+            # the policy paces to; else the write buffer's drain rate.
+            rate = stats.ack_rate if stats.ack_rate is not None else stats.drain_rate
+            samples.append((time.monotonic() - start, rate, stats.level))
             next_tick += TICK
             await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
         final = subscriber.stats()
@@ -495,13 +582,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--congestion", metavar="NAME", help="TCP_CONGESTION on the server's socket"
     )
-    parser.add_argument("--case", action="append", choices=["adaptive", "batch"])
+    parser.add_argument("--case", action="append", choices=["adaptive", "batch", "adaptive-acks"])
     parser.add_argument("--json", action="store_true", help="print results as JSON")
     parser.add_argument("--client", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--host", default="127.0.0.1", help=argparse.SUPPRESS)
+    parser.add_argument("--acks", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.client is not None:
-        asyncio.run(client(args.host, args.client, args.read, args.seconds))
+        run = acking_client if args.acks else client
+        asyncio.run(run(args.host, args.client, args.read, args.seconds))
         return 0
     if args.network_rate is not None and not args.network_rate > 0:
         parser.error(f"--network-rate must be > 0, not {args.network_rate!r}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import attrs
 import pytest
 
 from wsfanout import ConfigError, Snapshot
@@ -65,7 +66,7 @@ def test_a_client_that_takes_all_it_is_given_raises_its_rate_only_by_full_window
         acks.wrote(4000)
     acks.ack(4, 0.1)  # 12 kB in 0.05 s, all it had, and at least a window: the window held it
     assert acks.rate == pytest.approx(240_000.0)
-    assert window(acks.rate) == pytest.approx(48_000.0)
+    assert window(acks.rate) == pytest.approx(24_000.0)
     acks.wrote(1000)
     acks.ack(5, 0.15)  # a small frame taken quickly says nothing of a faster reader
     assert acks.rate == pytest.approx(240_000.0)
@@ -80,10 +81,10 @@ def test_a_client_that_never_acknowledges_is_forgotten() -> None:
     assert not acks.ack(10, 1.0)
 
 
-def test_the_window_is_a_fifth_of_a_second_of_the_rate_and_never_under_8_kib() -> None:
-    assert window(None) == 8192
-    assert window(10_000.0) == 8192
-    assert window(1_000_000.0) == pytest.approx(200_000.0)
+def test_the_window_is_a_tenth_of_a_second_of_the_rate_and_never_under_4_kib() -> None:
+    assert window(None) == 4096
+    assert window(10_000.0) == 4096
+    assert window(1_000_000.0) == pytest.approx(100_000.0)
 
 
 def test_the_request_and_the_answer_as_the_protocol_writes_them() -> None:
@@ -124,17 +125,17 @@ def test_the_outbox_counts_every_frame_from_the_request_on_and_holds_for_the_win
             written += 1
         else:
             break
-    # The fast path wrote until the client had a window's worth untaken (8 KiB): 3 frames.
-    assert written == 3
-    assert outbox.snapshot(now, 0).unacked == 9000
+    # The fast path wrote until the client had a window's worth untaken (4 KiB): 2 frames.
+    assert written == 2
+    assert outbox.snapshot(now, 0).unacked == 6000
     action = outbox.next_action(now, 0)
     assert isinstance(action, Wait)
     assert action.until == math.inf
-    # The client takes two: 3 kB untaken, under the window; the relay must ask again.
-    assert outbox.acknowledge(4, 0.1) is Offer.KICK
+    # The client takes one: 3 kB untaken, under the window; the relay must ask again.
+    assert outbox.acknowledge(3, 0.1) is Offer.KICK
     action = outbox.next_action(0.1, 0)
     assert isinstance(action, Write)
-    assert outbox.acks.written == 1 + 3 + len(action.frames)
+    assert outbox.acks.written == 1 + 2 + len(action.frames)
 
 
 def test_a_stopped_window_fills_nothing_and_a_policy_not_reading_it_is_not_asked() -> None:
@@ -161,9 +162,22 @@ def test_adaptive_paces_to_what_the_application_takes_and_holds_past_its_window(
     assert first.step.level == policy.target(50_000.0)
     assert first.step.cause == "drain_rate 50000 B/s"
     # More than a window untaken: nothing goes until it acknowledges.
-    full = Snapshot(now=5.2, queued_messages=40, ack_rate=50_000.0, unacked=10_001, memo=first.memo)
+    full = Snapshot(now=5.2, queued_messages=40, ack_rate=50_000.0, unacked=5_001, memo=first.memo)
     assert policy.decide(full).send_at == math.inf
-    under = Snapshot(now=5.2, queued_messages=40, ack_rate=50_000.0, unacked=9_999, memo=first.memo)
+    under = Snapshot(now=5.2, queued_messages=40, ack_rate=50_000.0, unacked=4_999, memo=first.memo)
     assert policy.decide(under).send_at < math.inf
     # Measured from acknowledgements, an overshoot leaves nothing unseen: no draining.
     assert policy.decide(seen).step.cause == "drain_rate 50000 B/s"  # type: ignore[union-attr]
+
+
+def test_a_client_that_acknowledges_is_paced_from_its_acknowledgements_alone() -> None:
+    policy = Adaptive(interval=0.1, max_bytes=65_536, min_bytes=1_024)
+    # The window held what was queued, so the write buffer drained nothing: its
+    # measurement says nothing, and before the first rate from acknowledgements there
+    # is no pace at all (a client that keeps up gets everything).
+    held = Snapshot(now=1.0, queued_messages=40, drain_rate=900.0, delivery_rate=800.0, unacked=0)
+    decision = policy.decide(held)
+    assert decision.step is None
+    again = policy.decide(attrs.evolve(held, now=2.5, memo=decision.memo, ack_rate=50_000.0))
+    assert again.step is not None
+    assert again.step.level == policy.target(50_000.0)

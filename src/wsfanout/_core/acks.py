@@ -12,14 +12,15 @@ client asked for acknowledgements says how many frames its application has taken
 ``N`` says how many bytes the application has not taken (:attr:`AckWindow.unacked`).
 
 Between two acknowledgements the application took the bytes acknowledged in between.
-The sample is its rate when it was *backlogged*: frames written before the earlier
-acknowledgement were still not taken at the later one, so it had something to take
-all along and took no faster. Otherwise it took everything it had been given: the
-sample is what it was given, and raises the estimate only if it holds at least a full
-window (:func:`window`): the hub's window then limited it, and a client that keeps up
-grows its window by a factor of about four an acknowledgement interval. The estimate
-(:attr:`AckWindow.rate`) is a moving average of backlogged samples weighted by their
-length, as the drain meter's is.
+The sample is its rate when it was *backlogged*: it had frames written and not taken
+at both acknowledgements, so it had something to take from the start to the end and
+took no faster (a frame in flight, on a paced connection, is enough; the one it is
+processing is counted taken). Otherwise it ran out of what it was given: the sample is
+what it was given, and raises the estimate only if it holds at least a full window
+(:func:`window`): the hub's window then limited it, and a client that keeps up doubles
+its window about every acknowledgement interval. The estimate (:attr:`AckWindow.rate`)
+is a moving average of backlogged samples weighted by their length, as the drain
+meter's is.
 """
 
 from __future__ import annotations
@@ -34,10 +35,10 @@ __all__ = ["ACK_INTERVAL", "MAX_UNACKED_FRAMES", "MIN_WINDOW", "WINDOW", "AckWin
 ACK_INTERVAL = 0.05
 """Seconds: the ``interval`` of the hub's ``ack-request``, the most an acknowledgement waits."""
 
-MIN_WINDOW = 8192
+MIN_WINDOW = 4096
 """Bytes a client that acknowledges may have untaken before its rate is known."""
 
-WINDOW = 0.2
+WINDOW = 0.1
 """Seconds of its measured rate a client that acknowledges may have untaken."""
 
 MAX_UNACKED_FRAMES = 65536
@@ -59,8 +60,8 @@ class AckWindow:
 
     __slots__ = (
         "_at",
-        "_before",
         "_ends",
+        "_waiting",
         "acked",
         "acked_bytes",
         "base",
@@ -88,7 +89,7 @@ class AckWindow:
         """The client left :data:`MAX_UNACKED_FRAMES` unacknowledged: no longer tracked."""
         self._ends: deque[int] = deque()  # written_bytes after each frame not yet taken
         self._at = now  # the previous acknowledgement (at first, the request)
-        self._before = 0  # frames written by then
+        self._waiting = False  # frames written and not taken, just after it
 
     def __repr__(self) -> str:
         return (
@@ -136,7 +137,7 @@ class AckWindow:
             took = self.acked_bytes - before
             sample = took / elapsed
             rate = self.rate
-            if taken < self._before:  # backlogged: frames given before the last ack wait
+            if self._waiting and taken < self.written:  # backlogged at both ends
                 if rate is None:
                     self.rate = sample
                 else:
@@ -145,5 +146,5 @@ class AckWindow:
             elif (rate is None or sample > rate) and took >= window(rate):
                 self.rate = sample  # it took a full window: the window held it back
         self._at = now
-        self._before = self.written
+        self._waiting = taken < self.written
         return True

@@ -44,7 +44,7 @@ past every buffer: its ``ack_rate`` replaces both rates, nothing is drained (not
 waits unseen), and while more than :func:`~wsfanout.lowlevel.window` bytes of what was
 written are untaken (``unacked``), what is queued waits for its next acknowledgement.
 That window bounds the unpaced start and every probe: they can put no more than a
-fifth of a second of the reader's rate (8 KiB before it is known) out of the queue's
+tenth of a second of the reader's rate (4 KiB before it is known) out of the queue's
 reach.
 """
 
@@ -229,9 +229,10 @@ class Adaptive(Ladder):
         acked = snapshot.ack_rate
         rate: float | None
         delivery: float | None
-        if acked is not None:
+        if snapshot.unacked is not None:
             # The client says what its application takes: past every buffer, so nothing
-            # waits unseen (no draining) and the path's rate says nothing more.
+            # waits unseen (no draining) and the path's rate says nothing more; the write
+            # buffer's drain, held back by the window, says nothing at all.
             rate, delivery = acked, None
         else:
             rate, delivery = snapshot.drain_rate, snapshot.delivery_rate
@@ -245,7 +246,9 @@ class Adaptive(Ladder):
         overshot = self.target(_lower(rate, delivery)) > level
         if state.probing and overshot:
             ceiling, ceiling_at = level, snapshot.now
-        draining = self.drain is not None and acked is None and (state.draining or overshot)
+        draining = (
+            self.drain is not None and snapshot.unacked is None and (state.draining or overshot)
+        )
         return _State(rate, snapshot.now, False, ceiling, ceiling_at, draining, delivery)
 
     def choose(self, snapshot: Snapshot, level: int, state: object) -> tuple[int, str, object]:
