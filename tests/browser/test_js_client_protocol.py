@@ -51,7 +51,7 @@ def places(messages: list[dict[str, Any]]) -> list[tuple[str, int]]:
 
 
 def test_the_protocol_page_has_the_examples_these_tests_send() -> None:
-    assert sorted(CONTROL_EXAMPLES) == ["gap", "heartbeat", "level", "resume"]
+    assert sorted(CONTROL_EXAMPLES) == ["ack", "ack-request", "gap", "heartbeat", "level", "resume"]
     assert DATA_FRAME.count("\n") == 1
     assert RESUME_URL.startswith("wss://")
 

@@ -1,40 +1,38 @@
 """Acknowledgements (docs/protocol.md, "Acknowledgements") from the Python client,
 ``wsfanout.client``, to a small real websockets server of the test's on 127.0.0.1 that
-sends an ``ack-request``, data and control frames, and reads the ``ack`` frames back.
-
-Timing is measured on the event loop's clock, which the server and the client share
-(one loop, one process), so the bounds below need no slack for clock skew:
-
-- an ack counts frames the client took, and it took frame ``k`` after the server began
-  sending it: an ack of ``n`` was sent no earlier than ``sent_at[n]``;
-- two acks are sent at least ``interval`` apart, and an ack arrives after it was sent:
-  ack ``j + 1`` arrives no earlier than ``sent_at[n_j] + interval``.
-"""
+sends an ``ack-request``, data and control frames, and reads the ``ack`` frames back
+(``harness.ack_peer``). The server and the client run on one event loop, so they share
+its clock: the pacing bounds need no slack but float rounding."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import json
 import logging
+import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
 
+from harness.ack_peer import GUARD, AckPeer, request
 from wsfanout import select_subprotocol
 from wsfanout.client import Client, Gap, Received
-
-GUARD = 10.0
-"""Seconds after which a wait is a hang."""
 
 EPSILON = 1e-6
 """Float rounding of loop times, far below any interval here."""
 
 pytestmark = pytest.mark.usefixtures("loop_guard")
+
+PROTOCOL = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
+EXAMPLES = {
+    json.loads(example)["type"]: example.strip()
+    for example in re.findall(r"^```json\n(.*?)^```$", PROTOCOL.read_text(), re.M | re.S)
+}
+"""The protocol page's control frames, by type, exactly as the page writes them."""
 
 
 def data(offset: int, payload: str, topic: str = "p", epoch: str = "E") -> str:
@@ -46,68 +44,20 @@ def control(**fields: Any) -> str:
     return json.dumps(fields, separators=(",", ":"))
 
 
-def request(interval: Any) -> str:
-    return control(type="ack-request", interval=interval)
-
-
-class Peer:
-    """The server's side of one connection: numbers the frames it sends (from 1) and
-    records each ack it reads as ``(loop time, n)``."""
-
-    def __init__(self, ws: ServerConnection) -> None:
-        self.ws = ws
-        self.sent_at: list[float] = [0.0]  # sent_at[k]: when frame k began to be sent
-        self.acks: asyncio.Queue[tuple[float, int]] = asyncio.Queue()
-        self.other: list[str | bytes] = []
-        """What the client sent that is not an ack (nothing, from this client)."""
-
-    @property
-    def sent(self) -> int:
-        return len(self.sent_at) - 1
-
-    async def send(self, *frames: str) -> None:
-        loop = asyncio.get_running_loop()
-        for frame in frames:
-            self.sent_at.append(loop.time())
-            await self.ws.send(frame)
-
-    async def ack(self) -> tuple[float, int]:
-        """The next ack the client sends; a hang past :data:`GUARD` fails."""
-        async with asyncio.timeout(GUARD):
-            return await self.acks.get()
-
-    async def ack_of(self, n: int) -> list[tuple[float, int]]:
-        """Every ack up to the first that counts ``n`` frames."""
-        got = [await self.ack()]
-        while got[-1][1] < n:
-            got.append(await self.ack())
-        return got
-
-    async def read(self) -> None:
-        loop = asyncio.get_running_loop()
-        async for message in self.ws:
-            value = json.loads(message) if isinstance(message, str) else None
-            if isinstance(value, dict) and value.get("type") == "ack":
-                self.acks.put_nowait((loop.time(), value["n"]))
-            else:
-                self.other.append(message)
-
-
 class Site:
     """A websockets server offering ``wsfanout.v1``: each connection becomes a
-    :class:`Peer` the test scripts, kept open until the client closes it."""
+    :class:`AckPeer` the test scripts, kept open until the client closes it."""
 
     def __init__(self) -> None:
         self.uri = ""
-        self.peers: asyncio.Queue[Peer] = asyncio.Queue()
+        self.peers: asyncio.Queue[AckPeer] = asyncio.Queue()
 
     async def handler(self, ws: ServerConnection) -> None:
-        peer = Peer(ws)
+        peer = AckPeer(ws)
         self.peers.put_nowait(peer)
-        with contextlib.suppress(ConnectionClosed):
-            await peer.read()
+        await peer.read()
 
-    async def peer(self) -> Peer:
+    async def peer(self) -> AckPeer:
         async with asyncio.timeout(GUARD):
             return await self.peers.get()
 
@@ -145,13 +95,12 @@ async def running(**options: Any) -> AsyncIterator[tuple[Site, Client, App]]:
                 await app.task
 
 
-def assert_paced(peer: Peer, acks: list[tuple[float, int]], interval: float) -> None:
-    """Each ack counts no more than was sent, counts never go down, and each ack
-    arrived at least ``interval`` after the frame the one before it counted was sent."""
-    for (_, before), (arrived, n) in itertools.pairwise(acks):
-        assert before <= n
-        assert arrived - peer.sent_at[before] >= interval - EPSILON, (before, n)
-    assert all(n <= peer.sent for _, n in acks)
+async def test_the_request_example_is_answered_as_the_ack_example_is_written() -> None:
+    async with running() as (site, _, _):
+        peer = await site.peer()
+        await peer.send(EXAMPLES["ack-request"])
+        assert (await peer.ack())[1] == 1
+        assert peer.texts == [EXAMPLES["ack"].replace("1234", "1")]
 
 
 async def test_acks_count_every_frame_taken_control_frames_and_the_request_included() -> None:
@@ -174,7 +123,7 @@ async def test_acks_count_every_frame_taken_control_frames_and_the_request_inclu
         await app.received(4)  # the gap, m4, the batch, m7
         acks = [first, *await peer.ack_of(9)]
         assert acks[-1][1] == 9
-        assert_paced(peer, acks, 0.05)
+        peer.assert_paced(acks, 0.05, EPSILON)
     assert client.stats().acks == len(acks)
     assert client.stats().errors == 0
     assert peer.other == []
