@@ -7,6 +7,7 @@ returns. Everything it takes and returns is here, with the queue rules a policy
 declares. See docs/reference.md, "wsfanout.lowlevel".
 """
 
+from ._core.acks import ACK_INTERVAL, AckWindow, window
 from ._core.contract import (
     BLOCKED,
     DRAIN_POLL,
@@ -15,7 +16,7 @@ from ._core.contract import (
     plan_wait,
     write_buffer,
 )
-from ._core.control import gap_notice, heartbeat_frame, resume_frame
+from ._core.control import ack_request, gap_notice, heartbeat_frame, read_ack, resume_frame
 from ._core.decision import NEUTRAL, join
 from ._core.deflate import DeflateParams
 from ._core.drain import DrainMeter, KernelView
@@ -98,6 +99,8 @@ __all__ = [
     "resume_frame",
     "gap_notice",
     "heartbeat_frame",
+    "ack_request",
+    "read_ack",
     "OP_TEXT",
     "OP_BINARY",
     "DeflateParams",
@@ -105,6 +108,10 @@ __all__ = [
     "Push",
     "DrainMeter",
     "KernelView",
+    # what a client's acknowledgements say
+    "AckWindow",
+    "ACK_INTERVAL",
+    "window",
     # gap notices in the core
     "GapLedger",
     "Notice",

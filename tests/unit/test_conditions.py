@@ -77,6 +77,8 @@ def test_a_condition_names_only_numeric_snapshot_fields() -> None:
         "drain_rate",
         "delivery_rate",
         "kernel_unsent",
+        "unacked",
+        "ack_rate",
     )
     with pytest.raises(PolicyError, match=r"^field='lagg' is not a numeric Snapshot field") as e:
         Above("lagg", 1.0)

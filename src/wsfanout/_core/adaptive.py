@@ -38,6 +38,14 @@ measurement proves too fast becomes a ceiling: later probes stop below it, for
 :data:`CEILING_PROBES` probe periods, since each probe past what the reader takes
 fills buffers no one can see (the kernel's, the client's) before the write buffer
 shows it.
+
+A client that acknowledges (docs/protocol.md) says what its application has taken,
+past every buffer: its ``ack_rate`` replaces both rates, nothing is drained (nothing
+waits unseen), and while more than :func:`~wsfanout.lowlevel.window` bytes of what was
+written are untaken (``unacked``), what is queued waits for its next acknowledgement.
+That window bounds the unpaced start and every probe: they can put no more than a
+fifth of a second of the reader's rate (8 KiB before it is known) out of the queue's
+reach.
 """
 
 from __future__ import annotations
@@ -48,6 +56,7 @@ from typing import Any
 
 import attrs
 
+from .acks import window
 from .builtins import Batch, Throttle, _check_combine
 from .decision import NEUTRAL, Decision
 from .errors import PolicyError, invalid
@@ -138,6 +147,21 @@ class Adaptive(Ladder):
     probe: float | None = attrs.field(default=10.0, validator=_check_probe)
     drain: float | None = attrs.field(default=0.5, validator=_check_drain)
     announce: bool = attrs.field(default=False)
+    reads = frozenset(
+        [
+            "now",
+            "queued_messages",
+            "queued_bytes",
+            "lag",
+            "write_buffer",
+            "last_send",
+            "memo",
+            "drain_rate",
+            "delivery_rate",
+            "unacked",
+            "ack_rate",
+        ]
+    )
     _paces: tuple[float, ...] = attrs.field(init=False, eq=False, repr=False)
     _policies: tuple[Policy, ...] = attrs.field(init=False, eq=False, repr=False)
 
@@ -191,10 +215,26 @@ class Adaptive(Ladder):
     def initial_state(self) -> object:
         return _State(None, -math.inf, False)
 
+    def decide(self, snapshot: Snapshot) -> Decision:
+        decision = super().decide(snapshot)
+        unacked = snapshot.unacked
+        if unacked is not None and unacked > window(snapshot.ack_rate):
+            # The client's application has a window's worth still to take: what is
+            # queued waits here, fresh, until it acknowledges (which asks again).
+            return attrs.evolve(decision, send_at=math.inf)
+        return decision
+
     def observe(self, snapshot: Snapshot, level: int, state: object) -> object:
         assert isinstance(state, _State)
-        rate = snapshot.drain_rate
-        delivery = snapshot.delivery_rate
+        acked = snapshot.ack_rate
+        rate: float | None
+        delivery: float | None
+        if acked is not None:
+            # The client says what its application takes: past every buffer, so nothing
+            # waits unseen (no draining) and the path's rate says nothing more.
+            rate, delivery = acked, None
+        else:
+            rate, delivery = snapshot.drain_rate, snapshot.delivery_rate
         if rate == state.rate:
             return state if delivery == state.delivery else attrs.evolve(state, delivery=delivery)
         # A new measurement. If it ends a probe by saying the probed pace was too fast,
@@ -205,7 +245,7 @@ class Adaptive(Ladder):
         overshot = self.target(_lower(rate, delivery)) > level
         if state.probing and overshot:
             ceiling, ceiling_at = level, snapshot.now
-        draining = self.drain is not None and (state.draining or overshot)
+        draining = self.drain is not None and acked is None and (state.draining or overshot)
         return _State(rate, snapshot.now, False, ceiling, ceiling_at, draining, delivery)
 
     def choose(self, snapshot: Snapshot, level: int, state: object) -> tuple[int, str, object]:

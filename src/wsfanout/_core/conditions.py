@@ -77,6 +77,10 @@ class Condition:
         """Why the condition holds of ``snapshot``, in words, for statistics and logs."""
         raise NotImplementedError
 
+    def fields(self) -> frozenset[str]:
+        """The snapshot fields the condition compares (none declared by default)."""
+        return frozenset()
+
     def __or__(self, other: Condition) -> AnyOf:
         return AnyOf((*_flat(self, AnyOf), *_flat(other, AnyOf)))
 
@@ -114,6 +118,9 @@ class _Threshold(Condition):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.field!r}, {_number(self.value)})"
+
+    def fields(self) -> frozenset[str]:
+        return frozenset([self.field])
 
 
 @attrs.frozen(repr=False)
@@ -186,6 +193,9 @@ class AnyOf(Condition):
     def recheck(self, snapshot: Snapshot) -> Decision:
         return _earliest(condition.recheck(snapshot) for condition in self.conditions)
 
+    def fields(self) -> frozenset[str]:
+        return frozenset().union(*(condition.fields() for condition in self.conditions))
+
     def explain(self, snapshot: Snapshot) -> str:
         held = [c.explain(snapshot) for c in self.conditions if c.holds(snapshot)]
         return " or ".join(held) if held else "none of " + repr(self)
@@ -207,6 +217,9 @@ class AllOf(Condition):
 
     def recheck(self, snapshot: Snapshot) -> Decision:
         return _earliest(condition.recheck(snapshot) for condition in self.conditions)
+
+    def fields(self) -> frozenset[str]:
+        return frozenset().union(*(condition.fields() for condition in self.conditions))
 
     def explain(self, snapshot: Snapshot) -> str:
         return " and ".join(condition.explain(snapshot) for condition in self.conditions)

@@ -2,7 +2,9 @@
 
 docs/protocol.md is the contract: a ``resume`` frame opens the replay of one topic, a
 ``gap`` notice gives exact missing ranges and why, a ``heartbeat`` gives the last
-offset of each topic to a subscriber that has received nothing for a while. Each is one
+offset of each topic to a subscriber that has received nothing for a while, an
+``ack-request`` asks the client to say what its application has taken (and
+:func:`read_ack` reads its answer). Each is one
 compact JSON object; ``t`` is left out for the stream ``""`` (messages without a topic),
 as in data headers.
 """
@@ -12,7 +14,9 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 
-__all__ = ["gap_notice", "heartbeat_frame", "resume_frame"]
+from .errors import ConfigError, invalid
+
+__all__ = ["ack_request", "gap_notice", "heartbeat_frame", "read_ack", "resume_frame"]
 
 
 def _dumps(value: object) -> str:
@@ -64,3 +68,26 @@ def gap_notice(
 def heartbeat_frame(offsets: Mapping[str, tuple[str, int]]) -> str:
     """``{"type":"heartbeat","offsets":{"prices":["h3k9q2mv",57]}}``."""
     return _dumps({"type": "heartbeat", "offsets": {t: [e, o] for t, (e, o) in offsets.items()}})
+
+
+def ack_request(interval: float | None) -> str:
+    """``{"type":"ack-request","interval":0.05}``; ``None``: stop acknowledging."""
+    return _dumps({"type": "ack-request", "interval": interval})
+
+
+def read_ack(text: str | bytes) -> int | None:
+    """The ``n`` of a client's ``{"type":"ack","n":N}``; None if ``text`` is no ``ack``
+    (an application's message). Raises :class:`ConfigError` naming ``n`` and its value
+    when it is one whose ``n`` is not a whole number >= 0."""
+    if not isinstance(text, str) or '"ack"' not in text:
+        return None  # cheap: most messages a client sends are the application's
+    try:
+        frame = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(frame, dict) or frame.get("type") != "ack":
+        return None
+    n = frame.get("n")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise invalid("n", n, "is not a whole number >= 0", ConfigError)
+    return n

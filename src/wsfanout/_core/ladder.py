@@ -30,7 +30,7 @@ from .conditions import Condition
 from .decision import NEUTRAL, Decision, LevelStep, join
 from .errors import PolicyError, invalid
 from .guarantees import Guarantee, LevelBound, StepsApart, code
-from .policy import PASS, Composite, Policy, as_policy, decides
+from .policy import ACK_FIELDS, PASS, Composite, Policy, as_policy, decides, reads_acks
 from .rules import Rules
 from .snapshot import Snapshot
 
@@ -298,6 +298,16 @@ class Escalate(Ladder):
         object.__setattr__(
             self, "_names", tuple(_level_name(level, i) for i, level in enumerate(self.levels))
         )
+
+    def acknowledged(self) -> bool:
+        """True if a level's policy or condition reads the client's acknowledgements."""
+        for level in self.levels:
+            if level.policy is not None and reads_acks(level.policy):
+                return True
+            for condition in (level.up, level.down):
+                if condition is not None and not condition.fields().isdisjoint(ACK_FIELDS):
+                    return True
+        return False
 
     def level_policies(self) -> tuple[Policy, ...]:
         return self._policies

@@ -67,6 +67,7 @@ from collections.abc import Callable, Sequence
 
 import attrs
 
+from .acks import AckWindow
 from .decision import NEUTRAL, Close, Decision, LevelStep
 from .drain import DrainMeter, KernelView
 from .frames import frame_size
@@ -136,6 +137,7 @@ class Outbox:
     """One subscriber's queue, policy and counters; see the module docstring for the protocol."""
 
     __slots__ = (
+        "_acks",
         "_asked",
         "_batch",
         "_behind_since",
@@ -209,6 +211,7 @@ class Outbox:
         """Called with each :class:`LevelStep` as it is taken (the shell tells the
         application); it must not call back into this outbox."""
         self._drain: DrainMeter | None = None  # made on the first wait: the slow path
+        self._acks: AckWindow | None = None  # while the client is asked to acknowledge
         self.steps_up = 0
         """Steps a ladder took to a higher level (across policy changes: a counter)."""
         self.steps_down = 0
@@ -270,6 +273,8 @@ class Outbox:
                 self.frames += 1
                 self.last_send = now
                 self._decision = None  # last_send changed: ask again next time
+                if self._acks is not None:
+                    self._acks.wrote(len(message.payload))
                 return Offer.WRITE
             asked = True
         was_empty = not queue._entries
@@ -324,6 +329,8 @@ class Outbox:
             return Offer.NONE
         if write_buffer <= self.fast_limit and not self.queue:
             self.control_frames += 1
+            if self._acks is not None:
+                self._acks.wrote(len(frame.payload))
             return Offer.WRITE
         self._announce(now)  # losses recorded before this frame are announced before it
         self.control.append(frame)
@@ -335,6 +342,34 @@ class Outbox:
                 f"to be written (max_bytes={self.queue.max_bytes})"
             )
             return self._begin_close(Close(1013, QUEUE_FULL, cause=cause))
+        return Offer.KICK
+
+    def ask_acks(self, now: float) -> None:
+        """The shell is about to send the client an ``ack-request`` (docs/protocol.md)
+        with :meth:`send_control`: count every frame written from it on."""
+        self._acks = AckWindow(self.frames + self.control_frames, now)
+        self._eager = self._eagerness()
+
+    def stop_acks(self) -> None:
+        """The client is no longer asked to acknowledge: forget what it said."""
+        self._acks = None
+        self._eager = self._eagerness()
+
+    @property
+    def acks(self) -> AckWindow | None:
+        """What the client's acknowledgements say, while it is asked for them."""
+        return self._acks
+
+    def acknowledge(self, n: int, now: float) -> Offer:
+        """The client says its application has taken ``n`` frames since the connection
+        opened. ``KICK`` when that is news and messages wait: the policy, which may have
+        been holding them for it, must be asked again."""
+        acks = self._acks
+        if acks is None or not acks.ack(n, now) or self.closing is not None:
+            return Offer.NONE
+        if not self.queue:
+            return Offer.NONE
+        self._decision = None
         return Offer.KICK
 
     def next_action(self, now: float, write_buffer: int) -> Action:
@@ -384,9 +419,12 @@ class Outbox:
             return Wait(min(decision.send_at, decision.recheck_at), drain=False)
         frames = []
         buffered = write_buffer
+        acks = self._acks
         while True:
             frame = self._take_frame()
             frames.append(frame)
+            if acks is not None:
+                acks.wrote(len(frame.payload))  # before the next ask: the window counts it
             buffered += frame_size(len(frame.payload))
             self.last_send = now
             if not queue or buffered > self.high:
@@ -468,6 +506,9 @@ class Outbox:
                 break
         written = tuple(control[:count])
         del control[:count]
+        if self._acks is not None:
+            for frame in written:
+                self._acks.wrote(len(frame.payload))
         self.control_bytes -= sum(len(frame.payload) for frame in written)
         self.control_frames += count
         if not control:
@@ -543,6 +584,7 @@ class Outbox:
     def _snapshot(self, now: float, write_buffer: int, kernel: KernelView | None) -> Snapshot:
         queue = self.queue
         meter = self._drain
+        acks = self._acks
         return Snapshot(
             now=now,
             queued_messages=len(queue),
@@ -556,6 +598,8 @@ class Outbox:
             drain_rate=None if meter is None else meter.rate,
             delivery_rate=None if meter is None else meter.delivery_rate,
             kernel_unsent=None if kernel is None else kernel.unsent,
+            unacked=None if acks is None else acks.unacked,
+            ack_rate=None if acks is None else acks.rate,
         )
 
     @property
@@ -591,9 +635,22 @@ class Outbox:
             steps_up=self.steps_up,
             steps_down=self.steps_down,
             drain_rate=None if self._drain is None else self._drain.rate,
+            unacked=None if self._acks is None else self._acks.unacked,
+            ack_rate=None if self._acks is None else self._acks.rate,
         )
 
     # -- internals ------------------------------------------------------------------
+
+    def _eagerness(self) -> bool:
+        """Whether the fast path may write without asking: the policy (a ladder's level)
+        says "send now" to an empty queue, or never decides; never while the client is
+        asked for acknowledgements, which a policy that decides may hold for."""
+        if self._decide is None:
+            return True
+        if self._acks is not None:
+            return False
+        ladder = self._ladder
+        return ladder.eager[ladder.level] if ladder is not None else self.policy.eager
 
     def _adopt(self, policy: Policy, rules: Rules) -> None:
         """Take ``policy`` (whose resolved rules are ``rules``) as the one to consult."""
@@ -601,14 +658,11 @@ class Outbox:
         self.rules = rules
         self._batch = rules.batch
         self._decide = policy.decide if decides(policy) else None
-        # A policy that never decides always means "send now", whatever it declares.
-        self._eager = policy.eager or self._decide is None
         levels = policy.level_policies()
         # A ladder's levels and where it stands (a new policy starts at its first level);
         # None without levels (one slot, so a subscriber without a ladder pays a pointer).
         self._ladder: _Ladder | None = _Ladder(levels) if len(levels) > 1 else None
-        if self._ladder is not None:
-            self._eager = self._ladder.eager[0]
+        self._eager = self._eagerness()
         reads = shared_reads(policy) if self._decide is not None else None
         self._shared = None if reads is None else _shared_decisions(policy)
         self._share_mode = (_SHARE_LAST_SEND if "last_send" in (reads or ()) else 0) | (
@@ -741,7 +795,7 @@ class Outbox:
         self._announce(now)  # losses so far, in the old level's format
         rules = self.rules = ladder.rules[step.level]
         self._batch = rules.batch
-        self._eager = ladder.eager[step.level]
+        self._eager = self._eagerness()
         # The same reshape as set_policy: what is queued arrives again under the level's
         # rules; a lossless message is never evicted, and one that cannot fit closes.
         left_over = self.queue.reshape(rules)

@@ -49,8 +49,13 @@ __all__ = [
     "Policy",
     "as_policy",
     "decides",
+    "reads_acks",
     "shared_reads",
 ]
+
+
+ACK_FIELDS = frozenset(["unacked", "ack_rate"])
+"""The snapshot fields only a client's acknowledgements fill."""
 
 
 class Policy:
@@ -74,7 +79,15 @@ class Policy:
     subscribers whose snapshots agree on them (a timer pass over a thousand batches
     asks once). ``"memo"`` among them means "while the memo is None". None, the
     default, declares nothing: the policy is asked every time. Trusted only from the
-    class that also defines :meth:`decide` (see :func:`shared_reads`)."""
+    class that also defines :meth:`decide` (see :func:`shared_reads`). ``"unacked"`` or
+    ``"ack_rate"`` among them asks a ``wsfanout.v1`` client for acknowledgements
+    (:meth:`acknowledged`): declare them to see past the client's kernel."""
+
+    def acknowledged(self) -> bool:
+        """True if this stage reads what the client's acknowledgements say (``unacked``,
+        ``ack_rate``): by default, if its :attr:`reads` names them."""
+        reads = self.reads
+        return reads is not None and not reads.isdisjoint(ACK_FIELDS)
 
     def rules(self) -> Rules:
         """The queue rules this stage declares; a stage that declares none returns ``Rules()``."""
@@ -185,6 +198,12 @@ def shared_reads(policy: Policy) -> frozenset[str] | None:
             return None
         reads |= stage.reads
     return reads if reads <= SHAREABLE else None
+
+
+def reads_acks(policy: Policy) -> bool:
+    """True if a stage of ``policy`` reads what the client's acknowledgements say
+    (:meth:`Policy.acknowledged`): the hub then asks a ``wsfanout.v1`` client for them."""
+    return any(stage.acknowledged() for stage in policy.stages)
 
 
 @attrs.frozen(repr=False)

@@ -64,3 +64,14 @@ class Snapshot:
     write buffer (Linux: ``SIOCOUTQNSD``). Read only for a subscriber that is behind
     (something queued, or the write buffer over its low-water mark), never on the fast
     path; None there, and where the platform or the transport does not report it."""
+
+    unacked: int | None = None
+    """Payload bytes written that the client's application has not taken yet, from its
+    acknowledgements (docs/protocol.md, "Acknowledgements"): beyond the write buffer and
+    the kernel, what waits in the client's own buffers. Asked for only by a policy that
+    reads it (``reads`` holds ``"unacked"``, as ``Adaptive``'s does), of a ``wsfanout.v1``
+    client; None until the client first acknowledges, and for a client that does not."""
+
+    ack_rate: float | None = None
+    """Bytes per second the client's application takes, measured between its
+    acknowledgements while it had frames waiting to be taken; None until then."""

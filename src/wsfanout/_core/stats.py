@@ -101,6 +101,11 @@ class SubscriberStats(Counts):
     drain_rate: float | None = None
     """Bytes per second leaving its write buffer, as last measured (see
     :attr:`Snapshot.drain_rate`); None if it never fell behind."""
+    unacked: int | None = None
+    """Payload bytes its client's application has not taken yet (see
+    :attr:`Snapshot.unacked`); None unless the client acknowledges."""
+    ack_rate: float | None = None
+    """Bytes per second its client's application takes (see :attr:`Snapshot.ack_rate`)."""
 
 
 @attrs.frozen(kw_only=True)

@@ -28,6 +28,8 @@ FIELD_KINDS: dict[str, ValueKind] = {
     "drain_rate": BYTE_RATE,
     "delivery_rate": BYTE_RATE,
     "kernel_unsent": SIZE,
+    "unacked": SIZE,
+    "ack_rate": BYTE_RATE,
 }
 """The unit each snapshot field's threshold is written in."""
 

@@ -31,7 +31,7 @@ from websockets.typing import Data
 
 from .._backplane.protocol import Backplane, Recovered
 from .._core.builtins import DEFAULT_POLICY
-from .._core.control import heartbeat_frame
+from .._core.control import heartbeat_frame, read_ack
 from .._core.decision import Close, Decision
 from .._core.errors import ConfigError, HubClosedError, invalid
 from .._core.frames import FRAMINGS, SUBPROTOCOL
@@ -306,10 +306,13 @@ class Hub:
         # Not through subscribe(): its context manager would cost every idle
         # subscriber about 500 bytes more (see docs/performance.md).
         link = self._open(websocket, policy, topics, framing, policy_name)
+        link.hears_acks = True
         subscriber = link.subscriber
         try:
             await self._start(link, since)
             async for data in websocket:
+                if link.v1 and self._acknowledged(link, data):
+                    continue
                 if on_message is not None:
                     await on_message(subscriber, data)
         except ConnectionClosed:
@@ -317,6 +320,22 @@ class Hub:
         finally:
             await self._release(link)
         return subscriber.stats()
+
+    @staticmethod
+    def _acknowledged(link: Link, data: str | bytes) -> bool:
+        """True if ``data`` is the client's acknowledgement (docs/protocol.md), taken
+        here; a malformed one closes the connection with 1008, naming what was wrong."""
+        try:
+            n = read_ack(data)
+        except ConfigError as exc:
+            logger.info("%s refused: ack %s", link, exc)
+            reason = f"ack {exc}".encode()[:123].decode(errors="ignore")
+            link.close(Close(1008, reason, cause=f"ack {exc}"))
+            return True
+        if n is None:
+            return False
+        link.acknowledge(n)
+        return True
 
     @contextlib.asynccontextmanager
     async def subscribe(
@@ -392,6 +411,7 @@ class Hub:
 
     async def _start(self, link: Link, since: Iterable[Position | str] | None) -> None:
         """Send what the subscriber missed (if it resumes), then let live messages in."""
+        link.ask_acks()  # before anything else: the window counts every frame after it
         if since is None:
             try:
                 positions = _requested(link.websocket)

@@ -18,13 +18,15 @@ from typing import TYPE_CHECKING
 from websockets.asyncio.connection import Connection
 from websockets.protocol import State
 
+from .._core.acks import ACK_INTERVAL
 from .._core.contract import BLOCKED, cork_is_full, plan_wait, write_buffer
+from .._core.control import ack_request
 from .._core.decision import Close, LevelStep
 from .._core.drain import KernelView
 from .._core.frames import OP_TEXT
 from .._core.message import Message, make_control
 from .._core.outbox import Action, CloseAction, Offer, Outbox, Wait, Write
-from .._core.policy import Policy
+from .._core.policy import Policy, reads_acks
 from .extensions import shared_deflate
 from .relay import run_relay
 from .sockets import (
@@ -65,6 +67,7 @@ class Link:
         "fanout",
         "fd",
         "flush_waiting",
+        "hears_acks",
         "held",
         "held_bytes",
         "joined_seq",
@@ -146,6 +149,8 @@ class Link:
         """The hub's sequence number when the link joined the fan-out."""
         self.beat_at = fanout.now()
         """When a control frame was last sent (at first: when the link was made)."""
+        self.hears_acks = False
+        """The hub reads this connection (``Hub.serve``), so it can hear acknowledgements."""
         self.subscriber: Subscriber = Subscriber(self)
         if fanout.on_step is not None:
             self.outbox.on_step = self.stepped
@@ -294,6 +299,23 @@ class Link:
         elif outcome is Offer.CLOSE:
             self.closing()
 
+    def ask_acks(self) -> None:
+        """Ask the client for acknowledgements (docs/protocol.md) if its policy reads
+        them and it can answer (``wsfanout.v1``, read by the hub); stop asking if not."""
+        wanted = self.v1 and self.hears_acks and reads_acks(self.outbox.policy)
+        asked = self.outbox.acks is not None
+        if wanted and not asked:
+            self.outbox.ask_acks(self.fanout.now())  # the request is the first frame counted
+            self.send_control(ack_request(ACK_INTERVAL))
+        elif asked and not wanted:
+            self.outbox.stop_acks()
+            self.send_control(ack_request(None))
+
+    def acknowledge(self, n: int) -> None:
+        """The client's application has taken ``n`` frames: its policy may write again."""
+        if self.outbox.acknowledge(n, self.fanout.now()) is Offer.KICK:
+            self.kick()
+
     def stepped(self, step: LevelStep) -> None:
         """The ladder stepped: tell the application once the current call is over, so
         its callback never runs inside ``publish()``'s loop over subscribers."""
@@ -319,6 +341,8 @@ class Link:
             self.kick()
         elif outcome is Offer.CLOSE:
             self.closing()
+            return
+        self.ask_acks()
 
     def kick(self) -> None:
         """The outbox has work: wake the relay task if there is one; start it to close or
