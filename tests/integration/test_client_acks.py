@@ -19,8 +19,9 @@ import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
 from harness.ack_peer import GUARD, AckPeer, request
-from wsfanout import select_subprotocol
+from wsfanout import Hub, select_subprotocol
 from wsfanout.client import Client, Gap, Received
+from wsfanout.policies import Adaptive, ConflateByKey
 
 EPSILON = 1e-6
 """Float rounding of loop times, far below any interval here."""
@@ -277,3 +278,45 @@ async def test_an_ack_on_a_closing_connection_is_its_end_not_an_error() -> None:
         await second.send(data(1, "m1"))
         await app.received(1)
     assert client.stats().connections == 2
+
+
+async def test_against_a_hub_that_paces_to_acks_the_client_gets_it_all_and_owes_nothing() -> None:
+    # The hub's side of issue 13: Adaptive holds what is queued while more than a window
+    # is untaken, so a client that did not send the ack it owes while it waits would
+    # wait for ever; the one that does gets all 200, and the hub sees nothing untaken.
+    hub = Hub(close_timeout=0.5)
+
+    async def handler(ws: ServerConnection) -> None:
+        await hub.serve(ws, policy=ConflateByKey() | Adaptive())
+
+    async with serve(handler, "127.0.0.1", 0, select_subprotocol=select_subprotocol) as server:
+        uri = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+        client = Client(uri)
+        app = App(client)
+        try:
+            await client.wait_connected()
+            async with asyncio.timeout(GUARD):
+                while not (subscribers := list(hub.subscribers)):  # noqa: ASYNC110
+                    await asyncio.sleep(0.005)  # the hub has no event for a new subscriber
+                (subscriber,) = subscribers
+                while subscriber.stats().unacked is None:  # noqa: ASYNC110
+                    await asyncio.sleep(0.005)  # nor for the first ack it heard
+            for index in range(200):  # 1 kB each, each its own key: nothing conflates
+                hub.publish(f"{index:04d}" + "x" * 996, key=str(index), topic="p")
+            # Adaptive batches them: one Received per frame, its messages joined by lines.
+            indices: list[str] = []
+            while len(indices) < 200:
+                ((_, event),) = await app.received(1)
+                assert isinstance(event, Received)
+                assert isinstance(event.data, str)
+                indices += [line[:4] for line in event.data.split("\n")]
+            assert indices == [f"{index:04d}" for index in range(200)]
+            async with asyncio.timeout(GUARD):
+                while subscriber.stats().unacked != 0:  # noqa: ASYNC110
+                    await asyncio.sleep(0.005)
+            assert client.stats().acks >= 2
+        finally:
+            await client.close()
+            async with asyncio.timeout(GUARD):
+                await app.task
+            await hub.aclose(timeout=1.0)
