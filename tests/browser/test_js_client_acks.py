@@ -13,15 +13,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
 
 from websockets.asyncio.server import ServerConnection
 
 from harness.ack_peer import AckPeer, request
+from wsfanout import Hub
+from wsfanout.policies import Adaptive, ConflateByKey
 
 from .chromium import GUARD, Page
-from .jsclient import Site, control, data, events, open_page, script_site, start, stats
+from .jsclient import (
+    Site,
+    control,
+    data,
+    events,
+    hub_site,
+    open_page,
+    script_site,
+    start,
+    stats,
+)
 from .jsclient import wait_events as wait
 from .test_js_client_protocol import CONTROL_EXAMPLES
 
@@ -29,6 +41,8 @@ TOLERANCE = 0.002
 """Seconds: the page's clock granularity, twice over, with room (see above)."""
 
 FAST = {"minDelay": 20, "maxDelay": 80}
+
+T = TypeVar("T")
 
 
 class Peers:
@@ -203,3 +217,37 @@ async def test_acks_leave_the_dead_connection_deadline_working(page: Page) -> No
         await wait(page, "message", 2)
         await page.settle()
         assert second.acks.empty()  # the new connection was not asked
+
+
+async def test_against_a_hub_that_paces_to_acks_the_page_gets_it_all_and_owes_nothing(
+    page: Page,
+) -> None:
+    # Adaptive holds what is queued while more than a window is untaken: a page that did
+    # not send the ack it owes while nothing comes would wait for ever.
+    hub = Hub(policy=ConflateByKey() | Adaptive())
+    async with asyncio.timeout(GUARD), hub_site(hub) as site:
+        await open_page(page, site)
+        await start(page)
+        await wait(page, "open", 1)
+        (subscriber,) = await until(lambda: list(hub.subscribers))
+        await until(lambda: subscriber.stats().unacked is not None)
+        for index in range(200):  # 1 kB each, each its own key: nothing conflates
+            hub.publish(f"{index:04d}" + "x" * 996, key=str(index), topic="p")
+        # Batched: one message event per frame, the messages joined by lines.
+        await page.wait_for(
+            "of('message').flatMap((m) => m.detail.data.split('\\n')).length >= 200"
+        )
+        indices = await page.evaluate(
+            "of('message').flatMap((m) => m.detail.data.split('\\n').map((l) => l.slice(0, 4)))"
+        )
+        assert indices == [f"{index:04d}" for index in range(200)]
+        await until(lambda: subscriber.stats().unacked == 0)
+        assert (await stats(page))["acks"] >= 2
+
+
+async def until(condition: Callable[[], T]) -> T:
+    """Wait for a condition on the hub's state, polled under a guard (no event exists)."""
+    async with asyncio.timeout(GUARD):
+        while not (value := condition()):  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+        return value
