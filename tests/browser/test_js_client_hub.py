@@ -52,6 +52,7 @@ async def test_messages_arrive_with_their_topic_offset_epoch_and_key(page: Page)
             "duplicates": 0,
             "errors": 0,
             "reconnects": 0,
+            "acks": 0,  # the hub did not ask
         }
 
 

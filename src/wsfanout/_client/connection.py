@@ -19,6 +19,13 @@ starts the attempts over. It offers the ``wsfanout.v1`` subprotocol and resumes 
 ``since`` query parameter per topic, the last offset received. A connection that
 brings nothing (no message, no heartbeat) for ``heartbeat_timeout`` seconds is dead:
 it is closed with 4000 and replaced.
+
+Acknowledgements (docs/protocol.md): every frame :meth:`_take` hands over counts as
+taken, from the connection's first. Once the server sent an ``ack-request``, an ack
+of the count goes out at once when the last one is ``interval`` old, else a timer on
+the loop sends it when it is: the timer runs whatever the application is doing,
+waiting in ``ws.recv()`` included, so a server that holds frames until it hears is
+answered, and the heartbeat deadline around ``ws.recv()`` is left alone.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import random
 from collections import deque
 from collections.abc import Iterable
@@ -99,6 +107,8 @@ class ClientStats:
     """Connections opened."""
     timeouts: int = 0
     """Connections given up for bringing nothing within ``heartbeat_timeout``."""
+    acks: int = 0
+    """Acknowledgements sent (``{"type":"ack","n":N}``), when the server asked for them."""
 
 
 Event = Received | Gap
@@ -163,6 +173,14 @@ class Client:
         self._raw_received = 0
         self._opened_at = 0.0
         self._connected = asyncio.Event()
+        # Acknowledgements, for the current connection (reset by _connect).
+        self._taken = 0
+        self._acked = 0
+        self._ack_interval: float | None = None
+        self._last_ack = -math.inf
+        self._ack_timer: asyncio.TimerHandle | None = None
+        self._ack_sends: set[asyncio.Task[None]] = set()
+        self._acks = 0
 
     def __repr__(self) -> str:
         return f"<Client {self.url!r} {'connected' if self.connected else 'not connected'}>"
@@ -190,6 +208,7 @@ class Client:
             epoch_changes=tracked.epoch_changes,
             connections=self._connections,
             timeouts=self._timeouts,
+            acks=self._acks,
         )
 
     async def recv(self) -> Event:
@@ -220,12 +239,15 @@ class Client:
     async def close(self) -> None:
         """Close the connection and end the client; idempotent."""
         self._closing = True
+        self._stop_acks()
         ws, self._ws = self._ws, None
         if ws is not None:
             await ws.close()
             if self._ended is None:
                 with contextlib.suppress(ConnectionClosed):
                     await ws.recv()
+        if self._ack_sends:  # each ends once its frame is written or the connection closed
+            await asyncio.gather(*self._ack_sends)
         if self._ended is None:
             self._ended = _closed_by_client()
 
@@ -284,6 +306,9 @@ class Client:
                 self._connections += 1
                 self._ws = ws
                 self._opened_at = asyncio.get_running_loop().time()
+                self._stop_acks()
+                self._taken = self._acked = 0
+                self._last_ack = -math.inf
                 self._connected.set()
                 return ws
 
@@ -309,11 +334,13 @@ class Client:
             return
         self._attempt = 0
         self._take(frame, ws.subprotocol == SUBPROTOCOL)
+        self._ack_owed(ws)
 
     def _lost(self, ws: ClientConnection, code: int) -> None:
         if self._ws is ws:
             self._ws = None
             self._connected.clear()
+            self._stop_acks()
         self.close_code = code
         # A connection that stayed open max_delay was good, even if it brought nothing.
         if asyncio.get_running_loop().time() - self._opened_at >= self.max_delay:
@@ -322,6 +349,9 @@ class Client:
     # -- frames -------------------------------------------------------------------
 
     def _take(self, frame: str | bytes, v1: bool) -> None:
+        """Hand a frame's events over: the frame is taken (counted for acks), whatever
+        it carried, parsed or not."""
+        self._taken += 1
         if not v1:
             self._raw_received += 1
             self._events.append(Received(frame))
@@ -370,7 +400,70 @@ class Client:
             self._tracker.heartbeat(frame, gaps)
         elif kind == "resume":
             self._tracker.resume(frame, gaps)
+        elif kind == "ack-request":
+            self._ack_request(frame)
         self._events.extend(gaps)
+
+    # -- acknowledgements ---------------------------------------------------------
+
+    def _ack_request(self, frame: dict[str, Any]) -> None:
+        """Start, change or stop acknowledging; a malformed request changes nothing."""
+        if "interval" not in frame:
+            raise ValueError("ack-request has no interval")
+        interval = frame["interval"]
+        if interval is not None and (
+            isinstance(interval, bool)
+            or not isinstance(interval, int | float)
+            or not math.isfinite(interval)
+            or interval <= 0
+        ):
+            raise ValueError(f"ack-request interval={interval!r} is not a number > 0 or null")
+        self._cancel_ack_timer()  # a timer armed for the old interval
+        self._ack_interval = None if interval is None else float(interval)
+
+    def _ack_owed(self, ws: ClientConnection) -> None:
+        """Send the ack owed now if the last one is ``interval`` old, else arm the
+        timer that sends it when it is."""
+        interval = self._ack_interval
+        if interval is None or self._taken <= self._acked or ws is not self._ws:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        due = self._last_ack + interval
+        if now >= due:
+            self._send_ack(ws, now)
+        elif self._ack_timer is None:
+            # The loop may run a timer up to its clock resolution early: _ack_due then
+            # finds it not due yet and arms it again.
+            self._ack_timer = loop.call_at(due, self._ack_due, ws)
+
+    def _ack_due(self, ws: ClientConnection) -> None:
+        self._ack_timer = None
+        self._ack_owed(ws)
+
+    def _send_ack(self, ws: ClientConnection, now: float) -> None:
+        self._acked = self._taken
+        self._last_ack = now
+        send = asyncio.create_task(self._write_ack(ws, self._taken))
+        self._ack_sends.add(send)
+        send.add_done_callback(self._ack_sends.discard)
+
+    async def _write_ack(self, ws: ClientConnection, n: int) -> None:
+        try:
+            await ws.send(json.dumps({"type": "ack", "n": n}, separators=(",", ":")))
+        except ConnectionClosed:
+            return  # the connection's end, which recv() reports as such
+        self._acks += 1
+
+    def _cancel_ack_timer(self) -> None:
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
+            self._ack_timer = None
+
+    def _stop_acks(self) -> None:
+        """The connection ended or is replaced: nothing more is owed on it."""
+        self._cancel_ack_timer()
+        self._ack_interval = None
 
 
 async def _give_up(ws: ClientConnection) -> None:

@@ -10,6 +10,10 @@
 // ranges; only what the client did not know yet is reported, so no loss is counted
 // twice. Offsets in (r, o] were reported lost and never received: reconnecting sends r
 // as `since`, and what the server replays of them is counted as recovered.
+//
+// Acknowledgements: every frame counts as taken once its events were dispatched to the
+// listeners, from the connection's first. After an ack-request, the count goes to the
+// server at once when the last ack is `interval` old, else from a timer when it is.
 
 export const SUBPROTOCOL = "wsfanout.v1";
 
@@ -69,6 +73,7 @@ export function connect(url, options = {}) {
   const listeners = {};
   const stats = {
     received: 0, gaps: 0, lost: 0, recovered: 0, duplicates: 0, errors: 0, reconnects: 0,
+    acks: 0,
   };
   const decoder = new TextDecoder();
   let socket = null;
@@ -78,6 +83,13 @@ export function connect(url, options = {}) {
   let heard = 0; // when the current connection last received a frame (or began)
   let opened = 0; // when it opened, 0 before
   let useful = false; // whether it received a frame: the next backoff starts over
+  // Acknowledgements on the current connection: frames taken, the count last sent,
+  // the interval asked for (ms, null: none), when the last ack went, its timer.
+  let taken = 0;
+  let acked = 0;
+  let ackEvery = null;
+  let ackedAt = -Infinity;
+  let ackTimer = 0;
 
   function emit(type, event) {
     for (const listener of listeners[type] || []) {
@@ -175,8 +187,36 @@ export function connect(url, options = {}) {
     emit("heartbeat", frame);
   }
 
+  function ackRequest(frame) {
+    const { interval } = frame;
+    if (interval !== null && !(typeof interval === "number" && interval > 0)) {
+      return fail("malformed ack-request", frame);
+    }
+    clearTimeout(ackTimer); // armed for the old interval
+    ackTimer = 0;
+    ackEvery = interval === null ? null : interval * 1000;
+  }
+
+  // Send the ack owed now if the last one is `interval` old, else when it is.
+  function ack() {
+    if (ackEvery === null || taken <= acked || socket?.readyState !== 1) return;
+    const now = performance.now();
+    if (now - ackedAt >= ackEvery) {
+      socket.send(JSON.stringify({ type: "ack", n: taken }));
+      [acked, ackedAt] = [taken, now];
+      stats.acks++;
+    } else if (!ackTimer) {
+      // A timer that fires early finds the ack not due yet and is armed again.
+      ackTimer = setTimeout(() => {
+        ackTimer = 0;
+        ack();
+      }, ackedAt + ackEvery - now);
+    }
+  }
+
   function control(frame) {
     if (frame.type === "gap") return notice(frame);
+    if (frame.type === "ack-request") return ackRequest(frame);
     if (frame.type === "heartbeat") return heartbeat(frame);
     if (frame.type === "resume") {
       if (!isTopic(frame.t) || typeof frame.e !== "string") return fail("malformed resume", frame);
@@ -216,7 +256,14 @@ export function connect(url, options = {}) {
   function receive(event) {
     heard = Date.now();
     useful = true;
-    const raw = event.data;
+    const ws = socket;
+    read(event.data);
+    if (ws !== socket) return; // a listener closed the client
+    taken++; // each frame, once its events were dispatched
+    ack();
+  }
+
+  function read(raw) {
     let head = raw;
     let data;
     let cut;
@@ -251,6 +298,8 @@ export function connect(url, options = {}) {
     heard = Date.now();
     opened = 0;
     useful = false;
+    taken = acked = 0;
+    ackedAt = -Infinity;
     ws.onopen = () => {
       heard = opened = Date.now();
       emit("open", { url: target.href });
@@ -275,6 +324,9 @@ export function connect(url, options = {}) {
     ws.onopen = ws.onmessage = ws.onclose = null;
     socket = null;
     clearTimeout(timer);
+    clearTimeout(ackTimer);
+    ackTimer = 0;
+    ackEvery = null;
     // A connection that proved itself resets the backoff; one refused or cut at once
     // does not, so a server that accepts and closes at once is not hammered.
     if (useful || (opened && Date.now() - opened >= maxDelay)) attempt = 0;
