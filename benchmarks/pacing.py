@@ -68,6 +68,7 @@ from websockets.exceptions import ConnectionClosed
 from wsfanout import Hub, Policy, select_subprotocol
 from wsfanout._shell import fanout as fanout_module
 from wsfanout._shell import sockets as sockets_module
+from wsfanout.client import Client, Received
 from wsfanout.policies import Adaptive, Batch, ConflateByKey
 
 TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)
@@ -200,54 +201,28 @@ class Throttled:
 
 
 async def acking_client(host: str, port: int, read_rate: float, seconds: float) -> None:
-    """As :func:`client`, in ``wsfanout.v1``, acknowledging what it has read as
-    docs/protocol.md says ("Acknowledgements"), by hand: every frame taken counts, an
-    acknowledgement at most every ``interval`` and the one owed sent while it waits."""
-    from websockets.typing import Subprotocol
-
+    """As :func:`client`, with ``wsfanout.client``: ``wsfanout.v1``, acknowledging what
+    the application has taken when the hub asks (docs/protocol.md, "Acknowledgements").
+    A frame is taken when the loop asks for the next event, so the throttle's sleep is
+    the application being busy."""
     lines = []
-    async with connect(
-        f"ws://{host}:{port}", compression=None, subprotocols=[Subprotocol("wsfanout.v1")]
-    ) as websocket:
+    async with Client(f"ws://{host}:{port}", compression=None, heartbeat_timeout=None) as ws:
         start = time.monotonic()
-        read = 0
         throttle = Throttled(read_rate, start)
-        taken = 0
-        acked = 0
-        last_ack = -1.0
-        interval: float | None = None
-        with contextlib.suppress(ConnectionClosed):
-            while True:
-                try:
-                    owed = interval is not None and taken > acked
-                    wait = max(0.0, last_ack + interval - time.monotonic()) if owed else None  # type: ignore[operator]
-                    async with asyncio.timeout(wait):
-                        frame = await websocket.recv()
-                except TimeoutError:
-                    await websocket.send(json.dumps({"type": "ack", "n": taken}))
-                    acked, last_ack = taken, time.monotonic()
-                    continue
-                now = time.monotonic()
-                if now - start > seconds:
-                    break
-                taken += 1
-                data = frame.encode() if isinstance(frame, str) else frame
-                cut = data.find(b"\n")
-                if cut < 0:
-                    control = json.loads(data)
-                    if control.get("type") == "ack-request":
-                        interval = control["interval"]
-                    continue
-                data = data[cut + 1 :]
-                if interval is not None and now - last_ack >= interval:
-                    await websocket.send(json.dumps({"type": "ack", "n": taken}))
-                    acked, last_ack = taken, now
-                read += len(data)
-                stamps = [json.loads(line)["t"] for line in data.split(b"\n")]
-                lines.append(json.dumps({"at": now, "bytes": len(data), "stamps": stamps}))
-                due = throttle.took(len(data), now)
-                if due > now:
-                    await asyncio.sleep(due - now)
+        async for event in ws:
+            now = time.monotonic()
+            if now - start > seconds:
+                break
+            if not isinstance(event, Received):
+                continue
+            data = event.data.encode() if isinstance(event.data, str) else event.data
+            stamps = [json.loads(line)["t"] for line in data.split(b"\n")]
+            lines.append(json.dumps({"at": now, "bytes": len(data), "stamps": stamps}))
+            due = throttle.took(len(data), now)
+            if due > now:
+                await asyncio.sleep(due - now)
+        acks = ws.stats().acks
+    sys.stderr.write(f"client: {acks} acknowledgements sent\n")
     sys.stdout.write("".join(line + "\n" for line in lines))
     sys.stdout.flush()
 
