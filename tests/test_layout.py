@@ -53,8 +53,9 @@ PURE = ("_core", "testing")
 
 FRIENDS: dict[tuple[str, str], str] = {
     ("_core/outbox.py", "queue._entries"): (
-        "Outbox.offer, once per subscriber per publish, tests the queue's dict for "
-        "emptiness directly: MessageQueue.__bool__ costs more than the rest of the fast path"
+        "Outbox.offer, once per subscriber per publish, and the relay's turns, once per "
+        "subscriber per batch, test the queue's dict for emptiness (and length) directly: "
+        "MessageQueue.__bool__ costs more than the rest of the fast path"
     ),
     ("_shell/fanout.py", "protocol._state"): (
         "Fanout.fan_out, once per subscriber per publish, reads websockets' protocol state "

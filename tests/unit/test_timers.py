@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from typing import Any
+from unittest import mock
 
 import pytest
 from websockets.asyncio.connection import Connection
@@ -15,11 +16,11 @@ from websockets.asyncio.server import ServerConnection
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-from wsfanout import Close, Policy
+from wsfanout import Close, Decision, Policy, Snapshot, as_policy
 from wsfanout._shell.fanout import Fanout
 from wsfanout._shell.link import Link
 from wsfanout._shell.timers import RESOLUTION
-from wsfanout.lowlevel import make_message
+from wsfanout.lowlevel import Action, Outbox, make_message
 from wsfanout.policies import Batch, DropOldest, SkipToLatest, Throttle
 
 from .test_fast_path import HIGH, LOW, ScriptedTransport
@@ -235,3 +236,60 @@ def test_timers_that_fired_early_by_the_clock_resolution_still_flush() -> None:
             assert len(fanout.timers) == 0
 
         run(loop, test)
+
+
+def test_a_batch_costs_each_subscriber_one_turn_the_offer_takes_the_first() -> None:
+    with virtual_loop() as loop:
+
+        async def test() -> None:
+            fanout = Fanout(cork=True)
+            links = make_links(fanout, Batch(max_messages=16, max_delay=0.01), 20)
+            turns = 0
+            real = Outbox.next_action
+
+            def counted(outbox: Outbox, now: float, write_buffer: int) -> Action:
+                nonlocal turns
+                turns += 1
+                return real(outbox, now, write_buffer)
+
+            with mock.patch.object(Outbox, "next_action", counted):
+                publish(fanout, loop, "first", 0)  # each offer plans its wait: no turn
+                publish(fanout, loop, "second", 1)
+                assert turns == 0
+                assert fanout.timers.timers == 1
+                await advance(loop, 0.01)
+            # One turn each at the deadline: the write leaves nothing, so no second ask.
+            assert turns == len(links)
+            assert all(writes(link)[-1].endswith(b"first\nsecond") for link in links)
+            assert len(fanout.timers) == 0
+
+        run(loop, test)
+
+
+def test_a_policy_raising_in_the_turn_an_offer_takes_fails_as_in_the_relay(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def lingers_then_raises(snapshot: Snapshot) -> Decision:
+        if snapshot.queued_messages:
+            raise RuntimeError("broken policy")
+        return Decision(send_at=snapshot.now + 0.01)
+
+    made: list[Link] = []
+    with virtual_loop() as loop:
+
+        async def test() -> None:
+            fanout = Fanout(cork=True)
+            (broken,) = make_links(fanout, as_policy(lingers_then_raises), 1)
+            (healthy,) = make_links(fanout, Batch(max_messages=16, max_delay=0.01), 1)
+            made.append(broken)
+            publish(fanout, loop, "m", 0)
+            assert broken.outbox.closing is not None  # discarded, its connection aborted
+            assert broken.transport.is_closing()
+            await advance(loop, 0.01)
+            assert writes(healthy)[-1].endswith(b"m")
+
+        run(loop, test)
+    # The message of a relay's failure, as when the pump asked; not a delivery's.
+    assert [r.getMessage() for r in caplog.records if r.name == "wsfanout"] == [
+        f"relay failed for {made[0]!r}; aborting the connection"
+    ]

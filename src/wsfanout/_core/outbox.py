@@ -18,7 +18,18 @@ Two inputs:
   or the subscriber must be closed (``CLOSE``).
 * :meth:`Outbox.next_action` from the relay: write these frames, wait (for the buffer
   to drain and/or until a time), close, or stop (``IDLE``: the queue is empty and the
-  relay task can end, so only subscribers that fell behind have a task).
+  relay task can end, so only subscribers that fell behind have a task). A ``Write``
+  marked ``idle`` leaves nothing to do: the next turn would answer ``IDLE``, so the
+  relay may stop without asking.
+
+A shell that runs the relay's first turn within the offer's call (the hub does, for a
+message the policy holds on purpose: a batch lingering, a throttle's slot) may let the
+offer take that turn (:attr:`Outbox.takes_turn`): the offer that queued the first
+message, after the policy said to hold it, asks the policy again about the queue as it
+now is (the answer about the empty queue is never reused for the wait), arms the drain
+meter as the turn would, and answers ``WAIT`` with the time (:attr:`Outbox.until`),
+or ``KICK`` with any other action kept for the shell's very next :meth:`next_action`.
+The policy sees the same snapshots, as often, either way.
 
 Control frames (a gap notice, a heartbeat, a resume frame: docs/protocol.md) are not
 messages: :meth:`Outbox.send_control` puts one in the *control lane*, which no policy
@@ -91,19 +102,29 @@ class Offer(enum.Enum):
     """The relay must run now: start it if absent, wake it if waiting."""
     CLOSE = 3
     """The subscriber is closing; the relay performs the close."""
+    WAIT = 4
+    """Queued, and the relay's turn taken already: it waits until :attr:`Outbox.until`,
+    for that time alone. Only to a shell that set :attr:`Outbox.takes_turn`."""
 
 
 _WRITE = Offer.WRITE  # read once: an enum member lookup costs more than the whole fast path
 _KICK = Offer.KICK
 _NONE = Offer.NONE
+_WAIT = Offer.WAIT
 _OVERFLOW = Push.OVERFLOW
 
 
 @attrs.frozen
 class Write:
-    """Write these frames now, in order, in one transport write."""
+    """Write these frames now, in order, in one transport write.
+
+    ``idle``: nothing is left to do after it (nothing queued or waiting in the control
+    lane, no ladder to ask): asked again before anything else happens, the outbox would
+    answer :data:`IDLE`, so the caller may stop without asking.
+    """
 
     frames: tuple[Message, ...]
+    idle: bool = False
 
 
 @attrs.frozen
@@ -148,6 +169,7 @@ class Outbox:
         "_eager",
         "_ladder",
         "_memo",
+        "_planned",
         "_probe",
         "_share_mode",
         "_shared",
@@ -172,11 +194,14 @@ class Outbox:
         "sent",
         "steps_down",
         "steps_up",
+        "takes_turn",
+        "until",
     )
 
     _decide: Callable[[Snapshot], Decision] | None
     _decision: Decision | None
     _memo: object
+    _planned: Action | Exception | None
 
     def __init__(
         self,
@@ -210,6 +235,17 @@ class Outbox:
         self.on_step: Callable[[LevelStep], None] | None = None
         """Called with each :class:`LevelStep` as it is taken (the shell tells the
         application); it must not call back into this outbox."""
+        self.takes_turn: Callable[[], bool] | None = None
+        """Set by a shell that runs the relay's first turn within the offer's call (the
+        hub does): called when an offer has queued the first message after the policy
+        said to hold it, True when the shell would now call :meth:`next_action` with
+        the same ``now`` and write buffer before anything else. The offer then takes
+        that turn itself: ``WAIT`` when it waits for a time alone, else ``KICK`` with
+        the turn's action kept for that very call. The policy is asked as often, with
+        the same snapshots, as without."""
+        self.until = math.inf
+        """The time the last offer that answered ``WAIT`` waits for."""
+        self._planned = None  # the turn an offer took, for next_action (or what it raised)
         self._drain: DrainMeter | None = None  # made on the first wait: the slow path
         self._acks: AckWindow | None = None  # while the client is asked to acknowledge
         self.steps_up = 0
@@ -315,7 +351,34 @@ class Outbox:
                 if decision.close is not None:
                     return self._begin_close(decision.close)
                 return Offer.KICK
+            if asked and not unannounced:
+                takes_turn = self.takes_turn
+                if takes_turn is not None and takes_turn():
+                    return self._first_turn(now, write_buffer)
         return _KICK if was_empty else _NONE
+
+    def _first_turn(self, now: float, write_buffer: int) -> Offer:
+        """The relay's first turn, taken by the offer that has just queued the first
+        message: the shell would take it at once (:attr:`takes_turn`). The same turn as
+        :meth:`next_action`'s, whose first steps are known here: nothing to announce,
+        a buffer under ``low``, and a standing decision about the empty queue, which
+        never holds for the queue as it is now."""
+        meter = self._drain
+        if self.control or (meter is not None and meter.armed):
+            return _KICK  # a step's notice to write, a drain sample to take: next_action
+        try:
+            view = None if self._shared is not None else self._view()  # _kernel(), inlined
+            decision = self._ask(now, write_buffer, view)
+            action = self._act(decision, now, write_buffer, view, True)
+        except Exception as exc:
+            # The policy raised: raised from next_action, as it would have been there.
+            self._planned = exc
+            return _KICK
+        if type(action) is Wait and not action.drain and action.until < math.inf:
+            self.until = action.until
+            return _WAIT
+        self._planned = action
+        return _KICK
 
     def send_control(self, frame: Message, now: float, write_buffer: int) -> Offer:
         """A control frame for this subscriber, to be written before any later message.
@@ -374,6 +437,12 @@ class Outbox:
 
     def next_action(self, now: float, write_buffer: int) -> Action:
         """What the relay must do now. Call again after performing it."""
+        planned = self._planned
+        if planned is not None:  # the turn the offer took (takes_turn)
+            self._planned = None
+            if isinstance(planned, Exception):
+                raise planned
+            return planned
         if self.closing is not None:
             if self._close_emitted:
                 return IDLE
@@ -388,10 +457,12 @@ class Outbox:
         queue = self.queue
         control = self.control
         if write_buffer <= self.high:
-            self._announce(now)
+            ledger = queue.ledger
+            if ledger is not None and ledger.weight:
+                self._announce(now)
             if control:
                 return self._write_control(write_buffer)
-        if not queue:
+        if not queue._entries:
             return self._idle(now, write_buffer)
         if self._decide is None:
             decision = NEUTRAL
@@ -403,20 +474,34 @@ class Outbox:
             if not looked:
                 view, looked = self._kernel(), True
             decision = self._ask(now, write_buffer, view)
+        return self._act(decision, now, write_buffer, view, looked)
+
+    def _act(
+        self,
+        decision: Decision,
+        now: float,
+        write_buffer: int,
+        view: KernelView | None,
+        looked: bool,
+    ) -> Action:
+        """The rest of a turn of :meth:`next_action`: what ``decision`` means now; the
+        kernel is read at most once a turn (``view``, when it has been: ``looked``)."""
+        queue = self.queue
+        control = self.control
         if decision.close is not None:
             self._begin_close(decision.close)
             self._close_emitted = True
             return CloseAction(decision.close)
         if control and write_buffer <= self.high:  # the decision announced a step
             return self._write_control(write_buffer)
-        if not queue:  # a step's smaller bound emptied it
+        if not queue._entries:  # a step's smaller bound emptied it
             return self._idle(now, write_buffer)
         if write_buffer > self.high:
             self._arm(now, write_buffer, drain=True, kernel=view if looked else self._kernel())
-            return Wait(decision.recheck_at, drain=True)
+            return _wait(decision.recheck_at, True)
         if decision.send_at > now:
             self._arm(now, write_buffer, drain=False, kernel=view if looked else self._kernel())
-            return Wait(min(decision.send_at, decision.recheck_at), drain=False)
+            return _wait(min(decision.send_at, decision.recheck_at), False)
         frames = []
         buffered = write_buffer
         acks = self._acks
@@ -427,7 +512,7 @@ class Outbox:
                 acks.wrote(len(frame.payload))  # before the next ask: the window counts it
             buffered += frame_size(len(frame.payload))
             self.last_send = now
-            if not queue or buffered > self.high:
+            if not queue._entries or buffered > self.high:
                 break
             if self._decide is not None:
                 try:
@@ -444,13 +529,26 @@ class Outbox:
                     self._begin_close(decision.close)
                     break
                 # A step may announce itself (control) or evict what was left (queue).
-                if decision.send_at > now or control or not queue:
+                if decision.send_at > now or control or not queue._entries:
                     break
         if self._decide is not None:
             self._decision = None
         # Messages evicted later were queued now, so none is older than this.
         self._behind_since = queue.oldest_time
-        return Write(tuple(frames))
+        ladder = self._ladder
+        ledger = queue.ledger
+        # What the next turn would find: nothing queued, announced or to announce, no
+        # ladder above its first level to ask, no close to emit (and no drain sample:
+        # a write never arms the meter). Then it answers IDLE, whatever the buffer.
+        idle = (
+            not queue._entries
+            and not control
+            and self.fast_limit >= 0
+            and self.closing is None
+            and (ladder is None or not ladder.level or self._decide is None)
+            and (ledger is None or not ledger.weight)
+        )
+        return _write(tuple(frames), idle)
 
     def set_policy(self, policy: Policy, now: float, write_buffer: int) -> Offer:
         """Replace the policy while the subscriber runs; see :class:`Offer` for what the
@@ -732,6 +830,8 @@ class Outbox:
         assert self._decide is not None
         shared = self._shared
         queue = self.queue
+        queued = len(queue._entries)
+        size = queue.bytes
         if shared is not None and self._memo is None:
             # What the policy reads, and nothing else: subscribers that agree on it share
             # the decision (the queue's length and bytes and the oldest message's time
@@ -739,8 +839,8 @@ class Outbox:
             mode = self._share_mode
             key = (
                 now,
-                len(queue._entries),
-                queue.bytes,
+                queued,
+                size,
                 self._behind_since,
                 self.last_send if mode & _SHARE_LAST_SEND else None,
                 write_buffer if mode & _SHARE_WRITE_BUFFER else None,
@@ -755,7 +855,7 @@ class Outbox:
         else:
             decision = self._decide(self._snapshot(now, write_buffer, kernel))
         self._decision = decision
-        self._asked = (now, write_buffer, len(queue._entries), queue.bytes)
+        self._asked = (now, write_buffer, queued, size)  # a policy changes no queue
         self._memo = decision.memo
         return decision
 
@@ -863,11 +963,12 @@ class Outbox:
         limit = batch.max_bytes if batch.max_bytes is not None else math.inf
         parts = queue.pop_batch(batch.max_messages, limit)
         first = parts[0]
-        self.sent += len(parts)
+        count = len(parts)
+        self.sent += count
         self.frames += 1
-        if len(parts) == 1:
+        if count == 1:
             return first
-        self.batched += len(parts)
+        self.batched += count
         together = tuple(parts)
         global _last_batched
         combine = batch.combine
@@ -879,6 +980,30 @@ class Outbox:
         frame = Batched(first.opcode, combine([part.payload for part in parts]), parts=together)
         _last_batched = (combine, frame)
         return frame
+
+
+def _wait(until: float, drain: bool) -> Wait:
+    """``Wait(until, drain)``; subscribers due at once share one (a frozen value)."""
+    global _last_wait
+    last = _last_wait
+    if last is not None and last.until == until and last.drain is drain:
+        return last
+    wait = _last_wait = Wait(until, drain)
+    return wait
+
+
+def _write(frames: tuple[Message, ...], idle: bool) -> Write:
+    """``Write(frames, idle)``; subscribers written the same frames share one."""
+    global _last_write
+    last = _last_write
+    if last is not None and last.idle is idle and last.frames == frames:
+        return last
+    write = _last_write = Write(frames, idle)
+    return write
+
+
+_last_wait: Wait | None = None
+_last_write: Write | None = None
 
 
 class _Ladder:

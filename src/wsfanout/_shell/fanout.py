@@ -55,6 +55,7 @@ OPEN = State.OPEN
 WRITE = Offer.WRITE
 KICK = Offer.KICK
 CLOSE = Offer.CLOSE
+WAIT = Offer.WAIT
 
 
 def new_epoch() -> str:
@@ -291,6 +292,8 @@ class Fanout:
                             direct.append(link)
                         else:  # encoded for this connection alone (compression)
                             send_now(transport, fd, data)
+                elif outcome is WAIT:
+                    self.timers.at(link, link.outbox.until)
                 elif outcome is KICK:
                     link.queued(buffered, now)
                 elif outcome is CLOSE:

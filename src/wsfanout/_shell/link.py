@@ -154,6 +154,7 @@ class Link:
         self.subscriber: Subscriber = Subscriber(self)
         if fanout.on_step is not None:
             self.outbox.on_step = self.stepped
+        self.outbox.takes_turn = self.takes_turn
 
     def __repr__(self) -> str:
         return f"<Subscriber {self.websocket.id} {self.outbox.policy!r}>"
@@ -187,10 +188,18 @@ class Link:
         outcome = self.outbox.offer(message, now, buffered)
         if outcome is Offer.WRITE:
             self.emit(self.encode(message))
+        elif outcome is Offer.WAIT:
+            self.fanout.timers.at(self, self.outbox.until)
         elif outcome is Offer.KICK:
             self.queued(buffered, now)
         elif outcome is Offer.CLOSE:
             self.closing()
+
+    def takes_turn(self) -> bool:
+        """Whether :meth:`queued` would pump this link at once (the outbox asks, to take
+        the relay's turn within the offer): no relay task owns it, and no fragmented
+        send is under way. The offer that asks has a buffer under the low-water mark."""
+        return self.relay is None and self.websocket.send_in_progress is None
 
     def encode(self, message: Message) -> bytes:
         """The bytes of ``message`` on this connection; shared unless the connection
@@ -397,10 +406,12 @@ class Link:
                 action = outbox.next_action(now, buffered)
                 if type(action) is Write:
                     self.write(action.frames)
-                    buffered = None  # it changed
                     timing = self.fanout.timing
                     if timing is not None:
                         timing.left_queue(self.policy_name, action.frames, now)
+                    if action.idle:
+                        return  # the next turn would answer IDLE: not asked
+                    buffered = None  # it changed
                 elif type(action) is Wait:
                     until = action.until
                     if action.drain:  # plan_wait's first rule, (until, no drain), read inline

@@ -79,6 +79,8 @@ async def run_relay(link: Link, first: Action | None = None) -> None:
                 timing = link.fanout.timing
                 if timing is not None:
                     timing.left_queue(link.policy_name, action.frames, now)
+                if action.idle:
+                    return  # the next turn would answer IDLE: not asked
             elif type(action) is Wait:
                 plan = plan_wait(
                     action.until,

@@ -9,7 +9,10 @@ links due at each rounded deadline, and holds one ``loop.call_at`` per distinct
 deadline; when it fires, every link due then is pumped in one pass
 (:meth:`~wsfanout._shell.link.Link.pump`: the relay's turns, performed without
 awaiting). Subscribers that got the same messages at the same time share a deadline,
-so a batch costs one timer for all of them and no task wake per subscriber.
+so a batch costs one timer for all of them and no task wake per subscriber. The offer
+that queues a batch's first message takes its deadline here within ``publish()``: the
+outbox has taken the relay's first turn (``Offer.WAIT``, ``Link.takes_turn``), so the
+deadline's pass is each link's only turn of the batch.
 
 A kick (the outbox has work) is handled the same way, in one ``call_soon`` shared by
 every link kicked in the same loop iteration: the relay task used to start then.
