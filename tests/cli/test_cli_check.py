@@ -298,3 +298,17 @@ def test_key_field_takes_the_key_of_json_object_lines_only() -> None:
     assert key_of('{"other": "x"}', "symbol") is None
     assert key_of("symbol=EURUSD", "symbol") is None
     assert key_of("{not json", "symbol") is None
+
+
+def test_check_shows_the_paces_of_an_adaptive_preset_and_its_acknowledgements(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["check", "mobile"]) == 0
+    out = capsys.readouterr().out
+    assert "  ladder:     40 levels, at most one step per 1s; steps not announced\n" in out
+    assert "    after 10s without a new drain rate: a faster pace\n" in out
+    assert (
+        "    a wsfanout.v1 client is asked to acknowledge; once it does, paced from\n"
+        "      what it takes, frames held while more than 100ms of that (4KiB at least) "
+        "is untaken\n"
+    ) in out

@@ -106,6 +106,31 @@ def test_serve_frames_messages_for_a_client_that_offers_wsfanout_v1(
     assert server.exit_code() == 0
 
 
+def test_serve_asks_a_v1_client_of_an_adaptive_policy_to_acknowledge(
+    wsfanout: type[Process],
+) -> None:
+    server = wsfanout(["serve", "--policy", "mobile", "--port", "0"])
+    url = server.listening()
+    v1 = [Subprotocol("wsfanout.v1")]
+    with client(url, subprotocols=v1) as acking, client(url, subprotocols=v1) as wrong:
+        for ws in (acking, wrong):
+            assert ws.recv(timeout=GUARD) == '{"type":"ack-request","interval":0.05}'
+        server.wait_for("client connected")
+        server.wait_for("client connected")
+        acking.send('{"type":"ack","n":1}')
+        wrong.send('{"type":"ack","n":"all"}')
+        assert (close_code(wrong), wrong.close_reason) == (
+            1008,
+            "ack n='all' is not a whole number >= 0",
+        )
+        server.feed("a\n")
+        frame = acking.recv(timeout=GUARD)
+        assert isinstance(frame, str)
+        assert frame.split("\n")[1] == "a"
+    server.signal(signal.SIGTERM)
+    assert server.exit_code() == 0
+
+
 def test_a_client_sending_more_than_max_size_is_closed_with_1009(
     wsfanout: type[Process],
 ) -> None:

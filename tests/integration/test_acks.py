@@ -15,7 +15,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Data, Subprotocol
 
-from wsfanout import SUBPROTOCOL, Hub, Policy, Subscriber, select_subprotocol
+from wsfanout import SUBPROTOCOL, ConfigError, Hub, Policy, Subscriber, select_subprotocol
 from wsfanout.lowlevel import window
 from wsfanout.policies import Adaptive, ConflateByKey, DropOldest
 
@@ -187,3 +187,53 @@ async def test_a_change_of_policy_asks_and_stops_asking(site: Site) -> None:
         assert payload_of(await client.recv()) == "after"
     assert subscriber.stats().unacked is None
     await client.close()
+
+
+async def test_a_subscribe_block_that_hands_messages_over_gets_acknowledgements(
+    site: Site,
+) -> None:
+    hub = site.hub
+    joined: asyncio.Future[Subscriber] = asyncio.get_running_loop().create_future()
+    heard: list[Data] = []
+
+    async def handler(websocket: ServerConnection) -> None:
+        async with hub.subscribe(websocket, policy=PACED, acks=True) as subscriber:
+            joined.set_result(subscriber)
+            with contextlib.suppress(ConnectionClosed):
+                async for message in websocket:
+                    if not subscriber.hear(message):
+                        heard.append(message)
+
+    async def silent(websocket: ServerConnection) -> None:
+        async with hub.subscribe(websocket, policy=PACED) as subscriber:
+            assert subscriber.hear('{"type":"ack","n":0}')  # the protocol's, not asked
+            with contextlib.suppress(ConnectionClosed):
+                await websocket.wait_closed()
+
+    async with serve(handler, "127.0.0.1", 0, select_subprotocol=select_subprotocol) as server:
+        port = server.sockets[0].getsockname()[1]
+        async with connect(f"ws://127.0.0.1:{port}", subprotocols=[V1]) as client:
+            async with asyncio.timeout(GUARD):
+                assert await client.recv() == REQUEST
+                subscriber = await joined
+                await client.send('{"type":"ack","n":1}')
+                await client.send("hello")
+            await until(lambda: subscriber.stats().unacked == 0 and heard == ["hello"])
+    async with serve(silent, "127.0.0.1", 0, select_subprotocol=select_subprotocol) as server:
+        port = server.sockets[0].getsockname()[1]
+        async with connect(f"ws://127.0.0.1:{port}", subprotocols=[V1]) as client:
+            site.hub.publish("not asked")
+            async with asyncio.timeout(GUARD):
+                assert payload_of(await client.recv()) == "not asked"  # no request first
+
+
+async def test_subscribe_refuses_an_acks_that_is_not_a_bool(site: Site) -> None:
+    async def handler(websocket: ServerConnection) -> None:
+        with pytest.raises(ConfigError, match=r"^acks='yes' must be True or False$"):
+            async with site.hub.subscribe(websocket, acks="yes"):  # type: ignore[arg-type]
+                pass
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        async with connect(f"ws://127.0.0.1:{port}") as client:
+            await client.wait_closed()

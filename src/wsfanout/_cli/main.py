@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .. import __version__
+from .._core.acks import MIN_WINDOW, WINDOW
 from .._core.adaptive import RATIO, Adaptive
 from .._core.builtins import REDUCERS
 from .._core.errors import ConfigError, PolicyError, PolicyFileError
@@ -341,6 +342,11 @@ def _ladder_lines(policy: Policy) -> list[str]:
             lines.append(
                 f"  after {_duration_text(ladder.probe)} without a new drain rate: a faster pace"
             )
+        lines.append("  a wsfanout.v1 client is asked to acknowledge; once it does, paced from")
+        lines.append(
+            f"    what it takes, frames held while more than {_duration_text(WINDOW)} of that "
+            f"({_size_text(MIN_WINDOW)} at least) is untaken"
+        )
         return lines
     assert isinstance(ladder, Escalate)
     for number, (level, composed) in enumerate(zip(ladder.levels, levels, strict=True)):

@@ -258,14 +258,14 @@ class _Subscribers:
         name = route.policy_name or "custom"
         try:
             async with hub.subscribe(
-                connection, policy=route.policy, topics=topics, policy_name=name
+                connection, policy=route.policy, topics=topics, policy_name=name, acks=True
             ) as subscriber:
                 log_connected(self.log, connection, who, path, name, topics)
                 if self.joined is not None:
                     self.joined(hub)
                 with contextlib.suppress(ConnectionClosed):
-                    async for _ in connection:  # subscribers are not expected to talk
-                        pass
+                    async for message in connection:  # acknowledgements, if asked for
+                        subscriber.hear(message)
         except HubClosedError:  # joined while shutting down
             return
         # Said once the connection is gone, and its place with it (--max-clients): a

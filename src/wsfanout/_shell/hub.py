@@ -31,7 +31,7 @@ from websockets.typing import Data
 
 from .._backplane.protocol import Backplane, Recovered
 from .._core.builtins import DEFAULT_POLICY
-from .._core.control import heartbeat_frame, read_ack
+from .._core.control import heartbeat_frame
 from .._core.decision import Close, Decision
 from .._core.errors import ConfigError, HubClosedError, invalid
 from .._core.frames import FRAMINGS, SUBPROTOCOL
@@ -311,7 +311,7 @@ class Hub:
         try:
             await self._start(link, since)
             async for data in websocket:
-                if link.v1 and self._acknowledged(link, data):
+                if link.v1 and link.hear(data):
                     continue
                 if on_message is not None:
                     await on_message(subscriber, data)
@@ -320,22 +320,6 @@ class Hub:
         finally:
             await self._release(link)
         return subscriber.stats()
-
-    @staticmethod
-    def _acknowledged(link: Link, data: str | bytes) -> bool:
-        """True if ``data`` is the client's acknowledgement (docs/protocol.md), taken
-        here; a malformed one closes the connection with 1008, naming what was wrong."""
-        try:
-            n = read_ack(data)
-        except ConfigError as exc:
-            logger.info("%s refused: ack %s", link, exc)
-            reason = f"ack {exc}".encode()[:123].decode(errors="ignore")
-            link.close(Close(1008, reason, cause=f"ack {exc}"))
-            return True
-        if n is None:
-            return False
-        link.acknowledge(n)
-        return True
 
     @contextlib.asynccontextmanager
     async def subscribe(
@@ -347,15 +331,21 @@ class Hub:
         framing: str | None = None,
         since: Iterable[Position | str] | None = None,
         policy_name: str | None = None,
+        acks: bool = False,
     ) -> AsyncIterator[Subscriber]:
         """Subscribe ``websocket`` for the duration of the ``async with`` block.
 
         The block must keep reading from the connection (or the connection stops
         processing close frames and pings); :meth:`serve` does that for you.
         ``framing``, ``since`` and ``policy_name`` are as for :meth:`serve`: the block
-        starts once the subscriber has been sent what it missed.
+        starts once the subscriber has been sent what it missed. ``acks``: the block
+        hands every message it reads to :meth:`Subscriber.hear`, so the hub may ask the
+        client for acknowledgements (docs/protocol.md), as :meth:`serve` does.
         """
+        if not isinstance(acks, bool):
+            raise invalid("acks", acks, "must be True or False", ConfigError)
         link = self._open(websocket, policy, topics, framing, policy_name)
+        link.hears_acks = acks
         try:
             await self._start(link, since)
             yield link.subscriber

@@ -20,9 +20,10 @@ from websockets.protocol import State
 
 from .._core.acks import ACK_INTERVAL
 from .._core.contract import BLOCKED, cork_is_full, plan_wait, write_buffer
-from .._core.control import ack_request
+from .._core.control import ack_request, read_ack
 from .._core.decision import Close, LevelStep
 from .._core.drain import KernelView
+from .._core.errors import ConfigError
 from .._core.frames import OP_TEXT
 from .._core.message import Message, make_control
 from .._core.outbox import Action, CloseAction, Offer, Outbox, Wait, Write
@@ -320,10 +321,24 @@ class Link:
             self.outbox.stop_acks()
             self.send_control(ack_request(None))
 
-    def acknowledge(self, n: int) -> None:
-        """The client's application has taken ``n`` frames: its policy may write again."""
+    def hear(self, data: str | bytes) -> bool:
+        """True if ``data``, a message from the client, is its acknowledgement
+        (docs/protocol.md), taken here; a malformed one closes the connection with 1008,
+        naming what was wrong. Only a ``wsfanout.v1`` client's messages can be."""
+        if not self.v1:
+            return False
+        try:
+            n = read_ack(data)
+        except ConfigError as exc:
+            logger.info("%s refused: ack %s", self, exc)
+            reason = f"ack {exc}".encode()[:123].decode(errors="ignore")
+            self.close(Close(1008, reason, cause=f"ack {exc}"))
+            return True
+        if n is None:
+            return False
         if self.outbox.acknowledge(n, self.fanout.now()) is Offer.KICK:
             self.kick()
+        return True
 
     def stepped(self, step: LevelStep) -> None:
         """The ladder stepped: tell the application once the current call is over, so

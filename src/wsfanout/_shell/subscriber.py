@@ -125,6 +125,13 @@ class Subscriber:
         now = fanout.now()
         link.offer(make_message(message, seq=fanout.next_seq(), time=now, droppable=False), now)
 
+    def hear(self, message: str | bytes) -> bool:
+        """Hand the hub a message the client sent: True if it was the client protocol's
+        own (an acknowledgement, docs/protocol.md), which the application then ignores;
+        a malformed one closes the subscriber with 1008. For ``Hub.subscribe(...,
+        acks=True)``, whose block reads the connection; ``Hub.serve`` does this itself."""
+        return self._link.hear(message)
+
     def stats(self) -> SubscriberStats:
         link = self._link
         return link.outbox.stats(link.fanout.now())
