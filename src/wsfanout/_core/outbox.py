@@ -534,7 +534,7 @@ class Outbox:
         if self._decide is not None:
             self._decision = None
         # Messages evicted later were queued now, so none is older than this.
-        self._behind_since = queue.oldest_time
+        self._behind_since = queue.oldest_time if queue._entries else None
         ladder = self._ladder
         ledger = queue.ledger
         # What the next turn would find: nothing queued, announced or to announce, no

@@ -129,9 +129,21 @@ class MessageQueue:
                 break
             size += length
             parts.append(message)
-        for message in parts[1:]:
-            del entries[message.seq]
-            self._forget(message)
+        if len(parts) > 1:
+            # _forget() for the rest, all droppable (none pinned): their bytes at once,
+            # and the whole queue in one clear when the batch takes it all.
+            self.bytes -= size - len(first.payload)
+            if len(parts) - 1 == len(entries):
+                entries.clear()
+                self._keys.clear()
+            else:
+                keys = self._keys
+                for message in parts[1:]:
+                    seq = message.seq
+                    del entries[seq]
+                    key = message.key
+                    if key is not None and keys.get(key) == seq:
+                        del keys[key]
         return parts
 
     def clear(self) -> int:
