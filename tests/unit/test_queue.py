@@ -348,3 +348,21 @@ def test_bounds_hold_and_bytes_stay_exact_under_a_long_run(policy: Policy) -> No
     lost = queue.dropped_oldest + queue.dropped_newest
     assert accepted + queue.dropped_newest == 200
     assert lost > 0
+
+
+@pytest.mark.parametrize("queued", [3, 5], ids=["the whole queue", "part of it"])
+def test_a_batch_leaves_with_its_bytes_and_keys_forgotten(queued: int) -> None:
+    new = Messages()
+    queue = queue_for(ConflateByKey())
+    messages = [new(n + 1, key=f"k{n}") for n in range(queued)]
+    for message in messages:
+        queue.push(message)
+    parts = queue.pop_batch(3, float("inf"))
+    assert [m.seq for m in parts] == [m.seq for m in messages[:3]]
+    assert seqs(queue) == [m.seq for m in messages[3:]]
+    assert queue.bytes == sum(m.size for m in messages[3:])
+    # A key whose message left starts afresh; one still queued still conflates.
+    for n in range(queued):
+        queue.push(new(1, key=f"k{n}"))
+    assert queue.conflated == queued - 3
+    assert len(queue) == queued
