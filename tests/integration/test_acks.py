@@ -17,6 +17,7 @@ from websockets.typing import Data, Subprotocol
 
 from wsfanout import SUBPROTOCOL, ConfigError, Hub, Policy, Subscriber, select_subprotocol
 from wsfanout.lowlevel import window
+from wsfanout.metrics import HubCollector
 from wsfanout.policies import Adaptive, ConflateByKey, DropOldest
 
 GUARD = 10.0
@@ -112,6 +113,11 @@ async def test_a_client_is_held_to_its_window_until_it_acknowledges_and_gets_it_
     assert stats.unacked is not None
     # Written while at most a window was untaken: a window, and the frame that crossed it.
     assert window(None) < stats.unacked <= window(None) + 1024
+    # The operator sees it, per policy name.
+    assert site.hub.monitor.policies()["custom"].unacked == stats.unacked
+    families = {family.name: family for family in HubCollector(site.hub).collect()}
+    (sample,) = families["wsfanout_unacked_bytes"].samples
+    assert (sample.labels, sample.value) == ({"policy": "custom"}, stats.unacked)
     frames: list[Data] = []
     async with asyncio.timeout(GUARD):
         while len(frames) < stats.frames:

@@ -159,6 +159,9 @@ class PolicyStats(HubStats):
     """Steps a ladder policy took back down, summed likewise."""
     stepped_up: int = 0
     """Connected subscribers whose ladder is above its first level now."""
+    unacked: int = 0
+    """Payload bytes written to connected subscribers whose clients acknowledge that
+    their applications have not taken yet (see :attr:`Snapshot.unacked`)."""
     closes: tuple[tuple[str, int], ...] = ()
     """``(ended, count)`` pairs for the subscribers gone, sorted; how they ended: the
     close code wsfanout sent (``"1013"``), ``"client"`` (the client closed first),

@@ -108,6 +108,13 @@ METRICS: tuple[Metric, ...] = (
         "Bytes waiting in connections' write buffers (corked frames included).",
     ),
     Metric(
+        "unacked_bytes",
+        "gauge",
+        ("policy",),
+        "Payload bytes written to clients that acknowledge, not yet taken by their "
+        "applications: what waits in their kernels and libraries.",
+    ),
+    Metric(
         "max_lag_seconds",
         "gauge",
         ("policy",),
@@ -211,6 +218,7 @@ _COUNTS = {
     "queued_messages": "queued_messages",
     "queued_bytes": "queued_bytes",
     "write_buffer_bytes": "write_buffer",
+    "unacked_bytes": "unacked",
     "max_lag_seconds": "max_lag",
 }
 """Metrics with only a policy label -> the PolicyStats field they show."""

@@ -52,6 +52,7 @@ _ROW = (
     "steps_up",
     "steps_down",
     "stepped_up",
+    "unacked",
 )
 """What ``HubMonitor.policies`` adds up per policy name over the connected subscribers."""
 
@@ -294,6 +295,9 @@ class HubMonitor:
                 row[17] += outbox.steps_up
                 row[18] += outbox.steps_down
                 row[19] += outbox.level > 0
+            acks = outbox.acks
+            if acks is not None:
+                row[20] += acks.unacked or 0
         result = {}
         for name in sorted(set(rows) | set(ledger.retired)):
             live = dict(zip(_ROW, rows.get(name, [0] * len(_ROW)), strict=True))
@@ -312,6 +316,7 @@ class HubMonitor:
                 steps_up=int(live["steps_up"] + retired.get("steps_up", 0)),
                 steps_down=int(live["steps_down"] + retired.get("steps_down", 0)),
                 stepped_up=int(live["stepped_up"]),
+                unacked=int(live["unacked"]),
                 notsent_lowat=self._notsent_lowat,
                 notsent_lowat_supported=self._notsent_lowat_supported,
                 **summed,

@@ -52,6 +52,11 @@ def _seconds(instance: object, attribute: attrs.Attribute[Any], value: object) -
         raise ValueError(f"{attribute.name}={value!r} must be a finite number of seconds >= 0")
 
 
+def _bool(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{attribute.name}={value!r} must be True or False")
+
+
 def _rate(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
         raise ValueError(f"{attribute.name}={value!r} must be bytes per second >= 0 (or math.inf)")
@@ -162,13 +167,17 @@ class Client(CodeRepr):
     """A client's transport: write-buffer watermarks ``high``/``low`` (bytes), the rate it
     reads at to begin with, the topics it subscribes to (``None``: all), and the bytes its
     kernel takes below the write buffer before the rest waits there (``notsent_lowat``,
-    as ``TCP_NOTSENT_LOWAT`` bounds them; 0: no kernel buffer)."""
+    as ``TCP_NOTSENT_LOWAT`` bounds them; 0: no kernel buffer). With ``acks``, it is a
+    ``wsfanout.v1`` client that acknowledges what it has read when asked
+    (docs/protocol.md): a frame counts as taken once read, and it acknowledges at most
+    every ``ACK_INTERVAL``, sending the one it owes when that has passed."""
 
     high: int = attrs.field(default=1024, validator=_nonnegative_int)
     low: int = attrs.field(default=256, validator=_nonnegative_int)
     rate: float = attrs.field(default=math.inf, validator=_rate)
     topics: frozenset[str] | None = attrs.field(default=None, converter=_topics)
     notsent_lowat: int = attrs.field(default=0, validator=_nonnegative_int)
+    acks: bool = attrs.field(default=False, validator=_bool)
 
     def __attrs_post_init__(self) -> None:
         if self.low > self.high:

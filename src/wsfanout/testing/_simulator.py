@@ -53,13 +53,15 @@ from typing import Any, Literal
 
 import attrs
 
+from .._core.acks import ACK_INTERVAL
 from .._core.contract import cork_is_full, plan_wait, write_buffer
+from .._core.control import ack_request
 from .._core.decision import Close, Decision, LevelStep
 from .._core.history import History, MemoryHistory, Position, plan_from, wanted
 from .._core.message import Batched, Merged, Message, make_control, make_message
 from .._core.notices import GapNotice, Notice
 from .._core.outbox import CloseAction, Offer, Outbox, Wait, Write
-from .._core.policy import Policy, as_policy
+from .._core.policy import Policy, as_policy, reads_acks
 from .._core.snapshot import Snapshot
 from .._core.stats import SubscriberStats
 from .._core.streams import NO_TOPIC, Streams
@@ -273,6 +275,8 @@ class ClientTrace:
     ended: Ended | None = None
     stepped: list[Stepped] = attrs.Factory(list)
     """Every step of the client's ladder policy, in order."""
+    acks: list[tuple[float, int]] = attrs.Factory(list)
+    """Each acknowledgement the client sent (``Client(acks=True)``): when, and its ``n``."""
     joined_at: float = 0.0
     left_at: float | None = None
     """When the handler returned (:meth:`Simulator.leave`), if it did."""
@@ -344,6 +348,9 @@ class _Relay:
 
 class _Subscriber:
     __slots__ = (
+        "ack_due",
+        "acked",
+        "asked",
         "attached",
         "close_deadline",
         "close_frame",
@@ -351,8 +358,10 @@ class _Subscriber:
         "held",
         "held_bytes",
         "index",
+        "last_ack",
         "outbox",
         "relay",
+        "taken",
         "tick",
         "topics",
         "trace",
@@ -383,6 +392,13 @@ class _Subscriber:
         self.held: list[Message] = []
         """Fast-path messages corked until the iteration ends."""
         self.held_bytes = 0
+        # Acknowledgements (a Client(acks=True) asked by its policy): frames read on this
+        # connection, the count last acknowledged and when, and when the one owed is due.
+        self.asked = False
+        self.taken = 0
+        self.acked = 0
+        self.last_ack = -math.inf
+        self.ack_due = math.inf
 
     def write_buffer(self) -> int:
         """What the outbox is told, by the shell contract's rule."""
@@ -478,8 +494,45 @@ class Simulator:
         )
         sub = _Subscriber(index, outbox, transport, trace)
         self._subscribers.append(sub)
+        self._ask_acks(sub)
         self._sample(sub)
         return sub
+
+    def _ask_acks(self, sub: _Subscriber) -> None:
+        """``Link.ask_acks``: ask a client that can answer (``Client(acks=True)``) while
+        its policy reads acknowledgements, and stop asking when it no longer does."""
+        if not sub.trace.client.acks or sub.outbox.closing is not None:
+            return
+        wanted = reads_acks(sub.outbox.policy)
+        if wanted and not sub.asked:
+            sub.asked = True
+            sub.outbox.ask_acks(self.clock.now)
+            self._send_control(sub, ack_request(ACK_INTERVAL))
+        elif sub.asked and not wanted:
+            sub.asked = False
+            sub.ack_due = math.inf
+            sub.outbox.stop_acks()
+            self._send_control(sub, ack_request(None))
+
+    def _took(self, sub: _Subscriber, when: float) -> None:
+        """The client read a frame at ``when``: acknowledge at once if its last
+        acknowledgement is ``ACK_INTERVAL`` old, else owe one for when it is."""
+        sub.taken += 1
+        if sub.asked:
+            self._acknowledge(sub, when)
+
+    def _acknowledge(self, sub: _Subscriber, when: float) -> None:
+        if sub.taken <= sub.acked:
+            sub.ack_due = math.inf
+            return
+        due = sub.last_ack + ACK_INTERVAL
+        if when < due:
+            sub.ack_due = due
+            return
+        sub.acked, sub.last_ack, sub.ack_due = sub.taken, when, math.inf
+        sub.trace.acks.append((when, sub.taken))
+        if sub.outbox.acknowledge(sub.taken, when) is Offer.KICK:
+            self._kick(sub)
 
     def _positions(self, client: int) -> tuple[Position, ...]:
         """The last offset the client received of each topic, over all its connections."""
@@ -597,6 +650,7 @@ class Simulator:
             buffered = sub.write_buffer()
             outcome = sub.outbox.set_policy(chosen, self.clock.now, buffered)
             self._carry_out(sub, outcome, None, buffered)
+            self._ask_acks(sub)
         self._sample(sub)
         self._run_ready()
 
@@ -831,6 +885,7 @@ class Simulator:
         for item in items:
             if isinstance(item, Frame):
                 sub.trace.deliveries.append(Delivery(item, when, self.step))
+                self._took(sub, when)
             elif sub.trace.ended is None:
                 self._end(sub, "closed", item.code, when)  # the client read it and answered
 
@@ -966,6 +1021,12 @@ class Simulator:
                 soonest = min(soonest, relay.until)
             if sub.trace.ended is not None:
                 continue
+            if sub.asked:
+                # An acknowledging client's reads are events: each may be the ack its
+                # relay waits for.
+                soonest = min(soonest, sub.ack_due)
+                if transport.unread and 0 < transport.rate < math.inf:
+                    soonest = min(soonest, now + transport.seconds_until_next())
             close_frame = sub.close_frame
             if close_frame is not None:
                 soonest = min(soonest, sub.close_deadline)
@@ -993,9 +1054,13 @@ class Simulator:
                 frame = sub.close_frame
                 if frame is not None and when + transport.seconds_until_read(frame) <= when:
                     self._delivered(sub, transport.drain(transport.unread))
+                if sub.asked and when + transport.seconds_until_next() <= when:
+                    self._delivered(sub, transport.drain_next())
             if sub.trace.ended is None and sub.close_deadline <= when:
                 transport.abort()
                 self._end(sub, "aborted", 1006, when)
+            if sub.asked and sub.ack_due <= when and sub.trace.ended is None:
+                self._acknowledge(sub, when)
             self._after_read(sub)
         self._run_ready()
 

@@ -180,6 +180,7 @@ def _clients(topics: Sequence[str]) -> st.SearchStrategy[Client]:
                 st.sampled_from(_RATES),
                 subscriptions,
                 st.sampled_from(_LOWATS),
+                st.booleans(),  # acknowledges, when its policy has it asked
             ).map(lambda args: Client(*args))
             for high in _HIGHS
         ]

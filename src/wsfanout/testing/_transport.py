@@ -139,6 +139,19 @@ class FakeTransport(Generic[T]):
             return 0.0
         return self._seconds_for(self.buffered - level)
 
+    def seconds_until_next(self) -> float:
+        """How long until the item at the head is fully read at the current rate (inf
+        if nothing is buffered)."""
+        if not self._pending:
+            return math.inf
+        return self._seconds_for(self._pending[0].remaining)
+
+    def drain_next(self) -> list[T]:
+        """The client reads the item at the head now (if any); return it."""
+        if not self._pending:
+            return []
+        return self.drain(self._pending[0].remaining)
+
     def seconds_until_read(self, item: T) -> float:
         """How long until ``item`` is fully read at the current rate (inf if not buffered)."""
         total = 0
