@@ -7,7 +7,14 @@ import pytest
 
 import wsfanout.testing
 from wsfanout import Decision, Policy, Snapshot, as_policy
-from wsfanout.policies import DEFAULT_POLICY, Batch, DropOldest, SkipToLatest, Throttle
+from wsfanout.policies import (
+    DEFAULT_POLICY,
+    Adaptive,
+    Batch,
+    DropOldest,
+    SkipToLatest,
+    Throttle,
+)
 from wsfanout.testing import (
     Advance,
     Bounded,
@@ -25,10 +32,12 @@ from wsfanout.testing import (
     Publish,
     Read,
     Schedule,
+    Simulator,
     Step,
     WithinWriteLimit,
     baseline,
     check_guarantees,
+    check_trace,
     guarantees_of,
     reproduction,
 )
@@ -259,3 +268,18 @@ def test_a_guarantee_without_a_checker_is_an_error_naming_it() -> None:
 def test_something_that_is_not_a_guarantee_is_refused() -> None:
     with pytest.raises(TypeError, match=r"^'fast' is not a Guarantee$"):
         check_guarantees(DropOldest(), Schedule([Publish()]), also=["fast"])  # type: ignore[list-item]
+
+
+def test_the_level_bound_follows_a_replaced_policy() -> None:
+    # Found by the hub state machine: a ladder replaced by one with more levels steps
+    # past the first one's last level, which the check took for a broken bound.
+    sim = Simulator(start=1e6)
+    client = sim.join(
+        Adaptive(interval=0.01, max_bytes=16, min_bytes=1, hold=0.1), Client(low=0, rate=0.0)
+    )
+    sim.set_policy(client, Adaptive(interval=0.01, max_bytes=20, min_bytes=1, hold=0.1))
+    sim.publish_many(("x" * 126, None, None) for _ in range(9))
+    sim.advance(0.5)
+    sim.read(client, math.inf)
+    assert len(Adaptive(max_bytes=16, min_bytes=1).level_policies()) < sim.outbox(client).level + 1
+    assert check_trace(sim.trace) == []

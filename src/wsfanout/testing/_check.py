@@ -677,20 +677,30 @@ def _check_steps_apart(guarantee: StepsApart, client: ClientTrace, trace: Trace)
 
 
 def _check_level_bound(guarantee: LevelBound, client: ClientTrace, trace: Trace) -> Found:
-    levels = [resolve_rules(level) for level in client.policy.level_policies()]
+    # The policy in force: the first until it was replaced, each replacement from then
+    # on (a sample at the very instant of a change may be of either).
+    times = [-math.inf, *(change.at for change in client.changes), math.inf]
+    spans = [
+        (times[i], times[i + 1], [resolve_rules(level) for level in policy.level_policies()])
+        for i, policy in enumerate(client.policies)
+    ]
     for sample in client.samples:
         if not sample.open:
             continue
         level = sample.stats.level
-        if not 0 <= level < len(levels):
+        candidates = [levels for start, end, levels in spans if start <= sample.at <= end]
+        held = [levels[level] for levels in candidates if 0 <= level < len(levels)]
+        if not held:
             return (
                 sample.step,
                 sample.at,
-                f"at level {level}, but the policy has {len(levels)} levels",
+                f"at level {level}, but the policy has {len(candidates[-1])} levels",
             )
-        rules = levels[level]
-        if sample.queued_messages > (rules.max_messages or 0) or sample.queued_bytes > (
-            rules.max_bytes or 0
+        rules = max(held, key=lambda rules: (rules.max_messages or 0, rules.max_bytes or 0))
+        if all(
+            sample.queued_messages > (bound.max_messages or 0)
+            or sample.queued_bytes > (bound.max_bytes or 0)
+            for bound in held
         ):
             return (
                 sample.step,
