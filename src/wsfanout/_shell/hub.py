@@ -311,7 +311,7 @@ class Hub:
         try:
             await self._start(link, since)
             async for data in websocket:
-                if link.v1 and link.hear(data):
+                if link.hear(data):
                     continue
                 if on_message is not None:
                     await on_message(subscriber, data)
@@ -406,9 +406,7 @@ class Hub:
             try:
                 positions = _requested(link.websocket)
             except ConfigError as exc:
-                reason = str(exc).encode()[:123].decode(errors="ignore")
-                logger.info("%s refused: %s", link, exc)
-                link.close(Close(1008, reason, cause=str(exc)))
+                link.refuse(str(exc))
                 return
         else:
             positions = _positions(since)

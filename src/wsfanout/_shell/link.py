@@ -28,6 +28,7 @@ from .._core.frames import OP_TEXT
 from .._core.message import Message, make_control
 from .._core.outbox import Action, CloseAction, Offer, Outbox, Wait, Write
 from .._core.policy import Policy, reads_acks
+from .._core.validate import MAX_REASON_BYTES
 from .extensions import shared_deflate
 from .relay import run_relay
 from .sockets import (
@@ -330,9 +331,7 @@ class Link:
         try:
             n = read_ack(data)
         except ConfigError as exc:
-            logger.info("%s refused: ack %s", self, exc)
-            reason = f"ack {exc}".encode()[:123].decode(errors="ignore")
-            self.close(Close(1008, reason, cause=f"ack {exc}"))
+            self.refuse(f"ack {exc}")
             return True
         if n is None:
             return False
@@ -456,6 +455,13 @@ class Link:
         """The outbox decided to close: stop receiving and let the relay close."""
         self.fanout.detach(self)
         self.kick()
+
+    def refuse(self, why: str) -> None:
+        """The client asked for something the protocol does not allow: close with 1008,
+        the reason ``why`` (cut to what a close frame holds), and log it."""
+        logger.info("%s refused: %s", self, why)
+        reason = why.encode()[:MAX_REASON_BYTES].decode(errors="ignore")
+        self.close(Close(1008, reason, cause=why))
 
     def close(self, close: Close) -> None:
         """Close for a reason outside the policy (the hub closing)."""
