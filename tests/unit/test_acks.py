@@ -7,7 +7,7 @@ import math
 import attrs
 import pytest
 
-from wsfanout import ConfigError, Snapshot
+from wsfanout import Close, ConfigError, Snapshot
 from wsfanout._core.policy import reads_acks
 from wsfanout.lowlevel import (
     AckWindow,
@@ -181,3 +181,18 @@ def test_a_client_that_acknowledges_is_paced_from_its_acknowledgements_alone() -
     again = policy.decide(attrs.evolve(held, now=2.5, memo=decision.memo, ack_rate=50_000.0))
     assert again.step is not None
     assert again.step.level == policy.target(50_000.0)
+
+
+def test_want_acks_asks_while_the_policy_reads_them_and_the_client_can_answer() -> None:
+    outbox = _outbox()
+    assert outbox.want_acks(False, 0.0) is None  # a raw client cannot answer
+    assert outbox.acks is None
+    assert outbox.want_acks(True, 0.0) == ack_request(0.05)
+    assert outbox.acks is not None
+    assert outbox.want_acks(True, 0.1) is None  # asked already
+    outbox.set_policy(DropOldest(), 0.2, 0)
+    assert outbox.want_acks(True, 0.2) == ack_request(None)
+    assert outbox.acks is None
+    outbox.set_policy(ConflateByKey() | Adaptive(), 0.3, 0)
+    outbox.close(Close(1001))
+    assert outbox.want_acks(True, 0.3) is None  # nothing reaches a closing subscriber

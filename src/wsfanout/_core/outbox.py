@@ -78,13 +78,14 @@ from collections.abc import Callable, Sequence
 
 import attrs
 
-from .acks import AckWindow
+from .acks import ACK_INTERVAL, AckWindow
+from .control import ack_request
 from .decision import NEUTRAL, Close, Decision, LevelStep
 from .drain import DrainMeter, KernelView
 from .frames import frame_size
 from .message import Batched, Message, make_control
 from .notices import Notice
-from .policy import Policy, decides, shared_reads
+from .policy import Policy, decides, reads_acks, shared_reads
 from .queue import MessageQueue, Push
 from .rules import Rules, resolve_rules
 from .snapshot import Snapshot
@@ -406,6 +407,23 @@ class Outbox:
             )
             return self._begin_close(Close(1013, QUEUE_FULL, cause=cause))
         return Offer.KICK
+
+    def want_acks(self, answers: bool, now: float) -> str | None:
+        """The shell's rule for acknowledgements (docs/protocol.md): a client that can
+        answer (``answers``: ``wsfanout.v1``, its messages read by the hub) is asked
+        while its policy reads them (:func:`~wsfanout._core.policy.reads_acks`), and told
+        to stop once it no longer does. Returns the control frame to send now with
+        :meth:`send_control` (the counting has begun or ended), or None."""
+        if self.closing is not None:
+            return None
+        wanted = answers and reads_acks(self.policy)
+        if wanted and self._acks is None:
+            self.ask_acks(now)
+            return ack_request(ACK_INTERVAL)
+        if not wanted and self._acks is not None:
+            self.stop_acks()
+            return ack_request(None)
+        return None
 
     def ask_acks(self, now: float) -> None:
         """The shell is about to send the client an ``ack-request`` (docs/protocol.md)

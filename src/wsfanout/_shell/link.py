@@ -18,16 +18,15 @@ from typing import TYPE_CHECKING
 from websockets.asyncio.connection import Connection
 from websockets.protocol import State
 
-from .._core.acks import ACK_INTERVAL
 from .._core.contract import BLOCKED, cork_is_full, plan_wait, write_buffer
-from .._core.control import ack_request, read_ack
+from .._core.control import read_ack
 from .._core.decision import Close, LevelStep
 from .._core.drain import KernelView
 from .._core.errors import ConfigError
 from .._core.frames import OP_TEXT
 from .._core.message import Message, make_control
 from .._core.outbox import Action, CloseAction, Offer, Outbox, Wait, Write
-from .._core.policy import Policy, reads_acks
+from .._core.policy import Policy
 from .._core.validate import MAX_REASON_BYTES
 from .extensions import shared_deflate
 from .relay import run_relay
@@ -313,14 +312,9 @@ class Link:
     def ask_acks(self) -> None:
         """Ask the client for acknowledgements (docs/protocol.md) if its policy reads
         them and it can answer (``wsfanout.v1``, read by the hub); stop asking if not."""
-        wanted = self.v1 and self.hears_acks and reads_acks(self.outbox.policy)
-        asked = self.outbox.acks is not None
-        if wanted and not asked:
-            self.outbox.ask_acks(self.fanout.now())  # the request is the first frame counted
-            self.send_control(ack_request(ACK_INTERVAL))
-        elif asked and not wanted:
-            self.outbox.stop_acks()
-            self.send_control(ack_request(None))
+        request = self.outbox.want_acks(self.v1 and self.hears_acks, self.fanout.now())
+        if request is not None:
+            self.send_control(request)  # a request is the first frame the window counts
 
     def hear(self, data: str | bytes) -> bool:
         """True if ``data``, a message from the client, is its acknowledgement

@@ -55,13 +55,12 @@ import attrs
 
 from .._core.acks import ACK_INTERVAL
 from .._core.contract import cork_is_full, plan_wait, write_buffer
-from .._core.control import ack_request
 from .._core.decision import Close, Decision, LevelStep
 from .._core.history import History, MemoryHistory, Position, plan_from, wanted
 from .._core.message import Batched, Merged, Message, make_control, make_message
 from .._core.notices import GapNotice, Notice
 from .._core.outbox import CloseAction, Offer, Outbox, Wait, Write
-from .._core.policy import Policy, as_policy, reads_acks
+from .._core.policy import Policy, as_policy
 from .._core.snapshot import Snapshot
 from .._core.stats import SubscriberStats
 from .._core.streams import NO_TOPIC, Streams
@@ -350,7 +349,6 @@ class _Subscriber:
     __slots__ = (
         "ack_due",
         "acked",
-        "asked",
         "attached",
         "close_deadline",
         "close_frame",
@@ -394,11 +392,15 @@ class _Subscriber:
         self.held_bytes = 0
         # Acknowledgements (a Client(acks=True) asked by its policy): frames read on this
         # connection, the count last acknowledged and when, and when the one owed is due.
-        self.asked = False
         self.taken = 0
         self.acked = 0
         self.last_ack = -math.inf
         self.ack_due = math.inf
+
+    @property
+    def asked(self) -> bool:
+        """The client is asked to acknowledge (the outbox counts for it)."""
+        return self.outbox.acks is not None
 
     def write_buffer(self) -> int:
         """What the outbox is told, by the shell contract's rule."""
@@ -501,18 +503,11 @@ class Simulator:
     def _ask_acks(self, sub: _Subscriber) -> None:
         """``Link.ask_acks``: ask a client that can answer (``Client(acks=True)``) while
         its policy reads acknowledgements, and stop asking when it no longer does."""
-        if not sub.trace.client.acks or sub.outbox.closing is not None:
-            return
-        wanted = reads_acks(sub.outbox.policy)
-        if wanted and not sub.asked:
-            sub.asked = True
-            sub.outbox.ask_acks(self.clock.now)
-            self._send_control(sub, ack_request(ACK_INTERVAL))
-        elif sub.asked and not wanted:
-            sub.asked = False
-            sub.ack_due = math.inf
-            sub.outbox.stop_acks()
-            self._send_control(sub, ack_request(None))
+        request = sub.outbox.want_acks(sub.trace.client.acks, self.clock.now)
+        if request is not None:
+            if not sub.asked:
+                sub.ack_due = math.inf  # nothing owed once it is told to stop
+            self._send_control(sub, request)
 
     def _took(self, sub: _Subscriber, when: float) -> None:
         """The client read a frame at ``when``: acknowledge at once if its last
