@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
 from websockets.asyncio.server import ServerConnection
 
 from harness.ack_peer import AckPeer, request
+from harness.polling import until
 from wsfanout import Hub
 from wsfanout.policies import Adaptive, ConflateByKey
 
@@ -229,8 +230,8 @@ async def test_against_a_hub_that_paces_to_acks_the_page_gets_it_all_and_owes_no
         await open_page(page, site)
         await start(page)
         await wait(page, "open", 1)
-        (subscriber,) = await until(lambda: list(hub.subscribers))
-        await until(lambda: subscriber.stats().unacked is not None)
+        (subscriber,) = await until(lambda: list(hub.subscribers), GUARD)
+        await until(lambda: subscriber.stats().unacked is not None, GUARD)
         for index in range(200):  # 1 kB each, each its own key: nothing conflates
             hub.publish(f"{index:04d}" + "x" * 996, key=str(index), topic="p")
         # Batched: one message event per frame, the messages joined by lines.
@@ -241,13 +242,5 @@ async def test_against_a_hub_that_paces_to_acks_the_page_gets_it_all_and_owes_no
             "of('message').flatMap((m) => m.detail.data.split('\\n').map((l) => l.slice(0, 4)))"
         )
         assert indices == [f"{index:04d}" for index in range(200)]
-        await until(lambda: subscriber.stats().unacked == 0)
+        await until(lambda: subscriber.stats().unacked == 0, GUARD)
         assert (await stats(page))["acks"] >= 2
-
-
-async def until(condition: Callable[[], T]) -> T:
-    """Wait for a condition on the hub's state, polled under a guard (no event exists)."""
-    async with asyncio.timeout(GUARD):
-        while not (value := condition()):  # noqa: ASYNC110
-            await asyncio.sleep(0.005)
-        return value

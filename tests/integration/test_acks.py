@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
@@ -15,6 +15,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Data, Subprotocol
 
+from harness.polling import until
 from wsfanout import SUBPROTOCOL, ConfigError, Hub, Policy, Subscriber, select_subprotocol
 from wsfanout.lowlevel import window
 from wsfanout.metrics import HubCollector
@@ -78,13 +79,6 @@ async def join(
     client = await connect(site.uri + path, subprotocols=protocols, compression=None)
     async with asyncio.timeout(GUARD):
         return client, await joined
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    """Wait for a condition on the hub's state, polled under a guard (no event exists)."""
-    async with asyncio.timeout(GUARD):
-        while not condition():  # noqa: ASYNC110 - the hub has no event for these counters
-            await asyncio.sleep(0.005)
 
 
 def indices_in(frames: list[Data]) -> list[int]:

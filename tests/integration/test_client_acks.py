@@ -19,6 +19,7 @@ import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
 from harness.ack_peer import GUARD, AckPeer, request
+from harness.polling import until
 from wsfanout import Hub, select_subprotocol
 from wsfanout.client import Client, Gap, Received
 from wsfanout.policies import Adaptive, ConflateByKey
@@ -295,12 +296,8 @@ async def test_against_a_hub_that_paces_to_acks_the_client_gets_it_all_and_owes_
         app = App(client)
         try:
             await client.wait_connected()
-            async with asyncio.timeout(GUARD):
-                while not (subscribers := list(hub.subscribers)):  # noqa: ASYNC110
-                    await asyncio.sleep(0.005)  # the hub has no event for a new subscriber
-                (subscriber,) = subscribers
-                while subscriber.stats().unacked is None:  # noqa: ASYNC110
-                    await asyncio.sleep(0.005)  # nor for the first ack it heard
+            (subscriber,) = await until(lambda: list(hub.subscribers), GUARD)
+            await until(lambda: subscriber.stats().unacked is not None, GUARD)
             for index in range(200):  # 1 kB each, each its own key: nothing conflates
                 hub.publish(f"{index:04d}" + "x" * 996, key=str(index), topic="p")
             # Adaptive batches them: one Received per frame, its messages joined by lines.
@@ -311,9 +308,7 @@ async def test_against_a_hub_that_paces_to_acks_the_client_gets_it_all_and_owes_
                 assert isinstance(event.data, str)
                 indices += [line[:4] for line in event.data.split("\n")]
             assert indices == [f"{index:04d}" for index in range(200)]
-            async with asyncio.timeout(GUARD):
-                while subscriber.stats().unacked != 0:  # noqa: ASYNC110
-                    await asyncio.sleep(0.005)
+            await until(lambda: subscriber.stats().unacked == 0, GUARD)
             assert client.stats().acks >= 2
         finally:
             await client.close()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -15,6 +15,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
+from harness.polling import until
 from wsfanout import SUBPROTOCOL, History, Hub, Position, select_subprotocol
 from wsfanout.client import Client, Gap, Received
 from wsfanout.policies import DropNewest, DropOldest, Throttle
@@ -54,15 +55,6 @@ class Server:
 
     async def wait_resumed(self, count: int) -> None:
         await until(lambda: self.hub.stats().resumed >= count)
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    """Wait for a condition on the hub's counters, polled under a guard (no event exists)."""
-    async with asyncio.timeout(GUARD):
-        while True:
-            if condition():
-                return
-            await asyncio.sleep(0.005)
 
 
 @contextlib.asynccontextmanager

@@ -18,6 +18,7 @@ from redis_harness import (
     wait_health,
 )
 
+from harness.polling import until
 from wsfanout import Hub, Policy
 from wsfanout._backplane.envelope import MAGIC
 from wsfanout._backplane.redis import _finish
@@ -78,11 +79,7 @@ async def test_a_hub_delivers_its_own_messages_through_redis_numbered_as_every_h
 
 async def until_subscribed(*hubs: Hub) -> None:
     """Each hub has a subscriber attached (the Reader's first connection)."""
-    async with asyncio.timeout(GUARD):
-        while True:
-            if all(len(hub) for hub in hubs):
-                return
-            await asyncio.sleep(0.005)  # polls a count, under a guard
+    await until(lambda: all(len(hub) for hub in hubs), GUARD)
 
 
 async def test_text_binary_and_topics_cross_and_namespaces_stay_apart() -> None:

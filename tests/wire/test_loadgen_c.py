@@ -25,19 +25,13 @@ from wire_helpers import TIMEOUT, c_loadgen
 
 from benchmarks.payload import Payloads
 from benchmarks.server import frame_of, serve_kwargs
+from harness.polling import until
 from wsfanout import Hub
 
 
 @pytest.fixture(scope="module")
 def loadgen() -> Path:
     return c_loadgen()
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    """Wait for a condition on the hub's counters, polled under a guard (no event exists)."""
-    async with asyncio.timeout(TIMEOUT):
-        while not condition():  # noqa: ASYNC110 - the hub has no event for these counters
-            await asyncio.sleep(0.005)
 
 
 async def line_of(stream: asyncio.StreamReader) -> dict[str, Any]:
@@ -69,13 +63,13 @@ async def test_every_record_a_hub_publishes_is_counted_in_order(
         assert proc.stderr is not None
         try:
             assert await line_of(proc.stdout) == {"event": "connected", "negotiated": 0}
-            await until(lambda: len(hub) == clients)
+            await until(lambda: len(hub) == clients, TIMEOUT)
             proc.stdin.write(b"go\n")
             await proc.stdin.drain()
             payloads = Payloads(size)
             for seq in range(published):
                 hub.publish(payloads.make(seq))
-            await until(lambda: hub.stats().sent == clients * published)
+            await until(lambda: hub.stats().sent == clients * published, TIMEOUT)
             # Closing every connection ends its run: its close frame follows the records.
             server.close()
             result = await line_of(proc.stdout)
