@@ -31,6 +31,15 @@ meter as the turn would, and answers ``WAIT`` with the time (:attr:`Outbox.until
 or ``KICK`` with any other action kept for the shell's very next :meth:`next_action`.
 The policy sees the same snapshots, as often, either way.
 
+Subscribers of one policy mostly take the same turns at the same instants: a publish
+reaches a thousand of them with empty queues, and their batches fall due together.
+For a policy whose decisions are shared (it declares what it reads, ``Policy.reads``),
+the outbox remembers the last first turn that planned a wait (:class:`_Linger`) and
+the last turn that wrote a whole queue in one frame (:class:`_Flush`), with what their
+asks were keyed by; the next subscriber in the same state at the same instant, down
+to the messages queued, the drain sample and the losses to announce, takes the same
+turn without asking again: the same counts, the same answer, the same state after it.
+
 Control frames (a gap notice, a heartbeat, a resume frame: docs/protocol.md) are not
 messages: :meth:`Outbox.send_control` puts one in the *control lane*, which no policy
 sees and no message counter counts, and which is written before any later message.
@@ -200,6 +209,7 @@ class Outbox:
     )
 
     _decide: Callable[[Snapshot], Decision] | None
+    _asked: tuple[float, int, int, int] | None  # what the standing decision was asked about
     _decision: Decision | None
     _memo: object
     _planned: Action | Exception | None
@@ -295,6 +305,14 @@ class Outbox:
                 self.frames += 1
                 self.last_send = now
                 return _WRITE
+            shared = self._shared
+            if shared is not None:
+                linger = _last_linger
+                if linger is not None and linger.message is message and linger.shared is shared:
+                    repeated = self._repeat_linger(linger, now, write_buffer)
+                    if repeated is not None:
+                        return repeated
+            behind = self._behind_since
             try:
                 decision = self._ask(now, write_buffer, None)
             except Exception:
@@ -355,8 +373,74 @@ class Outbox:
             if asked and not unannounced:
                 takes_turn = self.takes_turn
                 if takes_turn is not None and takes_turn():
-                    return self._first_turn(now, write_buffer)
+                    outcome = self._first_turn(now, write_buffer)
+                    if (
+                        outcome is _WAIT
+                        and self._shared is not None
+                        and self._memo is None
+                        and decision.memo is None
+                    ):
+                        self._remember_linger(message, now, write_buffer, behind)
+                    return outcome
         return _KICK if was_empty else _NONE
+
+    def _remember_linger(
+        self, message: Message, now: float, write_buffer: int, behind: float | None
+    ) -> None:
+        """The offer of ``message`` has just taken a first turn that waits: the next
+        subscriber offered it in the same state may take the same turn without asking
+        (:class:`_Linger`)."""
+        global _last_linger
+        mode = self._share_mode
+        _last_linger = _Linger(
+            message,
+            self._shared,  # type: ignore[arg-type]
+            now,
+            behind,
+            self.last_send if mode & _SHARE_LAST_SEND else None,
+            write_buffer if mode & _SHARE_WRITE_BUFFER else None,
+            self._decision,  # type: ignore[arg-type]
+            self._behind_since,
+            self.until,
+        )
+
+    def _repeat_linger(self, linger: _Linger, now: float, write_buffer: int) -> Offer | None:
+        """The first turn :meth:`_remember_linger` kept, taken again by this subscriber
+        if both asks of the policy would see what they saw (the same instant, policy,
+        message and shared fields), the shell takes the turn, and nothing else would
+        differ (no drain sample begun, no loss to announce); None: take it in full."""
+        mode = self._share_mode
+        if (
+            linger.now != now
+            or self._memo is not None
+            or self._behind_since != linger.behind
+            or (mode & _SHARE_LAST_SEND and self.last_send != linger.last_send)
+            or (mode & _SHARE_WRITE_BUFFER and write_buffer != linger.write_buffer)
+        ):
+            return None
+        meter = self._drain
+        if meter is not None and meter.armed:
+            return None
+        queue = self.queue
+        ledger = queue.ledger
+        if ledger is not None and ledger.weight:
+            return None
+        takes_turn = self.takes_turn
+        if takes_turn is None or not takes_turn():
+            return None
+        # What the full turn does, given what it would find: the message queued (the
+        # same rules accept it into an empty queue), the second answer kept, the drain
+        # meter armed, the wait planned.
+        queue.push(linger.message)
+        self._behind_since = linger.behind_after
+        decision = linger.decision
+        self._decision = decision
+        self._asked = (now, write_buffer, len(queue._entries), queue.bytes)
+        if meter is None:
+            meter = self._drain = DrainMeter()
+        meter.arm(now, write_buffer, drain=False)
+        self.until = linger.until
+        return _WAIT
 
     def _first_turn(self, now: float, write_buffer: int) -> Offer:
         """The relay's first turn, taken by the offer that has just queued the first
@@ -482,6 +566,13 @@ class Outbox:
                 return self._write_control(write_buffer)
         if not queue._entries:
             return self._idle(now, write_buffer)
+        shared = self._shared
+        if shared is not None:
+            flush = _last_flush
+            if flush is not None and flush.shared is shared and flush.now == now:
+                repeated = self._repeat_flush(flush, now, write_buffer)
+                if repeated is not None:
+                    return repeated
         if self._decide is None:
             decision = NEUTRAL
         elif self._holds(now, write_buffer):
@@ -491,8 +582,79 @@ class Outbox:
         else:
             if not looked:
                 view, looked = self._kernel(), True
+            behind, last_send = self._behind_since, self.last_send  # as the ask saw them
             decision = self._ask(now, write_buffer, view)
+            if shared is not None and decision.memo is None and self._memo is None:
+                action = self._act(decision, now, write_buffer, view, looked)
+                if type(action) is Write and len(action.frames) == 1 and not queue._entries:
+                    self._remember_flush(action, now, write_buffer, behind, last_send)
+                return action
         return self._act(decision, now, write_buffer, view, looked)
+
+    def _remember_flush(
+        self,
+        write: Write,
+        now: float,
+        write_buffer: int,
+        behind: float | None,
+        last_send: float | None,
+    ) -> None:
+        """A turn has just asked the shared decisions and written the whole queue in
+        one frame: the next subscriber holding the same messages in the same state at
+        the same instant may take the same turn without asking (:class:`_Flush`)."""
+        global _last_flush
+        frame = write.frames[0]
+        mode = self._share_mode
+        _last_flush = _Flush(
+            self._shared,  # type: ignore[arg-type]
+            now,
+            frame.parts if isinstance(frame, Batched) else (frame,),
+            behind,
+            last_send if mode & _SHARE_LAST_SEND else None,
+            write_buffer if mode & _SHARE_WRITE_BUFFER else None,
+            write,
+        )
+
+    def _repeat_flush(self, flush: _Flush, now: float, write_buffer: int) -> Write | None:
+        """The write :meth:`_remember_flush` kept, taken again by this subscriber if the
+        policy would be asked what it was asked (the same instant, policy, queue and
+        shared fields), the frame would take the whole queue again, and the write would
+        leave the same idleness; None: take the turn in full. The caller has taken the
+        drain sample and found no control frame or loss waiting."""
+        queue = self.queue
+        entries = queue._entries
+        mode = self._share_mode
+        messages = flush.messages
+        if (
+            write_buffer > self.high
+            or self.control
+            or self._memo is not None
+            or self._acks is not None
+            or self.fast_limit < 0
+            or self._behind_since != flush.behind
+            or len(entries) != len(messages)
+            or (mode & _SHARE_LAST_SEND and self.last_send != flush.last_send)
+            or (mode & _SHARE_WRITE_BUFFER and write_buffer != flush.write_buffer)
+        ):
+            return None
+        standing = self._decision
+        if standing is not None and self._asked is not None and self._asked[0] == now:
+            return None  # asked at this instant already: _holds() may keep that answer
+        ledger = queue.ledger
+        if (ledger is not None and ledger.weight) or tuple(entries.values()) != messages:
+            return None
+        # What the full turn does: the shared decision asked about this queue (and
+        # forgotten once written), the whole queue taken in one frame, counted.
+        self._asked = (now, write_buffer, len(entries), queue.bytes)
+        self._decision = None
+        count = queue.clear()
+        self.sent += count
+        self.frames += 1
+        if count > 1:
+            self.batched += count
+        self.last_send = now
+        self._behind_since = None
+        return flush.write
 
     def _act(
         self,
@@ -785,7 +947,7 @@ class Outbox:
             _SHARE_WRITE_BUFFER if "write_buffer" in (reads or ()) else 0
         )
         self._decision = None
-        self._asked: tuple[float, int, int, int] | None = None
+        self._asked = None
         self._memo = None
 
     def _announce(self, now: float) -> None:
@@ -1036,6 +1198,47 @@ class _Ladder:
 
 
 _GONE = Close(1001, "", cause="connection lost")
+
+
+@attrs.frozen
+class _Linger:
+    """A first turn that planned a wait (:meth:`Outbox._first_turn`), as the offer of
+    ``message`` took it for one subscriber: what both asks were keyed by (``now``, the
+    empty queue's ``behind``, the shared fields), and what the turn left behind."""
+
+    message: Message
+    shared: dict[_SharedKey, Decision]
+    now: float
+    behind: float | None
+    last_send: float | None
+    write_buffer: int | None
+    decision: Decision
+    behind_after: float | None
+    until: float
+
+
+@attrs.frozen
+class _Flush:
+    """A turn that wrote a subscriber's whole queue in one frame after asking the
+    shared decisions: what the ask was keyed by (``now``, the queue's ``messages``,
+    ``behind`` and the shared fields), and the write."""
+
+    shared: dict[_SharedKey, Decision]
+    now: float
+    messages: tuple[Message, ...]
+    behind: float | None
+    last_send: float | None
+    write_buffer: int | None
+    write: Write
+
+
+_last_flush: _Flush | None = None
+"""The last such write; subscribers due at the same instant with the same messages
+take it again (:meth:`Outbox._repeat_flush`)."""
+
+_last_linger: _Linger | None = None
+"""The last first turn that waited; subscribers offered the same message at the same
+instant in the same state take it again (:meth:`Outbox._repeat_linger`)."""
 
 _last_batched: tuple[Callable[[Sequence[bytes]], bytes], Batched] | None = None
 """The last batched frame made, with its combiner: the next subscriber whose batch
