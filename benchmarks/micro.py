@@ -15,6 +15,8 @@ sits on top of the system call: the part wsfanout can change. Three questions:
   without and with ``Notify()`` recording each message the queue drops;
 - gap notices: a publish to subscribers that lose nothing under ``DropOldest | Notify()``
   against ``DropOldest`` alone (the same: ``Notify`` costs only when something is lost);
+- catching up: one relay turn writing 64 queued messages under the default policy,
+  per frame (the policy asked once per turn, or before every frame);
 - batching: a whole ``Batch(max_messages=16, max_delay=0.01)`` cycle per delivered
   message (the publishes, the kicked subscribers' pass, the shared timer's pass), with
   1 and 4 messages per frame; the timer is run at once rather than after 10 ms.
@@ -35,7 +37,7 @@ from websockets.server import ServerProtocol
 
 from wsfanout import Hub, Policy
 from wsfanout.lowlevel import Outbox, make_message
-from wsfanout.policies import Batch, DropOldest, Notify
+from wsfanout.policies import Batch, Disconnect, DropOldest, Notify
 
 __all__ = ["run_micro"]
 
@@ -218,6 +220,21 @@ def queue_depth(depth: int, notify: bool = False) -> float:
     return (time.perf_counter() - t0) / len(messages) * 1e9
 
 
+def catch_up(frames: int) -> float:
+    """ns per frame of one relay turn that writes ``frames`` queued messages at once (a
+    subscriber catching up after its buffer drained), under the default policy."""
+    outbox = Outbox(Disconnect(max_lag=30.0), high=1 << 30, low=8192)
+    messages = [make_message("x" * 1024, seq=n, time=0.0) for n in range(frames)]
+    best = float("inf")
+    for _ in range(200):
+        for message in messages:
+            outbox.offer(message, 0.0, 10**9)  # the buffer is full: each one queued
+        t0 = time.perf_counter()
+        outbox.next_action(1.0, 0)  # the buffer drained: one turn writes them all
+        best = min(best, time.perf_counter() - t0)
+    return best / frames * 1e9
+
+
 async def _main() -> dict[str, Any]:
     return {
         "per_delivery_ns": {n: await per_delivery(n) for n in (100, 1000)},
@@ -227,6 +244,7 @@ async def _main() -> dict[str, Any]:
         "offer_notify_ns_by_queue_depth": {n: queue_depth(n, True) for n in (0, 100, 1000)},
         "notify_per_delivery_ns": await notify_per_delivery(1000),
         "batch_ns_by_per_frame": {k: await batching(1000, k) for k in (1, 4)},
+        "catch_up_ns_per_frame": catch_up(64),
     }
 
 
@@ -261,6 +279,12 @@ def table(result: dict[str, Any]) -> str:
     for per_frame, ns in result.get("batch_ns_by_per_frame", {}).items():
         lines.append(
             f"| ns per delivery, 1000 clients, Batch(max_delay), {per_frame} per frame | {ns:.0f} |"
+        )
+    catching = result.get("catch_up_ns_per_frame")
+    if catching is not None:
+        lines.append(
+            f"| ns per frame of a relay turn writing 64 queued messages, default policy "
+            f"| {catching:.0f} |"
         )
     return "\n".join(lines)
 

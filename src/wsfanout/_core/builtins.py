@@ -276,6 +276,11 @@ class Disconnect(Policy):
 
     reads = frozenset(["now", "lag", "queued_messages", "queued_bytes", "write_buffer", "memo"])
 
+    @property
+    def steady(self) -> bool:  # type: ignore[override]
+        # Every breach but max_buffer is of a bound a write only moves away from.
+        return self.max_buffer is None
+
     def decide(self, snapshot: Snapshot) -> Decision:
         breach = self._breach(snapshot)
         if breach is None:

@@ -94,7 +94,7 @@ from .drain import DrainMeter, KernelView
 from .frames import frame_size
 from .message import Batched, Message, make_control
 from .notices import Notice
-from .policy import Policy, decides, reads_acks, shared_reads
+from .policy import Policy, decides, is_steady, reads_acks, shared_reads
 from .queue import MessageQueue, Push
 from .rules import Rules, resolve_rules
 from .snapshot import Snapshot
@@ -183,6 +183,7 @@ class Outbox:
         "_probe",
         "_share_mode",
         "_shared",
+        "_steady",
         "batched",
         "closed_by_policy",
         "closing",
@@ -695,6 +696,8 @@ class Outbox:
             if not queue._entries or buffered > self.high:
                 break
             if self._decide is not None:
+                if self._steady and decision.memo is None:
+                    continue  # the decision to write stands for what the write leaves
                 try:
                     decision = self._ask(now, buffered, view)
                 except Exception:
@@ -946,6 +949,7 @@ class Outbox:
         self._share_mode = (_SHARE_LAST_SEND if "last_send" in (reads or ()) else 0) | (
             _SHARE_WRITE_BUFFER if "write_buffer" in (reads or ()) else 0
         )
+        self._steady = decides(policy) and is_steady(policy)
         self._decision = None
         self._asked = None
         self._memo = None

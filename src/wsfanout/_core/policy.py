@@ -50,6 +50,7 @@ __all__ = [
     "as_policy",
     "decides",
     "reads_acks",
+    "is_steady",
     "shared_reads",
 ]
 
@@ -82,6 +83,16 @@ class Policy:
     class that also defines :meth:`decide` (see :func:`shared_reads`). ``"unacked"`` or
     ``"ack_rate"`` among them asks a ``wsfanout.v1`` client for acknowledgements
     (:meth:`acknowledged`): declare them to see past the client's kernel."""
+
+    steady: ClassVar[bool] = False
+    """True if a decision to write at one instant (no close, no step, no memo, a
+    ``send_at`` not after ``now``) still writes for what that write leaves: the same
+    instant, fewer messages queued (taken from the head: fewer bytes, a lag no larger),
+    a larger write buffer, ``last_send`` at ``now``, more sent, more unacknowledged.
+    The relay then asks once per write rather than before each of its frames. Leave
+    False (the safe default) unless that holds; trusted only from the class that also
+    defines :meth:`decide` (see :func:`is_steady`), and checked by
+    ``wsfanout.testing.check_steady``."""
 
     def acknowledged(self) -> bool:
         """True if this stage reads what the client's acknowledgements say (``unacked``,
@@ -200,6 +211,23 @@ def shared_reads(policy: Policy) -> frozenset[str] | None:
     return reads if reads <= SHAREABLE else None
 
 
+def is_steady(policy: Policy) -> bool:
+    """True if every stage of ``policy`` that decides declares it :attr:`Policy.steady`
+    from the class that defines its ``decide``; False for a ladder (a step may follow
+    any write)."""
+    if len(policy.level_policies()) > 1:
+        return False
+    for stage in policy.stages:
+        if not _is_dynamic(stage):
+            continue
+        mro = type(stage).__mro__
+        declared = next(c for c in mro if "steady" in c.__dict__)
+        decided = next(c for c in mro if "decide" in c.__dict__)
+        if declared is not decided or not stage.steady:
+            return False
+    return True
+
+
 def reads_acks(policy: Policy) -> bool:
     """True if a stage of ``policy`` reads what the client's acknowledgements say
     (:meth:`Policy.acknowledged`): the hub then asks a ``wsfanout.v1`` client for them."""
@@ -270,6 +298,10 @@ class Composite(Policy):
     @property
     def eager(self) -> bool:  # type: ignore[override]
         return all(stage.eager for stage in self._stages)
+
+    @property
+    def steady(self) -> bool:  # type: ignore[override]
+        return is_steady(self)
 
     def rules(self) -> Rules:
         return merge_rules(self._stages)

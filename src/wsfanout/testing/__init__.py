@@ -87,6 +87,7 @@ from ._simulator import (
     WriteEvent,
     simulate,
 )
+from ._steady import SteadyViolation, check_steady
 from ._transport import FakeTransport
 
 if TYPE_CHECKING:
@@ -143,6 +144,8 @@ __all__ = [
     "CHECKERS",
     "check_reads",
     "ReadsViolation",
+    "check_steady",
+    "SteadyViolation",
     # the simulator
     "simulate",
     "Simulator",
