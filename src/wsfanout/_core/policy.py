@@ -202,13 +202,19 @@ def shared_reads(policy: Policy) -> frozenset[str] | None:
     for stage in policy.stages:
         if not _is_dynamic(stage):
             continue
-        mro = type(stage).__mro__
-        declared = next(c for c in mro if "reads" in c.__dict__)
-        decided = next(c for c in mro if "decide" in c.__dict__)
-        if declared is not decided or stage.reads is None:
+        if not _declared_with_decide(stage, "reads") or stage.reads is None:
             return None
         reads |= stage.reads
     return reads if reads <= SHAREABLE else None
+
+
+def _declared_with_decide(stage: Policy, name: str) -> bool:
+    """True if the class that declares ``name`` for ``stage`` also defines its ``decide``:
+    a declaration about a decision is trusted only beside that decision."""
+    mro = type(stage).__mro__
+    declared = next(c for c in mro if name in c.__dict__)
+    decided = next(c for c in mro if "decide" in c.__dict__)
+    return declared is decided
 
 
 def is_steady(policy: Policy) -> bool:
@@ -220,10 +226,7 @@ def is_steady(policy: Policy) -> bool:
     for stage in policy.stages:
         if not _is_dynamic(stage):
             continue
-        mro = type(stage).__mro__
-        declared = next(c for c in mro if "steady" in c.__dict__)
-        decided = next(c for c in mro if "decide" in c.__dict__)
-        if declared is not decided or not stage.steady:
+        if not _declared_with_decide(stage, "steady") or not stage.steady:
             return False
     return True
 
