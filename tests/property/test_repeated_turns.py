@@ -21,7 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import wsfanout._core.outbox as outbox_module
-from wsfanout import Policy
+from wsfanout import Decision, Policy, Snapshot
 from wsfanout.lowlevel import Action, Message, Offer, Outbox, make_control, make_message
 from wsfanout.policies import Batch, Disconnect, DropOldest, Notify, Throttle
 from wsfanout.testing import policies
@@ -214,3 +214,66 @@ def test_a_write_repeated_for_a_subscriber_the_throttle_must_hold_is_caught() ->
     ]
     assert differences(policy, steps) == []
     assert differences(policy, steps, AlwaysRepeated)
+
+
+@attrs.frozen
+class HoldsAfterLarge(Policy):
+    """Writes large messages at once and remembers that it did (a memo); while it
+    remembers, holds a small message for 10 ms; without a memo, lingers on anything
+    small queued and writes an empty queue's message at once. A function of what it
+    declares while its memo is None."""
+
+    reads = frozenset(["now", "queued_messages", "queued_bytes", "memo"])
+
+    def decide(self, snapshot: Snapshot) -> Decision:
+        if snapshot.queued_bytes >= 100:
+            return Decision(memo="large")
+        if snapshot.memo == "large":
+            return Decision(send_at=snapshot.now + 0.01)
+        if snapshot.queued_messages:
+            return Decision(send_at=snapshot.now + 0.01)
+        return Decision()
+
+
+def test_a_turn_asked_with_a_memo_is_not_repeated_for_a_subscriber_without_one() -> None:
+    # Subscriber 0 alone wrote a large message and remembers it: offered a small one, it
+    # holds it (asked with its memo), while the others, with none, write theirs at once.
+    zero = (0,) * N
+    steps: list[Op] = [
+        Publish(0.0, 100, None, False, (LOW + 1, 0, 0), (True, False, False)),
+        Turn(0.0, zero),
+        Publish(1.0, 10, None, False, zero, (True,) * N),
+        Turn(0.02, zero),
+    ]
+    assert differences(HoldsAfterLarge(), steps) == []
+
+
+@attrs.frozen
+class WritesWhenReminded(Policy):
+    """Lingers for a second; once a message has waited 10 ms it asks to be reminded (a
+    memo), and writes when asked again with that memo. A function of what it declares
+    while its memo is None."""
+
+    reads = frozenset(["now", "lag", "queued_messages", "memo"])
+
+    def decide(self, snapshot: Snapshot) -> Decision:
+        if snapshot.memo == "again":
+            return Decision()
+        if snapshot.queued_messages and snapshot.lag >= 0.01:
+            return Decision(send_at=snapshot.now + 1.0, memo="again")
+        if snapshot.queued_messages:
+            return Decision(send_at=snapshot.now - snapshot.lag + 1.0)
+        return Decision()
+
+
+def test_a_write_asked_with_a_memo_is_not_repeated_for_a_subscriber_without_one() -> None:
+    # All three hold the same message; a control frame makes subscriber 0 alone ask at
+    # t=0.02, and remember. At t=0.03 it writes (asked with its memo); the others, asked
+    # without one, wait.
+    full = (LOW + 1,) * N
+    steps: list[Op] = [
+        Publish(0.0, 10, None, False, full, (True,) * N),
+        Control(0.02, 0, 0),
+        Turn(0.01, (0,) * N),
+    ]
+    assert differences(WritesWhenReminded(), steps) == []

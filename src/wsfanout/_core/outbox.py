@@ -313,7 +313,7 @@ class Outbox:
                     repeated = self._repeat_linger(linger, now, write_buffer)
                     if repeated is not None:
                         return repeated
-            behind = self._behind_since
+            behind, fresh = self._behind_since, self._memo is None  # as the ask sees them
             try:
                 decision = self._ask(now, write_buffer, None)
             except Exception:
@@ -375,11 +375,13 @@ class Outbox:
                 takes_turn = self.takes_turn
                 if takes_turn is not None and takes_turn():
                     outcome = self._first_turn(now, write_buffer)
+                    # Both asks shared (no memo before either) and no memo left after.
                     if (
                         outcome is _WAIT
                         and self._shared is not None
-                        and self._memo is None
+                        and fresh
                         and decision.memo is None
+                        and self._memo is None
                     ):
                         self._remember_linger(message, now, write_buffer, behind)
                     return outcome
@@ -584,12 +586,19 @@ class Outbox:
             if not looked:
                 view, looked = self._kernel(), True
             behind, last_send = self._behind_since, self.last_send  # as the ask saw them
+            fresh = self._memo is None  # the ask is shared, keyed as _Flush records
             decision = self._ask(now, write_buffer, view)
-            if shared is not None and decision.memo is None and self._memo is None:
-                action = self._act(decision, now, write_buffer, view, looked)
-                if type(action) is Write and len(action.frames) == 1 and not queue._entries:
-                    self._remember_flush(action, now, write_buffer, behind, last_send)
-                return action
+            action = self._act(decision, now, write_buffer, view, looked)
+            if (
+                shared is not None
+                and fresh
+                and decision.memo is None
+                and type(action) is Write
+                and len(action.frames) == 1
+                and not queue._entries
+            ):
+                self._remember_flush(action, now, write_buffer, behind, last_send)
+            return action
         return self._act(decision, now, write_buffer, view, looked)
 
     def _remember_flush(
