@@ -539,11 +539,58 @@ async def read_line(reader: asyncio.StreamReader, expected: str, timeout: float)
         raise SystemExit(f"expected {expected!r} on stdin, got {line!r}")
 
 
+class Split:
+    """The server thread's CPU time (user and system) inside the hub's fan-out of each
+    message and inside its deadline passes (``--split``): where a wsfanout case's CPU
+    goes, between what ``publish()`` does at once and what the shared timers do later.
+    It wraps two of the hub's internal methods in this process, at the cost of two
+    clock reads per publish and per pass."""
+
+    def __init__(self) -> None:
+        self.seconds = {"publish": 0, "deadline": 0}
+        self.calls = {"publish": 0, "deadline": 0}
+
+    def install(self) -> None:
+        from wsfanout._shell.fanout import Fanout
+        from wsfanout._shell.timers import Timers
+
+        self._wrap(Fanout, "deliver", "publish")
+        self._wrap(Timers, "_fire", "deadline")
+
+    def _wrap(self, cls: type, name: str, part: str) -> None:
+        original = getattr(cls, name)
+        clock = time.thread_time_ns
+        seconds, calls = self.seconds, self.calls
+
+        def timed(*args: Any) -> Any:
+            start = clock()
+            try:
+                return original(*args)
+            finally:
+                seconds[part] += clock() - start
+                calls[part] += 1
+
+        setattr(cls, name, timed)
+
+    def reset(self) -> None:
+        for part in self.seconds:
+            self.seconds[part] = self.calls[part] = 0
+
+    def result(self) -> dict[str, float]:
+        return {
+            **{f"{part}_s": ns / 1e9 for part, ns in self.seconds.items()},
+            **{f"{part}_calls": float(n) for part, n in self.calls.items()},
+        }
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     global SIZE
     SIZE = args.size
     loop = asyncio.get_running_loop()
     case = CASES[args.case](args.compression)
+    split = Split() if args.split and isinstance(case, Wsfanout) else None
+    if split is not None:
+        split.install()
     port = await case.start()
     if args.idle:
         gc.collect()
@@ -622,6 +669,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         measured_from = published
         del timings[:]
     rss0 = rss()
+    if split is not None:
+        split.reset()  # the warm-up's and the connections' time is not counted
     sampler = asyncio.create_task(sample_rss())
     cpu0, wall0 = time.process_time(), time.perf_counter()
     usage0 = resource.getrusage(resource.RUSAGE_SELF)
@@ -664,6 +713,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "stalled_queued_bytes": case.queued_bytes(),
         "stats": case.stats(),
     }
+    if split is not None:
+        result["split"] = split.result()
     return result
 
 
@@ -682,6 +733,9 @@ def main() -> None:
     parser.add_argument("--compression", choices=["off", "default", "recommended"], default="off")
     parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
     parser.add_argument("--idle", action="store_true", help="measure idle connections only")
+    parser.add_argument(
+        "--split", action="store_true", help="time publish() and deadline passes (wsfanout)"
+    )
     args = parser.parse_args()
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
