@@ -554,10 +554,11 @@ class Split:
         from wsfanout._shell.fanout import Fanout
         from wsfanout._shell.timers import Timers
 
-        self._wrap(Fanout, "deliver", "publish")
-        self._wrap(Timers, "_fire", "deadline")
+        self.wrap(Fanout, "deliver", "publish")
+        self.wrap(Timers, "_fire", "deadline")
 
-    def _wrap(self, cls: type, name: str, part: str) -> None:
+    def wrap(self, cls: type, name: str, part: str) -> None:
+        """Count the calls of ``cls.name`` and the thread's CPU time in them as ``part``."""
         original = getattr(cls, name)
         clock = time.thread_time_ns
         seconds, calls = self.seconds, self.calls

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from benchmarks.run import Cell, messages_per_frame, split_per_delivery, split_table, table
+from benchmarks.server import Split
 
 
 def row(**overrides: Any) -> dict[str, Any]:
@@ -77,3 +78,25 @@ def test_the_split_table_leaves_the_rest_to_the_loop_and_skips_untimed_rows() ->
         "0.50",
     ]
     assert split_table([row(case="broadcast")]) == ""
+
+
+def test_split_counts_the_wrapped_calls_and_their_cpu_and_resets() -> None:
+    class Work:
+        def run(self, n: int) -> int:
+            return sum(i * i for i in range(n))
+
+    split = Split()
+    split.wrap(Work, "run", "publish")
+    assert Work().run(200_000) == sum(i * i for i in range(200_000))  # still the method
+    result = split.result()
+    assert result["publish_calls"] == 1.0
+    assert result["deadline_calls"] == 0.0
+    assert result["publish_s"] > 0.0
+    assert result["deadline_s"] == 0.0
+    split.reset()
+    assert split.result() == {
+        "publish_s": 0.0,
+        "deadline_s": 0.0,
+        "publish_calls": 0.0,
+        "deadline_calls": 0.0,
+    }
