@@ -548,6 +548,11 @@ def idle_table(cell: Cell, rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def attempt_label(case: str, attempt: int) -> str:
+    """A case's name in the tables: ``case`` for its first attempt, ``case #N`` after."""
+    return case if attempt == 1 else f"{case} #{attempt}"
+
+
 def split_per_delivery(split: dict[str, float] | None, offered: int) -> dict[str, float]:
     """The server's ``--split`` figures as CPU µs per delivery: inside ``publish()``'s
     fan-out, inside the deadline passes (nothing without ``--split``)."""
@@ -569,7 +574,7 @@ def split_table(rows: list[dict[str, Any]]) -> str:
         "|---|---|---|---|---|",
     ]
     for r in timed:
-        label = r["case"] if r.get("attempt", 1) == 1 else f"{r['case']} #{r['attempt']}"
+        label = attempt_label(r["case"], r.get("attempt", 1))
         total = r["cpu_us_per_delivery"]
         publish, deadline = r["publish_cpu_us_per_delivery"], r["deadline_cpu_us_per_delivery"]
         rest = total - publish - deadline if total is not None else None
@@ -606,7 +611,7 @@ def table(cell: Cell, rows: list[dict[str, Any]]) -> str:
         "|" + "|".join("-" * (width + 2) for _, width in COLUMNS) + "|",
     ]
     for r in rows:
-        label = r["case"] if r.get("attempt", 1) == 1 else f"{r['case']} #{r['attempt']}"
+        label = attempt_label(r["case"], r.get("attempt", 1))
         if "error" in r:
             lines.append(f"| {label} | error: {r['error'][:80]} |")
             continue
@@ -1038,7 +1043,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows: list[dict[str, Any]] = []
         for attempt in range(1, cell.repeat + 1):
             for spec in cell.cases if attempt == 1 else cell.repeat_cases:
-                label = spec if attempt == 1 else f"{spec} #{attempt}"
+                label = attempt_label(spec, attempt)
                 print(f"  {cell.name}: {label} ...", end="", flush=True, file=sys.stderr)
                 row = run_case(cell, spec, args.loop, args.split)
                 row["attempt"] = attempt

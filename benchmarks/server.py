@@ -547,7 +547,7 @@ class Split:
     clock reads per publish and per pass."""
 
     def __init__(self) -> None:
-        self.seconds = {"publish": 0, "deadline": 0}
+        self.ns = {"publish": 0, "deadline": 0}
         self.calls = {"publish": 0, "deadline": 0}
 
     def install(self) -> None:
@@ -561,25 +561,25 @@ class Split:
         """Count the calls of ``cls.name`` and the thread's CPU time in them as ``part``."""
         original = getattr(cls, name)
         clock = time.thread_time_ns
-        seconds, calls = self.seconds, self.calls
+        ns, calls = self.ns, self.calls
 
         def timed(*args: Any) -> Any:
             start = clock()
             try:
                 return original(*args)
             finally:
-                seconds[part] += clock() - start
+                ns[part] += clock() - start
                 calls[part] += 1
 
         setattr(cls, name, timed)
 
     def reset(self) -> None:
-        for part in self.seconds:
-            self.seconds[part] = self.calls[part] = 0
+        for part in self.ns:
+            self.ns[part] = self.calls[part] = 0
 
     def result(self) -> dict[str, float]:
         return {
-            **{f"{part}_s": ns / 1e9 for part, ns in self.seconds.items()},
+            **{f"{part}_s": total / 1e9 for part, total in self.ns.items()},
             **{f"{part}_calls": float(n) for part, n in self.calls.items()},
         }
 
