@@ -70,6 +70,15 @@ FRIENDS: dict[tuple[str, str], str] = {
         "Fanout.fan_out writes straight to the socket while asyncio's socket transport "
         "buffers nothing, the test its own write() makes (tests/unit/test_asyncio_contract.py)"
     ),
+    ("_shell/fanout.py", "link._outbox"): (
+        "Fanout.fan_out offers to a link's outbox once it has taken the cohort's step "
+        "itself: Link.outbox, a property that first takes a member out of its cohort, "
+        "would cost every delivery a call"
+    ),
+    ("_shell/cohort.py", "self.leader._outbox"): (
+        "Cohort.take queues a message in the leader's outbox for the whole cohort: "
+        "Link.outbox would take the leader out of its cohort"
+    ),
     **{
         ("_core/message.py", f"twin.{cache}"): (
             "Message.retimed builds its twin, a Message too, slot by slot, its frame caches "

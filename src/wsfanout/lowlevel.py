@@ -44,7 +44,7 @@ from ._core.message import (
 from ._core.notices import REASONS, GapLedger, Notice
 from ._core.outbox import IDLE, Action, CloseAction, Idle, Offer, Outbox, Wait, Write
 from ._core.policy import FunctionPolicy
-from ._core.queue import MessageQueue, Push
+from ._core.queue import MessageQueue, Push, Run
 from ._core.rules import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_MESSAGES,
@@ -106,6 +106,7 @@ __all__ = [
     "DeflateParams",
     "MessageQueue",
     "Push",
+    "Run",
     "DrainMeter",
     "KernelView",
     # what a client's acknowledgements say

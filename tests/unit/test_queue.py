@@ -7,7 +7,16 @@ import itertools
 import pytest
 
 from wsfanout import Policy
-from wsfanout.lowlevel import Arrival, Message, MessageQueue, Overflow, Push, Rules, resolve_rules
+from wsfanout.lowlevel import (
+    Arrival,
+    Message,
+    MessageQueue,
+    Overflow,
+    Push,
+    Rules,
+    Run,
+    resolve_rules,
+)
 from wsfanout.policies import ConflateByKey, DropNewest, DropOldest, SkipToLatest
 
 
@@ -366,3 +375,40 @@ def test_a_batch_leaves_with_its_bytes_and_keys_forgotten(queued: int) -> None:
         queue.push(new(1, key=f"k{n}"))
     assert queue.conflated == queued - 3
     assert len(queue) == queued
+
+
+def state(queue: MessageQueue) -> tuple[object, ...]:
+    """What a push changes and the queue shows: what is queued, in order, with the
+    counts and peaks."""
+    return (
+        [(message.seq, message.key) for message in queue],
+        queue.bytes,
+        queue.pinned_messages,
+        queue.pinned_bytes,
+        queue.peak_messages,
+        queue.peak_bytes,
+        counters(queue),
+    )
+
+
+@pytest.mark.parametrize("queued", [0, 1, 3])
+def test_a_run_pushed_at_once_leaves_the_queue_as_pushing_each_does(queued: int) -> None:
+    """``push_run`` (a cohort's member catching up) against ``push`` of each message,
+    where none needs room and no arrival rule applies."""
+    new = Messages()
+    policy = DropOldest(max_messages=16, max_bytes=10_000)
+    one_by_one, at_once = queue_for(policy), queue_for(policy)
+    for _ in range(queued):
+        message = new(10)
+        one_by_one.push(message)
+        at_once.push(message)
+    run = Run()
+    later = [new(20, key="a"), new(30, droppable=False), new(40, key="b"), new(50, key="a")]
+    for message in later:
+        assert one_by_one.push(message) is Push.ACCEPTED
+        run.add(message)
+    at_once.push_run(run)
+    assert len(run) == 4
+    assert state(at_once) == state(one_by_one)
+    # And the same newest message per key: the one a later update of it replaces.
+    assert at_once._keys == one_by_one._keys == {"a": later[3].seq, "b": later[2].seq}

@@ -96,7 +96,7 @@ from .frames import frame_size
 from .message import Batched, Message, make_control
 from .notices import Notice
 from .policy import Policy, decides, is_steady, reads_acks, shared_reads
-from .queue import MessageQueue, Push
+from .queue import MessageQueue, Push, Run
 from .rules import Rules, resolve_rules
 from .snapshot import Snapshot
 from .stats import SubscriberStats
@@ -197,6 +197,7 @@ class Outbox:
         "frames",
         "high",
         "last_send",
+        "lingered",
         "low",
         "offered",
         "on_step",
@@ -258,6 +259,10 @@ class Outbox:
         the same snapshots, as without."""
         self.until = math.inf
         """The time the last offer that answered ``WAIT`` waits for."""
+        self.lingered: object = None
+        """After an offer that answered ``WAIT``: the shared first turn it took (the same
+        object for every subscriber that took it, in the same state after it), or None
+        if the turn was this subscriber's own. The hub groups subscribers by it."""
         self._planned = None  # the turn an offer took, for next_action (or what it raised)
         self._drain: DrainMeter | None = None  # made on the first wait: the slow path
         self._acks: AckWindow | None = None  # while the client is asked to acknowledge
@@ -376,6 +381,7 @@ class Outbox:
                 takes_turn = self.takes_turn
                 if takes_turn is not None and takes_turn():
                     outcome = self._first_turn(now, write_buffer)
+                    self.lingered = None
                     # Both asks shared (no memo before either) and no memo left after.
                     if (
                         outcome is _WAIT
@@ -387,6 +393,41 @@ class Outbox:
                         self._remember_linger(message, now, write_buffer, behind)
                     return outcome
         return _KICK if was_empty else _NONE
+
+    def offer_behind(self, message: Message) -> bool:
+        """Queue ``message`` behind others without the write buffer, if :meth:`offer`
+        would neither ask the policy nor make room for it (a batch filling up, say):
+        then it does what that offer does, which answers ``NONE``. False: nothing is
+        done, and the caller makes the full offer."""
+        queue = self.queue
+        entries = queue._entries
+        if not entries or self.closing is not None or queue.arrival is not None:
+            return False
+        ledger = queue.ledger
+        if ledger is not None and ledger.weight:
+            return False
+        count = len(entries) + 1
+        total = queue.bytes + len(message.payload)
+        if count > queue.max_messages or total > queue.max_bytes:
+            return False  # push() would make room: evictions, a refusal, an overflow
+        if self._decide is not None:
+            standing = self._decision
+            if (
+                standing is None
+                or count >= standing.recheck_messages
+                or total >= standing.recheck_bytes
+            ):
+                return False  # offer() would ask, with the write buffer
+        self.offered += 1
+        queue.push(message)
+        return True
+
+    def offer_run(self, run: Run) -> None:
+        """Offer ``run``'s messages, which :meth:`offer_behind` queued one by one for a
+        subscriber in this one's state (the same queue, bounds and standing decision):
+        the same answers here, taken at once."""
+        self.offered += len(run)
+        self.queue.push_run(run)
 
     def _remember_linger(
         self, message: Message, now: float, write_buffer: int, behind: float | None
@@ -407,6 +448,7 @@ class Outbox:
             self._behind_since,
             self.until,
         )
+        self.lingered = _last_linger
 
     def _repeat_linger(self, linger: _Linger, now: float, write_buffer: int) -> Offer | None:
         """The first turn :meth:`_remember_linger` kept, taken again by this subscriber
@@ -444,6 +486,7 @@ class Outbox:
             meter = self._drain = DrainMeter()
         meter.arm(now, write_buffer, drain=False)
         self.until = linger.until
+        self.lingered = linger
         return _WAIT
 
     def _first_turn(self, now: float, write_buffer: int) -> Offer:

@@ -10,6 +10,11 @@ call, as websockets' ``broadcast()`` does, with no task woken. Everything else
 ``Link.pump`` on a timer the links due at the same time share (``timers.py``), or by
 that link's relay task while it must await a drain or a close.
 
+Subscribers whose offers of a batch's first message took the same shared first turn,
+on the same topics, form a cohort (``cohort.py``): the batch's later messages are
+queued once, by its leader, and the others skip them until something reads their
+outbox (``Link.outbox`` brings a member up to date first).
+
 The same object is the hub's side of the backplane seam
 (:class:`~wsfanout.backplane.Inbound`): with a backplane, every message (the hub's own
 included) comes in through :meth:`Fanout.receive` with the offset and epoch the
@@ -36,6 +41,7 @@ from .._core.history import MemoryHistory, Range
 from .._core.message import Message
 from .._core.outbox import Offer
 from .._core.streams import NO_TOPIC, Streams
+from .cohort import Cohort
 from .cork import Corker
 from .link import Link
 from .monitor import Timing
@@ -68,6 +74,7 @@ class Fanout:
 
     __slots__ = (
         "closed",
+        "cohort",
         "corker",
         "history",
         "index",
@@ -101,6 +108,8 @@ class Fanout:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.on_step = on_step
         """The application's callback for ladder steps (``Hub(on_step=...)``), if any."""
+        self.cohort: Cohort | None = None
+        """The latest cohort formed (``cohort.py``), which links may still join."""
         self.timers = Timers()
         """Deadlines shared by the links waiting for a time (``timers.py``)."""
 
@@ -124,10 +133,14 @@ class Fanout:
     def detach(self, link: Link) -> None:
         """Stop offering messages to ``link``; idempotent."""
         if link.attached:
+            link.settle()  # it is offered nothing more: a cohort's later messages neither
+            if self.cohort is not None and self.cohort.leader is link:
+                self.cohort = None
             link.attached = False
             self.index.discard(link, link.topics)
 
     def retopic(self, link: Link, topics: frozenset[str] | None) -> None:
+        link.settle()  # offered other messages from now on than its cohort's
         if link.attached:
             self.index.move(link, link.topics, topics)
         link.topics = topics
@@ -236,6 +249,18 @@ class Fanout:
             if link.v1:
                 link.send_control(notice)
 
+    def join(self, link: Link, lingered: object) -> None:
+        """``link``'s offer took the shared first turn ``lingered``: make it a member of
+        that turn's cohort, or its leader (``cohort.py``)."""
+        cohort = self.cohort
+        if cohort is None or cohort.token is not lingered:
+            self.cohort = Cohort(lingered, link)
+            link.cohort = self.cohort
+        elif cohort.open and not cohort.tail and cohort.admits(link):
+            # The tail is empty here by construction (a shared first turn is repeated
+            # only within its message's fan-out): a member starts in the leader's state.
+            link.cohort = cohort
+
     def fan_out(self, msg: Message, now: float, targets: dict[Link, None]) -> int:
         # The loop body runs once per subscriber per message: Link.offer, emit and
         # encode inlined, with attribute lookups that do not depend on the link hoisted,
@@ -256,6 +281,11 @@ class Fanout:
         wrote = False
         for link in targets:
             try:
+                cohort = link.cohort
+                if cohort is not None:  # queued for the whole cohort at once (cohort.py)
+                    if cohort.last is msg or cohort.take(msg):
+                        continue
+                    link.settle()
                 transport = link.transport
                 protocol = link.protocol
                 fd = link.fd
@@ -273,7 +303,8 @@ class Fanout:
                     buffered = BLOCKED
                 else:
                     buffered = transport.get_write_buffer_size() + link.held_bytes
-                outcome = link.outbox.offer(msg, now, buffered)
+                outbox = link._outbox
+                outcome = outbox.offer(msg, now, buffered)
                 if outcome is WRITE:
                     if link.plain:
                         if frame is None:
@@ -293,7 +324,10 @@ class Fanout:
                         else:  # encoded for this connection alone (compression)
                             send_now(transport, fd, data)
                 elif outcome is WAIT:
-                    self.timers.at(link, link.outbox.until)
+                    self.timers.at(link, outbox.until)
+                    lingered = outbox.lingered
+                    if lingered is not None:
+                        self.join(link, lingered)
                 elif outcome is KICK:
                     link.queued(buffered, now)
                 elif outcome is CLOSE:

@@ -40,6 +40,7 @@ from .sockets import (
 )
 
 if TYPE_CHECKING:
+    from .cohort import Cohort
     from .fanout import Fanout
     from .subscriber import Subscriber
 
@@ -60,9 +61,11 @@ class Link:
     # Slots keep the attributes the fast path reads in the object itself: one memory
     # block per subscriber instead of two, which shows at thousands of subscribers.
     __slots__ = (
+        "_outbox",
         "attached",
         "beat_at",
         "close_timeout",
+        "cohort",
         "deflate",
         "due",
         "fanout",
@@ -72,7 +75,6 @@ class Link:
         "held",
         "held_bytes",
         "joined_seq",
-        "outbox",
         "plain",
         "policy_name",
         "protocol",
@@ -117,7 +119,9 @@ class Link:
         if self.sock is not None and notsent_lowat is not None:
             set_notsent_lowat(self.sock, notsent_lowat)
         probe = self.kernel_view if self.sock is not None else None
-        self.outbox = Outbox(policy, high=high, low=low, kernel=probe)
+        self._outbox = Outbox(policy, high=high, low=low, kernel=probe)
+        self.cohort: Cohort | None = None
+        """The cohort this link is a member of, while it is (``cohort.py``)."""
         self.topics = topics
         self.policy_name = policy_name
         """The label of this subscriber's policy in the hub's monitor and metrics."""
@@ -154,11 +158,31 @@ class Link:
         """The hub reads this connection (``Hub.serve``), so it can hear acknowledgements."""
         self.subscriber: Subscriber = Subscriber(self)
         if fanout.on_step is not None:
-            self.outbox.on_step = self.stepped
-        self.outbox.takes_turn = self.takes_turn
+            self._outbox.on_step = self.stepped
+        self._outbox.takes_turn = self.takes_turn
+
+    @property
+    def outbox(self) -> Outbox:
+        """The subscriber's outbox, with everything offered to it so far (a member of a
+        cohort leaves it first)."""
+        if self.cohort is not None:
+            self.settle()
+        return self._outbox
+
+    def settle(self) -> None:
+        """Leave the cohort: be offered the messages its leader queued meanwhile."""
+        cohort = self.cohort
+        if cohort is None:
+            return
+        self.cohort = None
+        if cohort.leader is self:
+            cohort.open = False  # its state is about to change: no longer the members'
+            return
+        if cohort.tail:
+            self._outbox.offer_run(cohort.tail)
 
     def __repr__(self) -> str:
-        return f"<Subscriber {self.websocket.id} {self.outbox.policy!r}>"
+        return f"<Subscriber {self.websocket.id} {self._outbox.policy!r}>"  # no settling
 
     # -- what the outbox is told ----------------------------------------------------
 
@@ -184,13 +208,16 @@ class Link:
     # -- the fast path's steps, readable ---------------------------------------------
 
     def offer(self, message: Message, now: float) -> None:
-        """Offer ``message`` and carry out the answer; ``Fanout.fan_out`` inlines this."""
+        """Offer ``message`` to this subscriber alone and carry out the answer.
+        ``Fanout.fan_out`` inlines this for a whole fan-out, where subscribers in a
+        cohort share their offers (``cohort.py``)."""
         buffered = self.write_buffer()
-        outcome = self.outbox.offer(message, now, buffered)
+        outbox = self.outbox  # for this subscriber alone: out of a cohort, joining none
+        outcome = outbox.offer(message, now, buffered)
         if outcome is Offer.WRITE:
             self.emit(self.encode(message))
         elif outcome is Offer.WAIT:
-            self.fanout.timers.at(self, self.outbox.until)
+            self.fanout.timers.at(self, outbox.until)
         elif outcome is Offer.KICK:
             self.queued(buffered, now)
         elif outcome is Offer.CLOSE:
@@ -242,7 +269,7 @@ class Link:
             held = self.held = []
         held.append(data)
         self.held_bytes += len(data)
-        if cork_is_full(self.held_bytes, self.outbox.low):
+        if cork_is_full(self.held_bytes, self._outbox.low):  # writing: not in a cohort
             self.flush()
 
     def flush(self) -> None:
