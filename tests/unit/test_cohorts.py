@@ -17,10 +17,6 @@ from unittest import mock
 import pytest
 from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
-from websockets.asyncio.connection import Connection
-from websockets.asyncio.server import ServerConnection
-from websockets.protocol import State
-from websockets.server import ServerProtocol
 
 from wsfanout import Policy, SubscriberStats
 from wsfanout._core import outbox as outbox_module
@@ -31,7 +27,7 @@ from wsfanout.lowlevel import Outbox, make_message
 from wsfanout.policies import DEFAULT_POLICY, Batch, DropOldest, Notify, SkipToLatest, Throttle
 
 from .test_fast_path import HIGH, LOW, ScriptedTransport
-from .test_timers import VirtualLoop, advance, virtual_loop, writes
+from .test_timers import VirtualLoop, advance, make_link, virtual_loop, writes
 
 POLICIES: list[Policy] = [
     Batch(max_messages=4, max_delay=0.01),
@@ -77,17 +73,6 @@ subscribers = st.sampled_from(POLICIES).flatmap(
         max_size=6,
     )
 )
-
-
-def make_link(fanout: Fanout, policy: Policy, topics: frozenset[str] | None) -> Link:
-    protocol = ServerProtocol()
-    protocol.state = State.OPEN
-    ws = ServerConnection(protocol, None)  # type: ignore[arg-type]
-    Connection.connection_made(ws, ScriptedTransport(0, False))
-    ws.transport.set_write_buffer_limits(high=HIGH, low=LOW)
-    link = Link(fanout, ws, policy, topics, close_timeout=1.0)
-    fanout.attach(link)
-    return link
 
 
 async def scenario(

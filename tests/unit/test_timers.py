@@ -67,18 +67,20 @@ async def advance(loop: VirtualLoop, seconds: float) -> None:
         await asyncio.sleep(0)
 
 
+def make_link(fanout: Fanout, policy: Policy, topics: frozenset[str] | None = None) -> Link:
+    """A subscriber of ``fanout`` on an open connection with a scripted transport."""
+    protocol = ServerProtocol()
+    protocol.state = State.OPEN
+    ws = ServerConnection(protocol, None)  # type: ignore[arg-type]
+    Connection.connection_made(ws, ScriptedTransport(0, False))
+    ws.transport.set_write_buffer_limits(high=HIGH, low=LOW)
+    link = Link(fanout, ws, policy, topics, close_timeout=1.0)
+    fanout.attach(link)
+    return link
+
+
 def make_links(fanout: Fanout, policy: Policy, count: int) -> list[Link]:
-    links = []
-    for _ in range(count):
-        protocol = ServerProtocol()
-        protocol.state = State.OPEN
-        ws = ServerConnection(protocol, None)  # type: ignore[arg-type]
-        Connection.connection_made(ws, ScriptedTransport(0, False))
-        ws.transport.set_write_buffer_limits(high=HIGH, low=LOW)
-        link = Link(fanout, ws, policy, None, close_timeout=1.0)
-        fanout.attach(link)
-        links.append(link)
-    return links
+    return [make_link(fanout, policy) for _ in range(count)]
 
 
 def writes(link: Link) -> list[bytes]:
